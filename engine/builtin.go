@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kjson "sigs.k8s.io/json"
+)
+
+// ActionType says in which admission phase a builtin runs.
+type ActionType int
+
+// ActionType values.
+const (
+	// Mutating builtins run at /mutate and return JSON-patch operations.
+	Mutating ActionType = iota + 1
+	// Validating builtins run at /validate and return violations.
+	Validating
+)
+
+func (t ActionType) String() string {
+	switch t {
+	case Mutating:
+		return "mutating"
+	case Validating:
+		return "validating"
+	}
+	return "unknown"
+}
+
+// Builtin is a named Go action that policies dispatch to. Each builtin lives
+// in a file of its own in package builtins and registers itself by name.
+type Builtin interface {
+	// Name is the value of a policy's spec.action.
+	Name() string
+	// Type says whether the builtin mutates or validates.
+	Type() ActionType
+	// Compile checks the policy's spec.with and prepares the action. It runs
+	// once when policies load; its errors are load errors.
+	Compile(c *CompileContext) (Action, error)
+}
+
+// Action is a compiled builtin, bound to one policy's arguments. It must be
+// safe for concurrent use: one Action serves every request.
+type Action interface {
+	Run(ac *ActionContext) (Outcome, error)
+}
+
+// ActionFunc adapts a function to the Action interface.
+type ActionFunc func(ac *ActionContext) (Outcome, error)
+
+// Run calls f(ac).
+func (f ActionFunc) Run(ac *ActionContext) (Outcome, error) { return f(ac) }
+
+// Outcome is what an action reports for one request.
+type Outcome struct {
+	// Patch holds targeted JSON-patch operations on the current object, for
+	// mutating builtins. They must be idempotent by construction: run again on
+	// the patched object, the action returns no operations.
+	Patch []jsonpatch.JsonPatchOperation
+	// Violation is non-empty when a validating builtin finds the request
+	// violates the policy. Enforcement turns it into a denial, a warning or an
+	// audit annotation.
+	Violation string
+	// Warnings are returned to the client whatever the outcome.
+	Warnings []string
+	// Reason is a short human account of what happened, shown by eval.
+	Reason string
+	// Skipped says the action did not apply to this object; Reason says why.
+	Skipped bool
+}
+
+// NamespaceGetter looks up namespaces, usually from an informer cache.
+type NamespaceGetter interface {
+	// GetNamespace returns the namespace, or an error satisfying
+	// apierrors.IsNotFound when it does not exist.
+	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
+}
+
+// ObjectGetter looks up other objects in the cluster for builtins that need
+// them. Implementations read from caches; see LiveGetter for fresh reads.
+type ObjectGetter interface {
+	// Get returns the object, or an error satisfying apierrors.IsNotFound.
+	Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error)
+}
+
+// LiveGetter is implemented by ObjectGetters that can bypass their cache,
+// for builtins that must re-check before denying on a cache miss.
+type LiveGetter interface {
+	GetLive(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error)
+}
+
+// ActionContext is what an action sees of one request.
+type ActionContext struct {
+	context.Context
+	// Request is the admission request. Use Object and OldObject rather than
+	// its raw Object fields: they carry earlier policies' mutations.
+	Request *admissionv1.AdmissionRequest
+	// Object is the working copy of the object with earlier mutating
+	// policies' patches applied; nil for DELETE and CONNECT. Actions must not
+	// modify it: they return patch operations instead.
+	Object map[string]any
+	// OldObject is the object before an UPDATE or DELETE; nil otherwise.
+	OldObject map[string]any
+	// Namespace is the request's namespace, or nil for cluster-scoped
+	// requests or when it is unknown.
+	Namespace *corev1.Namespace
+	// Cluster reads other objects; nil when no cluster state is available.
+	Cluster ObjectGetter
+	// DryRun is true when the request must have no side effects.
+	DryRun bool
+	// Policy is the name of the policy being run.
+	Policy string
+
+	eval *evaluation
+	act  *activation
+}
+
+// Eval evaluates a compiled expression against this request, charging its
+// cost to the request's budget. The result is a plain Go value: string,
+// int64, float64, bool, nil, []any or map[string]any.
+func (ac *ActionContext) Eval(e *Expression) (any, error) {
+	return ac.eval.evalNative(ac.Context, ac.act, e)
+}
+
+// EvalString evaluates an expression that must yield a string.
+func (ac *ActionContext) EvalString(e *Expression) (string, error) {
+	v, err := ac.Eval(e)
+	if err != nil {
+		return "", err
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("%s: expected string, got %T", e.field, v)
+	}
+	return s, nil
+}
+
+// CompileContext is what a builtin sees of its policy while compiling.
+type CompileContext struct {
+	// Policy is the policy's name.
+	Policy string
+	with   json.RawMessage
+	cel    *policyEnv
+	// errField is set by DecodeWith/CompileExpression so the loader can point
+	// at the offending line of spec.with.
+	errField string
+}
+
+// With returns the raw JSON of spec.with; nil when absent.
+func (c *CompileContext) With() json.RawMessage { return c.with }
+
+// DecodeWith strictly decodes spec.with into v: unknown fields, duplicate
+// fields and type mismatches are errors naming the field.
+func (c *CompileContext) DecodeWith(v any) error {
+	if len(c.with) == 0 {
+		return nil
+	}
+	strict, err := kjson.UnmarshalStrict(c.with, v)
+	if err != nil {
+		return fmt.Errorf("with: %v", err)
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, 0, len(strict))
+		for _, e := range strict {
+			msgs = append(msgs, e.Error())
+			if c.errField == "" {
+				c.errField = fieldFromStrictError(e.Error())
+			}
+		}
+		sort.Strings(msgs)
+		return fmt.Errorf("with: %s", strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// FieldError returns an error about a field of spec.with (a dotted path such
+// as "containers[1].name"), so the loader can point at its line.
+func (c *CompileContext) FieldError(field string, format string, args ...any) error {
+	if c.errField == "" {
+		c.errField = field
+	}
+	return fmt.Errorf("with.%s: %s", field, fmt.Sprintf(format, args...))
+}
+
+// CompileExpression compiles a CEL expression found at field of spec.with,
+// in the policy's environment (object, oldObject, request, namespaceObject,
+// variables). want restricts the output type; nil accepts any.
+func (c *CompileContext) CompileExpression(field, expr string, want *cel.Type) (*Expression, error) {
+	// The error is an *exprError naming the absolute field, so the loader can
+	// point at the line within the expression.
+	return c.cel.compile("spec.with."+field, expr, want)
+}

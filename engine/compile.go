@@ -1,0 +1,344 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Operations a policy can match.
+var allOperations = []string{"CREATE", "UPDATE", "DELETE", "CONNECT"}
+
+// undottedGroups are the built-in API groups whose names have no dot, so
+// "apps/deployments" reads as group/resource rather than resource/subresource.
+var undottedGroups = map[string]bool{"apps": true, "batch": true, "autoscaling": true, "policy": true, "extensions": true}
+
+// CompiledPolicy is a policy ready to evaluate. It is immutable.
+type CompiledPolicy struct {
+	// Policy is the policy as written, with defaults applied.
+	Policy Policy
+	// File and Line locate the policy's document.
+	File string
+	Line int
+	// Type is the type of the policy's builtin.
+	Type ActionType
+	// Err is a compile error kept with the policy: evaluating the policy
+	// yields it under the policy's failurePolicy.
+	Err error
+
+	ordinal     int
+	rules       []resourceRule
+	ops         map[string]bool
+	nsSelector  labels.Selector // nil matches everything
+	objSelector labels.Selector // nil matches everything
+	conditions  []*Expression
+	env         *policyEnv
+	action      Action
+}
+
+// Name returns the policy's name.
+func (p *CompiledPolicy) Name() string { return p.Policy.Metadata.Name }
+
+// Resources returns the (group, resource, subresource) rules the policy
+// matches, with "*" as a wildcard.
+func (p *CompiledPolicy) Resources() []ResourceRule {
+	out := make([]ResourceRule, len(p.rules))
+	for i, r := range p.rules {
+		out[i] = ResourceRule(r)
+	}
+	return out
+}
+
+// Operations returns the operations the policy matches, sorted.
+func (p *CompiledPolicy) Operations() []string {
+	out := make([]string, 0, len(p.ops))
+	for op := range p.ops {
+		out = append(out, op)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ResourceRule is one parsed entry of match.resources.
+type ResourceRule struct {
+	Group, Resource, Subresource string
+}
+
+type resourceRule ResourceRule
+
+func (r resourceRule) wildcard() bool { return r.Resource == "*" || r.Subresource == "*" }
+
+func (r resourceRule) matches(group, resource, sub string) bool {
+	if r.Group != "*" && r.Group != group {
+		return false
+	}
+	if r.Resource != "*" && r.Resource != resource {
+		return false
+	}
+	return r.Subresource == sub || (r.Subresource == "*" && sub != "") || (r.Subresource == "*" && r.Resource == "*")
+}
+
+// parseResource reads one entry of match.resources.
+func parseResource(s string) (resourceRule, error) {
+	if s == "*" {
+		return resourceRule{Group: "*", Resource: "*"}, nil
+	}
+	if s == "*/*" {
+		return resourceRule{Group: "*", Resource: "*", Subresource: "*"}, nil
+	}
+	parts := strings.Split(s, "/")
+	for _, p := range parts {
+		if p == "" {
+			return resourceRule{}, fmt.Errorf("resource %q has an empty segment", s)
+		}
+	}
+	switch len(parts) {
+	case 1:
+		return resourceRule{Resource: parts[0]}, nil
+	case 2:
+		if strings.Contains(parts[0], ".") || undottedGroups[parts[0]] {
+			return resourceRule{Group: parts[0], Resource: parts[1]}, nil
+		}
+		return resourceRule{Resource: parts[0], Subresource: parts[1]}, nil
+	case 3:
+		return resourceRule{Group: parts[0], Resource: parts[1], Subresource: parts[2]}, nil
+	}
+	return resourceRule{}, fmt.Errorf("resource %q has too many segments: want resource, group/resource or [group/]resource/subresource", s)
+}
+
+// Options configure Compile.
+type Options struct {
+	// Registry holds the builtins policies may name. Required.
+	Registry *Registry
+}
+
+// Compile parses and compiles a policy set into a Snapshot. Every error is
+// reported, each located at file:line. A policy whose expressions or
+// arguments fail to compile is kept in the snapshot with its error, so a
+// caller may choose to serve the rest; most callers refuse a set with errors.
+func Compile(files []File, opts Options) (*Snapshot, error) {
+	if opts.Registry == nil {
+		return nil, fmt.Errorf("engine.Compile: no builtin registry")
+	}
+	var errs ErrorList
+	var docs []*document
+	for _, f := range files {
+		d, e := parseFile(f)
+		docs = append(docs, d...)
+		errs = append(errs, e...)
+	}
+	snap := &Snapshot{Hash: Hash(files), index: map[indexKey][]*CompiledPolicy{}}
+	seen := map[string]*document{}
+	for _, d := range docs {
+		p, perrs := compilePolicy(d, opts.Registry)
+		errs = append(errs, perrs...)
+		if p == nil {
+			continue
+		}
+		if prev, dup := seen[p.Name()]; dup {
+			errs = append(errs, d.errorf("metadata.name", "duplicate policy name, first defined at %s:%d", prev.file, prev.pos.line("")))
+			continue
+		}
+		seen[p.Name()] = d
+		p.ordinal = len(snap.Policies)
+		snap.Policies = append(snap.Policies, p)
+	}
+	snap.buildIndex()
+	if len(errs) > 0 {
+		return snap, errs
+	}
+	return snap, nil
+}
+
+// compilePolicy checks one document. It returns nil when the document is not
+// a usable policy at all (no name, wrong kind); otherwise the policy, with
+// any compile error kept in Err.
+func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
+	var errs ErrorList
+	pol := &d.policy
+	if pol.APIVersion != APIVersion || pol.Kind != Kind {
+		return nil, ErrorList{d.errorf("apiVersion", "apiVersion/kind must be %s/%s, not %s/%s", APIVersion, Kind, pol.APIVersion, pol.Kind)}
+	}
+	name := pol.Metadata.Name
+	if name == "" {
+		return nil, ErrorList{d.errorf("metadata", "metadata.name is required")}
+	}
+	if msgs := validation.IsQualifiedName(name); len(msgs) > 0 || strings.Contains(name, "/") {
+		return nil, ErrorList{d.errorf("metadata.name", "invalid name: %s", strings.Join(msgs, "; "))}
+	}
+	p := &CompiledPolicy{Policy: *pol, File: d.file, Line: d.pos.line("")}
+
+	b, ok := reg.Lookup(pol.Spec.Action)
+	switch {
+	case pol.Spec.Action == "":
+		errs = append(errs, d.errorf("spec.action", "spec.action is required; builtins: %s", strings.Join(reg.Names(), ", ")))
+	case !ok:
+		errs = append(errs, d.errorf("spec.action", "unknown builtin %q; builtins: %s", pol.Spec.Action, strings.Join(reg.Names(), ", ")))
+	default:
+		p.Type = b.Type()
+	}
+
+	if err := pol.Spec.FailurePolicy.validate(); err != nil {
+		errs = append(errs, d.errorf("spec.failurePolicy", "%v", err))
+	}
+	if err := pol.Spec.Enforcement.validate(); err != nil {
+		errs = append(errs, d.errorf("spec.enforcement", "%v", err))
+	}
+	if p.Type == Mutating && pol.Spec.Enforcement != "" {
+		errs = append(errs, d.errorf("spec.enforcement", "enforcement applies to validating builtins only; %q mutates", pol.Spec.Action))
+	}
+	if p.Policy.Spec.FailurePolicy == "" {
+		p.Policy.Spec.FailurePolicy = Fail
+		if p.Type == Mutating {
+			p.Policy.Spec.FailurePolicy = Ignore
+		}
+	}
+	if p.Type == Validating && p.Policy.Spec.Enforcement == "" {
+		p.Policy.Spec.Enforcement = Deny
+	}
+
+	m := pol.Spec.Match
+	if len(m.Resources) == 0 {
+		errs = append(errs, d.errorf("spec.match", "spec.match.resources is required"))
+	}
+	for i, r := range m.Resources {
+		rr, err := parseResource(r)
+		if err != nil {
+			errs = append(errs, d.errorf(fmt.Sprintf("spec.match.resources[%d]", i), "%v", err))
+			continue
+		}
+		p.rules = append(p.rules, rr)
+	}
+	p.ops = map[string]bool{}
+	if len(m.Operations) == 0 {
+		m.Operations = []string{"*"}
+		p.Policy.Spec.Match.Operations = m.Operations
+	}
+	for i, op := range m.Operations {
+		switch op {
+		case "*":
+			for _, o := range allOperations {
+				p.ops[o] = true
+			}
+		case "CREATE", "UPDATE", "DELETE", "CONNECT":
+			p.ops[op] = true
+		default:
+			errs = append(errs, d.errorf(fmt.Sprintf("spec.match.operations[%d]", i), "unknown operation %q: want CREATE, UPDATE, DELETE, CONNECT or \"*\"", op))
+		}
+	}
+	var err error
+	if p.nsSelector, err = selector(m.NamespaceSelector); err != nil {
+		errs = append(errs, d.errorf("spec.match.namespaceSelector", "namespaceSelector: %v", err))
+	}
+	if p.objSelector, err = selector(m.ObjectSelector); err != nil {
+		errs = append(errs, d.errorf("spec.match.objectSelector", "objectSelector: %v", err))
+	}
+
+	varNames := map[string]bool{}
+	for i, v := range pol.Spec.Variables {
+		path := fmt.Sprintf("spec.variables[%d].name", i)
+		switch {
+		case v.Name == "":
+			errs = append(errs, d.errorf(path, "variable name is required"))
+		case varNames[v.Name]:
+			errs = append(errs, d.errorf(path, "duplicate variable %q", v.Name))
+		case !isCELIdentifier(v.Name):
+			errs = append(errs, d.errorf(path, "variable name %q is not a CEL identifier", v.Name))
+		}
+		varNames[v.Name] = true
+	}
+	// The CEL and builtin checks below need a sound structure; stop here if not.
+	if len(errs) > 0 {
+		p.Err = errs
+		return p, errs
+	}
+
+	env, verrs := newPolicyEnv(pol.Spec.Variables)
+	for _, e := range verrs {
+		errs = append(errs, d.exprError(e))
+	}
+	if env == nil {
+		p.Err = errs
+		return p, errs
+	}
+	p.env = env
+	for i, c := range m.Conditions {
+		e, err := env.compile(fmt.Sprintf("spec.match.conditions[%d].expression", i), c.Expression, cel.BoolType)
+		if err != nil {
+			errs = append(errs, d.exprError(err))
+			continue
+		}
+		e.name = c.Name
+		if e.name == "" {
+			e.name = fmt.Sprintf("conditions[%d]", i)
+		}
+		p.conditions = append(p.conditions, e)
+	}
+
+	cc := &CompileContext{Policy: name, with: pol.Spec.With, cel: env}
+	action, err := b.Compile(cc)
+	if err != nil {
+		var ee *exprError
+		if asExprError(err, &ee) {
+			errs = append(errs, d.exprError(ee))
+		} else {
+			path := "spec.with"
+			if cc.errField != "" {
+				path = "spec.with." + cc.errField
+			}
+			errs = append(errs, d.errorf(path, "%v", err))
+		}
+	} else if action == nil {
+		errs = append(errs, d.errorf("spec.with", "builtin %q compiled to no action", b.Name()))
+	}
+	p.action = action
+	if len(errs) > 0 {
+		p.Err = errs
+	}
+	return p, errs
+}
+
+func (d *document) exprError(err error) *Error {
+	var ee *exprError
+	if !asExprError(err, &ee) {
+		return d.errorf("", "%v", err)
+	}
+	return &Error{File: d.file, Line: d.pos.exprLine(ee.field, ee.line), Column: ee.column, Policy: d.policy.Metadata.Name,
+		Msg: fmt.Sprintf("%s: %s", strings.TrimPrefix(ee.field, "spec."), ee.msg)}
+}
+
+func asExprError(err error, target **exprError) bool {
+	for err != nil {
+		if e, ok := err.(*exprError); ok {
+			*target = e
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
+
+func selector(s *metav1.LabelSelector) (labels.Selector, error) {
+	if s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0) {
+		return nil, nil
+	}
+	return metav1.LabelSelectorAsSelector(s)
+}
+
+func isCELIdentifier(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (i > 0 && r >= '0' && r <= '9')) {
+			return false
+		}
+	}
+	return s != ""
+}

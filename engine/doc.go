@@ -1,0 +1,21 @@
+// Package engine loads Celadon policies, compiles their CEL into an immutable
+// Snapshot and evaluates admission requests against it.
+//
+// The engine is pure: it knows nothing of HTTP, TLS or client-go clients.
+// Cluster state reaches it through the small NamespaceGetter and ObjectGetter
+// interfaces, so the same code serves the webhook, `celadon eval` and tests.
+//
+// A request flows through three steps:
+//
+//   - Snapshot.Candidates picks, from an index keyed by (group, resource,
+//     subresource, operation), only the policies that can possibly match.
+//   - Each candidate's selectors and CEL conditions are checked, sharing one
+//     cost budget for the whole request.
+//   - Matched policies dispatch, in order, to their builtin Action. Mutating
+//     actions return targeted JSON-patch operations that are applied to the
+//     working copy of the object before the next policy sees it; validating
+//     actions return a violation that the policy's enforcement turns into a
+//     denial, a warning or an audit annotation.
+//
+// Every matched or skipped policy yields a PolicyResult with an explicit State.
+package engine

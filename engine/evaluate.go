@@ -1,0 +1,471 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apiserver/pkg/cel/common"
+	kjson "sigs.k8s.io/json"
+)
+
+// Phase selects which policies a call to Evaluate runs.
+type Phase int
+
+// Phase values.
+const (
+	// PhaseAll runs mutating policies, then validating ones on the mutated
+	// object, as the API server's admission chain does. Used by eval.
+	PhaseAll Phase = iota
+	// PhaseMutating runs mutating policies only (/mutate).
+	PhaseMutating
+	// PhaseValidating runs validating policies only (/validate).
+	PhaseValidating
+)
+
+func (ph Phase) includes(t ActionType) bool {
+	switch ph {
+	case PhaseMutating:
+		return t == Mutating
+	case PhaseValidating:
+		return t == Validating
+	}
+	return true
+}
+
+// State is the explicit outcome of one policy for one request.
+type State string
+
+// State values.
+const (
+	// StatePass: the policy matched and its action succeeded: it mutated, or
+	// found nothing to change, or found no violation.
+	StatePass State = "pass"
+	// StateFail: a validating policy found a violation (denied, or audited
+	// under enforcement Audit).
+	StateFail State = "fail"
+	// StateWarn: a violation under enforcement Warn.
+	StateWarn State = "warn"
+	// StateError: a CEL or builtin error; failurePolicy decided.
+	StateError State = "error"
+	// StateSkip: selectors or conditions did not match, or the action did
+	// not apply to this object.
+	StateSkip State = "skip"
+)
+
+// PolicyResult is one policy's result for one request.
+type PolicyResult struct {
+	Policy      string        `json:"policy"`
+	Action      string        `json:"action"`
+	State       State         `json:"state"`
+	Reason      string        `json:"reason,omitempty"`
+	Enforcement Enforcement   `json:"enforcement,omitempty"`
+	Patch       int           `json:"patchOperations,omitempty"`
+	Panicked    bool          `json:"panicked,omitempty"`
+	Duration    time.Duration `json:"-"`
+}
+
+// Decision is the engine's answer to one admission request.
+type Decision struct {
+	// Allowed is false when a policy denied the request.
+	Allowed bool
+	// Message is the denial message: every denying policy's message, joined.
+	Message string
+	// Results lists every candidate policy's result, in dispatch order.
+	Results []PolicyResult
+	// Patch composes every mutating policy's operations in order. Empty when
+	// nothing changes or the request is denied.
+	Patch []jsonpatch.JsonPatchOperation
+	// Warnings are returned to the client.
+	Warnings []string
+	// AuditAnnotations are recorded in the API server's audit log.
+	AuditAnnotations map[string]string
+	// Object is the object with Patch applied; nil when no policy looked at it.
+	Object map[string]any
+	// CostRemaining is what is left of the request's CEL cost budget.
+	CostRemaining int64
+}
+
+// PatchJSON returns the composed patch as JSON: "[]" when there is none.
+func (d *Decision) PatchJSON() ([]byte, error) {
+	if len(d.Patch) == 0 {
+		return []byte("[]"), nil
+	}
+	return json.Marshal(d.Patch)
+}
+
+// EvalOptions configure one call to Evaluate.
+type EvalOptions struct {
+	// Phase selects mutating, validating or all policies. Default PhaseAll.
+	Phase Phase
+	// Namespaces resolves the request's namespace for namespaceSelector and
+	// namespaceObject. Nil: both see no namespace, and a policy with a
+	// namespaceSelector errors on namespaced requests.
+	Namespaces NamespaceGetter
+	// Cluster serves lookups of other objects to builtins. Optional.
+	Cluster ObjectGetter
+	// CostBudget is the request's CEL cost budget. Default DefaultCostBudget.
+	CostBudget int64
+}
+
+// Evaluate runs the snapshot's policies on one admission request. It returns
+// an error only when the request itself is unusable (nil, or an object that
+// is not valid JSON); policy errors become results under failurePolicy.
+// The context's deadline bounds the whole evaluation.
+func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionRequest, opts EvalOptions) (*Decision, error) {
+	if req == nil {
+		return nil, errors.New("admission review has no request")
+	}
+	d := &Decision{Allowed: true}
+	candidates := s.Candidates(req.Resource.Group, req.Resource.Resource, req.SubResource, string(req.Operation))
+	if len(candidates) == 0 {
+		d.CostRemaining = budgetOf(opts)
+		return d, nil
+	}
+	ev, err := newEvaluation(req, opts)
+	if err != nil {
+		return nil, err
+	}
+	var denials []string
+	for _, p := range candidates {
+		if p.Type != 0 && !opts.Phase.includes(p.Type) {
+			continue
+		}
+		start := time.Now()
+		res, out := ev.run(ctx, p)
+		d.Warnings = append(d.Warnings, out.Warnings...)
+		if res.State == StatePass && len(out.Patch) > 0 {
+			if err := applyPatch(ev.object, out.Patch); err != nil {
+				res.State, res.Reason = StateError, fmt.Sprintf("builtin produced a patch that does not apply: %v", err)
+			} else {
+				d.Patch = append(d.Patch, out.Patch...)
+				res.Patch = len(out.Patch)
+				ev.objectChanged()
+			}
+		}
+		switch res.State {
+		case StateError:
+			if p.Policy.Spec.FailurePolicy == Fail {
+				denials = append(denials, fmt.Sprintf("policy %q failed: %s", p.Name(), res.Reason))
+			}
+		case StateFail:
+			if p.Policy.Spec.Enforcement == Audit {
+				if d.AuditAnnotations == nil {
+					d.AuditAnnotations = map[string]string{}
+				}
+				d.AuditAnnotations[p.Name()] = out.Violation
+			} else {
+				denials = append(denials, out.Violation)
+			}
+		case StateWarn:
+			d.Warnings = append(d.Warnings, p.Name()+": "+out.Violation)
+		}
+		res.Duration = time.Since(start)
+		d.Results = append(d.Results, res)
+	}
+	if len(denials) > 0 {
+		d.Allowed = false
+		d.Message = strings.Join(denials, "; ")
+		d.Patch = nil
+	}
+	d.Object = ev.object
+	d.CostRemaining = ev.budget
+	return d, nil
+}
+
+func budgetOf(opts EvalOptions) int64 {
+	if opts.CostBudget > 0 {
+		return opts.CostBudget
+	}
+	return DefaultCostBudget
+}
+
+// evaluation is the state of one request's evaluation.
+type evaluation struct {
+	req       *admissionv1.AdmissionRequest
+	opts      EvalOptions
+	budget    int64
+	object    map[string]any
+	oldObject map[string]any
+
+	objVal, oldObjVal, reqVal, nsVal ref.Val
+	ns                              *corev1.Namespace
+	nsErr                           error
+	nsLooked                        bool
+}
+
+func newEvaluation(req *admissionv1.AdmissionRequest, opts EvalOptions) (*evaluation, error) {
+	ev := &evaluation{req: req, opts: opts, budget: budgetOf(opts)}
+	var err error
+	if ev.object, err = decodeObject(req.Object.Raw, req.Object.Object); err != nil {
+		return nil, fmt.Errorf("request.object: %w", err)
+	}
+	if ev.oldObject, err = decodeObject(req.OldObject.Raw, req.OldObject.Object); err != nil {
+		return nil, fmt.Errorf("request.oldObject: %w", err)
+	}
+	return ev, nil
+}
+
+func decodeObject(raw []byte, obj any) (map[string]any, error) {
+	if len(raw) == 0 && obj != nil {
+		var err error
+		if raw, err = json.Marshal(obj); err != nil {
+			return nil, err
+		}
+	}
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &m); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	return m, nil
+}
+
+func (ev *evaluation) objectChanged() { ev.objVal = nil }
+
+func (ev *evaluation) objectVal() ref.Val {
+	if ev.objVal == nil {
+		ev.objVal = nativeOrNull(ev.object)
+	}
+	return ev.objVal
+}
+
+func (ev *evaluation) oldObjectVal() ref.Val {
+	if ev.oldObjVal == nil {
+		ev.oldObjVal = nativeOrNull(ev.oldObject)
+	}
+	return ev.oldObjVal
+}
+
+func nativeOrNull(m map[string]any) ref.Val {
+	if m == nil {
+		return types.NullValue
+	}
+	return types.DefaultTypeAdapter.NativeToValue(m)
+}
+
+func (ev *evaluation) requestVal() ref.Val {
+	if ev.reqVal == nil {
+		r := *ev.req
+		r.Object, r.OldObject = emptyRaw, emptyRaw
+		ev.reqVal = common.SchemalessTypedToVal(&r)
+	}
+	return ev.reqVal
+}
+
+func (ev *evaluation) namespaceVal() ref.Val {
+	if ev.nsVal == nil {
+		ns, _ := ev.namespace(context.Background())
+		if ns == nil {
+			ev.nsVal = types.NullValue
+		} else {
+			ev.nsVal = common.SchemalessTypedToVal(ns)
+		}
+	}
+	return ev.nsVal
+}
+
+// namespace returns the request's namespace: nil for cluster-scoped
+// requests or when no NamespaceGetter was given.
+func (ev *evaluation) namespace(ctx context.Context) (*corev1.Namespace, error) {
+	if !ev.nsLooked {
+		ev.nsLooked = true
+		if ev.req.Namespace != "" && ev.opts.Namespaces != nil {
+			ev.ns, ev.nsErr = ev.opts.Namespaces.GetNamespace(ctx, ev.req.Namespace)
+		}
+	}
+	return ev.ns, ev.nsErr
+}
+
+// evalVal evaluates an expression, charging its cost to the budget.
+func (ev *evaluation) evalVal(ctx context.Context, a *activation, e *Expression) (ref.Val, error) {
+	if ev.budget <= 0 {
+		return nil, ErrCostBudgetExceeded
+	}
+	val, details, err := e.program.ContextEval(ctx, a)
+	if details != nil && details.ActualCost() != nil {
+		ev.budget -= int64(min(*details.ActualCost(), uint64(1)<<62))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", exprName(e), err)
+	}
+	if ev.budget < 0 {
+		return nil, ErrCostBudgetExceeded
+	}
+	return val, nil
+}
+
+func exprName(e *Expression) string {
+	if e.name != "" {
+		return e.name
+	}
+	return strings.TrimPrefix(e.field, "spec.")
+}
+
+func (ev *evaluation) evalNative(ctx context.Context, a *activation, e *Expression) (any, error) {
+	v, err := ev.evalVal(ctx, a, e)
+	if err != nil {
+		return nil, err
+	}
+	out, err := toNative(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", exprName(e), err)
+	}
+	return out, nil
+}
+
+// run evaluates one policy: selectors, conditions, then its action.
+func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyResult, out Outcome) {
+	res = PolicyResult{Policy: p.Name(), Action: p.Policy.Spec.Action, Enforcement: p.Policy.Spec.Enforcement}
+	fail := func(format string, args ...any) (PolicyResult, Outcome) {
+		res.State, res.Reason = StateError, fmt.Sprintf(format, args...)
+		return res, Outcome{}
+	}
+	if err := ctx.Err(); err != nil {
+		return fail("not evaluated: %v", err)
+	}
+	if p.Err != nil {
+		return fail("policy did not compile: %v", p.Err)
+	}
+	if ok, reason, err := ev.selectorsMatch(ctx, p); err != nil {
+		return fail("%v", err)
+	} else if !ok {
+		res.State, res.Reason = StateSkip, reason
+		return res, Outcome{}
+	}
+	a := &activation{eval: ev}
+	a.vars = p.env.variablesFor(ctx, a)
+	for _, c := range p.conditions {
+		v, err := ev.evalVal(ctx, a, c)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if v != types.True {
+			if _, isBool := v.(types.Bool); !isBool {
+				return fail("condition %s returned %s, not a bool", c.name, v.Type())
+			}
+			res.State, res.Reason = StateSkip, fmt.Sprintf("condition %s is false", c.name)
+			return res, Outcome{}
+		}
+	}
+	ac := &ActionContext{
+		Context:   ctx,
+		Request:   ev.req,
+		Object:    ev.object,
+		OldObject: ev.oldObject,
+		Cluster:   ev.opts.Cluster,
+		DryRun:    ev.req.DryRun != nil && *ev.req.DryRun,
+		Policy:    p.Name(),
+		eval:      ev,
+		act:       a,
+	}
+	ac.Namespace, _ = ev.namespace(ctx)
+	out, err := runAction(p.action, ac)
+	if err != nil {
+		var pe *panicError
+		res.Panicked = errors.As(err, &pe)
+		res2, _ := fail("%v", err)
+		return res2, Outcome{Warnings: out.Warnings}
+	}
+	res.Reason = out.Reason
+	switch {
+	case out.Skipped:
+		res.State = StateSkip
+		out.Patch, out.Violation = nil, ""
+	case p.Type == Validating && out.Violation != "":
+		res.State = StateFail
+		if p.Policy.Spec.Enforcement == Warn {
+			res.State = StateWarn
+		}
+		if res.Reason == "" {
+			res.Reason = out.Violation
+		}
+	default:
+		res.State = StatePass
+	}
+	return res, out
+}
+
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("builtin panicked: %v", e.value) }
+
+// runAction runs an action, turning a panic into an error so that the
+// policy's failurePolicy decides and the server keeps serving.
+func runAction(a Action, ac *ActionContext) (out Outcome, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &panicError{value: r, stack: debug.Stack()}
+		}
+	}()
+	return a.Run(ac)
+}
+
+func (ev *evaluation) selectorsMatch(ctx context.Context, p *CompiledPolicy) (bool, string, error) {
+	if p.nsSelector != nil {
+		var set labels.Set
+		switch {
+		case ev.req.Resource.Group == "" && ev.req.Resource.Resource == "namespaces" && ev.req.SubResource == "":
+			if !selectorMatchesEither(p.nsSelector, ev.object, ev.oldObject) {
+				return false, "namespaceSelector does not match the namespace's labels", nil
+			}
+		case ev.req.Namespace == "":
+			// Cluster-scoped objects are not filtered by namespaceSelector,
+			// as with admission webhooks.
+		default:
+			if ev.opts.Namespaces == nil {
+				return false, "", fmt.Errorf("namespaceSelector: labels of namespace %q are unknown", ev.req.Namespace)
+			}
+			ns, err := ev.namespace(ctx)
+			if err != nil {
+				return false, "", fmt.Errorf("namespaceSelector: namespace %q: %v", ev.req.Namespace, err)
+			}
+			set = ns.Labels
+			if !p.nsSelector.Matches(set) {
+				return false, fmt.Sprintf("namespaceSelector does not match namespace %q", ev.req.Namespace), nil
+			}
+		}
+	}
+	if p.objSelector != nil && !selectorMatchesEither(p.objSelector, ev.object, ev.oldObject) {
+		return false, "objectSelector does not match the object's labels", nil
+	}
+	return true, "", nil
+}
+
+// selectorMatchesEither matches the labels of the object or the old object,
+// as admission webhooks' objectSelector does.
+func selectorMatchesEither(s labels.Selector, obj, old map[string]any) bool {
+	for _, o := range []map[string]any{obj, old} {
+		if o != nil && s.Matches(labels.Set(labelsOf(o))) {
+			return true
+		}
+	}
+	return false
+}
+
+func labelsOf(obj map[string]any) map[string]string {
+	md, _ := obj["metadata"].(map[string]any)
+	raw, _ := md["labels"].(map[string]any)
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		}
+	}
+	return out
+}

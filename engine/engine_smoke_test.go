@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"testing"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"gomodules.xyz/jsonpatch/v2"
 )
 
 type labelBuiltin struct{}

@@ -199,9 +199,9 @@ type evaluation struct {
 	oldObject map[string]any
 
 	objVal, oldObjVal, reqVal, nsVal ref.Val
-	ns                              *corev1.Namespace
-	nsErr                           error
-	nsLooked                        bool
+	ns                               *corev1.Namespace
+	nsErr                            error
+	nsLooked                         bool
 }
 
 func newEvaluation(req *admissionv1.AdmissionRequest, opts EvalOptions) (*evaluation, error) {

@@ -242,7 +242,7 @@ func parseFile(f File) ([]*document, ErrorList) {
 			break
 		}
 		if err != nil {
-			errs = append(errs, &Error{File: f.Name, Line: yamlErrorLine(err), Msg: "YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
+			errs = append(errs, &Error{File: f.Name, Line: yamlErrorLine(err), Msg: "YAML: " + yamlErrorMessage(err)})
 			break
 		}
 		if len(root.Content) == 0 || (root.Content[0].Kind == yaml.ScalarNode && root.Content[0].Tag == "!!null") {
@@ -259,6 +259,18 @@ func parseFile(f File) ([]*document, ErrorList) {
 	return docs, errs
 }
 
+// yamlErrorMessage drops yaml's "yaml: line N:" prefix: the line is
+// reported, corrected, by the Error itself.
+func yamlErrorMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if strings.HasPrefix(msg, "line ") {
+		if i := strings.Index(msg, ": "); i >= 0 {
+			return msg[i+2:]
+		}
+	}
+	return msg
+}
+
 func yamlErrorLine(err error) int {
 	msg := err.Error()
 	if i := strings.Index(msg, "line "); i >= 0 {
@@ -268,6 +280,12 @@ func yamlErrorLine(err error) int {
 			j++
 		}
 		if n, err := strconv.Atoi(rest[:j]); err == nil {
+			// yaml.v3 reports parser errors with a 0-based line, scanner
+			// errors with a 1-based one; parser errors read "did not find
+			// expected ...".
+			if strings.Contains(msg, "did not find expected") {
+				n++
+			}
 			return n
 		}
 	}

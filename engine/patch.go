@@ -41,6 +41,24 @@ func ToJSONValue(v any) (any, error) {
 	return out, nil
 }
 
+func deepCopyJSON(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = deepCopyJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = deepCopyJSON(e)
+		}
+		return out
+	}
+	return v
+}
+
 func isPlain(v any) bool {
 	switch v := v.(type) {
 	case nil, string, int64, float64, bool:
@@ -86,10 +104,13 @@ func applyOp(doc map[string]any, op jsonpatch.JsonPatchOperation) error {
 	if len(segs) == 0 {
 		return fmt.Errorf("patching the whole object is not supported")
 	}
+	// Copy the value: later operations edit the working object in place and
+	// must not reach back into the patch that is sent to the API server.
 	value, err := ToJSONValue(op.Value)
 	if err != nil {
 		return err
 	}
+	value = deepCopyJSON(value)
 	// Walk to the parent container.
 	var parent any = doc
 	setParent := func(any) {} // replaces the parent in its own parent (for slices)

@@ -1,0 +1,276 @@
+package engine
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLoadErrorsPointAtTheLine checks that every kind of broken policy is
+// reported at the right file:line and names the policy.
+func TestLoadErrorsPointAtTheLine(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		want string // substring of the single expected error, with its line
+	}{
+		{"cel syntax error", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: broken
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - name: bad
+      expression: "object.metadata.name =="
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:10: policy "broken": match.conditions[0].expression: CEL: Syntax error`},
+		{"cel type error in block scalar, second line", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: typed
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - expression: |
+        has(object.metadata) &&
+        object.metadata.name + 1
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:11: policy "typed": match.conditions[0].expression: CEL: expected type 'bool' but found 'int'`},
+		{"condition not bool", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: notbool}
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - expression: "'a'"
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:8: policy "notbool": match.conditions[0].expression: CEL: must evaluate to bool, not string`},
+		{"unknown field", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: unknown}
+spec:
+  match:
+    resources: [pods]
+    namespaces: [a]
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:7: policy "unknown": unknown field "spec.match.namespaces"`},
+		{"unknown builtin", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: nob}
+spec:
+  match: {resources: [pods]}
+  action: noSuchThing
+`, `policies.yaml:6: policy "nob": unknown builtin "noSuchThing"; builtins: badPatch, explode, setLabel, violate`},
+		{"bad with: unknown field", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: badwith}
+spec:
+  match: {resources: [pods]}
+  action: setLabel
+  with:
+    key: a
+    colour: red
+`, `policies.yaml:9: policy "badwith": with: unknown field "colour"`},
+		{"bad with: builtin field error", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: nokey}
+spec:
+  match: {resources: [pods]}
+  action: setLabel
+  with:
+    value: x
+`, `policies.yaml:7: policy "nokey": with.key: is required`},
+		{"bad with: expression", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: badexpr}
+spec:
+  match: {resources: [pods]}
+  action: setLabel
+  with:
+    key: a
+    valueExpression: "object.metadata.name.size()"
+`, `policies.yaml:9: policy "badexpr": with.valueExpression: CEL: must evaluate to string, not int`},
+		{"bad operation", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: badop}
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE, PATCH]
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:7: policy "badop": unknown operation "PATCH"`},
+		{"bad resource", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: badres}
+spec:
+  match:
+    resources:
+    - pods
+    - a/b/c/d
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:8: policy "badres": resource "a/b/c/d" has too many segments`},
+		{"bad selector", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: badsel}
+spec:
+  match:
+    resources: [pods]
+    namespaceSelector:
+      matchExpressions:
+      - {key: env, operator: Sometimes}
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:7: policy "badsel": namespaceSelector: "Sometimes" is not a valid label selector operator`},
+		{"enforcement on a mutating builtin", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: enf}
+spec:
+  match: {resources: [pods]}
+  action: setLabel
+  with: {key: a}
+  enforcement: Warn
+`, `policies.yaml:8: policy "enf": enforcement applies to validating builtins only`},
+		{"bad failure policy", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: fp}
+spec:
+  match: {resources: [pods]}
+  action: violate
+  failurePolicy: Sometimes
+`, `policies.yaml:7: policy "fp": failurePolicy must be Fail or Ignore`},
+		{"wrong kind", `apiVersion: celadon.io/v1alpha1
+kind: ConfigMap
+metadata: {name: cm}
+`, `policies.yaml:1: policy "cm": apiVersion/kind must be celadon.io/v1alpha1/Policy`},
+		{"missing name", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {}
+spec:
+  match: {resources: [pods]}
+  action: violate
+`, `policies.yaml:3: metadata.name is required`},
+		{"missing resources", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: nores}
+spec:
+  match: {operations: [CREATE]}
+  action: violate
+`, `policies.yaml:5: policy "nores": spec.match.resources is required`},
+		{"yaml parser error", "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata: {name: [}\n", `policies.yaml:3: YAML: did not find expected node content`},
+		{"yaml scanner error", "apiVersion: celadon.io/v1alpha1\nkind: Policy\n  metadata: x\n", `policies.yaml:3: YAML: mapping values are not allowed`},
+		{"wrong type", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: wt}
+spec:
+  match:
+    resources: pods
+  action: violate
+`, `policies.yaml:6: policy "wt": cannot unmarshal string into Go struct field`},
+		{"variable error", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: vars}
+spec:
+  variables:
+  - name: ok
+    expression: "object.metadata.name"
+  - name: bad
+    expression: "variables.missing"
+  match: {resources: [pods]}
+  action: violate
+`, `policies.yaml:9: policy "vars": variables[1].expression: CEL: undefined field 'missing'`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Compile([]File{{Name: "policies.yaml", Data: []byte(tc.yaml)}}, Options{Registry: testRegistry()})
+			var list ErrorList
+			if !errors.As(err, &list) {
+				t.Fatalf("want an ErrorList, got %v", err)
+			}
+			if len(list) != 1 {
+				t.Fatalf("want 1 error, got %d:\n%v", len(list), err)
+			}
+			if !strings.Contains(list[0].Error(), tc.want) {
+				t.Fatalf("error\n  %s\ndoes not contain\n  %s", list[0].Error(), tc.want)
+			}
+		})
+	}
+}
+
+func TestEveryErrorIsReported(t *testing.T) {
+	files := []File{
+		{Name: "a.yaml", Data: []byte(policyYAML("one", "  match: {resources: [pods]}\n  action: nope\n") + "\n---\n" +
+			policyYAML("two", "  match: {resources: [pods], conditions: [{expression: '1 +'}]}\n  action: violate\n"))},
+		{Name: "b.yaml", Data: []byte(policyYAML("one", "  match: {resources: [pods]}\n  action: violate\n"))},
+	}
+	snap, err := Compile(files, Options{Registry: testRegistry()})
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 3 {
+		t.Fatalf("want 3 errors, got %v", err)
+	}
+	if !strings.Contains(list[2].Error(), `b.yaml:4: policy "one": duplicate policy name, first defined at a.yaml:1`) {
+		t.Errorf("duplicate not reported right: %v", list[2])
+	}
+	// Broken policies stay in the snapshot with their error.
+	if p := snap.Policy("two"); p == nil || p.Err == nil {
+		t.Errorf("policy two should be kept with its compile error")
+	}
+}
+
+func TestReadFilesFromConfigMapMount(t *testing.T) {
+	dir := t.TempDir()
+	ts := filepath.Join(dir, "..2026_11_22_00_00_00.000")
+	must(t, os.Mkdir(ts, 0o755))
+	must(t, os.WriteFile(filepath.Join(ts, "b.yaml"), []byte("b"), 0o644))
+	must(t, os.WriteFile(filepath.Join(ts, "a.yml"), []byte("a"), 0o644))
+	must(t, os.WriteFile(filepath.Join(ts, "notes.txt"), []byte("ignored"), 0o644))
+	must(t, os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data")))
+	for _, f := range []string{"b.yaml", "a.yml", "notes.txt"} {
+		must(t, os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)))
+	}
+	files, err := ReadFiles(dir)
+	must(t, err)
+	if len(files) != 2 || filepath.Base(files[0].Name) != "a.yml" || string(files[1].Data) != "b" {
+		t.Fatalf("got %+v", files)
+	}
+	if Hash(files) == Hash(files[:1]) {
+		t.Error("hash ignores content")
+	}
+	if _, err := ReadFiles(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing path should fail")
+	}
+}
+
+func TestEmptyDocumentsAndJSON(t *testing.T) {
+	data := "---\n" + policyYAML("a", "  match: {resources: [pods]}\n  action: violate\n") + "\n---\n---\n"
+	js := `{"apiVersion":"celadon.io/v1alpha1","kind":"Policy","metadata":{"name":"b"},"spec":{"match":{"resources":["pods"]},"action":"violate"}}`
+	snap, err := Compile([]File{{Name: "a.yaml", Data: []byte(data)}, {Name: "b.json", Data: []byte(js)}}, Options{Registry: testRegistry()})
+	must(t, err)
+	if len(snap.Policies) != 2 || snap.Policies[1].Name() != "b" {
+		t.Fatalf("got %d policies", len(snap.Policies))
+	}
+	if got := snap.Policies[0].Policy.Spec.FailurePolicy; got != Fail {
+		t.Errorf("validating default failurePolicy = %q, want Fail", got)
+	}
+	if got := snap.Policies[0].Policy.Spec.Enforcement; got != Deny {
+		t.Errorf("default enforcement = %q, want Deny", got)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -147,6 +147,16 @@ type exprError struct {
 	msg          string
 }
 
+// clampLine keeps a reported line within the expression's text: CEL
+// reports an unexpected end of input one past a block scalar's final
+// newline.
+func clampLine(line int, expr string) int {
+	if n := strings.Count(strings.TrimRight(expr, "\n"), "\n") + 1; line > n {
+		return n
+	}
+	return line
+}
+
 func (e *exprError) Error() string { return e.msg }
 
 func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, error) {
@@ -159,7 +169,7 @@ func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, er
 		var msgs []string
 		for _, ce := range issues.Errors() {
 			if e.line == 0 && ce.Location != nil {
-				e.line, e.column = ce.Location.Line(), ce.Location.Column()+1
+				e.line, e.column = clampLine(ce.Location.Line(), expr), ce.Location.Column()+1
 			}
 			msgs = append(msgs, ce.Message)
 		}

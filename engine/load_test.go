@@ -43,6 +43,18 @@ spec:
   action: setLabel
   with: {key: a}
 `, `policies.yaml:11: policy "typed": match.conditions[0].expression: CEL: expected type 'bool' but found 'int'`},
+		{"syntax error at the end of a block scalar", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: blockend}
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - expression: |
+        object.metadata.name ==
+  action: setLabel
+  with: {key: a}
+`, `policies.yaml:9: policy "blockend": match.conditions[0].expression: CEL: Syntax error`},
 		{"condition not bool", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: notbool}

@@ -54,11 +54,11 @@ func run(args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "celadon:", ee.err)
+			fmt.Fprintln(rootCmd.ErrOrStderr(), "celadon:", ee.err)
 		}
 		return ee.code
 	}
 	// cobra's own errors are usage errors: unknown flags, missing arguments.
-	fmt.Fprintln(os.Stderr, "celadon:", err)
+	fmt.Fprintln(rootCmd.ErrOrStderr(), "celadon:", err)
 	return 2
 }

@@ -167,7 +167,14 @@ func (c *CompileContext) DecodeWith(v any) error {
 	}
 	strict, err := kjson.UnmarshalStrict(c.with, v)
 	if err != nil {
-		return fmt.Errorf("with: %v", err)
+		field, msg := decodeErrorMessage(err)
+		if c.errField == "" {
+			c.errField = field
+		}
+		if field != "" {
+			return fmt.Errorf("with.%s", msg)
+		}
+		return fmt.Errorf("with: %s", msg)
 	}
 	if len(strict) > 0 {
 		msgs := make([]string, 0, len(strict))

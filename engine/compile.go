@@ -288,8 +288,11 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 			errs = append(errs, d.exprError(ee))
 		} else {
 			path := "spec.with"
-			if cc.errField != "" {
+			switch {
+			case cc.errField != "":
 				path = "spec.with." + cc.errField
+			case len(pol.Spec.With) == 0:
+				path = "spec.action" // no with at all: point at the builtin's name
 			}
 			errs = append(errs, d.errorf(path, "%v", err))
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -322,12 +323,57 @@ func (d *document) decode() *Error {
 	}
 	strict, err := kjson.UnmarshalStrict(raw, &d.policy)
 	if err != nil {
-		return d.errorf(fieldFromStrictError(err.Error()), "%s", strings.TrimPrefix(err.Error(), "json: "))
+		field, msg := decodeErrorMessage(err)
+		return d.errorf(field, "%s", msg)
 	}
 	if len(strict) > 0 {
 		return d.errorf(fieldFromStrictError(strict[0].Error()), "%s", strings.TrimPrefix(strict[0].Error(), "json: "))
 	}
 	return nil
+}
+
+var typeMismatch = regexp.MustCompile(`cannot unmarshal (\w+) into Go (?:struct field \S*?\.(\S+)|value) of type (\S+)`)
+
+// decodeErrorMessage turns a JSON decoding error into the field it is about
+// and a message in the policy's terms, not Go's: `match.resources: expected
+// a list, got string` rather than `cannot unmarshal string into Go struct
+// field Match.spec.match.resources of type []string`.
+func decodeErrorMessage(err error) (field, msg string) {
+	m := typeMismatch.FindStringSubmatch(err.Error())
+	if m == nil {
+		return fieldFromStrictError(err.Error()), strings.TrimPrefix(err.Error(), "json: ")
+	}
+	got, field, want := m[1], m[2], m[3]
+	if got == "number" {
+		got = "a number"
+	} else if got != "null" {
+		got = "a" + map[bool]string{true: "n", false: ""}[strings.ContainsAny(got[:1], "aeiou")] + " " + got
+	}
+	msg = fmt.Sprintf("expected %s, got %s", jsonTypeName(want), got)
+	if field != "" {
+		msg = field + ": " + msg
+	}
+	return field, msg
+}
+
+// jsonTypeName names a Go type as the JSON it decodes from.
+func jsonTypeName(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"), strings.HasPrefix(goType, "*[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["), strings.Contains(goType, "."):
+		if strings.HasSuffix(goType, "Enforcement") || strings.HasSuffix(goType, "FailurePolicy") || strings.HasSuffix(goType, "RawMessage") {
+			return "a string"
+		}
+		return "an object"
+	case strings.Contains(goType, "int"), strings.Contains(goType, "float"):
+		return "a number"
+	case goType == "bool", goType == "*bool":
+		return "a boolean"
+	case goType == "string", goType == "*string":
+		return "a string"
+	}
+	return goType
 }
 
 func nodeKind(n *yaml.Node) string {

@@ -189,7 +189,17 @@ spec:
   match:
     resources: pods
   action: violate
-`, `policies.yaml:6: policy "wt": cannot unmarshal string into Go struct field`},
+`, `policies.yaml:6: policy "wt": spec.match.resources: expected a list, got a string`},
+		{"bad with: wrong type", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: wrongtype}
+spec:
+  match: {resources: [pods]}
+  action: setLabel
+  with:
+    key: a
+    value: [x]
+`, `policies.yaml:9: policy "wrongtype": with.value: expected a string, got an array`},
 		{"variable error", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: vars}

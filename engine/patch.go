@@ -18,9 +18,17 @@ func Op(op, path string, value any) jsonpatch.JsonPatchOperation {
 	return jsonpatch.JsonPatchOperation{Operation: op, Path: path, Value: value}
 }
 
+var (
+	pointerEscaper   = strings.NewReplacer("~", "~0", "/", "~1")
+	pointerUnescaper = strings.NewReplacer("~1", "/", "~0", "~")
+)
+
 // EscapePointer escapes one JSON-pointer segment (RFC 6901): "~" and "/".
 func EscapePointer(segment string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(segment)
+	if !strings.ContainsAny(segment, "~/") {
+		return segment
+	}
+	return pointerEscaper.Replace(segment)
 }
 
 // ToJSONValue converts a Go value (a typed struct such as corev1.Container,
@@ -204,7 +212,9 @@ func splitPointer(p string) ([]string, error) {
 	}
 	segs := strings.Split(p[1:], "/")
 	for i, s := range segs {
-		segs[i] = strings.NewReplacer("~1", "/", "~0", "~").Replace(s)
+		if strings.IndexByte(s, '~') >= 0 {
+			segs[i] = pointerUnescaper.Replace(s)
+		}
 	}
 	return segs, nil
 }

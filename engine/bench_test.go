@@ -1,0 +1,154 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/engine"
+)
+
+func podCreate(b *testing.B) *admissionv1.AdmissionRequest {
+	raw, err := os.ReadFile("testdata/pod.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &admissionv1.AdmissionRequest{
+		UID:       "bench",
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Name:      "web-2",
+		Namespace: "shop",
+		Operation: admissionv1.Create,
+		UserInfo:  authenticationv1.UserInfo{Username: "system:serviceaccount:kube-system:statefulset-controller"},
+		Object:    runtime.RawExtension{Raw: raw},
+	}
+}
+
+// shopNamespace serves the benchmark pod's namespace, as the server's
+// informer cache would.
+type shopNamespace struct{}
+
+var shop = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"kubernetes.io/metadata.name": "shop", "team": "shop"}}}
+
+func (shopNamespace) GetNamespace(context.Context, string) (*corev1.Namespace, error) {
+	return shop, nil
+}
+
+// syntheticPolicies returns n policies of which five match pods: two
+// mutating, three validating with CEL conditions; the rest match other
+// resources, as in a cluster with many teams' policies.
+func syntheticPolicies(n int) []engine.File {
+	var b strings.Builder
+	doc := func(format string, args ...any) {
+		b.WriteString("---\n")
+		fmt.Fprintf(&b, format, args...)
+	}
+	doc(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: sts-index}
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE]
+    conditions:
+    - expression: has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, r.kind == 'StatefulSet')
+  action: injectEnvIndex
+`)
+	doc(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: sts-index-init}
+spec:
+  match: {resources: [pods], operations: [CREATE]}
+  action: injectEnvIndex
+  with: {name: ORDINAL, initContainers: true}
+`)
+	for i := 0; i < 3; i++ {
+		doc(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: pod-rule-%d}
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE, UPDATE]
+    conditions:
+    - expression: object.spec.containers.exists(c, c.image.startsWith('docker.io/'))
+    - expression: "!has(object.metadata.labels) || !('exempt' in object.metadata.labels)"
+  action: deny
+  with: {message: "images must not come from docker.io"}
+`, i)
+	}
+	for i := 5; i < n; i++ {
+		doc(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: other-%d}
+spec:
+  match:
+    resources: [example.com/widgets%d]
+    operations: [CREATE, UPDATE, DELETE]
+    conditions:
+    - expression: object.spec.size > %d
+  action: deny
+  with: {message: too big}
+`, i, i, i)
+	}
+	return []engine.File{{Name: "synthetic.yaml", Data: []byte(b.String())}}
+}
+
+func benchEvaluate(b *testing.B, files []engine.File) {
+	snap, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := podCreate(b)
+	ctx := context.Background()
+	opts := engine.EvalOptions{Namespaces: shopNamespace{}}
+	d, err := snap.Evaluate(ctx, req, opts)
+	if err != nil || !d.Allowed || len(d.Patch) == 0 {
+		b.Fatalf("the benchmark request should be mutated and allowed: %+v, %v", d, err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := snap.Evaluate(ctx, req, opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEvaluatePodCreate measures one Pod CREATE (a 4 KB StatefulSet
+// pod) through the shipped policy library and through synthetic sets of
+// 10, 100 and 1,000 policies of which five match pods. The per-request cost
+// should depend on the matching policies, not on the set's size.
+func BenchmarkEvaluatePodCreate(b *testing.B) {
+	b.Run("shipped", func(b *testing.B) {
+		files, err := engine.ReadFiles("../policies")
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchEvaluate(b, files)
+	})
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) { benchEvaluate(b, syntheticPolicies(n)) })
+	}
+}
+
+// BenchmarkCompile measures loading a set of 1,000 policies.
+func BenchmarkCompile(b *testing.B) {
+	files := syntheticPolicies(1000)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,648 @@
+package main
+
+// `celadon eval`: run policies offline against objects or an
+// AdmissionReview, and show what the webhook would answer.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"celadon.io/celadon/engine"
+	"celadon.io/celadon/webhook"
+)
+
+func init() { rootCmd.AddCommand(newEvalCmd()) }
+
+// Output formats of eval.
+var evalOutputs = []string{"text", "yaml", "json", "patch", "review"}
+
+type evalOptions struct {
+	policies    string
+	file        string
+	old         string
+	request     string
+	operation   string
+	nsLabels    string
+	user        string
+	subresource string
+	output      string
+}
+
+func newEvalCmd() *cobra.Command {
+	o := &evalOptions{}
+	cmd := &cobra.Command{
+		Use:   "eval -p POLICIES (-f OBJECTS [--old OLD] | --old OLD | --request REVIEW)",
+		Short: "Evaluate policies against objects or an AdmissionReview, offline",
+		Long: `Eval runs policies against Kubernetes objects, or against an AdmissionReview,
+exactly as the webhook would, and shows each policy's result, the decision,
+the JSON patch and the object before and after.
+
+Each object in OBJECTS (YAML documents separated by "---", concatenated JSON,
+or the items of a List) is evaluated as its own admission request, built as
+the API server builds it. The operation is CREATE; UPDATE when --old is given
+with -f (objects and old objects pair up in order); DELETE when only --old is
+given. Mutating policies run first, then validating ones on the mutated
+object, as in the API server's admission chain.
+
+Namespaces exist with the labels of --namespace-labels, plus
+kubernetes.io/metadata.name; no other cluster state is available.
+
+Exit status: 0 when every request is allowed, 1 when one is denied, 2 for bad
+usage, unreadable input or a policy error.`,
+		Example: `  celadon eval -p policies/ -f pod.yaml
+  celadon eval -p policies/ -f deploy.yaml --old deploy-old.yaml -o patch
+  celadon eval -p policies/sts-index.yaml -f pod.yaml --namespace-labels team=a,env=prod -o yaml
+  celadon eval -p policies/ --old deploy.yaml              # DELETE
+  celadon eval -p policies/ --request review.json -o review`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.policies, "policies", "p", "", "policy file or directory (required)")
+	f.StringVarP(&o.file, "filename", "f", "", `objects to evaluate: YAML or JSON, many documents allowed ("-" reads stdin)`)
+	f.StringVar(&o.old, "old", "", "old objects, for UPDATE (with -f) or DELETE (alone)")
+	f.StringVar(&o.request, "request", "", "an AdmissionReview (admission.k8s.io/v1 or v1beta1) to evaluate instead of -f")
+	f.StringVar(&o.operation, "operation", "", "CREATE, UPDATE, DELETE or CONNECT (default CREATE; UPDATE with -f and --old; DELETE with --old alone)")
+	f.StringVar(&o.nsLabels, "namespace-labels", "", "labels of the request's namespace, as key=value,... (for namespaceSelector and namespaceObject)")
+	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user (groups system:masters, system:authenticated)")
+	f.StringVar(&o.subresource, "subresource", "", `subresource of the request, e.g. "status"`)
+	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(evalOutputs, ", "))
+	return cmd
+}
+
+// evalCase is one admission request and its decision.
+type evalCase struct {
+	source     string
+	apiVersion string // of the AdmissionReview
+	req        *admissionv1.AdmissionRequest
+	before     map[string]any // the object as sent; nil for DELETE
+	decision   *engine.Decision
+	resourceOK bool // the kind is known to client-go, so the resource is not a guess
+}
+
+// after returns the object as the API server would persist it: with the
+// patch applied when allowed, unchanged when denied; nil for DELETE.
+func (c *evalCase) after() map[string]any {
+	if c.decision.Allowed && c.decision.Object != nil {
+		return c.decision.Object
+	}
+	return c.before
+}
+
+func (o *evalOptions) run(cmd *cobra.Command) error {
+	if !stringIn(evalOutputs, o.output) {
+		return usageErrorf("unknown output format %q: want one of %s", o.output, strings.Join(evalOutputs, ", "))
+	}
+	if o.policies == "" {
+		return usageErrorf("eval: -p/--policies is required")
+	}
+	labels, err := parseLabels(o.nsLabels)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	cases, err := o.cases(cmd)
+	if err != nil {
+		return err
+	}
+	snap, err := loadPolicies(cmd, o.policies)
+	if err != nil {
+		return err
+	}
+	opts := engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: flagNamespaces{labels: labels}}
+	denied := 0
+	for _, c := range cases {
+		d, err := snap.Evaluate(cmd.Context(), c.req, opts)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("%s: %v", c.source, err)}
+		}
+		c.decision = d
+		if !d.Allowed {
+			denied++
+		}
+	}
+	out := cmd.OutOrStdout()
+	switch o.output {
+	case "text":
+		err = writeText(out, cases)
+	case "yaml", "json":
+		err = writeObjects(out, cases, o.output)
+	case "patch":
+		err = writePatches(out, cases)
+	case "review":
+		err = writeReviews(out, cases)
+	}
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if denied > 0 {
+		if o.output != "text" && o.output != "review" {
+			for _, c := range cases {
+				if !c.decision.Allowed {
+					fmt.Fprintf(cmd.ErrOrStderr(), "celadon: %s: denied: %s\n", c.source, c.decision.Message)
+				}
+			}
+		}
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// cases builds the admission requests from the flags.
+func (o *evalOptions) cases(cmd *cobra.Command) ([]*evalCase, error) {
+	if o.request != "" {
+		if o.file != "" || o.old != "" {
+			return nil, usageErrorf("--request cannot be combined with -f or --old")
+		}
+		for _, name := range []string{"operation", "user", "subresource"} {
+			if cmd.Flags().Changed(name) {
+				return nil, usageErrorf("--%s applies to -f and --old; the review's request already says it", name)
+			}
+		}
+		rv, err := loadReview(o.request)
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		c := &evalCase{source: o.request, apiVersion: rv.APIVersion, req: rv.Request, resourceOK: true}
+		if c.before, err = decodeObjectJSON(rv.Request.Object.Raw); err != nil {
+			return nil, usageErrorf("%s: request.object: %v", o.request, err)
+		}
+		return []*evalCase{c}, nil
+	}
+	if o.file == "" && o.old == "" {
+		return nil, usageErrorf("eval: give objects with -f (and --old), or an AdmissionReview with --request")
+	}
+	if o.file == "-" && o.old == "-" {
+		return nil, usageErrorf("-f and --old cannot both read standard input")
+	}
+	op := admissionv1.Create
+	switch {
+	case o.operation != "":
+		var err error
+		if op, err = parseOperation(o.operation); err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+	case o.file != "" && o.old != "":
+		op = admissionv1.Update
+	case o.old != "":
+		op = admissionv1.Delete
+	}
+	var objs, olds []inputObject
+	var err error
+	if o.file != "" {
+		if objs, err = loadObjects(o.file); err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+	}
+	if o.old != "" {
+		if olds, err = loadObjects(o.old); err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+	}
+	switch op {
+	case admissionv1.Create, admissionv1.Connect:
+		if o.old != "" {
+			return nil, usageErrorf("--old makes no sense for %s", op)
+		}
+		if o.file == "" {
+			return nil, usageErrorf("%s needs the object: -f", op)
+		}
+	case admissionv1.Update:
+		if o.file == "" || o.old == "" {
+			return nil, usageErrorf("UPDATE needs the new objects (-f) and the old ones (--old)")
+		}
+		if len(objs) != len(olds) {
+			return nil, usageErrorf("UPDATE pairs objects with old objects in order, but %s has %d and %s has %d", o.file, len(objs), o.old, len(olds))
+		}
+	case admissionv1.Delete:
+		switch {
+		case o.file != "" && o.old != "":
+			return nil, usageErrorf("DELETE has no new object: give the objects being deleted with --old only")
+		case o.old == "":
+			olds, objs = objs, nil // the objects being deleted, given with -f
+		}
+	}
+	ropts := requestOptions{Operation: op, SubResource: o.subresource, User: o.user}
+	n := max(len(objs), len(olds))
+	cases := make([]*evalCase, 0, n)
+	for i := range n {
+		var obj, old *inputObject
+		if i < len(objs) {
+			obj = &objs[i]
+		}
+		if i < len(olds) {
+			old = &olds[i]
+		}
+		req, err := buildRequest(i+1, obj, old, ropts)
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		c := &evalCase{apiVersion: admissionv1.SchemeGroupVersion.String(), req: req}
+		ref := obj
+		if obj != nil {
+			c.before = obj.Object
+		} else {
+			ref = old
+		}
+		c.source = ref.Source
+		_, c.resourceOK = resourceFor(ref.gvk())
+		cases = append(cases, c)
+	}
+	return cases, nil
+}
+
+func decodeObjectJSON(raw []byte) (map[string]any, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func stringIn(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// requestLine describes a request in one line:
+// "CREATE pods default/web-0 (v1 Pod), user kubernetes-admin".
+func requestLine(r *admissionv1.AdmissionRequest) string {
+	res := r.Resource.Resource
+	if r.Resource.Group != "" {
+		res = r.Resource.Group + "/" + res
+	}
+	if r.SubResource != "" {
+		res += "/" + r.SubResource
+	}
+	name := r.Name
+	if name == "" {
+		name = "(no name)"
+	}
+	if r.Namespace != "" && !(r.Resource.Group == "" && r.Resource.Resource == "namespaces") {
+		name = r.Namespace + "/" + name
+	}
+	gv := r.Kind.Version
+	if r.Kind.Group != "" {
+		gv = r.Kind.Group + "/" + gv
+	}
+	return fmt.Sprintf("%s %s %s (%s %s), user %s", r.Operation, res, name, gv, r.Kind.Kind, r.UserInfo.Username)
+}
+
+// writeText writes the human-readable account of every request.
+func writeText(w io.Writer, cases []*evalCase) error {
+	var b bytes.Buffer
+	allowed := 0
+	for i, c := range cases {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		d := c.decision
+		fmt.Fprintf(&b, "=== %s\n", c.source)
+		fmt.Fprintf(&b, "request: %s\n", requestLine(c.req))
+		if !c.resourceOK {
+			fmt.Fprintf(&b, "note: %s is not a built-in kind; its resource is guessed as %q\n", c.req.Kind.Kind, c.req.Resource.Resource)
+		}
+		if len(d.Results) == 0 {
+			b.WriteString("policies: none match\n")
+		} else {
+			b.WriteString("policies:\n")
+			tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+			for _, r := range d.Results {
+				state := string(r.State)
+				if r.State == engine.StateFail && r.Enforcement == engine.Audit {
+					state += " (audit)"
+				}
+				reason := oneLine(r.Reason)
+				if r.Panicked {
+					reason += " (panicked)"
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", r.Policy, r.Action, state, reason)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if len(d.Warnings) > 0 {
+			b.WriteString("warnings:\n")
+			for _, wn := range d.Warnings {
+				fmt.Fprintf(&b, "  %s\n", oneLine(wn))
+			}
+		}
+		if len(d.AuditAnnotations) > 0 {
+			b.WriteString("audit annotations:\n")
+			keys := make([]string, 0, len(d.AuditAnnotations))
+			for k := range d.AuditAnnotations {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(&b, "  %s: %s\n", k, oneLine(d.AuditAnnotations[k]))
+			}
+		}
+		if !d.Allowed {
+			fmt.Fprintf(&b, "DENIED: %s\n", d.Message)
+			continue
+		}
+		allowed++
+		if len(d.Patch) == 0 {
+			b.WriteString("ALLOWED\n")
+			continue
+		}
+		fmt.Fprintf(&b, "ALLOWED with %d patch operation%s\n", len(d.Patch), pluralS(len(d.Patch)))
+		b.WriteString("patch:\n[\n")
+		for j, op := range d.Patch {
+			line, err := json.Marshal(op)
+			if err != nil {
+				return err
+			}
+			sep := ","
+			if j == len(d.Patch)-1 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "  %s%s\n", line, sep)
+		}
+		b.WriteString("]\n")
+		before, err := objectYAML(c.before)
+		if err != nil {
+			return err
+		}
+		after, err := objectYAML(c.after())
+		if err != nil {
+			return err
+		}
+		b.WriteString("diff:\n")
+		b.WriteString(unifiedDiff("before", "after", before, after))
+	}
+	if len(cases) > 1 {
+		fmt.Fprintf(&b, "\n%d requests: %d allowed, %d denied\n", len(cases), allowed, len(cases)-allowed)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func pluralS(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// oneLine keeps a table cell on its line.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", `\n`) }
+
+func objectYAML(obj map[string]any) (string, error) {
+	if obj == nil {
+		return "", nil
+	}
+	out, err := yaml.Marshal(obj)
+	return string(out), err
+}
+
+// writeObjects writes the resulting objects: YAML documents separated by
+// "---", or one indented JSON value each. DELETE requests have none.
+func writeObjects(w io.Writer, cases []*evalCase, format string) error {
+	var b bytes.Buffer
+	first := true
+	for _, c := range cases {
+		obj := c.after()
+		if obj == nil {
+			continue
+		}
+		if format == "yaml" {
+			if !first {
+				b.WriteString("---\n")
+			}
+			s, err := objectYAML(obj)
+			if err != nil {
+				return err
+			}
+			b.WriteString(s)
+		} else {
+			j, err := json.MarshalIndent(obj, "", "  ")
+			if err != nil {
+				return err
+			}
+			b.Write(j)
+			b.WriteString("\n")
+		}
+		first = false
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// writePatches writes each request's JSON patch on a line of its own: "[]"
+// when nothing changes or the request is denied.
+func writePatches(w io.Writer, cases []*evalCase) error {
+	var b bytes.Buffer
+	for _, c := range cases {
+		p, err := c.decision.PatchJSON()
+		if err != nil {
+			return err
+		}
+		b.Write(p)
+		b.WriteString("\n")
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// writeReviews writes, for each request, the AdmissionReview the webhook
+// would send back: built by webhook.Response and completed by
+// controller-runtime as the server does, in the request's review version.
+func writeReviews(w io.Writer, cases []*evalCase) error {
+	var b bytes.Buffer
+	for _, c := range cases {
+		resp := webhook.Response(c.decision)
+		if err := resp.Complete(admission.Request{AdmissionRequest: *c.req}); err != nil {
+			return fmt.Errorf("%s: %v", c.source, err)
+		}
+		rv := admissionv1.AdmissionReview{Response: &resp.AdmissionResponse}
+		rv.APIVersion, rv.Kind = c.apiVersion, "AdmissionReview"
+		j, err := json.MarshalIndent(rv, "", "  ")
+		if err != nil {
+			return err
+		}
+		b.Write(j)
+		b.WriteString("\n")
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// unifiedDiff returns a unified diff, with three lines of context, of two
+// texts; "" when they are equal.
+func unifiedDiff(aName, bName, a, b string) string {
+	if a == b {
+		return ""
+	}
+	al, bl := splitLines(a), splitLines(b)
+	edits := diffLines(al, bl)
+	const ctx = 3
+	var out strings.Builder
+	fmt.Fprintf(&out, "--- %s\n+++ %s\n", aName, bName)
+	for i := 0; i < len(edits); {
+		for i < len(edits) && edits[i].op == ' ' {
+			i++
+		}
+		if i == len(edits) {
+			break
+		}
+		start := max(i-ctx, 0)
+		end := i
+		for {
+			for end < len(edits) && edits[end].op != ' ' {
+				end++
+			}
+			k := end
+			for k < len(edits) && edits[k].op == ' ' {
+				k++
+			}
+			if k < len(edits) && k-end <= 2*ctx {
+				end = k
+				continue
+			}
+			end = min(end+ctx, len(edits))
+			break
+		}
+		hunk := edits[start:end]
+		var na, nb int
+		for _, e := range hunk {
+			if e.op != '+' {
+				na++
+			}
+			if e.op != '-' {
+				nb++
+			}
+		}
+		fmt.Fprintf(&out, "@@ -%s +%s @@\n", hunkRange(hunk[0].a, na), hunkRange(hunk[0].b, nb))
+		for _, e := range hunk {
+			out.WriteByte(e.op)
+			out.WriteString(e.text)
+			out.WriteByte('\n')
+		}
+		i = end
+	}
+	return out.String()
+}
+
+// hunkRange formats a hunk's range as GNU diff does: the first line
+// (1-based) and the count when not 1; an empty range names the line before.
+func hunkRange(pos, n int) string {
+	switch n {
+	case 0:
+		return fmt.Sprintf("%d,0", pos)
+	case 1:
+		return fmt.Sprintf("%d", pos+1)
+	}
+	return fmt.Sprintf("%d,%d", pos+1, n)
+}
+
+func splitLines(s string) []string {
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// lineEdit is one line of a diff: ' ' kept, '-' removed, '+' added; a and b
+// are the number of lines of each text before it.
+type lineEdit struct {
+	op   byte
+	text string
+	a, b int
+}
+
+// diffLines computes a shortest edit script by longest common subsequence,
+// after trimming the common prefix and suffix; changes made by a patch are
+// local, so what is left is small. Past a size limit it gives up on
+// finding common lines in the middle.
+func diffLines(a, b []string) []lineEdit {
+	pre := 0
+	for pre < len(a) && pre < len(b) && a[pre] == b[pre] {
+		pre++
+	}
+	suf := 0
+	for suf < len(a)-pre && suf < len(b)-pre && a[len(a)-1-suf] == b[len(b)-1-suf] {
+		suf++
+	}
+	am, bm := a[pre:len(a)-suf], b[pre:len(b)-suf]
+	var edits []lineEdit
+	ai, bi := 0, 0
+	emit := func(op byte, text string) {
+		edits = append(edits, lineEdit{op: op, text: text, a: ai, b: bi})
+		if op != '+' {
+			ai++
+		}
+		if op != '-' {
+			bi++
+		}
+	}
+	for _, l := range a[:pre] {
+		emit(' ', l)
+	}
+	n, m := len(am), len(bm)
+	if n*m <= 4_000_000 {
+		// lcs[i*(m+1)+j] is the LCS length of am[i:] and bm[j:].
+		lcs := make([]int32, (n+1)*(m+1))
+		for i := n - 1; i >= 0; i-- {
+			for j := m - 1; j >= 0; j-- {
+				if am[i] == bm[j] {
+					lcs[i*(m+1)+j] = lcs[(i+1)*(m+1)+j+1] + 1
+				} else {
+					lcs[i*(m+1)+j] = max(lcs[(i+1)*(m+1)+j], lcs[i*(m+1)+j+1])
+				}
+			}
+		}
+		i, j := 0, 0
+		for i < n && j < m {
+			switch {
+			case am[i] == bm[j]:
+				emit(' ', am[i])
+				i++
+				j++
+			case lcs[(i+1)*(m+1)+j] >= lcs[i*(m+1)+j+1]:
+				emit('-', am[i])
+				i++
+			default:
+				emit('+', bm[j])
+				j++
+			}
+		}
+		for ; i < n; i++ {
+			emit('-', am[i])
+		}
+		for ; j < m; j++ {
+			emit('+', bm[j])
+		}
+	} else {
+		for _, l := range am {
+			emit('-', l)
+		}
+		for _, l := range bm {
+			emit('+', l)
+		}
+	}
+	for _, l := range a[len(a)-suf:] {
+		emit(' ', l)
+	}
+	return edits
+}

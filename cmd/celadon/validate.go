@@ -1,0 +1,144 @@
+package main
+
+// `celadon validate`: compile and lint a policy set.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/spf13/cobra"
+
+	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/engine"
+)
+
+func init() { rootCmd.AddCommand(newValidateCmd()) }
+
+func newValidateCmd() *cobra.Command {
+	var policies string
+	cmd := &cobra.Command{
+		Use:   "validate -p POLICIES",
+		Short: "Compile and lint policies",
+		Long: `Validate compiles every policy in POLICIES (a file, or a directory of *.yaml,
+*.yml and *.json files) as the webhook would load them, and lints them.
+
+Errors and warnings are printed on stderr, one per line, as
+  file:line: policy "name": message
+  file:line: policy "name": warning: message
+Exit status: 0 when the policies compile (warnings or not), 2 otherwise.`,
+		Example: `  celadon validate -p policies/`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			snap, err := loadPolicies(cmd, policies)
+			if snap != nil {
+				for _, w := range lint(snap) {
+					fmt.Fprintln(cmd.ErrOrStderr(), w)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			var mutating, validating int
+			for _, p := range snap.Policies {
+				if p.Type == engine.Mutating {
+					mutating++
+				} else {
+					validating++
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d polic%s (%d mutating, %d validating), hash %s\n",
+				len(snap.Policies), pluralY(len(snap.Policies)), mutating, validating, snap.Hash)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&policies, "policies", "p", "", "policy file or directory (required)")
+	return cmd
+}
+
+func pluralY(n int) string {
+	if n == 1 {
+		return "y"
+	}
+	return "ies"
+}
+
+// loadPolicies reads and compiles a policy set. Compile errors are printed
+// on stderr, one per line, and give an error exiting 2; the snapshot is
+// returned with them when there is one.
+func loadPolicies(cmd *cobra.Command, path string) (*engine.Snapshot, error) {
+	if path == "" {
+		return nil, usageErrorf("%s: -p/--policies is required", cmd.Name())
+	}
+	files, err := engine.ReadFiles(path)
+	if err != nil {
+		return nil, usageErrorf("policies: %v", err)
+	}
+	if len(files) == 0 {
+		return nil, usageErrorf("%s: no policy files (*.yaml, *.yml, *.json)", path)
+	}
+	snap, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()})
+	if err != nil {
+		n := printPolicyErrors(cmd.ErrOrStderr(), err)
+		return snap, &exitError{code: 2, err: fmt.Errorf("%s: %d error%s in policies", path, n, pluralS(n))}
+	}
+	if len(snap.Policies) == 0 {
+		return nil, usageErrorf("%s: no policies found", path)
+	}
+	return snap, nil
+}
+
+// printPolicyErrors prints each error of an engine.ErrorList on a line of
+// its own, sorted by file and line, and returns how many there were.
+func printPolicyErrors(w io.Writer, err error) int {
+	var list engine.ErrorList
+	if !errors.As(err, &list) {
+		fmt.Fprintln(w, err)
+		return 1
+	}
+	sorted := append(engine.ErrorList(nil), list...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if sorted[i].File != sorted[j].File {
+			return sorted[i].File < sorted[j].File
+		}
+		return sorted[i].Line < sorted[j].Line
+	})
+	for _, e := range sorted {
+		fmt.Fprintln(w, e.Error())
+	}
+	return len(sorted)
+}
+
+// lint returns warnings about policies that compile but are risky, each as
+// `file:line: policy "name": warning: message`.
+func lint(snap *engine.Snapshot) []string {
+	var out []string
+	warn := func(p *engine.CompiledPolicy, format string, args ...any) {
+		e := &engine.Error{File: p.File, Line: p.Line, Policy: p.Name(), Msg: "warning: " + fmt.Sprintf(format, args...)}
+		out = append(out, e.Error())
+	}
+	for _, p := range snap.Policies {
+		if p.Type != engine.Mutating {
+			continue
+		}
+		ops := map[string]bool{}
+		for _, op := range p.Operations() {
+			ops[op] = true
+		}
+		matchesPods := false
+		for _, r := range p.Resources() {
+			if (r.Group == "" || r.Group == "*") && (r.Resource == "pods" || r.Resource == "*") && (r.Subresource == "" || r.Resource == "*") {
+				matchesPods = true
+			}
+		}
+		if matchesPods && ops["CREATE"] && p.Policy.Spec.FailurePolicy == engine.Fail {
+			warn(p, "mutating policy with failurePolicy Fail matches pods: any error in it blocks pod creation cluster-wide; use failurePolicy Ignore unless the mutation is required")
+		}
+		unrestricted := len(p.Policy.Spec.Match.Operations) == 0 || stringIn(p.Policy.Spec.Match.Operations, "*")
+		if unrestricted && ops["DELETE"] {
+			warn(p, "mutating builtin %q matches DELETE, which has no object to mutate: list spec.match.operations, e.g. [CREATE, UPDATE]", p.Policy.Spec.Action)
+		}
+	}
+	return out
+}

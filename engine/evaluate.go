@@ -116,6 +116,10 @@ type EvalOptions struct {
 	Cluster ObjectGetter
 	// CostBudget is the request's CEL cost budget. Default DefaultCostBudget.
 	CostBudget int64
+	// FailurePolicy, when set, runs only the policies with that
+	// failurePolicy: the generated webhook configurations register one
+	// webhook per failurePolicy, each served by its own path.
+	FailurePolicy FailurePolicy
 }
 
 // Evaluate runs the snapshot's policies on one admission request. It returns
@@ -139,6 +143,9 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 	var denials []string
 	for _, p := range candidates {
 		if p.Type != 0 && !opts.Phase.includes(p.Type) {
+			continue
+		}
+		if opts.FailurePolicy != "" && p.Policy.Spec.FailurePolicy != opts.FailurePolicy {
 			continue
 		}
 		start := time.Now()

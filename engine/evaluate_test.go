@@ -204,6 +204,20 @@ func TestPhases(t *testing.T) {
 	}
 }
 
+func TestFailurePolicyFilter(t *testing.T) {
+	snap := mustCompile(t,
+		policyYAML("ignored", "  match: {resources: [pods]}\n  action: setLabel\n  with: {key: a, value: b}\n"),
+		policyYAML("failing", "  match: {resources: [pods]}\n  action: setLabel\n  with: {key: c, value: d}\n  failurePolicy: Fail\n"),
+	)
+	req := podRequest(t, admissionv1.Create, pod("p", nil), nil)
+	if got := states(evaluate(t, snap, req, EvalOptions{FailurePolicy: Fail})); got != "failing=pass" {
+		t.Errorf("Fail only: %s", got)
+	}
+	if got := states(evaluate(t, snap, req, EvalOptions{FailurePolicy: Ignore})); got != "ignored=pass" {
+		t.Errorf("Ignore only: %s", got)
+	}
+}
+
 func TestEnforcementAndFailurePolicy(t *testing.T) {
 	cases := []struct {
 		name, policy string

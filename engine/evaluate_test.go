@@ -180,7 +180,7 @@ func TestMutationsCompose(t *testing.T) {
 	if !reflect.DeepEqual(normalize(t, d.Object), normalize(t, want)) {
 		t.Errorf("decision object %v differs from the patched one", d.Object)
 	}
-	again := evaluate(t, snap, podRequest(t, admissionv1.Create, decode(t, patched), nil), EvalOptions{PhaseAll, nil, nil, 0})
+	again := evaluate(t, snap, podRequest(t, admissionv1.Create, decode(t, patched), nil), EvalOptions{})
 	if len(again.Patch) != 0 {
 		t.Errorf("second pass patched again: %v", again.Patch)
 	}

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apiserver/pkg/cel/common"
-	kjson "sigs.k8s.io/json"
 )
 
 // Phase selects which policies a call to Evaluate runs.
@@ -233,9 +232,16 @@ func decodeObject(raw []byte, obj any) (map[string]any, error) {
 	if len(raw) == 0 {
 		return nil, nil
 	}
-	var m map[string]any
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &m); err != nil {
-		return nil, fmt.Errorf("invalid JSON: %v", err)
+	v, err := decodeJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, nil // "null"
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("not a JSON object")
 	}
 	return m, nil
 }

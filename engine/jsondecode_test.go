@@ -1,0 +1,97 @@
+package engine
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	kjson "sigs.k8s.io/json"
+)
+
+// reference decodes with the library our decoder stands in for.
+func reference(data []byte) (any, error) {
+	var v any
+	err := kjson.UnmarshalCaseSensitivePreserveInts(data, &v)
+	return v, err
+}
+
+func checkSameAsReference(t *testing.T, data []byte) {
+	t.Helper()
+	want, wantErr := reference(data)
+	got, err := decodeJSON(data)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q: error %v, reference error %v", data, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q:\n got %#v\nwant %#v", data, got, want)
+	}
+}
+
+var jsonCases = []string{
+	`{}`, `[]`, `null`, `true`, `false`, `0`, `-0`, `1`, `-12`, `3.5`, `1e3`, `1E-3`, `-2.5e+10`,
+	`9223372036854775807`, `-9223372036854775808`, `9223372036854775808`, `123456789012345678901234567890`,
+	`999999999999999999`, `1.0`, `"a"`, `"\u00e9\n\t\"\\\/"`, `"\ud83d\ude00"`, `"\ud83d"`, `"\ud83dx"`,
+	`"\ud83d\u0041"`, "\"caf\xc3\xa9\"", "\"bad\xffutf8\"", "\"\xe2\x82\"",
+	` { "a" : [ 1 , 2 , { "b" : null } ] , "c" : "d" } `, `{"a":1,"a":2}`,
+	`{"metadata":{"name":"x","labels":{"k":"v"}},"spec":{"containers":[{"name":"app","image":"nginx"}]}}`,
+	// invalid
+	``, ` `, `{`, `[`, `{"a"}`, `{"a":}`, `{"a":1,}`, `[1,]`, `[1 2]`, `01`, `1.`, `.5`, `-`, `1e`, `+1`,
+	`"abc`, "\"a\x01b\"", `"\x"`, `"\u12"`, `tru`, `nul`, `{} {}`, `{"a":1}x`, `1e400`, `[1e999]`,
+	`{1:2}`, `"\uZZZZ"`,
+}
+
+func TestDecodeJSONMatchesReference(t *testing.T) {
+	for _, c := range jsonCases {
+		checkSameAsReference(t, []byte(c))
+	}
+	pod, err := os.ReadFile("testdata/pod.json")
+	must(t, err)
+	checkSameAsReference(t, pod)
+	deep := strings.Repeat("[", maxJSONDepth+5) + strings.Repeat("]", maxJSONDepth+5)
+	if _, err := decodeJSON([]byte(deep)); err == nil {
+		t.Error("nesting beyond the limit should fail")
+	}
+}
+
+// FuzzDecodeJSON checks the decoder against sigs.k8s.io/json on arbitrary
+// input: the same values, and an error exactly when the reference errs.
+func FuzzDecodeJSON(f *testing.F) {
+	for _, c := range jsonCases {
+		f.Add([]byte(c))
+	}
+	if pod, err := os.ReadFile("testdata/pod.json"); err == nil {
+		f.Add(pod)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if strings.Count(string(data), "[")+strings.Count(string(data), "{") > 5000 {
+			return // the reference's depth limit differs from ours
+		}
+		checkSameAsReference(t, data)
+	})
+}
+
+// BenchmarkDecodePod compares the decoder with the library it replaces on a
+// 4 KB pod; compare the two in one run, the machines are noisy.
+func BenchmarkDecodePod(b *testing.B) {
+	pod, err := os.ReadFile("testdata/pod.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("celadon", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := decodeJSON(pod); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sigs.k8s.io-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := reference(pod); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

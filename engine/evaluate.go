@@ -32,7 +32,13 @@ const (
 	PhaseValidating
 )
 
-func (ph Phase) includes(t ActionType) bool {
+// Includes reports whether the phase runs policies of builtin type t. A
+// policy whose builtin is unknown (type 0) runs in every phase, so that its
+// compile error surfaces under its failurePolicy.
+func (ph Phase) Includes(t ActionType) bool {
+	if t == 0 {
+		return true
+	}
 	switch ph {
 	case PhaseMutating:
 		return t == Mutating
@@ -135,13 +141,13 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.CostRemaining = budgetOf(opts)
 		return d, nil
 	}
-	ev, err := newEvaluation(req, opts)
+	ev, err := newEvaluation(ctx, req, opts)
 	if err != nil {
 		return nil, err
 	}
 	var denials []string
 	for _, p := range candidates {
-		if p.Type != 0 && !opts.Phase.includes(p.Type) {
+		if !opts.Phase.Includes(p.Type) {
 			continue
 		}
 		if opts.FailurePolicy != "" && p.Policy.Spec.FailurePolicy != opts.FailurePolicy {
@@ -198,6 +204,8 @@ func budgetOf(opts EvalOptions) int64 {
 
 // evaluation is the state of one request's evaluation.
 type evaluation struct {
+	// ctx bounds lookups made while resolving CEL variables.
+	ctx       context.Context
 	req       *admissionv1.AdmissionRequest
 	opts      EvalOptions
 	budget    int64
@@ -210,8 +218,8 @@ type evaluation struct {
 	nsLooked                         bool
 }
 
-func newEvaluation(req *admissionv1.AdmissionRequest, opts EvalOptions) (*evaluation, error) {
-	ev := &evaluation{req: req, opts: opts, budget: budgetOf(opts)}
+func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts EvalOptions) (*evaluation, error) {
+	ev := &evaluation{ctx: ctx, req: req, opts: opts, budget: budgetOf(opts)}
 	var err error
 	if ev.object, err = decodeObject(req.Object.Raw, req.Object.Object); err != nil {
 		return nil, fmt.Errorf("request.object: %w", err)
@@ -280,7 +288,7 @@ func (ev *evaluation) requestVal() ref.Val {
 
 func (ev *evaluation) namespaceVal() ref.Val {
 	if ev.nsVal == nil {
-		ns, _ := ev.namespace(context.Background())
+		ns, _ := ev.namespace(ev.ctx)
 		if ns == nil {
 			ev.nsVal = types.NullValue
 		} else {

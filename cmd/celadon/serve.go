@@ -1,0 +1,267 @@
+package main
+
+// `celadon serve`: the admission webhook. A thin flag layer over
+// webhook.NewServer and Server.Start.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"celadon.io/celadon/webhook"
+)
+
+func init() { rootCmd.AddCommand(newServeCmd()) }
+
+// Defaults of serve's flags that differ from webhook.Options' own.
+const (
+	defaultPoliciesDir = "/etc/celadon/policies"
+	defaultCertDir     = "/etc/celadon/tls"
+)
+
+type serveOptions struct {
+	policies        string
+	certDir         string
+	host            string
+	port            int
+	metricsAddr     string
+	probeAddr       string
+	kubeconfig      string
+	logLevel        string
+	logFormat       string
+	serviceAccount  string
+	maxConcurrent   int
+	reloadInterval  time.Duration
+	shutdownTimeout time.Duration
+}
+
+// serveEnv maps each flag to the environment variable that sets it when
+// the flag is not given. KUBECONFIG is not listed: without --kubeconfig,
+// controller-runtime's loading rules honour it (a list of files included),
+// then the in-cluster configuration, then ~/.kube/config.
+var serveEnv = map[string]string{
+	"policies":                  "CELADON_POLICIES",
+	"cert-dir":                  "CELADON_CERT_DIR",
+	"host":                      "CELADON_HOST",
+	"port":                      "CELADON_PORT",
+	"metrics-bind-address":      "CELADON_METRICS_BIND_ADDRESS",
+	"health-probe-bind-address": "CELADON_HEALTH_PROBE_BIND_ADDRESS",
+	"log-level":                 "CELADON_LOG_LEVEL",
+	"log-format":                "CELADON_LOG_FORMAT",
+	"service-account":           "CELADON_SERVICE_ACCOUNT",
+	"max-concurrent":            "CELADON_MAX_CONCURRENT",
+	"reload-interval":           "CELADON_RELOAD_INTERVAL",
+	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
+}
+
+func newServeCmd() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the policies as Kubernetes admission webhooks",
+		Long: `Serve runs the admission webhook: /mutate runs the mutating policies and
+/validate the validating ones, and /mutate/fail, /mutate/ignore,
+/validate/fail and /validate/ignore only those with that failurePolicy (the
+paths the configurations of "celadon webhook-config" call). It serves HTTPS
+on --port with the certificate and key tls.crt and tls.key from --cert-dir,
+reloaded when they change.
+
+The policy directory is watched and re-read every --reload-interval; a new
+set is compiled whole and swapped in atomically. An edit that does not
+compile keeps the last good set and is reported, at file:line, in the log,
+in the metrics and at /status. Starting with a set that does not compile
+fails, listing every error. Mount the policies ConfigMap as a directory: a
+ConfigMap mounted with subPath is never updated.
+
+Plain HTTP endpoints: /metrics and /status (the served policies, their
+hash and the last reload error, as JSON) on --metrics-bind-address;
+/healthz and /readyz (ready once the policies are loaded, the namespace
+cache has synced and the webhook listens) on --health-probe-bind-address.
+
+Requests from Celadon's own service account (--service-account, default
+system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT) are allowed
+untouched. SIGTERM or SIGINT stops the server after in-flight requests
+finish (within --shutdown-timeout).
+
+Every flag can also be set through the environment variable shown in its
+help; a flag given on the command line wins.
+
+Exit status: 0 after a clean shutdown, 1 when the server fails, 2 for bad
+usage or policies that do not load.`,
+		Example: `  celadon serve --policies /etc/celadon/policies --cert-dir /etc/celadon/tls
+  CELADON_POLICIES=./policies celadon serve --kubeconfig ~/.kube/config --log-level debug`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.policies, "policies", defaultPoliciesDir, "directory of policy files, typically a mounted ConfigMap")
+	f.StringVar(&o.certDir, "cert-dir", defaultCertDir, "directory holding the serving certificate tls.crt and key tls.key")
+	f.StringVar(&o.host, "host", "", `address the webhook listens on ("" for all)`)
+	f.IntVar(&o.port, "port", webhook.DefaultPort, "HTTPS port of the webhook")
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", webhook.DefaultMetricsBindAddress, `address of /metrics and /status (plain HTTP); "0" disables them`)
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", webhook.DefaultHealthProbeBindAddress, `address of /healthz and /readyz (plain HTTP); "0" disables them`)
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log verbosity: error, info, debug, or a number (V-level; debug is 1)")
+	f.StringVar(&o.logFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
+	f.StringVar(&o.serviceAccount, "service-account", "", "Celadon's own service account, whose requests are allowed untouched: NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME (default from $POD_NAMESPACE and $SERVICE_ACCOUNT)")
+	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
+	f.DurationVar(&o.reloadInterval, "reload-interval", webhook.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
+	f.VisitAll(func(fl *pflag.Flag) {
+		if env, ok := serveEnv[fl.Name]; ok {
+			fl.Usage += " [$" + env + "]"
+		}
+	})
+	return cmd
+}
+
+// applyEnv sets each flag not given on the command line from its
+// environment variable, when that is set.
+func applyEnv(fs *pflag.FlagSet, env map[string]string) error {
+	var err error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		name, ok := env[fl.Name]
+		if !ok || fl.Changed || err != nil {
+			return
+		}
+		v, set := os.LookupEnv(name)
+		if !set {
+			return
+		}
+		if e := fl.Value.Set(v); e != nil {
+			err = fmt.Errorf("$%s=%q: invalid value for --%s: %v", name, v, fl.Name, e)
+			return
+		}
+		fl.Changed = true
+	})
+	return err
+}
+
+// options turns the flags into webhook.Options.
+func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
+	sa := o.serviceAccount
+	if sa == "" {
+		sa = webhook.ServiceAccountFromEnv()
+	}
+	sa, err := webhook.ServiceAccountUsername(sa)
+	if err != nil {
+		return webhook.Options{}, err
+	}
+	if o.port <= 0 || o.port > 65535 {
+		return webhook.Options{}, fmt.Errorf("--port %d: want 1-65535", o.port)
+	}
+	if o.maxConcurrent < 0 {
+		return webhook.Options{}, fmt.Errorf("--max-concurrent %d: want a positive number, or 0 for the default", o.maxConcurrent)
+	}
+	if o.shutdownTimeout <= 0 {
+		return webhook.Options{}, fmt.Errorf("--shutdown-timeout %v: want a positive duration", o.shutdownTimeout)
+	}
+	if o.policies == "" {
+		return webhook.Options{}, errors.New("--policies is required")
+	}
+	return webhook.Options{
+		PoliciesDir:             o.policies,
+		CertDir:                 o.certDir,
+		Host:                    o.host,
+		Port:                    o.port,
+		MetricsBindAddress:      o.metricsAddr,
+		HealthProbeBindAddress:  o.probeAddr,
+		Kubeconfig:              o.kubeconfig,
+		ServiceAccount:          sa,
+		MaxConcurrent:           o.maxConcurrent,
+		ReloadInterval:          o.reloadInterval,
+		GracefulShutdownTimeout: o.shutdownTimeout,
+		Logger:                  log,
+	}, nil
+}
+
+func (o *serveOptions) run(cmd *cobra.Command) error {
+	if err := applyEnv(cmd.Flags(), serveEnv); err != nil {
+		return usageErrorf("%v", err)
+	}
+	log, err := newLogger(o.logLevel, o.logFormat, cmd.ErrOrStderr())
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	ctrllog.SetLogger(log)
+	klog.SetLogger(log.WithName("klog"))
+	opts, err := o.options(log.WithName("celadon"))
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	srv, err := webhook.NewServer(opts)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Start(ctx); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	log.Info("shut down")
+	return nil
+}
+
+// newLogger builds the zap logger behind logr. format "" picks console on
+// a terminal and JSON otherwise.
+func newLogger(level, format string, w io.Writer) (logr.Logger, error) {
+	var lvl zapcore.Level
+	switch strings.ToLower(level) {
+	case "error":
+		lvl = zapcore.ErrorLevel
+	case "info", "":
+		lvl = zapcore.InfoLevel
+	case "debug":
+		lvl = zapcore.DebugLevel // logr V(1)
+	default:
+		n, err := strconv.Atoi(level)
+		if err != nil || n < 0 || n > 10 {
+			return logr.Logger{}, fmt.Errorf("--log-level %q: want error, info, debug or a V-level 0-10", level)
+		}
+		lvl = zapcore.Level(-n)
+	}
+	opts := []crzap.Opts{
+		crzap.WriteTo(w),
+		crzap.Level(lvl),
+		// Recovered panics log their own stack; keep other errors short.
+		crzap.StacktraceLevel(zapcore.DPanicLevel),
+	}
+	if format == "" {
+		format = "json"
+		if isTerminal(w) {
+			format = "console"
+		}
+	}
+	switch format {
+	case "json":
+		opts = append(opts, crzap.JSONEncoder())
+	case "console":
+		opts = append(opts, crzap.ConsoleEncoder())
+	default:
+		return logr.Logger{}, fmt.Errorf("--log-format %q: want json or console", format)
+	}
+	return crzap.New(opts...), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

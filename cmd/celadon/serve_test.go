@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/spf13/pflag"
+)
+
+const brokenServePolicy = `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: broken
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - expression: "object.metadata.name =="
+  action: deny
+  with: {message: broken}
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: unknown
+spec:
+  match: {resources: [pods]}
+  action: nosuchbuiltin
+`
+
+const goodServePolicy = `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: no-bad-pods
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - expression: "object.metadata.name == 'bad'"
+  action: deny
+  with: {message: bad pods are not allowed}
+`
+
+func writeServeDir(t *testing.T, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serve runs a fresh serve command (not rootCmd, whose flags would carry
+// over between tests) and returns its error.
+func serve(ctx context.Context, stderr *syncBuffer, args ...string) error {
+	cmd := newServeCmd()
+	cmd.SetArgs(args)
+	cmd.SetOut(stderr)
+	cmd.SetErr(stderr)
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	return cmd.ExecuteContext(ctx)
+}
+
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+func TestServeFailsFastOnBrokenPolicies(t *testing.T) {
+	dir := writeServeDir(t, brokenServePolicy)
+	var stderr syncBuffer
+	err := serve(context.Background(), &stderr, "--policies", dir, "--log-format", "json")
+	if exitCode(err) != 2 {
+		t.Fatalf("exit code %d (%v), want 2", exitCode(err), err)
+	}
+	file := filepath.Join(dir, "policy.yaml")
+	for _, want := range []string{"(2 errors)", file + ":9: policy \"broken\"", file + ":19: policy \"unknown\": unknown builtin \"nosuchbuiltin\""} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// Through main's run, the exit status is 2 too.
+	if code := run([]string{"serve", "--policies", dir, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"}); code != 2 {
+		t.Errorf("run() = %d, want 2", code)
+	}
+}
+
+func TestServeUsageErrors(t *testing.T) {
+	dir := writeServeDir(t, goodServePolicy)
+	cases := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--log-format", "xml"}, `--log-format "xml"`},
+		{nil, []string{"--log-level", "loud"}, `--log-level "loud"`},
+		{nil, []string{"--service-account", "nobody"}, `service account "nobody"`},
+		{nil, []string{"--port", "70000"}, "--port 70000"},
+		{map[string]string{"CELADON_PORT": "https"}, nil, `$CELADON_PORT="https": invalid value for --port`},
+		{map[string]string{"CELADON_RELOAD_INTERVAL": "often"}, nil, `$CELADON_RELOAD_INTERVAL="often"`},
+		{nil, []string{"extra-arg"}, `unknown command "extra-arg"`},
+	}
+	for _, c := range cases {
+		for k, v := range c.env {
+			t.Setenv(k, v)
+		}
+		var stderr syncBuffer
+		err := serve(context.Background(), &stderr, append([]string{"--policies", dir}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v %v: error %v, want %q", c.env, c.args, err, c.want)
+		}
+		if code := exitCode(err); code != 2 && code != -1 { // -1: cobra's own usage error, exit 2 through run
+			t.Errorf("%v %v: exit code %d, want 2", c.env, c.args, code)
+		}
+		for k := range c.env {
+			os.Unsetenv(k)
+		}
+	}
+}
+
+func TestServeFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("CELADON_POLICIES", "/from/env")
+	t.Setenv("CELADON_PORT", "9555")
+	t.Setenv("CELADON_RELOAD_INTERVAL", "3s")
+	t.Setenv("CELADON_MAX_CONCURRENT", "7")
+	t.Setenv("CELADON_METRICS_BIND_ADDRESS", "0")
+	cmd := newServeCmd()
+	if err := cmd.ParseFlags([]string{"--port", "9444"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(cmd.Flags(), serveEnv); err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{
+		"policies":                  "/from/env",
+		"port":                      "9444", // the command line wins
+		"reload-interval":           "3s",
+		"max-concurrent":            "7",
+		"metrics-bind-address":      "0",
+		"health-probe-bind-address": ":8081", // default
+		"cert-dir":                  defaultCertDir,
+	} {
+		if got := cmd.Flags().Lookup(flag).Value.String(); got != want {
+			t.Errorf("--%s = %q, want %q", flag, got, want)
+		}
+	}
+	// Every flag but --kubeconfig has an environment twin, shown in --help.
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name == "kubeconfig" || f.Name == "help" {
+			return
+		}
+		env, ok := serveEnv[f.Name]
+		if !ok || !strings.Contains(f.Usage, "[$"+env+"]") {
+			t.Errorf("--%s has no environment variable in its help: %q", f.Name, f.Usage)
+		}
+	})
+}
+
+func TestServeOptions(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "celadon-system")
+	t.Setenv("SERVICE_ACCOUNT", "celadon")
+	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, metricsAddr: ":8080", probeAddr: ":8081",
+		reloadInterval: time.Second, shutdownTimeout: time.Minute, maxConcurrent: 3, kubeconfig: "/k"}
+	opts, err := o.options(testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ServiceAccount != "system:serviceaccount:celadon-system:celadon" {
+		t.Errorf("service account from the environment = %q", opts.ServiceAccount)
+	}
+	if opts.PoliciesDir != "/p" || opts.CertDir != "/c" || opts.Port != 9443 || opts.MaxConcurrent != 3 ||
+		opts.ReloadInterval != time.Second || opts.GracefulShutdownTimeout != time.Minute || opts.Kubeconfig != "/k" {
+		t.Errorf("options = %+v", opts)
+	}
+	o.serviceAccount = "other/sa" // the flag wins over the environment
+	if opts, _ := o.options(testr.New(t)); opts.ServiceAccount != "system:serviceaccount:other:sa" {
+		t.Errorf("service account from the flag = %q", opts.ServiceAccount)
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	var buf syncBuffer
+	log, err := newLogger("debug", "", &buf) // not a terminal: JSON
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.V(1).Info("hello", "k", "v")
+	log.V(2).Info("hidden")
+	if out := buf.String(); !strings.HasPrefix(out, "{") || !strings.Contains(out, `"msg":"hello"`) || strings.Contains(out, "hidden") {
+		t.Errorf("JSON log at debug:\n%s", out)
+	}
+	buf = syncBuffer{}
+	log, _ = newLogger("info", "console", &buf)
+	log.Info("hello")
+	log.V(1).Info("hidden")
+	if out := buf.String(); strings.HasPrefix(out, "{") || !strings.Contains(out, "hello") || strings.Contains(out, "hidden") {
+		t.Errorf("console log at info:\n%s", out)
+	}
+}
+
+// TestServeRunsUntilSIGTERM runs `celadon serve` in-process against an API
+// server address where nothing listens: the webhook serves regardless (the
+// namespace cache just never syncs, so /readyz stays unready), and SIGTERM
+// stops it cleanly.
+func TestServeRunsUntilSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server")
+	}
+	dir := writeServeDir(t, goodServePolicy)
+	certDir := t.TempDir()
+	writeSelfSigned(t, certDir)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	t.Setenv("CELADON_CERT_DIR", certDir)
+
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(context.Background(), &stderr, "--policies", dir, "--host", "127.0.0.1", "--port", port,
+			"--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--log-format", "json")
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned early: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the webhook never listened: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The real builtins answer over HTTPS.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	body := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",` +
+		`"kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},` +
+		`"namespace":"default","name":"bad","operation":"CREATE","userInfo":{"username":"alice"},` +
+		`"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad","namespace":"default"}}}}`
+	resp, err := client.Post("https://"+addr+"/validate?timeout=5s", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(out), `"uid":"u1","allowed":false`) || !strings.Contains(string(out), "bad pods are not allowed") {
+		t.Errorf("HTTP %d: %s", resp.StatusCode, out)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve did not stop after SIGTERM\n%s", stderr.String())
+	}
+	t.Logf("log:\n%s", stderr.String())
+	if out := stderr.String(); !strings.Contains(out, `"msg":"policies loaded"`) || !strings.Contains(out, `"msg":"shut down"`) {
+		t.Errorf("log:\n%s", out)
+	}
+}
+
+func writeSelfSigned(t *testing.T, dir string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "celadon.test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

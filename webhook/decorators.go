@@ -1,0 +1,143 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// Decorator wraps an admission.Handler with one concern.
+type Decorator func(admission.Handler) admission.Handler
+
+// Chain applies decorators to h; the first is the outermost.
+func Chain(h admission.Handler, ds ...Decorator) admission.Handler {
+	for i := len(ds) - 1; i >= 0; i-- {
+		h = ds[i](h)
+	}
+	return h
+}
+
+// WithRecover answers with an internal error (code 500, which the API
+// server treats as a denial) when next panics, and counts the panic.
+// Panics in builtins never get here: the engine recovers them into the
+// policy's result, where the policy's failurePolicy decides; panics
+// elsewhere in the engine are decided by the evaluator (see evaluate).
+func WithRecover(log logr.Logger, panics prometheus.Counter) Decorator {
+	return func(next admission.Handler) admission.Handler {
+		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) (resp admission.Response) {
+			defer func() {
+				if p := recover(); p != nil {
+					if panics != nil {
+						panics.Inc()
+					}
+					log.Error(fmt.Errorf("panic: %v", p), "recovered a panic in the admission handler",
+						"uid", req.UID, "stack", string(debug.Stack()))
+					resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: internal error: %v", p))
+				}
+			}()
+			return next.Handle(ctx, req)
+		})
+	}
+}
+
+// WithLogging logs each request and its answer at V(1); at the default
+// verbosity it costs one check.
+func WithLogging(log logr.Logger) Decorator {
+	return func(next admission.Handler) admission.Handler {
+		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+			l := log.V(1)
+			if !l.Enabled() {
+				return next.Handle(ctx, req)
+			}
+			start := time.Now()
+			resp := next.Handle(ctx, req)
+			kv := []any{
+				"uid", req.UID, "operation", req.Operation,
+				"resource", req.Resource.Resource, "subResource", req.SubResource,
+				"namespace", req.Namespace, "name", req.Name, "user", req.UserInfo.Username,
+				"dryRun", req.DryRun != nil && *req.DryRun,
+				"allowed", resp.Allowed, "patchOperations", len(resp.Patches), "duration", time.Since(start).String(),
+			}
+			if resp.Result != nil && resp.Result.Message != "" {
+				kv = append(kv, "code", resp.Result.Code, "message", resp.Result.Message)
+			}
+			l.Info("admission request", kv...)
+			return resp
+		})
+	}
+}
+
+// WithBypass allows requests from username untouched, without evaluating
+// any policy, so that Celadon never blocks its own service account.
+func WithBypass(username string) Decorator {
+	return func(next admission.Handler) admission.Handler {
+		if username == "" {
+			return next
+		}
+		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+			if req.UserInfo.Username == username {
+				return admission.Allowed("")
+			}
+			return next.Handle(ctx, req)
+		})
+	}
+}
+
+// Limiter bounds the number of concurrent evaluations.
+type Limiter struct {
+	slots chan struct{}
+}
+
+// NewLimiter returns a limiter of n slots.
+func NewLimiter(n int) *Limiter { return &Limiter{slots: make(chan struct{}, max(n, 1))} }
+
+// Size is the number of slots.
+func (l *Limiter) Size() int { return cap(l.slots) }
+
+// Acquire waits for a slot until ctx is done. It returns false when no slot
+// freed up in time.
+func (l *Limiter) Acquire(ctx context.Context) bool {
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Release frees a slot taken by Acquire.
+func (l *Limiter) Release() { <-l.slots }
+
+// WithLimit runs next within a slot of l. A request that finds no slot
+// before its deadline gets an error response with code 429 (Too Many
+// Requests); the API server rejects the request with that message.
+func WithLimit(l *Limiter, throttled prometheus.Counter, inFlight prometheus.Gauge) Decorator {
+	return func(next admission.Handler) admission.Handler {
+		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+			if !l.Acquire(ctx) {
+				if throttled != nil {
+					throttled.Inc()
+				}
+				return admission.Errored(http.StatusTooManyRequests, fmt.Errorf(
+					"celadon: too many concurrent admission requests (limit %d): no evaluation slot freed up before the deadline (%v); retry", l.Size(), context.Cause(ctx)))
+			}
+			if inFlight != nil {
+				inFlight.Inc()
+				defer inFlight.Dec()
+			}
+			defer l.Release()
+			return next.Handle(ctx, req)
+		})
+	}
+}

@@ -1,0 +1,333 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
+)
+
+// Timeout bounds. The API server caps webhook timeouts at 30s.
+const (
+	minEvalTimeout = 100 * time.Millisecond
+	maxEvalTimeout = 30 * time.Second
+)
+
+// ReviewHandler serves one admission endpoint over HTTP: it decodes an
+// AdmissionReview (admission.k8s.io/v1, or v1beta1 answered as v1beta1),
+// hands its request to an admission.Handler under a deadline derived from
+// the API server's ?timeout= (see evalTimeout), and writes the review back.
+// The handler's context carries that deadline only: it is not cancelled
+// when the server starts shutting down, so in-flight requests finish.
+//
+// Unlike controller-runtime's admission.Webhook, which answers HTTP 200 to
+// anything, a request that is not a usable AdmissionReview gets a 4xx status
+// with a metav1.Status body saying what is wrong: 400 for an empty body,
+// malformed JSON, a wrong apiVersion/kind, a review without a request or a
+// Content-Type other than application/json; 405 for a method other than
+// POST; 413 for a body over MaxRequestBytes. The API server then applies the
+// webhook configuration's failurePolicy.
+type ReviewHandler struct {
+	// Handler answers the admission request. Its Response is completed
+	// (UID, status code, encoded patch) by ReviewHandler.
+	Handler admission.Handler
+	// DefaultTimeout is the API server timeout assumed without ?timeout=.
+	DefaultTimeout time.Duration
+	// Log receives errors; nothing is logged per request at info level.
+	Log logr.Logger
+}
+
+var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuffer() *bytes.Buffer { return bufferPool.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 { // let big buffers go
+		return
+	}
+	b.Reset()
+	bufferPool.Put(b)
+}
+
+// reviewIn is the envelope of an incoming review; v1 and v1beta1 share it.
+type reviewIn struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *admissionv1.AdmissionRequest `json:"request"`
+}
+
+// badRequest is a request that cannot be served, with its HTTP status.
+type badRequest struct {
+	code int
+	msg  string
+}
+
+func (e *badRequest) Error() string { return e.msg }
+
+func reject(code int, format string, args ...any) *badRequest {
+	return &badRequest{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec, _ := w.(*recorder)
+	buf := getBuffer()
+	defer putBuffer(buf)
+
+	var req admission.Request
+	apiVersion, bad := readReview(r, buf, &req)
+	if bad != nil {
+		writeStatus(w, bad.code, bad.msg)
+		return
+	}
+
+	timeout := h.DefaultTimeout
+	if timeout <= 0 {
+		timeout = DefaultAPIServerTimeout
+	}
+	// The deadline, not the connection, bounds the evaluation: controller-
+	// runtime's server cancels every request's context as soon as shutdown
+	// starts, and in-flight requests must still get their answer.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), evalTimeout(r.URL.RawQuery, timeout))
+	defer cancel()
+
+	resp := h.Handler.Handle(ctx, req)
+	if err := resp.Complete(req); err != nil {
+		h.Log.Error(err, "cannot encode the admission response", "uid", req.UID)
+		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
+		resp.UID = req.UID
+	}
+	if rec != nil {
+		rec.decision = decisionOf(&resp)
+	}
+
+	buf.Reset()
+	out := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: "AdmissionReview"},
+		Response: &resp.AdmissionResponse,
+	}
+	if err := json.NewEncoder(buf).Encode(&out); err != nil {
+		h.Log.Error(err, "cannot encode the admission review", "uid", req.UID)
+		writeStatus(w, http.StatusInternalServerError, "celadon: cannot encode the response: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(buf.Bytes()); err != nil && h.Log.V(1).Enabled() {
+		h.Log.V(1).Info("cannot write the admission review", "uid", req.UID, "error", err.Error())
+	}
+}
+
+// readReview reads and checks the body of r into req, using buf; it returns
+// the review's apiVersion, or why the request is bad.
+func readReview(r *http.Request, buf *bytes.Buffer, req *admission.Request) (string, *badRequest) {
+	if r.Method != http.MethodPost {
+		return "", reject(http.StatusMethodNotAllowed, "method %s not allowed: POST an AdmissionReview", r.Method)
+	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return "", reject(http.StatusBadRequest, "%v", err)
+	}
+	if r.ContentLength > MaxRequestBytes {
+		return "", reject(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, MaxRequestBytes)
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return "", reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+	}
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + 1)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, MaxRequestBytes+1)); err != nil {
+		return "", reject(http.StatusBadRequest, "reading the request body: %v", err)
+	}
+	body := buf.Bytes()
+	if len(body) > MaxRequestBytes {
+		return "", reject(http.StatusRequestEntityTooLarge, "request body is over the limit of %d bytes", MaxRequestBytes)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return "", reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+	}
+	var review reviewIn
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
+		return "", reject(http.StatusBadRequest, "request body is not a JSON AdmissionReview: %v", err)
+	}
+	switch review.APIVersion {
+	case admissionv1.SchemeGroupVersion.String(), admissionv1beta1.SchemeGroupVersion.String():
+	case "":
+		return "", reject(http.StatusBadRequest, "AdmissionReview has no apiVersion: want %s or %s", admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
+	default:
+		return "", reject(http.StatusBadRequest, "unsupported apiVersion %q: want %s or %s", review.APIVersion, admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
+	}
+	if review.Kind != "AdmissionReview" {
+		return "", reject(http.StatusBadRequest, "kind %q is not AdmissionReview", review.Kind)
+	}
+	if review.Request == nil {
+		return "", reject(http.StatusBadRequest, "AdmissionReview has no request")
+	}
+	if review.Request.UID == "" {
+		return "", reject(http.StatusBadRequest, "AdmissionReview request has no uid")
+	}
+	req.AdmissionRequest = *review.Request
+	return review.APIVersion, nil
+}
+
+func checkContentType(ct string) error {
+	if ct == "application/json" {
+		return nil
+	}
+	if ct == "" {
+		return errors.New("missing Content-Type: want application/json")
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return fmt.Errorf("Content-Type %q is not application/json", ct)
+	}
+	return nil
+}
+
+// writeStatus answers a request that cannot be served with a metav1.Status,
+// which the API server's client decodes into its error message.
+func writeStatus(w http.ResponseWriter, code int, msg string) {
+	st := metav1.Status{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"},
+		Status:   metav1.StatusFailure,
+		Message:  msg,
+		Reason:   statusReason(code),
+		Code:     int32(code),
+	}
+	body, _ := json.Marshal(&st)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+func statusReason(code int) metav1.StatusReason {
+	switch code {
+	case http.StatusBadRequest:
+		return metav1.StatusReasonBadRequest
+	case http.StatusMethodNotAllowed:
+		return metav1.StatusReasonMethodNotAllowed
+	case http.StatusRequestEntityTooLarge:
+		return metav1.StatusReasonRequestEntityTooLarge
+	}
+	return metav1.StatusReasonInternalError
+}
+
+// evalTimeout returns the evaluation deadline for a request whose query
+// string is rawQuery: 90% of the API server's ?timeout= (default def), at
+// least 100ms and at most 27s, so that Celadon answers before the API
+// server gives up on it.
+func evalTimeout(rawQuery string, def time.Duration) time.Duration {
+	t := def
+	if v, ok := queryValue(rawQuery, "timeout"); ok {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			t = d
+		}
+	}
+	t = min(t, maxEvalTimeout)
+	t -= t / 10
+	return max(t, minEvalTimeout)
+}
+
+// queryValue finds key in a raw query string without building a map.
+func queryValue(rawQuery, key string) (string, bool) {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != key {
+			continue
+		}
+		if strings.ContainsAny(v, "%+") {
+			u, err := url.QueryUnescape(v)
+			if err != nil {
+				return "", false
+			}
+			v = u
+		}
+		return v, true
+	}
+	return "", false
+}
+
+// decisionOf classifies a completed response for metrics.
+func decisionOf(resp *admission.Response) string {
+	switch {
+	case !resp.Allowed && resp.Result != nil && resp.Result.Code != http.StatusForbidden:
+		return DecisionError
+	case !resp.Allowed:
+		return DecisionDenied
+	case len(resp.Patches) > 0 || len(resp.Patch) > 0:
+		return DecisionPatched
+	}
+	return DecisionAllowed
+}
+
+// recorder captures what a ReviewHandler answered, for instrument.
+type recorder struct {
+	http.ResponseWriter
+	code        int
+	decision    string
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.code, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.wroteHeader {
+		r.code, r.wroteHeader = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+var recorderPool = sync.Pool{New: func() any { return new(recorder) }}
+
+// instrument decorates an endpoint's handler with request metrics (count by
+// endpoint, decision and HTTP status; latency) and recovers panics that
+// escape it with an HTTP 500.
+func instrument(endpoint string, m *metrics, log logr.Logger, next http.Handler) http.Handler {
+	duration := m.requestDuration.WithLabelValues(endpoint)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := recorderPool.Get().(*recorder)
+		*rec = recorder{ResponseWriter: w, code: http.StatusOK, decision: DecisionError}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				m.panics.WithLabelValues(panicHTTP).Inc()
+				log.Error(fmt.Errorf("panic: %v", p), "recovered a panic serving an admission request", "endpoint", endpoint, "stack", string(debug.Stack()))
+				if !rec.wroteHeader {
+					writeStatus(rec, http.StatusInternalServerError, fmt.Sprintf("celadon: internal error: %v", p))
+				}
+				rec.decision = DecisionError
+			}
+			m.requests.WithLabelValues(endpoint, rec.decision, codeLabel(rec.code)).Inc()
+			duration.Observe(time.Since(start).Seconds())
+			*rec = recorder{}
+			recorderPool.Put(rec)
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}

@@ -1,0 +1,190 @@
+package webhook
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/engine"
+)
+
+// Defaults of Options.
+const (
+	DefaultPort                   = 9443
+	DefaultMetricsBindAddress     = ":8080"
+	DefaultHealthProbeBindAddress = ":8081"
+	DefaultReloadInterval         = 10 * time.Second
+	// DefaultAPIServerTimeout is the webhook timeout assumed when a request
+	// carries no ?timeout= parameter: the API server's own default.
+	DefaultAPIServerTimeout = 10 * time.Second
+	// DefaultGracefulShutdownTimeout bounds how long Start waits, once its
+	// context is cancelled, for in-flight requests and runnables to finish.
+	DefaultGracefulShutdownTimeout = 30 * time.Second
+	// MaxRequestBytes caps an AdmissionReview body, as controller-runtime
+	// does: two objects of at most 3 MiB each plus 1 MiB for the rest.
+	MaxRequestBytes = 7 << 20
+	// reloadDebounce is how long the reloader waits after a file-system
+	// event for the burst of events of one update to end.
+	reloadDebounce = 100 * time.Millisecond
+)
+
+// Options configure a Server. The zero value of every field but PoliciesDir
+// selects its default.
+type Options struct {
+	// PoliciesDir is the directory of policy files (*.yaml, *.yml, *.json),
+	// typically a mounted ConfigMap; a single file is accepted too. Required.
+	//
+	// The directory is watched, not the files, so that the atomic swap of a
+	// ConfigMap volume's "..data" symlink is seen. A ConfigMap mounted with
+	// subPath is never updated by the kubelet: mount the whole ConfigMap as
+	// a directory for hot reload to work.
+	PoliciesDir string
+	// Registry holds the builtins policies may name. Default
+	// builtins.Registry(); tests pass their own.
+	Registry *engine.Registry
+
+	// Host is the address the webhook server listens on; "" is every
+	// address.
+	Host string
+	// Port is the webhook's HTTPS port. Default 9443.
+	Port int
+	// CertDir holds the serving certificate and key, CertName and KeyName
+	// (default tls.crt and tls.key). They are reloaded when they change: no
+	// restart is needed after a rotation. Default: controller-runtime's
+	// <temp-dir>/k8s-webhook-server/serving-certs.
+	CertDir, CertName, KeyName string
+	// TLSOpts adjust the webhook's TLS configuration.
+	TLSOpts []func(*tls.Config)
+	// EnableHTTP2 lets the webhook negotiate HTTP/2. It is off by default,
+	// as kubebuilder recommends since the HTTP/2 rapid-reset and stream
+	// cancellation CVEs; the API server speaks HTTP/1.1 to webhooks just
+	// as well.
+	EnableHTTP2 bool
+
+	// MetricsBindAddress serves /metrics and /status over plain HTTP.
+	// Default ":8080"; "0" disables both.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz over plain HTTP.
+	// Default ":8081"; "0" disables them.
+	HealthProbeBindAddress string
+
+	// Config reaches the API server, for the namespace informer. Default:
+	// Kubeconfig when set, else controller-runtime's loading rules
+	// (KUBECONFIG, in-cluster, ~/.kube/config).
+	Config *rest.Config
+	// Kubeconfig is a kubeconfig file, used when Config is nil.
+	Kubeconfig string
+
+	// ServiceAccount is Celadon's own username, e.g.
+	// "system:serviceaccount:celadon:celadon". Its requests are allowed
+	// untouched, so Celadon can never lock itself out. Empty: none.
+	// ServiceAccountFromEnv derives it from the Pod's environment.
+	ServiceAccount string
+
+	// MaxConcurrent bounds the evaluations running at once. A request
+	// beyond it waits for a slot until its deadline, then gets an error
+	// response (code 429). Default 4×GOMAXPROCS.
+	MaxConcurrent int
+	// ReloadInterval is how often the policy directory is re-read even
+	// without a file-system event, because watches can be lost. Default
+	// 10s; negative disables polling.
+	ReloadInterval time.Duration
+	// DefaultTimeout is the API server's webhook timeout assumed when a
+	// request has no ?timeout= parameter. Evaluation gets 90% of the
+	// timeout, at least 100ms. Default 10s.
+	DefaultTimeout time.Duration
+	// GracefulShutdownTimeout bounds the wait for in-flight requests after
+	// Start's context is cancelled. Default 30s.
+	GracefulShutdownTimeout time.Duration
+
+	// Namespaces replaces the Namespace informer behind namespaceSelector
+	// and namespaceObject. Nil: a client-go shared informer on Namespaces
+	// (RBAC: list and watch namespaces), which readiness waits for. Tests
+	// set it to run without an API server.
+	Namespaces engine.NamespaceGetter
+	// Cluster serves lookups of other objects to builtins. Optional.
+	Cluster engine.ObjectGetter
+
+	// Logger is the server's logger. Default (a Logger with no sink):
+	// controller-runtime's (ctrl.SetLogger), named "celadon".
+	Logger logr.Logger
+	// MetricsRegisterer receives the server's metrics. Default
+	// controller-runtime's metrics.Registry, which /metrics serves; tests
+	// pass a fresh prometheus.Registry to read their own counters.
+	MetricsRegisterer prometheus.Registerer
+}
+
+func (o *Options) setDefaults() {
+	if o.Registry == nil {
+		o.Registry = builtins.Registry()
+	}
+	if o.Port == 0 {
+		o.Port = DefaultPort
+	}
+	if o.MetricsBindAddress == "" {
+		o.MetricsBindAddress = DefaultMetricsBindAddress
+	}
+	if o.HealthProbeBindAddress == "" {
+		o.HealthProbeBindAddress = DefaultHealthProbeBindAddress
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 4 * runtime.GOMAXPROCS(0)
+	}
+	if o.ReloadInterval == 0 {
+		o.ReloadInterval = DefaultReloadInterval
+	}
+	if o.DefaultTimeout <= 0 {
+		o.DefaultTimeout = DefaultAPIServerTimeout
+	}
+	if o.GracefulShutdownTimeout == 0 {
+		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
+	}
+	if o.MetricsRegisterer == nil {
+		o.MetricsRegisterer = ctrlmetrics.Registry
+	}
+	if o.Logger.GetSink() == nil {
+		o.Logger = ctrllog.Log.WithName("celadon")
+	}
+}
+
+// ServiceAccountFromEnv returns the username of the Pod's service account,
+// "system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT", when both
+// variables are set (from the downward API and the Pod spec); else "".
+func ServiceAccountFromEnv() string {
+	ns, sa := os.Getenv("POD_NAMESPACE"), os.Getenv("SERVICE_ACCOUNT")
+	if ns == "" || sa == "" {
+		return ""
+	}
+	return serviceAccountPrefix + ns + ":" + sa
+}
+
+const serviceAccountPrefix = "system:serviceaccount:"
+
+// ServiceAccountUsername normalizes a service account given as a full
+// username ("system:serviceaccount:ns:name") or as "ns/name" or "ns:name".
+func ServiceAccountUsername(s string) (string, error) {
+	if s == "" || strings.HasPrefix(s, serviceAccountPrefix) {
+		if s != "" && strings.Count(strings.TrimPrefix(s, serviceAccountPrefix), ":") != 1 {
+			return "", fmt.Errorf("service account %q: want system:serviceaccount:NAMESPACE:NAME", s)
+		}
+		return s, nil
+	}
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok {
+		ns, name, ok = strings.Cut(s, ":")
+	}
+	if !ok || ns == "" || name == "" || strings.ContainsAny(name, "/:") {
+		return "", fmt.Errorf("service account %q: want NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME", s)
+	}
+	return serviceAccountPrefix + ns + ":" + name, nil
+}

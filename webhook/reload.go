@@ -1,0 +1,240 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"celadon.io/celadon/engine"
+)
+
+// Hot reload of the policy directory.
+//
+// The directory, not its files, is watched with fsnotify: when the kubelet
+// updates a mounted ConfigMap it writes the new content into a fresh
+// timestamped directory, points a "..data_tmp" symlink at it and renames
+// that over "..data" in one atomic step; the key files ("policy.yaml ->
+// ..data/policy.yaml") never change themselves. Any event in the directory
+// schedules a reload after a short debounce (100ms), and the directory is
+// also re-read every ReloadInterval, because watches get lost (the
+// directory replaced, inotify queue overflow, network file systems).
+//
+// A reload hashes the content first (engine.Hash) and does nothing when it
+// is unchanged; otherwise it compiles the whole new set and only then swaps
+// it in with one atomic pointer store. A request evaluates entirely on the
+// set it loaded when it started. A set that does not compile is not served:
+// the last good set stays, and the error, located at file:line, is logged,
+// counted (celadon_policy_reloads_total{result="failure"}) and shown at
+// /status until the content changes again.
+//
+// A ConfigMap mounted with subPath is never updated by the kubelet: mount
+// the ConfigMap as a whole directory for hot reload to work.
+
+// policySet is a compiled snapshot and what the server derives from it.
+type policySet struct {
+	snap      *engine.Snapshot
+	observers map[string]*policyObservers
+	loadedAt  time.Time
+	policies  []PolicyStatus
+}
+
+// LoadError is returned by NewServer when the policy set it starts with
+// does not load; Err is an engine.ErrorList when the policies do not
+// compile.
+type LoadError struct {
+	Dir string
+	Err error
+}
+
+func (e *LoadError) Error() string {
+	var el engine.ErrorList
+	if errors.As(e.Err, &el) {
+		plural := "s"
+		if len(el) == 1 {
+			plural = ""
+		}
+		return fmt.Sprintf("policies in %s do not load (%d error%s):\n%s", e.Dir, len(el), plural, el.Error())
+	}
+	return fmt.Sprintf("policies in %s do not load: %v", e.Dir, e.Err)
+}
+
+func (e *LoadError) Unwrap() error { return e.Err }
+
+// compile reads and compiles the policy directory.
+func (s *Server) compile() (hash string, files []engine.File, snap *engine.Snapshot, err error) {
+	files, err = engine.ReadFiles(s.opts.PoliciesDir)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	hash = engine.Hash(files)
+	snap, err = engine.Compile(files, engine.Options{Registry: s.opts.Registry})
+	return hash, files, snap, err
+}
+
+// loadInitial loads the set the server starts with; any error is fatal.
+func (s *Server) loadInitial() error {
+	_, _, snap, err := s.compile()
+	if err != nil {
+		return &LoadError{Dir: s.opts.PoliciesDir, Err: err}
+	}
+	s.swap(snap, time.Now())
+	return nil
+}
+
+// swap makes snap the served set.
+func (s *Server) swap(snap *engine.Snapshot, now time.Time) {
+	set := &policySet{
+		snap:      snap,
+		observers: s.metrics.observersFor(snap),
+		loadedAt:  now,
+		policies:  policyStatuses(snap),
+	}
+	old := s.set.Swap(set)
+	if old != nil {
+		s.metrics.forgetPolicies(old.observers, set.observers)
+	}
+	s.metrics.setLoaded(snap, now)
+	s.metrics.lastFailed.Set(0)
+	s.log.Info("policies loaded", "dir", s.opts.PoliciesDir, "hash", snap.Hash, "policies", len(snap.Policies))
+}
+
+// Reload re-reads the policy directory now. It swaps in the new set and
+// returns true when the content changed and compiles. When the content is
+// unchanged it does nothing and returns false, nil. When the content
+// changed but does not load, the served set stays, and the error (an
+// engine.ErrorList when compiling failed) is returned, logged, counted and
+// kept for /status; the same broken content is not reported twice.
+//
+// The reloader calls Reload on file-system events and every
+// ReloadInterval; tests may call it directly.
+func (s *Server) Reload() (bool, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	now := time.Now()
+	cur := s.set.Load()
+
+	files, err := engine.ReadFiles(s.opts.PoliciesDir)
+	if err != nil {
+		return false, s.reloadFailed(now, "read:"+err.Error(), "", err)
+	}
+	hash := engine.Hash(files)
+	if hash == cur.snap.Hash {
+		if s.reloadErr != nil {
+			s.log.Info("policy content is back to the served set; clearing the reload error", "hash", hash)
+			s.reloadErr, s.failedKey = nil, ""
+			s.metrics.lastFailed.Set(0)
+		}
+		return false, nil
+	}
+	if hash == s.failedKey {
+		return false, s.reloadErr
+	}
+	snap, err := engine.Compile(files, engine.Options{Registry: s.opts.Registry})
+	if err != nil {
+		return false, s.reloadFailed(now, hash, hash, err)
+	}
+	s.reloadErr, s.failedKey = nil, ""
+	s.swap(snap, now)
+	s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
+	return true, nil
+}
+
+// reloadFailed records a failed reload, keyed so that the same failure is
+// reported once. It returns the recorded error.
+func (s *Server) reloadFailed(now time.Time, key, hash string, err error) error {
+	if key == s.failedKey && s.reloadErr != nil {
+		return s.reloadErr
+	}
+	re := newReloadError(now, hash, s.opts.PoliciesDir, err)
+	s.reloadErr, s.failedKey = re, key
+	s.metrics.reloads.WithLabelValues(reloadFailure).Inc()
+	s.metrics.lastFailed.Set(1)
+	serving := s.set.Load().snap.Hash
+	for _, e := range re.Errors {
+		s.log.Error(errors.New(e.Text), "policy reload failed; still serving the last good set",
+			"file", e.File, "line", e.Line, "policy", e.Policy, "hash", hash, "serving", serving)
+	}
+	return re
+}
+
+// watch runs the reloader until ctx is done.
+func (s *Server) watch(ctx context.Context) {
+	dir := s.opts.PoliciesDir
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		dir = filepath.Dir(dir) // a single file: watch its directory
+	}
+	log := s.log.WithValues("dir", dir)
+
+	var events <-chan fsnotify.Event
+	var werrs <-chan error
+	var watcher *fsnotify.Watcher
+	err := errors.New("disabled")
+	if !s.noWatch {
+		watcher, err = fsnotify.NewWatcher()
+	}
+	if err != nil {
+		log.Error(err, "cannot watch the policy directory; polling only", "interval", s.opts.ReloadInterval)
+	} else {
+		defer watcher.Close()
+		events, werrs = watcher.Events, watcher.Errors
+	}
+	watching := false
+	addWatch := func() {
+		if watcher == nil || watching {
+			return
+		}
+		if err := watcher.Add(dir); err != nil {
+			log.Error(err, "cannot watch the policy directory; polling only until it can", "interval", s.opts.ReloadInterval)
+			return
+		}
+		watching = true
+	}
+	addWatch()
+
+	var tick <-chan time.Time
+	if s.opts.ReloadInterval > 0 {
+		t := time.NewTicker(s.opts.ReloadInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	if s.onWatch != nil {
+		s.onWatch()
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if filepath.Clean(ev.Name) == filepath.Clean(dir) && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				watching = false // the directory itself went; re-added on the next poll
+			}
+			debounce.Reset(reloadDebounce)
+		case err, ok := <-werrs:
+			if !ok {
+				werrs = nil
+				continue
+			}
+			// An overflow loses events: re-read to be sure.
+			log.V(1).Info("policy directory watch error", "error", err.Error())
+			debounce.Reset(reloadDebounce)
+		case <-debounce.C:
+			_, _ = s.Reload()
+		case <-tick:
+			addWatch()
+			_, _ = s.Reload()
+		}
+	}
+}

@@ -1,0 +1,344 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"celadon.io/celadon/engine"
+)
+
+// Paths served.
+const (
+	// On the webhook's HTTPS port: every mutating, or validating, policy.
+	// WebhookPath(type, failurePolicy) adds one path per failurePolicy
+	// below each ("/mutate/fail", "/validate/ignore"...), running only the
+	// policies with that failurePolicy: the generated webhook
+	// configurations (Configurations) register one webhook per
+	// failurePolicy there.
+	MutatePath   = "/mutate"
+	ValidatePath = "/validate"
+	// On the metrics bind address, next to /metrics.
+	StatusPath = "/status"
+)
+
+// Server serves Celadon's policies as admission webhooks. It runs
+// controller-runtime's webhook server (TLS, with the certificate and key
+// reloaded from CertDir when they change) inside a controller-runtime
+// manager, which also serves /metrics, /status, /healthz and /readyz; and
+// a Namespace informer for namespaceSelector and namespaceObject.
+//
+// NewServer loads the policy set, failing on any error; Start serves until
+// its context is cancelled, reloading the policy directory as it changes.
+// `celadon serve` is a flag layer over these two calls, and tests can run
+// the same code path in-process.
+type Server struct {
+	opts    Options
+	log     logr.Logger
+	metrics *metrics
+	limiter *Limiter
+
+	set        atomic.Pointer[policySet]
+	namespaces engine.NamespaceGetter
+	late       *lateNamespaces // nil when Options.Namespaces is set
+
+	handlers map[string]http.Handler // by path
+
+	reloadMu  sync.Mutex
+	reloadErr *ReloadError
+	failedKey string
+
+	started   atomic.Bool
+	readiness atomic.Pointer[readiness]
+
+	// For tests: called once the reloader is set up; and polling only.
+	onWatch func()
+	noWatch bool
+}
+
+type readiness struct {
+	namespacesSynced func() bool
+	webhookStarted   healthz.Checker
+}
+
+// NewServer checks opts, applies defaults and loads the policy set. A set
+// that does not load is an error (a *LoadError listing every file:line
+// error); nothing is served then.
+func NewServer(opts Options) (*Server, error) {
+	opts.setDefaults()
+	if opts.PoliciesDir == "" {
+		return nil, errors.New("webhook: Options.PoliciesDir is required")
+	}
+	sa, err := ServiceAccountUsername(opts.ServiceAccount)
+	if err != nil {
+		return nil, err
+	}
+	opts.ServiceAccount = sa
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: newMetrics(opts.MetricsRegisterer),
+		limiter: NewLimiter(opts.MaxConcurrent),
+	}
+	if opts.Namespaces != nil {
+		s.namespaces = opts.Namespaces
+	} else {
+		s.late = &lateNamespaces{}
+		s.namespaces = s.late
+	}
+	if err := s.loadInitial(); err != nil {
+		return nil, err
+	}
+	s.handlers = map[string]http.Handler{
+		MutatePath:   s.endpoint(MutatePath, engine.EvalOptions{Phase: engine.PhaseMutating}),
+		ValidatePath: s.endpoint(ValidatePath, engine.EvalOptions{Phase: engine.PhaseValidating}),
+	}
+	for _, t := range []engine.ActionType{engine.Mutating, engine.Validating} {
+		phase := engine.PhaseMutating
+		if t == engine.Validating {
+			phase = engine.PhaseValidating
+		}
+		for _, fp := range []engine.FailurePolicy{engine.Fail, engine.Ignore} {
+			path := WebhookPath(t, fp)
+			s.handlers[path] = s.endpoint(path, engine.EvalOptions{Phase: phase, FailurePolicy: fp})
+		}
+	}
+	return s, nil
+}
+
+// Options returns the options in force, defaults applied.
+func (s *Server) Options() Options { return s.opts }
+
+// Snapshot returns the served policy set.
+func (s *Server) Snapshot() *engine.Snapshot { return s.set.Load().snap }
+
+// MutateHandler serves /mutate: mutating policies only.
+func (s *Server) MutateHandler() http.Handler { return s.handlers[MutatePath] }
+
+// ValidateHandler serves /validate: validating policies only.
+func (s *Server) ValidateHandler() http.Handler { return s.handlers[ValidatePath] }
+
+// Handler returns the handler of a webhook path: MutatePath, ValidatePath
+// or a WebhookPath; nil for another path.
+func (s *Server) Handler(path string) http.Handler { return s.handlers[path] }
+
+// Paths returns the webhook paths served, sorted.
+func (s *Server) Paths() []string {
+	paths := make([]string, 0, len(s.handlers))
+	for p := range s.handlers {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	return paths
+}
+
+// endpoint builds the handler chain of one endpoint:
+//
+//	instrument (request metrics, HTTP-level recover)
+//	  ReviewHandler (decode, limits, deadline, encode)
+//	    WithRecover → WithLogging → WithBypass → WithLimit → evaluator
+func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
+	log := s.log.WithValues("endpoint", path)
+	h := Chain(s.evaluator(eo),
+		WithRecover(log, s.metrics.panics.WithLabelValues(panicHandler)),
+		WithLogging(log),
+		WithBypass(s.opts.ServiceAccount),
+		WithLimit(s.limiter, s.metrics.throttled.WithLabelValues(path), s.metrics.inFlight),
+	)
+	return instrument(path, s.metrics, log, &ReviewHandler{Handler: h, DefaultTimeout: s.opts.DefaultTimeout, Log: log})
+}
+
+// evaluator answers a request from the policy set served when it starts;
+// a reload during the request does not affect it.
+func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
+	eo.Namespaces, eo.Cluster = s.namespaces, s.opts.Cluster
+	return func(ctx context.Context, req admission.Request) admission.Response {
+		set := s.set.Load()
+		d, err := s.evaluate(ctx, set.snap, &req.AdmissionRequest, eo)
+		if err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
+		}
+		s.metrics.observeResults(set, d.Results)
+		for i := range d.Results {
+			if r := &d.Results[i]; r.Panicked {
+				// Rare, and a bug in a builtin: worth an error log.
+				s.log.Error(errors.New(r.Reason), "builtin panicked; its failurePolicy decided",
+					"policy", r.Policy, "action", r.Action, "uid", req.UID)
+			}
+		}
+		return Response(d)
+	}
+}
+
+// evaluate runs the engine. Builtin panics are recovered by the engine
+// into their policy's result; a panic elsewhere in the engine is recovered
+// here and decided by the failurePolicy of the policies the request could
+// have matched: denied if any of them is Fail, else allowed with a warning.
+func (s *Server) evaluate(ctx context.Context, snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions) (d *engine.Decision, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.metrics.panics.WithLabelValues(panicEngine).Inc()
+			s.log.Error(fmt.Errorf("panic: %v", p), "recovered a panic in policy evaluation", "uid", req.UID)
+			d, err = panicDecision(snap, req, eo, p), nil
+		}
+	}()
+	return snap.Evaluate(ctx, req, eo)
+}
+
+func panicDecision(snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions, p any) *engine.Decision {
+	msg := fmt.Sprintf("celadon: internal error evaluating policies: %v", p)
+	var failing []string
+	for _, c := range snap.Candidates(req.Resource.Group, req.Resource.Resource, req.SubResource, string(req.Operation)) {
+		if !eo.Phase.Includes(c.Type) || (eo.FailurePolicy != "" && c.Policy.Spec.FailurePolicy != eo.FailurePolicy) {
+			continue
+		}
+		if c.Policy.Spec.FailurePolicy != engine.Ignore {
+			failing = append(failing, c.Name())
+		}
+	}
+	if len(failing) > 0 {
+		return &engine.Decision{Message: msg + " (failurePolicy Fail: " + strings.Join(failing, ", ") + ")"}
+	}
+	return &engine.Decision{Allowed: true, Warnings: []string{msg + " (every matching policy has failurePolicy Ignore)"}}
+}
+
+// Ready reports whether the server can serve: a policy set is loaded, the
+// namespace informer has synced and the webhook server is listening. It
+// backs /readyz.
+func (s *Server) Ready() error {
+	if s.set.Load() == nil {
+		return errors.New("no policy set loaded")
+	}
+	r := s.readiness.Load()
+	if r == nil {
+		return errors.New("server not started")
+	}
+	if !r.namespacesSynced() {
+		return errors.New("namespace cache not synced")
+	}
+	return r.webhookStarted(nil)
+}
+
+// restConfig returns the configuration to reach the API server.
+func (s *Server) restConfig() (*rest.Config, error) {
+	if s.opts.Config != nil {
+		return s.opts.Config, nil
+	}
+	if s.opts.Kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", s.opts.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", s.opts.Kubeconfig, err)
+		}
+		if cfg.QPS == 0 {
+			cfg.QPS = -1 // rely on API priority and fairness, as controller-runtime does
+		}
+		return cfg, nil
+	}
+	return ctrlconfig.GetConfig()
+}
+
+// Start serves until ctx is cancelled, then lets in-flight requests finish
+// (within GracefulShutdownTimeout) and returns. It returns early with an
+// error when the servers cannot start, e.g. a port is taken or the
+// certificate cannot be read. Start may be called once.
+func (s *Server) Start(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("webhook: Server.Start called twice")
+	}
+	cfg, err := s.restConfig()
+	if err != nil {
+		return err
+	}
+	o := s.opts
+	var tlsOpts []func(*tls.Config)
+	if !o.EnableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	tlsOpts = append(tlsOpts, o.TLSOpts...)
+	hooks := crwebhook.NewServer(crwebhook.Options{
+		Host: o.Host, Port: o.Port,
+		CertDir: o.CertDir, CertName: o.CertName, KeyName: o.KeyName,
+		TLSOpts: tlsOpts,
+	})
+	shutdown := o.GracefulShutdownTimeout
+	mgr, err := manager.New(cfg, manager.Options{
+		Logger: s.log.WithName("manager"),
+		Metrics: metricsserver.Options{
+			BindAddress:   o.MetricsBindAddress,
+			ExtraHandlers: map[string]http.Handler{StatusPath: s.StatusHandler()},
+		},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		WebhookServer:           hooks,
+		GracefulShutdownTimeout: &shutdown,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	for _, path := range s.Paths() {
+		mgr.GetWebhookServer().Register(path, s.handlers[path]) // the first call adds the server to the manager
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	synced := func() bool { return true }
+	if s.late != nil {
+		lister, hasSynced, shutdown, err := startNamespaceInformer(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("namespace informer: %w", err)
+		}
+		defer func() { cancel(); shutdown() }() // Shutdown waits for the informer, which waits for ctx
+		synced = hasSynced
+		s.late.set(lister)
+	}
+	s.readiness.Store(&readiness{namespacesSynced: synced, webhookStarted: hooks.StartedChecker()})
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("policies", func(*http.Request) error {
+		if s.set.Load() == nil {
+			return errors.New("no policy set loaded")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("namespaces", func(*http.Request) error {
+		if !synced() {
+			return errors.New("namespace cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	wg.Go(func() { s.watch(ctx) })
+	snap := s.Snapshot()
+	s.log.Info("starting the admission webhook", "port", o.Port, "certDir", o.CertDir,
+		"metrics", o.MetricsBindAddress, "healthProbes", o.HealthProbeBindAddress,
+		"policies", len(snap.Policies), "hash", snap.Hash, "maxConcurrent", s.limiter.Size())
+	err = mgr.Start(ctx)
+	cancel()
+	wg.Wait()
+	return err
+}

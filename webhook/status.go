@@ -1,0 +1,142 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"celadon.io/celadon/engine"
+)
+
+// Status is what /status reports: the served policy set and the outcome of
+// the last reload. It is served as JSON on the metrics bind address (plain
+// HTTP, next to /metrics).
+type Status struct {
+	// PoliciesDir is the watched directory.
+	PoliciesDir string `json:"policiesDir"`
+	// Hash identifies the served set's content (engine.Hash).
+	Hash string `json:"hash"`
+	// Policies are the served policies, in dispatch order.
+	Policies []PolicyStatus `json:"policies"`
+	// LastReload is when the served set was swapped in.
+	LastReload time.Time `json:"lastReload"`
+	// LastReloadError is why the newest content on disk is not served;
+	// null when the served set is the newest content.
+	LastReloadError *ReloadError `json:"lastReloadError"`
+}
+
+// PolicyStatus describes one served policy.
+type PolicyStatus struct {
+	Name          string   `json:"name"`
+	Action        string   `json:"action"`
+	Type          string   `json:"type"`
+	Resources     []string `json:"resources"`
+	Operations    []string `json:"operations"`
+	FailurePolicy string   `json:"failurePolicy"`
+	Enforcement   string   `json:"enforcement,omitempty"`
+	File          string   `json:"file"`
+	Line          int      `json:"line"`
+	// Location is "file:line".
+	Location string `json:"location"`
+}
+
+// ReloadError is a failed reload: the content that did not load, and every
+// error found in it. It is an error.
+type ReloadError struct {
+	Time time.Time `json:"time"`
+	// Hash identifies the content that failed; empty when it could not be
+	// read.
+	Hash   string         `json:"hash,omitempty"`
+	Errors []LocatedError `json:"errors"`
+}
+
+// LocatedError is one error, located in a policy file when it can be.
+type LocatedError struct {
+	File    string `json:"file"`
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Policy  string `json:"policy,omitempty"`
+	Message string `json:"message"`
+	// Text is the error as printed: `file:line: policy "name": message`.
+	Text string `json:"text"`
+}
+
+func (e *ReloadError) Error() string {
+	lines := make([]string, len(e.Errors))
+	for i, le := range e.Errors {
+		lines[i] = le.Text
+	}
+	return strings.Join(lines, "\n")
+}
+
+func newReloadError(now time.Time, hash, dir string, err error) *ReloadError {
+	re := &ReloadError{Time: now.UTC(), Hash: hash}
+	var el engine.ErrorList
+	if errors.As(err, &el) {
+		for _, e := range el {
+			re.Errors = append(re.Errors, LocatedError{File: e.File, Line: e.Line, Column: e.Column, Policy: e.Policy, Message: e.Msg, Text: e.Error()})
+		}
+	}
+	if len(re.Errors) == 0 {
+		re.Errors = []LocatedError{{File: dir, Message: err.Error(), Text: dir + ": " + err.Error()}}
+	}
+	return re
+}
+
+func policyStatuses(snap *engine.Snapshot) []PolicyStatus {
+	out := make([]PolicyStatus, 0, len(snap.Policies))
+	for _, p := range snap.Policies {
+		spec := p.Policy.Spec
+		out = append(out, PolicyStatus{
+			Name:          p.Name(),
+			Action:        spec.Action,
+			Type:          p.Type.String(),
+			Resources:     append([]string{}, spec.Match.Resources...),
+			Operations:    p.Operations(),
+			FailurePolicy: string(spec.FailurePolicy),
+			Enforcement:   string(spec.Enforcement),
+			File:          p.File,
+			Line:          p.Line,
+			Location:      p.File + ":" + strconv.Itoa(p.Line),
+		})
+	}
+	return out
+}
+
+// Status returns the served set and the last reload's outcome.
+func (s *Server) Status() Status {
+	set := s.set.Load()
+	s.reloadMu.Lock()
+	re := s.reloadErr
+	s.reloadMu.Unlock()
+	return Status{
+		PoliciesDir:     s.opts.PoliciesDir,
+		Hash:            set.snap.Hash,
+		Policies:        set.policies,
+		LastReload:      set.loadedAt.UTC(),
+		LastReloadError: re,
+	}
+}
+
+// StatusHandler serves Status as JSON. Start mounts it at /status on the
+// metrics bind address.
+func (s *Server) StatusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := json.MarshalIndent(s.Status(), "", "  ")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(append(body, '\n'))
+	})
+}

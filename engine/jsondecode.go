@@ -16,7 +16,9 @@ import (
 // of the cost of an admission request: this single-pass parser allocates
 // only the values themselves and interns common Kubernetes field names.
 func decodeJSON(data []byte) (any, error) {
-	p := jsonParser{data: data}
+	// One copy of the input backs every unescaped string value: slicing it
+	// costs no allocation, and the caller may reuse data afterwards.
+	p := jsonParser{data: data, text: string(data)}
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
@@ -35,6 +37,7 @@ const maxJSONDepth = 10000
 
 type jsonParser struct {
 	data []byte
+	text string // the same bytes as data
 	pos  int
 }
 
@@ -180,14 +183,14 @@ func (p *jsonParser) str(key bool) (string, error) {
 		c := p.data[p.pos]
 		switch {
 		case c == '"':
-			raw := p.data[start:p.pos]
+			s := p.text[start:p.pos]
 			p.pos++
 			if key {
-				if s, ok := commonKeys[string(raw)]; ok {
-					return s, nil
+				if k, ok := commonKeys[s]; ok {
+					return k, nil
 				}
 			}
-			return string(raw), nil
+			return s, nil
 		case c == '\\' || c >= utf8.RuneSelf:
 			p.pos = start
 			return p.slowStr()

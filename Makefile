@@ -35,9 +35,9 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# demo evaluates every example offline with `celadon eval`.
+# demo evaluates every example offline with `celadon eval`, no cluster needed.
 demo: $(BIN)/celadon
-	@for d in examples/*/; do \
+	@for d in examples/[!_]*/; do \
 	  echo "=== $$d"; \
 	  args=(-p $$d/policy.yaml); \
 	  [ -f $$d/object.yaml ] && args+=(-f $$d/object.yaml); \
@@ -47,7 +47,10 @@ demo: $(BIN)/celadon
 	  $(BIN)/celadon eval "$${args[@]}"; echo "(exit $$?)"; \
 	done
 
-run: demo
+# run is the demo: an embedded control plane, `celadon serve` with the
+# shipped policies, example objects, and what the webhook did to them.
+run: $(CONTROLPLANE_BINS) $(BIN)/celadon
+	$(GO) run ./hack/demo -celadon $(BIN)/celadon
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./engine/ ./builtins/

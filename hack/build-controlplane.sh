@@ -6,6 +6,7 @@
 #   bin/kube-apiserver           from k8s.io/kubernetes v1.36.0   (hack/controlplane)
 #   bin/kube-controller-manager  from k8s.io/kubernetes v1.36.0   (hack/controlplane)
 #   bin/kube-scheduler           from k8s.io/kubernetes v1.36.0   (hack/controlplane)
+#   bin/kubectl (optional)       from k8s.io/kubernetes v1.36.0   (hack/controlplane)
 #
 # Everything comes from Go modules (the module proxy); nothing else is
 # downloaded. A binary is built only when it is missing (or when the go.mod
@@ -13,7 +14,10 @@
 # bin/.NAME.stamp), so re-running is cheap. Each one is built to a temporary file and renamed into place, so an
 # interrupted build never leaves a truncated binary behind.
 #
-# Usage: hack/build-controlplane.sh [NAME...]   (default: all four)
+# kubectl is not needed by the tests or the demo; it is built only when
+# named (`make bin/kubectl`), to poke at the demo's cluster by hand.
+#
+# Usage: hack/build-controlplane.sh [NAME...]   (default: the four above, not kubectl)
 #   FORCE=1 rebuilds even if the binary exists.
 #   BIN_DIR=/path overrides the output directory (default: <repo>/bin).
 set -euo pipefail
@@ -34,7 +38,7 @@ fi
 module_dir() { # NAME -> module directory holding its build
 	case "$1" in
 	etcd) echo "$ROOT/hack/etcd" ;;
-	kube-apiserver | kube-controller-manager | kube-scheduler) echo "$ROOT/hack/controlplane" ;;
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$ROOT/hack/controlplane" ;;
 	*) return 1 ;;
 	esac
 }
@@ -74,7 +78,7 @@ trap 'cleanup; exit 143' TERM
 build_one() {
 	local name="$1" dir pkg out stamp want start end
 	if ! dir="$(module_dir "$name")"; then
-		echo "build-controlplane: unknown binary '$name' (want etcd, kube-apiserver, kube-controller-manager, kube-scheduler)" >&2
+		echo "build-controlplane: unknown binary '$name' (want etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)" >&2
 		return 1
 	fi
 	out="$BIN_DIR/$name"

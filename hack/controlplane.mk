@@ -4,6 +4,7 @@
 #
 #   make controlplane    build whichever of $(CONTROLPLANE_BINS) is missing
 #                        (or stale: its hack/*/go.mod or go.sum changed)
+#   make bin/kubectl     build kubectl too (optional: handy with `make run`)
 #
 # The first build takes a while on 2 cores (kube-apiserver alone is several
 # minutes); later runs are no-ops. Targets that need a control plane should
@@ -20,3 +21,7 @@ controlplane:
 # not timestamps, so a checkout never triggers a long rebuild by itself.
 $(CONTROLPLANE_BINS):
 	@bash hack/build-controlplane.sh $(notdir $@)
+
+# kubectl is optional and not in CONTROLPLANE_BINS: nothing depends on it.
+bin/kubectl:
+	@bash hack/build-controlplane.sh kubectl

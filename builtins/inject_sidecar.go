@@ -1,0 +1,1009 @@
+package builtins
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	kjson "sigs.k8s.io/json"
+
+	"celadon.io/celadon/engine"
+)
+
+func init() { register(injectSidecar{}) }
+
+// injectSidecar adds containers, init containers and volumes from templates
+// to pods on CREATE, and mounts volumes into the pod's own containers.
+//
+// Templates are checked at load by strict decoding into corev1.Container,
+// corev1.Volume and corev1.VolumeMount, but emitted as the JSON the user
+// wrote (no zero-value fields), with ${{ expr }} templates replaced by the
+// value of their CEL expression for the pod being admitted.
+//
+// Injection is idempotent by name: a container or volume already in the pod
+// under the same name, and equal on every field its template sets, is left
+// alone; one that differs is a conflict (onConflict). A mount is identified
+// by its container and mountPath.
+type injectSidecar struct{}
+
+// injectSidecarArgs is injectSidecar's spec.with.
+type injectSidecarArgs struct {
+	// Containers are sidecars: added to spec.containers, or with
+	// NativeSidecar to spec.initContainers with restartPolicy: Always.
+	Containers []json.RawMessage `json:"containers"`
+	// InitContainers are added to spec.initContainers; one with
+	// restartPolicy: Always is a native sidecar (Kubernetes ≥ 1.29).
+	InitContainers []json.RawMessage `json:"initContainers"`
+	// Volumes are added to spec.volumes.
+	Volumes []json.RawMessage `json:"volumes"`
+	// VolumeMounts mount volumes into the pod's own containers.
+	VolumeMounts []sidecarMountArgs `json:"volumeMounts"`
+	// NativeSidecar injects Containers as native sidecars.
+	NativeSidecar bool `json:"nativeSidecar"`
+	// InitContainerPlacement is "last" (default) or "first".
+	InitContainerPlacement string `json:"initContainerPlacement"`
+	// OnConflict is "skip" (default) or "fail".
+	OnConflict string `json:"onConflict"`
+}
+
+// sidecarMountArgs is one entry of with.volumeMounts.
+type sidecarMountArgs struct {
+	// Containers names the pod's containers to mount into (spec.containers
+	// or spec.initContainers). Absent: every entry of spec.containers other
+	// than the sidecars this policy injects.
+	Containers []string `json:"containers"`
+	// Mount is a corev1.VolumeMount.
+	Mount json.RawMessage `json:"mount"`
+}
+
+// Values of injectSidecarArgs.InitContainerPlacement and OnConflict.
+const (
+	sidecarPlaceFirst   = "first"
+	sidecarPlaceLast    = "last"
+	sidecarConflictSkip = "skip"
+	sidecarConflictFail = "fail"
+)
+
+// Name is the policy's spec.action.
+func (injectSidecar) Name() string { return "injectSidecar" }
+
+// Type is Mutating.
+func (injectSidecar) Type() engine.ActionType { return engine.Mutating }
+
+// sidecarItem is one compiled container, volume or mount template.
+type sidecarItem struct {
+	name  string       // the container's or volume's name; the mount's volume
+	value *sidecarTmpl // the JSON to emit
+	// For mounts:
+	mountPath  string          // literal mountPath; "" when templated
+	containers []string        // as listed; nil: the app containers
+	inList     map[string]bool // containers as a set
+}
+
+// injectSidecarAction is a compiled injectSidecar. It is immutable, hence
+// safe for concurrent use.
+type injectSidecarAction struct {
+	containers []*sidecarItem // sidecars, in spec.containers or (native) spec.initContainers
+	inits      []*sidecarItem // init containers, then native sidecars: the order injected
+	volumes    []*sidecarItem
+	mounts     []*sidecarItem
+	native     bool
+	first      bool
+	fail       bool
+	sidecars   map[string]bool // names of every container template
+	volNames   map[string]bool
+}
+
+// Compile checks spec.with, validates the templates and compiles their
+// ${{ }} expressions.
+func (injectSidecar) Compile(c *engine.CompileContext) (engine.Action, error) {
+	var args injectSidecarArgs
+	if err := c.DecodeWith(&args); err != nil {
+		return nil, err
+	}
+	if len(args.Containers)+len(args.InitContainers)+len(args.Volumes)+len(args.VolumeMounts) == 0 {
+		return nil, errors.New("with: at least one of containers, initContainers, volumes or volumeMounts is required")
+	}
+	a := &injectSidecarAction{native: args.NativeSidecar, sidecars: map[string]bool{}, volNames: map[string]bool{}}
+	switch args.InitContainerPlacement {
+	case "", sidecarPlaceLast:
+	case sidecarPlaceFirst:
+		a.first = true
+	default:
+		return nil, c.FieldError("initContainerPlacement", "must be %s or %s, not %q", sidecarPlaceFirst, sidecarPlaceLast, args.InitContainerPlacement)
+	}
+	switch args.OnConflict {
+	case "", sidecarConflictSkip:
+	case sidecarConflictFail:
+		a.fail = true
+	default:
+		return nil, c.FieldError("onConflict", "must be %s or %s, not %q", sidecarConflictSkip, sidecarConflictFail, args.OnConflict)
+	}
+	if args.NativeSidecar && len(args.Containers) == 0 {
+		return nil, c.FieldError("nativeSidecar", "applies to with.containers, which is empty; an init container with restartPolicy: Always in with.initContainers is a native sidecar")
+	}
+
+	var natives []*sidecarItem
+	for _, list := range []struct {
+		field string
+		raws  []json.RawMessage
+		init  bool
+	}{{"containers", args.Containers, false}, {"initContainers", args.InitContainers, true}} {
+		for i, raw := range list.raws {
+			field := fmt.Sprintf("%s[%d]", list.field, i)
+			var ctr corev1.Container
+			plain, err := sidecarDecode(c, field, raw, &ctr)
+			if err != nil {
+				return nil, err
+			}
+			if err := sidecarCheckName(c, field, ctr.Name, "container"); err != nil {
+				return nil, err
+			}
+			if a.sidecars[ctr.Name] {
+				return nil, c.FieldError(field+".name", "container %q is defined twice", ctr.Name)
+			}
+			a.sidecars[ctr.Name] = true
+			if strings.TrimSpace(ctr.Image) == "" {
+				return nil, c.FieldError(field+".image", "is required")
+			}
+			if !list.init && args.NativeSidecar {
+				if ctr.RestartPolicy != nil && *ctr.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+					return nil, c.FieldError(field+".restartPolicy", "must be Always (or absent) with nativeSidecar: true, not %q", *ctr.RestartPolicy)
+				}
+				plain["restartPolicy"] = string(corev1.ContainerRestartPolicyAlways)
+			}
+			t, err := sidecarCompile(c, field, plain)
+			if err != nil {
+				return nil, err
+			}
+			item := &sidecarItem{name: ctr.Name, value: t}
+			switch {
+			case list.init:
+				a.inits = append(a.inits, item)
+			case args.NativeSidecar:
+				natives = append(natives, item)
+			default:
+				a.containers = append(a.containers, item)
+			}
+		}
+	}
+	// Injected init steps run before the injected native sidecars start:
+	// a sidecar that must run during them is listed in initContainers.
+	a.inits = append(a.inits, natives...)
+
+	for i, raw := range args.Volumes {
+		field := fmt.Sprintf("volumes[%d]", i)
+		var vol corev1.Volume
+		plain, err := sidecarDecode(c, field, raw, &vol)
+		if err != nil {
+			return nil, err
+		}
+		if err := sidecarCheckName(c, field, vol.Name, "volume"); err != nil {
+			return nil, err
+		}
+		if a.volNames[vol.Name] {
+			return nil, c.FieldError(field+".name", "volume %q is defined twice", vol.Name)
+		}
+		a.volNames[vol.Name] = true
+		if sources := sidecarVolumeSources(&vol); len(sources) != 1 {
+			if len(sources) == 0 {
+				return nil, c.FieldError(field, "volume %q has no source; give exactly one, e.g. emptyDir: {}", vol.Name)
+			}
+			return nil, c.FieldError(field, "volume %q has %d sources (%s); give exactly one", vol.Name, len(sources), strings.Join(sources, ", "))
+		}
+		t, err := sidecarCompile(c, field, plain)
+		if err != nil {
+			return nil, err
+		}
+		a.volumes = append(a.volumes, &sidecarItem{name: vol.Name, value: t})
+	}
+
+	for i, m := range args.VolumeMounts {
+		field := fmt.Sprintf("volumeMounts[%d]", i)
+		if len(m.Mount) == 0 || string(m.Mount) == "null" {
+			return nil, c.FieldError(field+".mount", "is required: {name, mountPath, ...} as in a container's volumeMounts")
+		}
+		var vm corev1.VolumeMount
+		plain, err := sidecarDecode(c, field+".mount", m.Mount, &vm)
+		if err != nil {
+			return nil, err
+		}
+		if err := sidecarCheckName(c, field+".mount", vm.Name, "volume"); err != nil {
+			return nil, err
+		}
+		if vm.MountPath == "" {
+			return nil, c.FieldError(field+".mount.mountPath", "is required")
+		}
+		item := &sidecarItem{name: vm.Name}
+		if !strings.Contains(vm.MountPath, "${{") {
+			item.mountPath = vm.MountPath
+		}
+		if m.Containers != nil {
+			if len(m.Containers) == 0 {
+				return nil, c.FieldError(field+".containers", "is empty; omit it to mount into every app container")
+			}
+			item.inList = map[string]bool{}
+			for j, n := range m.Containers {
+				f := fmt.Sprintf("%s.containers[%d]", field, j)
+				if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
+					return nil, c.FieldError(f, "%q is not a valid container name: %s", n, strings.Join(msgs, "; "))
+				}
+				if item.inList[n] {
+					return nil, c.FieldError(f, "container %q is listed twice", n)
+				}
+				if a.sidecars[n] {
+					return nil, c.FieldError(f, "container %q is injected by this policy: give the mount in its template", n)
+				}
+				item.inList[n] = true
+			}
+			item.containers = m.Containers
+		}
+		// Two mounts at one path in one container are invalid in Kubernetes.
+		for j, prev := range a.mounts {
+			if item.mountPath != "" && prev.mountPath == item.mountPath && sidecarOverlap(prev, item) {
+				return nil, c.FieldError(field+".mount.mountPath", "%q is also the mountPath of volumeMounts[%d] in the same container", item.mountPath, j)
+			}
+		}
+		if item.value, err = sidecarCompile(c, field+".mount", plain); err != nil {
+			return nil, err
+		}
+		a.mounts = append(a.mounts, item)
+	}
+	return a, nil
+}
+
+// sidecarDecode strictly decodes one template into its typed form, to
+// validate it, and returns it as plain JSON for emission.
+func sidecarDecode(c *engine.CompileContext, field string, raw json.RawMessage, typed any) (map[string]any, error) {
+	strict, err := kjson.UnmarshalStrict(raw, typed)
+	if err != nil {
+		sub, msg := sidecarDecodeError(err)
+		if sub != "" {
+			field += "." + sub
+		}
+		if strings.Contains(string(raw), "${{") && !strings.HasPrefix(msg, "expected an object") {
+			msg += " (${{ }} templates are allowed in string fields only: not in quantities, numbers or booleans)"
+		}
+		return nil, c.FieldError(field, "%s", msg)
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = strings.TrimPrefix(e.Error(), "json: ")
+		}
+		sort.Strings(msgs)
+		if sub := sidecarUnknownField(msgs[0]); sub != "" && len(msgs) == 1 {
+			return nil, c.FieldError(field+"."+sub, "unknown field")
+		}
+		return nil, c.FieldError(field, "%s", strings.Join(msgs, "; "))
+	}
+	v, err := engine.ToJSONValue(raw)
+	if err != nil {
+		return nil, c.FieldError(field, "%v", err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, c.FieldError(field, "expected an object")
+	}
+	return m, nil
+}
+
+var (
+	sidecarTypeMismatch = regexp.MustCompile(`cannot unmarshal (\w+) into Go (?:struct field \S*?\.(\S+)|value) of type (\S+)`)
+	sidecarUnknownRe    = regexp.MustCompile(`(?:unknown|duplicate) field "([^"]+)"`)
+)
+
+// sidecarDecodeError turns a decoding error into the sub-field it is about
+// and a message in JSON's terms rather than Go's.
+func sidecarDecodeError(err error) (sub, msg string) {
+	m := sidecarTypeMismatch.FindStringSubmatch(err.Error())
+	if m == nil {
+		return "", strings.TrimPrefix(err.Error(), "json: ")
+	}
+	got := map[string]string{"number": "a number", "array": "a list", "object": "an object", "string": "a string", "bool": "a boolean"}[m[1]]
+	if got == "" {
+		got = m[1]
+	}
+	// The error is a json.UnmarshalTypeError of sigs.k8s.io/json's internal
+	// copy of encoding/json: read its Type field by reflection.
+	want := m[3]
+	if rv := reflect.ValueOf(err); rv.Kind() == reflect.Pointer && rv.Elem().Kind() == reflect.Struct {
+		if f := rv.Elem().FieldByName("Type"); f.IsValid() && f.CanInterface() {
+			if t, ok := f.Interface().(reflect.Type); ok && t != nil {
+				want = sidecarJSONKind(t)
+			}
+		}
+	}
+	// Nested values name the Go struct path ("Container.ports"); the part
+	// after the type name is the JSON path.
+	return m[2], fmt.Sprintf("expected %s, got %s", want, got)
+}
+
+// sidecarJSONKind names the JSON a Go type decodes from.
+func sidecarJSONKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t {
+	case reflect.TypeFor[resource.Quantity](), reflect.TypeFor[intstr.IntOrString]():
+		return "a string or a number"
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
+}
+
+func sidecarUnknownField(msg string) string {
+	if m := sidecarUnknownRe.FindStringSubmatch(msg); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// sidecarCheckName checks the name of a container or volume template: a
+// literal DNS-1123 label, since injection is idempotent by name.
+func sidecarCheckName(c *engine.CompileContext, field, name, what string) error {
+	switch {
+	case name == "":
+		return c.FieldError(field+".name", "is required")
+	case strings.Contains(name, "${{"):
+		return c.FieldError(field+".name", "cannot be templated: the %s is found by name, which must not vary from pod to pod", what)
+	}
+	if msgs := validation.IsDNS1123Label(name); len(msgs) > 0 {
+		return c.FieldError(field+".name", "%q is not a valid %s name: %s", name, what, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// sidecarVolumeSources names the sources a volume sets.
+func sidecarVolumeSources(v *corev1.Volume) []string {
+	var out []string
+	rv := reflect.ValueOf(v.VolumeSource)
+	rt := rv.Type()
+	for i := range rv.NumField() {
+		if f := rv.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// sidecarOverlap reports whether two mounts may target the same container.
+// A mount for every app container may meet any named container.
+func sidecarOverlap(a, b *sidecarItem) bool {
+	if a.inList == nil || b.inList == nil {
+		return true
+	}
+	for n := range a.inList {
+		if b.inList[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// sidecarTmpl is a template value: plain JSON, with ${{ expr }} in strings.
+// Exactly one of its forms is set.
+type sidecarTmpl struct {
+	lit   any                     // no templates inside: copied at render
+	parts []sidecarPart           // a templated string
+	obj   map[string]*sidecarTmpl // an object with templates inside
+	arr   []*sidecarTmpl          // a list with templates inside
+}
+
+// sidecarPart is a literal run or an expression of a templated string.
+type sidecarPart struct {
+	lit  string
+	expr *engine.Expression
+}
+
+// sidecarCompile compiles the ${{ }} expressions in v, found at field.
+func sidecarCompile(c *engine.CompileContext, field string, v any) (*sidecarTmpl, error) {
+	switch v := v.(type) {
+	case string:
+		parts, templated, err := sidecarParse(v)
+		if err != nil {
+			return nil, c.FieldError(field, "%v", err)
+		}
+		if !templated {
+			if len(parts) == 0 {
+				return &sidecarTmpl{lit: ""}, nil
+			}
+			return &sidecarTmpl{lit: parts[0].lit}, nil
+		}
+		out := make([]sidecarPart, len(parts))
+		for i, p := range parts {
+			out[i].lit = p.lit
+			if p.src != "" {
+				e, err := c.CompileExpression(field, p.src, cel.StringType)
+				if err != nil {
+					return nil, err
+				}
+				out[i].expr = e
+			}
+		}
+		return &sidecarTmpl{parts: out}, nil
+	case map[string]any:
+		obj := make(map[string]*sidecarTmpl, len(v))
+		templated := false
+		for _, k := range sidecarSortedKeys(v) { // the first error found is stable
+			t, err := sidecarCompile(c, field+"."+k, v[k])
+			if err != nil {
+				return nil, err
+			}
+			obj[k] = t
+			templated = templated || t.lit == nil
+		}
+		if !templated {
+			return &sidecarTmpl{lit: sidecarLit(obj)}, nil
+		}
+		return &sidecarTmpl{obj: obj}, nil
+	case []any:
+		arr := make([]*sidecarTmpl, len(v))
+		templated := false
+		for i, e := range v {
+			t, err := sidecarCompile(c, field+"["+strconv.Itoa(i)+"]", e)
+			if err != nil {
+				return nil, err
+			}
+			arr[i] = t
+			templated = templated || t.lit == nil
+		}
+		if !templated {
+			lits := make([]any, len(arr))
+			for i, t := range arr {
+				lits[i] = sidecarUnNull(t.lit)
+			}
+			return &sidecarTmpl{lit: lits}, nil
+		}
+		return &sidecarTmpl{arr: arr}, nil
+	case nil:
+		return &sidecarTmpl{lit: sidecarNull{}}, nil
+	}
+	return &sidecarTmpl{lit: v}, nil
+}
+
+// sidecarNull stands for a JSON null in a template, so that lit == nil
+// can mean "templated".
+type sidecarNull struct{}
+
+func sidecarUnNull(v any) any {
+	if _, ok := v.(sidecarNull); ok {
+		return nil
+	}
+	return v
+}
+
+func sidecarLit(obj map[string]*sidecarTmpl) map[string]any {
+	m := make(map[string]any, len(obj))
+	for k, t := range obj {
+		m[k] = sidecarUnNull(t.lit)
+	}
+	return m
+}
+
+// sidecarPartSrc is a parsed part of a templated string.
+type sidecarPartSrc struct {
+	lit string
+	src string // the expression; "" for a literal
+}
+
+// sidecarParse splits s into literal runs and ${{ expr }} expressions.
+// "$${{" is a literal "${{". A string without expressions is one literal.
+func sidecarParse(s string) (parts []sidecarPartSrc, templated bool, err error) {
+	var lit strings.Builder
+	for p := 0; p < len(s); {
+		switch {
+		case strings.HasPrefix(s[p:], "$${{"):
+			lit.WriteString("${{")
+			p += 4
+		case strings.HasPrefix(s[p:], "${{"):
+			end := strings.Index(s[p+3:], "}}")
+			if end < 0 {
+				return nil, false, fmt.Errorf("%q has no closing }}", s[p:])
+			}
+			expr := strings.TrimSpace(s[p+3 : p+3+end])
+			if expr == "" {
+				return nil, false, errors.New("${{ }} holds no expression")
+			}
+			if lit.Len() > 0 {
+				parts = append(parts, sidecarPartSrc{lit: lit.String()})
+				lit.Reset()
+			}
+			parts = append(parts, sidecarPartSrc{src: expr})
+			templated = true
+			p += 3 + end + 2
+		default:
+			lit.WriteByte(s[p])
+			p++
+		}
+	}
+	if lit.Len() > 0 || len(parts) == 0 {
+		parts = append(parts, sidecarPartSrc{lit: lit.String()})
+	}
+	return parts, templated, nil
+}
+
+// render returns a fresh plain JSON value for one request.
+func (t *sidecarTmpl) render(ac *engine.ActionContext) (any, error) {
+	switch {
+	case t.lit != nil:
+		return sidecarCopy(sidecarUnNull(t.lit)), nil
+	case t.parts != nil:
+		var b strings.Builder
+		for _, p := range t.parts {
+			if p.expr == nil {
+				b.WriteString(p.lit)
+				continue
+			}
+			s, err := ac.EvalString(p.expr)
+			if err != nil {
+				return nil, err
+			}
+			b.WriteString(s)
+		}
+		return b.String(), nil
+	case t.obj != nil:
+		m := make(map[string]any, len(t.obj))
+		for k, e := range t.obj {
+			v, err := e.render(ac)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = v
+		}
+		return m, nil
+	}
+	out := make([]any, len(t.arr))
+	for i, e := range t.arr {
+		v, err := e.render(ac)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func sidecarCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[k] = sidecarCopy(e)
+		}
+		return m
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = sidecarCopy(e)
+		}
+		return out
+	}
+	return v
+}
+
+// sidecarContainer is a container of the pod being admitted.
+type sidecarContainer struct {
+	list  string // "containers" or "initContainers"
+	index int
+	obj   map[string]any
+}
+
+// Run returns the operations that add what the pod lacks. The patched pod
+// holds every item, so a second run returns none.
+func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
+	// Containers and volumes can only be set when a pod is created.
+	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
+		return sidecarSkip(fmt.Sprintf("containers can only be added when a pod is created, not on %s", ac.Request.Operation)), nil
+	}
+	obj := ac.Object
+	if obj == nil {
+		return sidecarSkip("there is no object"), nil
+	}
+	if kind, _ := obj["kind"].(string); kind != "" && kind != "Pod" {
+		return sidecarSkip(fmt.Sprintf("the object is a %s, not a Pod", kind)), nil
+	}
+	spec, ok := obj["spec"].(map[string]any)
+	if !ok {
+		return sidecarSkip("the pod has no spec"), nil
+	}
+	lists := map[string][]any{}
+	for _, l := range []string{"containers", "initContainers", "volumes"} {
+		raw := spec[l]
+		if raw == nil {
+			continue
+		}
+		items, ok := raw.([]any)
+		if !ok {
+			return engine.Outcome{}, fmt.Errorf("spec.%s is a %T, not a list", l, raw)
+		}
+		for i, item := range items {
+			if _, ok := item.(map[string]any); !ok {
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %T, not an object", l, i, item)
+			}
+		}
+		lists[l] = items
+	}
+	byName := map[string]sidecarContainer{}
+	for _, l := range []string{"containers", "initContainers"} {
+		for i, item := range lists[l] {
+			m := item.(map[string]any)
+			if n, _ := m["name"].(string); n != "" {
+				if _, dup := byName[n]; !dup {
+					byName[n] = sidecarContainer{list: l, index: i, obj: m}
+				}
+			}
+		}
+	}
+	volumes := map[string]map[string]any{}
+	for _, item := range lists["volumes"] {
+		m := item.(map[string]any)
+		if n, _ := m["name"].(string); n != "" {
+			if _, dup := volumes[n]; !dup {
+				volumes[n] = m
+			}
+		}
+	}
+
+	var (
+		conflicts, added, present []string
+		addVolumes                []any
+		addContainers, addInits   []any
+		addedInitNames            []string
+	)
+	checkContainer := func(item *sidecarItem, target string) (any, bool, error) {
+		v, err := item.value.render(ac)
+		if err != nil {
+			return nil, false, err
+		}
+		have, ok := byName[item.name]
+		if !ok {
+			return v, true, nil
+		}
+		what := "container " + item.name
+		if target == "initContainers" {
+			what = "init container " + item.name
+		}
+		switch {
+		case have.list != target:
+			conflicts = append(conflicts, fmt.Sprintf("%s: the pod has a container of that name in spec.%s", what, have.list))
+		default:
+			if path := sidecarDiff(v, have.obj); path != "" {
+				conflicts = append(conflicts, fmt.Sprintf("%s: the pod's differs from the template in %s", what, path))
+			} else {
+				present = append(present, what)
+			}
+		}
+		return nil, false, nil
+	}
+	sidecarTarget := "containers"
+	if a.native {
+		sidecarTarget = "initContainers"
+	}
+	for _, item := range a.containers {
+		v, add, err := checkContainer(item, sidecarTarget)
+		if err != nil {
+			return engine.Outcome{}, err
+		}
+		if add {
+			addContainers = append(addContainers, v)
+			added = append(added, "container "+item.name)
+		}
+	}
+	for _, item := range a.inits {
+		v, add, err := checkContainer(item, "initContainers")
+		if err != nil {
+			return engine.Outcome{}, err
+		}
+		if add {
+			addInits = append(addInits, v)
+			addedInitNames = append(addedInitNames, item.name)
+		}
+	}
+	if len(addedInitNames) > 0 {
+		place := sidecarPlaceLast
+		if a.first {
+			place = sidecarPlaceFirst
+		}
+		added = append(added, fmt.Sprintf("init container %s (%s)", strings.Join(addedInitNames, ", "), place))
+	}
+	for _, item := range a.volumes {
+		v, err := item.value.render(ac)
+		if err != nil {
+			return engine.Outcome{}, err
+		}
+		have, ok := volumes[item.name]
+		switch {
+		case !ok:
+			addVolumes = append(addVolumes, v)
+			added = append(added, "volume "+item.name)
+		default:
+			if path := sidecarDiff(v, have); path != "" {
+				conflicts = append(conflicts, fmt.Sprintf("volume %s: the pod's differs from the template in %s", item.name, path))
+			} else {
+				present = append(present, "volume "+item.name)
+			}
+		}
+	}
+
+	// Mounts into the pod's own containers, by container index.
+	type mountOp struct {
+		c     sidecarContainer
+		value any
+	}
+	var mountOps []mountOp
+	var missing []string
+	for _, item := range a.mounts {
+		v, err := item.value.render(ac)
+		if err != nil {
+			return engine.Outcome{}, err
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return engine.Outcome{}, fmt.Errorf("volumeMounts: rendered a %T, not an object", v)
+		}
+		mountPath, _ := m["mountPath"].(string)
+		if _, ok := volumes[item.name]; !ok && !a.volNames[item.name] {
+			return engine.Outcome{}, fmt.Errorf("volume %q, mounted at %s, is neither in the pod nor in with.volumes", item.name, mountPath)
+		}
+		var targets []sidecarContainer
+		if item.containers == nil {
+			for i, c := range lists["containers"] {
+				cm := c.(map[string]any)
+				if n, _ := cm["name"].(string); !a.sidecars[n] {
+					targets = append(targets, sidecarContainer{list: "containers", index: i, obj: cm})
+				}
+			}
+		} else {
+			for _, n := range item.containers {
+				if c, ok := byName[n]; ok {
+					targets = append(targets, c)
+				} else {
+					missing = append(missing, n)
+				}
+			}
+		}
+		var into, already []string
+		for _, t := range targets {
+			cname, _ := t.obj["name"].(string)
+			var mounts []any
+			if raw := t.obj["volumeMounts"]; raw != nil {
+				var ok bool
+				if mounts, ok = raw.([]any); !ok {
+					return engine.Outcome{}, fmt.Errorf("spec.%s[%d].volumeMounts is a %T, not a list", t.list, t.index, raw)
+				}
+			}
+			var have map[string]any
+			for _, e := range mounts {
+				if em, ok := e.(map[string]any); ok && em["mountPath"] == mountPath {
+					have = em
+					break
+				}
+			}
+			switch {
+			case have == nil:
+				mountOps = append(mountOps, mountOp{c: t, value: sidecarCopy(m)})
+				into = append(into, cname)
+			default:
+				if path := sidecarDiff(m, have); path != "" {
+					conflicts = append(conflicts, fmt.Sprintf("mount at %s in container %s: the pod's differs from the template in %s", mountPath, cname, path))
+				} else {
+					already = append(already, cname)
+				}
+			}
+		}
+		if len(into) > 0 {
+			added = append(added, fmt.Sprintf("mount %s at %s in %s", item.name, mountPath, strings.Join(into, ", ")))
+		}
+		if len(already) > 0 {
+			present = append(present, fmt.Sprintf("mount %s at %s in %s", item.name, mountPath, strings.Join(already, ", ")))
+		}
+	}
+
+	if len(conflicts) > 0 {
+		msg := "nothing injected: " + strings.Join(conflicts, "; ")
+		if a.fail {
+			return engine.Outcome{}, errors.New(msg)
+		}
+		return engine.Outcome{Skipped: true, Reason: msg, Warnings: []string{ac.Policy + ": " + msg}}, nil
+	}
+
+	// Volumes, then mounts (at the indices the containers have now), then
+	// containers, then init containers, whose insertion at the front would
+	// shift the indices of the pod's own.
+	var ops []engine.JSONPatchOp
+	ops = sidecarAppend(ops, "/spec/volumes", lists["volumes"] != nil, addVolumes)
+	created := map[string]bool{}
+	for _, m := range mountOps {
+		base := fmt.Sprintf("/spec/%s/%d/volumeMounts", m.c.list, m.c.index)
+		if m.c.obj["volumeMounts"] == nil && !created[base] {
+			ops = append(ops, engine.Op("add", base, []any{m.value}))
+			created[base] = true
+			continue
+		}
+		ops = append(ops, engine.Op("add", base+"/-", m.value))
+	}
+	ops = sidecarAppend(ops, "/spec/containers", lists["containers"] != nil, addContainers)
+	switch {
+	case !a.first || lists["initContainers"] == nil:
+		ops = sidecarAppend(ops, "/spec/initContainers", lists["initContainers"] != nil, addInits)
+	default:
+		for i, v := range addInits {
+			ops = append(ops, engine.Op("add", "/spec/initContainers/"+strconv.Itoa(i), v))
+		}
+	}
+
+	var parts []string
+	switch {
+	case len(added) > 0:
+		parts = append(parts, "injected "+strings.Join(added, ", "))
+		if len(present) > 0 {
+			parts = append(parts, "already present: "+strings.Join(present, ", "))
+		}
+	case len(present) > 0:
+		parts = append(parts, "already injected: "+strings.Join(present, ", "))
+	default:
+		parts = append(parts, "nothing to inject")
+	}
+	if len(missing) > 0 {
+		parts = append(parts, "no container named "+strings.Join(missing, ", "))
+	}
+	return engine.Outcome{Patch: ops, Reason: strings.Join(parts, "; ")}, nil
+}
+
+// sidecarAppend appends values to the list at path, creating it if absent.
+func sidecarAppend(ops []engine.JSONPatchOp, path string, exists bool, values []any) []engine.JSONPatchOp {
+	if len(values) == 0 {
+		return ops
+	}
+	if !exists {
+		return append(ops, engine.Op("add", path, values))
+	}
+	for _, v := range values {
+		ops = append(ops, engine.Op("add", path+"/-", v))
+	}
+	return ops
+}
+
+// sidecarDiff compares want, a rendered template, with have, what the pod
+// holds, on the fields want sets only: fields want omits may hold anything,
+// such as the API server's defaults. Quantities compare by value. It returns
+// the paths of the differences, joined, or "" when there are none.
+func sidecarDiff(want, have any) string {
+	var out []string
+	sidecarDiffs(want, have, "", false, &out)
+	return strings.Join(out, ", ")
+}
+
+func sidecarDiffs(want, have any, path string, quantity bool, out *[]string) {
+	differ := func() {
+		if path == "" {
+			path = "every field"
+		}
+		*out = append(*out, path)
+	}
+	switch w := want.(type) {
+	case map[string]any:
+		h, ok := have.(map[string]any)
+		if !ok {
+			differ()
+			return
+		}
+		for _, k := range sidecarSortedKeys(w) {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			if w[k] == nil {
+				if h[k] != nil {
+					*out = append(*out, p)
+				}
+				continue
+			}
+			// The values of limits and requests, sizeLimit and divisor are
+			// quantities.
+			if wm, ok := w[k].(map[string]any); ok && (k == "limits" || k == "requests") {
+				hm, _ := h[k].(map[string]any)
+				for _, rk := range sidecarSortedKeys(wm) {
+					sidecarDiffs(wm[rk], hm[rk], p+"."+rk, true, out)
+				}
+				continue
+			}
+			sidecarDiffs(w[k], h[k], p, k == "sizeLimit" || k == "divisor", out)
+		}
+	case []any:
+		h, ok := have.([]any)
+		if !ok || len(h) != len(w) {
+			differ()
+			return
+		}
+		for i := range w {
+			sidecarDiffs(w[i], h[i], path+"["+strconv.Itoa(i)+"]", quantity, out)
+		}
+	default:
+		if quantity {
+			wq, ok1 := sidecarQuantity(want)
+			hq, ok2 := sidecarQuantity(have)
+			if ok1 && ok2 && wq.Cmp(hq) == 0 {
+				return
+			}
+		}
+		if !sidecarScalarEqual(want, have) {
+			differ()
+		}
+	}
+}
+
+func sidecarSortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func sidecarScalarEqual(a, b any) bool {
+	af, aNum := sidecarNumber(a)
+	bf, bNum := sidecarNumber(b)
+	if aNum || bNum {
+		return aNum && bNum && af == bf
+	}
+	return a == b
+}
+
+func sidecarNumber(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), true
+	case float64:
+		return n, true
+	case int:
+		return float64(n), true
+	}
+	return 0, false
+}
+
+func sidecarQuantity(v any) (resource.Quantity, bool) {
+	var s string
+	switch n := v.(type) {
+	case string:
+		s = n
+	case int64:
+		s = strconv.FormatInt(n, 10)
+	case float64:
+		s = strconv.FormatFloat(n, 'f', -1, 64)
+	default:
+		return resource.Quantity{}, false
+	}
+	q, err := resource.ParseQuantity(s)
+	return q, err == nil
+}
+
+// sidecarSkip skips the object quietly: the policy does not apply to it.
+func sidecarSkip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }

@@ -4,11 +4,14 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+IMAGE   ?= celadon:$(VERSION)
 # e2e and controlplane tests start real processes; keep the suite bounded.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test unit run demo bench lint fuzz clean
+.PHONY: all build test unit run demo bench lint fuzz clean image policy-test
 
 all: build
 
@@ -52,8 +55,21 @@ demo: $(BIN)/celadon
 run: $(CONTROLPLANE_BINS) $(BIN)/celadon
 	$(GO) run ./hack/demo -celadon $(BIN)/celadon
 
+# policy-test runs the suites of the shipped policies (make test runs them too).
+policy-test: $(BIN)/celadon
+	$(BIN)/celadon test policies/tests
+
+# image builds the container image (needs Docker with BuildKit).
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) -t $(IMAGE) .
+
+# fuzz runs each fuzz target for FUZZTIME.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime $(FUZZTIME) ./engine/
+
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./engine/ ./builtins/
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./engine/ ./builtins/
 
 clean:
 	rm -rf $(BIN)/celadon

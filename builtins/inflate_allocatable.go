@@ -345,15 +345,8 @@ func inflateScale(res string, q resource.Quantity, ratio *big.Rat) (resource.Qua
 
 // inflateQuantity parses a status value: a quantity string (or a number).
 func inflateQuantity(v any) (string, resource.Quantity, error) {
-	var s string
-	switch v := v.(type) {
-	case string:
-		s = v
-	case int64:
-		s = strconv.FormatInt(v, 10)
-	case float64:
-		s = strconv.FormatFloat(v, 'f', -1, 64)
-	default:
+	s, ok := quantityText(v)
+	if !ok {
 		return "", resource.Quantity{}, fmt.Errorf("%T is not a quantity", v)
 	}
 	q, err := resource.ParseQuantity(s)

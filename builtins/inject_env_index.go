@@ -68,23 +68,11 @@ func (injectEnvIndex) Compile(c *engine.CompileContext) (engine.Action, error) {
 	if msgs := validation.IsEnvVarName(a.name); len(msgs) > 0 {
 		return nil, c.FieldError("name", "%q is not a valid environment variable name: %s", a.name, strings.Join(msgs, "; "))
 	}
-	if args.Containers != nil {
-		if len(args.Containers) == 0 {
-			return nil, c.FieldError("containers", "is empty; omit it to inject into every container")
-		}
-		a.containers = map[string]bool{}
-		for i, n := range args.Containers {
-			field := fmt.Sprintf("containers[%d]", i)
-			if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
-				return nil, c.FieldError(field, "%q is not a valid container name: %s", n, strings.Join(msgs, "; "))
-			}
-			if a.containers[n] {
-				return nil, c.FieldError(field, "container %q is listed twice", n)
-			}
-			a.containers[n] = true
-		}
-		a.containerNames = args.Containers
+	var err error
+	if a.containers, err = containerSet(c, args.Containers, "omit it to inject into every container"); err != nil {
+		return nil, err
 	}
+	a.containerNames = args.Containers
 	switch args.ValueFrom {
 	case "", envIndexLiteral:
 	case envIndexPodIndexLabel:

@@ -10,7 +10,6 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"celadon.io/celadon/engine"
 )
@@ -121,23 +120,10 @@ func (scaleRequests) Compile(c *engine.CompileContext) (engine.Action, error) {
 	default:
 		return nil, c.FieldError("memoryUnit", "must be Ki, Mi or Gi (absent: whole bytes), not %q", args.MemoryUnit)
 	}
-	if args.Containers != nil {
-		if len(args.Containers) == 0 {
-			return nil, c.FieldError("containers", "is empty; omit it to scale every container")
-		}
-		a.containers = map[string]bool{}
-		for i, n := range args.Containers {
-			field := fmt.Sprintf("containers[%d]", i)
-			if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
-				return nil, c.FieldError(field, "%q is not a valid container name: %s", n, strings.Join(msgs, "; "))
-			}
-			if a.containers[n] {
-				return nil, c.FieldError(field, "container %q is listed twice", n)
-			}
-			a.containers[n] = true
-		}
-		a.containerNames = args.Containers
+	if a.containers, err = containerSet(c, args.Containers, "omit it to scale every container"); err != nil {
+		return nil, err
 	}
+	a.containerNames = args.Containers
 	return a, nil
 }
 
@@ -431,15 +417,8 @@ func scaleRequestsRead(list string, i int, m map[string]any) (scaleRequestsConta
 			if !ok || v == nil {
 				continue
 			}
-			var s string
-			switch v := v.(type) {
-			case string:
-				s = v
-			case int64:
-				s = strconv.FormatInt(v, 10)
-			case float64:
-				s = strconv.FormatFloat(v, 'f', -1, 64)
-			default:
+			s, ok := quantityText(v)
+			if !ok {
 				return nil, nil, fmt.Errorf("%s.%s.%s is a %T, not a quantity", where, field, res, v)
 			}
 			q, err := resource.ParseQuantity(s)

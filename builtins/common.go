@@ -1,0 +1,49 @@
+package builtins
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"celadon.io/celadon/engine"
+)
+
+// containerSet validates a `containers` argument: nil means every container;
+// an empty list, an invalid name or a name listed twice is a load error.
+// emptyHint completes "is empty; " for the builtin's own wording.
+func containerSet(c *engine.CompileContext, names []string, emptyHint string) (map[string]bool, error) {
+	if names == nil {
+		return nil, nil
+	}
+	if len(names) == 0 {
+		return nil, c.FieldError("containers", "is empty; %s", emptyHint)
+	}
+	set := make(map[string]bool, len(names))
+	for i, n := range names {
+		field := fmt.Sprintf("containers[%d]", i)
+		if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
+			return nil, c.FieldError(field, "%q is not a valid container name: %s", n, strings.Join(msgs, "; "))
+		}
+		if set[n] {
+			return nil, c.FieldError(field, "container %q is listed twice", n)
+		}
+		set[n] = true
+	}
+	return set, nil
+}
+
+// quantityText returns the text of a quantity as it appears in an object:
+// a string, or a bare JSON number.
+func quantityText(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case int64:
+		return strconv.FormatInt(v, 10), true
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), true
+	}
+	return "", false
+}

@@ -99,6 +99,9 @@ type inflateAllocatableAction struct {
 
 // Compile checks spec.with.
 func (inflateAllocatable) Compile(c *engine.CompileContext) (engine.Action, error) {
+	if c.FailurePolicy() == engine.Fail {
+		return nil, c.SpecError("failurePolicy", "inflateAllocatable must fail open: use Ignore (the default), so that a Celadon outage never stops kubelets from reporting node status")
+	}
 	var args inflateAllocatableArgs
 	if err := c.DecodeWith(&args); err != nil {
 		return nil, err

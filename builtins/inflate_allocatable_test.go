@@ -475,4 +475,9 @@ func TestInflateAllocatableLoadErrors(t *testing.T) {
 			checkLoadError(t, compileErrors(t, policy), c.want)
 		})
 	}
+	// It must fail open: failurePolicy Fail is refused at its own line.
+	t.Run("failurePolicy Fail", func(t *testing.T) {
+		policy := inflatePolicy("{cpu: 2}") + "  failurePolicy: Fail\n" // line 11
+		checkLoadError(t, compileErrors(t, policy), `p.yaml:11: policy "overcommit-nodes": failurePolicy: inflateAllocatable must fail open`)
+	})
 }

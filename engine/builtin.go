@@ -148,12 +148,27 @@ func (ac *ActionContext) EvalString(e *Expression) (string, error) {
 // CompileContext is what a builtin sees of its policy while compiling.
 type CompileContext struct {
 	// Policy is the policy's name.
-	Policy string
-	with   json.RawMessage
-	cel    *policyEnv
+	Policy        string
+	with          json.RawMessage
+	failurePolicy FailurePolicy
+	cel           *policyEnv
 	// errField is set by DecodeWith/CompileExpression so the loader can point
-	// at the offending line of spec.with.
-	errField string
+	// at the offending line of spec.with; errSpecField likewise for a field
+	// of spec outside with.
+	errField     string
+	errSpecField string
+}
+
+// FailurePolicy returns the policy's failurePolicy, defaults applied.
+func (c *CompileContext) FailurePolicy() FailurePolicy { return c.failurePolicy }
+
+// SpecError returns an error about a field of the policy's spec outside
+// with (e.g. "failurePolicy"), for builtins that constrain it.
+func (c *CompileContext) SpecError(field string, format string, args ...any) error {
+	if c.errSpecField == "" {
+		c.errSpecField = "spec." + field
+	}
+	return fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...))
 }
 
 // With returns the raw JSON of spec.with; nil when absent.

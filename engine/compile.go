@@ -280,7 +280,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 		p.conditions = append(p.conditions, e)
 	}
 
-	cc := &CompileContext{Policy: name, with: pol.Spec.With, cel: env}
+	cc := &CompileContext{Policy: name, with: pol.Spec.With, failurePolicy: p.Policy.Spec.FailurePolicy, cel: env}
 	action, err := b.Compile(cc)
 	if err != nil {
 		var ee *exprError
@@ -289,6 +289,8 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 		} else {
 			path := "spec.with"
 			switch {
+			case cc.errSpecField != "":
+				path = cc.errSpecField
 			case cc.errField != "":
 				path = "spec.with." + cc.errField
 			case len(pol.Spec.With) == 0:

@@ -146,25 +146,9 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		return nil, err
 	}
 	var denials []string
-	for _, p := range candidates {
-		if !opts.Phase.Includes(p.Type) {
-			continue
-		}
-		if opts.FailurePolicy != "" && p.Policy.Spec.FailurePolicy != opts.FailurePolicy {
-			continue
-		}
-		start := time.Now()
-		res, out := ev.run(ctx, p)
-		d.Warnings = append(d.Warnings, out.Warnings...)
-		if res.State == StatePass && len(out.Patch) > 0 {
-			if err := applyPatch(ev.object, out.Patch); err != nil {
-				res.State, res.Reason = StateError, fmt.Sprintf("builtin produced a patch that does not apply: %v", err)
-			} else {
-				d.Patch = append(d.Patch, out.Patch...)
-				res.Patch = len(out.Patch)
-				ev.objectChanged()
-			}
-		}
+	// judge turns one policy's result into the decision's denials, warnings
+	// and audit annotations.
+	judge := func(p *CompiledPolicy, res PolicyResult, out Outcome) {
 		switch res.State {
 		case StateError:
 			if p.Policy.Spec.FailurePolicy == Fail {
@@ -182,8 +166,79 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		case StateWarn:
 			d.Warnings = append(d.Warnings, p.Name()+": "+out.Violation)
 		}
+	}
+	// run evaluates one policy and applies its patch to the working object.
+	run := func(p *CompiledPolicy) (PolicyResult, Outcome) {
+		start := time.Now()
+		res, out := ev.run(ctx, p)
+		d.Warnings = append(d.Warnings, out.Warnings...)
+		if res.State == StatePass && len(out.Patch) > 0 {
+			if err := applyPatch(ev.object, out.Patch); err != nil {
+				res.State, res.Reason = StateError, fmt.Sprintf("builtin produced a patch that does not apply: %v", err)
+			} else {
+				d.Patch = append(d.Patch, out.Patch...)
+				res.Patch = len(out.Patch)
+				ev.objectChanged()
+			}
+		}
 		res.Duration = time.Since(start)
-		d.Results = append(d.Results, res)
+		return res, out
+	}
+	selected := func(p *CompiledPolicy) bool {
+		return opts.FailurePolicy == "" || p.Policy.Spec.FailurePolicy == opts.FailurePolicy
+	}
+
+	// Mutations first, then validations on the mutated object, as the API
+	// server's admission chain runs them. A policy whose builtin is unknown
+	// runs once, in the first phase that is run.
+	type ran struct {
+		p      *CompiledPolicy
+		result int // index in d.Results
+	}
+	var mutators []ran
+	lastChange := -1 // index in mutators of the last policy that patched
+	if opts.Phase != PhaseValidating {
+		for _, p := range candidates {
+			if (p.Type != Mutating && p.Type != 0) || !selected(p) {
+				continue
+			}
+			res, out := run(p)
+			if res.Patch > 0 {
+				lastChange = len(mutators)
+			}
+			mutators = append(mutators, ran{p, len(d.Results)})
+			judge(p, res, out)
+			d.Results = append(d.Results, res)
+		}
+		// Reinvocation, as with reinvocationPolicy IfNeeded: the policies
+		// that ran before the last change see the final object once more,
+		// so that a sidecar added late still gets what earlier policies add.
+		for _, m := range mutators[:max(lastChange, 0)] {
+			prev, p := &d.Results[m.result], m.p
+			if prev.State == StateError {
+				continue
+			}
+			res, out := run(p)
+			switch {
+			case res.State == StateError:
+				*prev = res
+				judge(p, res, out)
+			case res.Patch > 0:
+				prev.State = StatePass
+				prev.Patch += res.Patch
+				prev.Reason = strings.TrimPrefix(prev.Reason+"; reinvoked: "+res.Reason, "; ")
+			}
+		}
+	}
+	if opts.Phase != PhaseMutating {
+		for _, p := range candidates {
+			if (p.Type != Validating && !(p.Type == 0 && opts.Phase == PhaseValidating)) || !selected(p) {
+				continue
+			}
+			res, out := run(p)
+			judge(p, res, out)
+			d.Results = append(d.Results, res)
+		}
 	}
 	if len(denials) > 0 {
 		d.Allowed = false

@@ -186,6 +186,33 @@ func TestMutationsCompose(t *testing.T) {
 	}
 }
 
+// TestReinvocation: a policy that ran before a later one changed the object
+// sees the final object once more, so evaluating the result again is a
+// no-op, as with reinvocationPolicy IfNeeded.
+func TestReinvocation(t *testing.T) {
+	snap := mustCompile(t,
+		policyYAML("early", "  match:\n    resources: [pods]\n    conditions: [{expression: \"has(object.metadata.labels) && 'late' in object.metadata.labels\"}]\n  action: setLabel\n  with: {key: early, value: 'yes'}\n"),
+		policyYAML("late", "  match: {resources: [pods]}\n  action: setLabel\n  with: {key: late, value: 'yes'}\n"),
+		policyYAML("check", "  match:\n    resources: [pods]\n    conditions: [{expression: \"object.metadata.labels.early == 'yes'\"}]\n  action: violate\n  with: {message: validation saw every mutation}\n  enforcement: Warn\n"),
+	)
+	req := podRequest(t, admissionv1.Create, pod("p", nil), nil)
+	d := evaluate(t, snap, req, EvalOptions{})
+	if got := states(d); got != "early=pass,late=pass,check=warn" {
+		t.Fatalf("states %s: %+v", got, d.Results)
+	}
+	if !strings.Contains(d.Results[0].Reason, "reinvoked") {
+		t.Errorf("reason %q should say the policy was reinvoked", d.Results[0].Reason)
+	}
+	patched := applyWithLibrary(t, req.Object.Raw, d)
+	if !jsonEqualBytes(t, patched, pod("p", map[string]string{"early": "yes", "late": "yes"})) {
+		t.Fatalf("patched %s", patched)
+	}
+	again := evaluate(t, snap, podRequest(t, admissionv1.Create, decode(t, patched), nil), EvalOptions{})
+	if len(again.Patch) != 0 {
+		t.Errorf("second pass patched again: %v", again.Patch)
+	}
+}
+
 func TestPhases(t *testing.T) {
 	snap := mustCompile(t,
 		policyYAML("m", "  match: {resources: [pods]}\n  action: setLabel\n  with: {key: a, value: b}\n"),

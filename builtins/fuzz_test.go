@@ -1,0 +1,125 @@
+package builtins
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	"celadon.io/celadon/engine"
+)
+
+// fuzzPolicies runs every mutating builtin on pods, in one set, so their
+// patches also compose.
+const fuzzPolicies = `
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: index}
+spec:
+  match: {resources: [pods], operations: [CREATE]}
+  action: injectEnvIndex
+  with: {initContainers: true}
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: sidecar}
+spec:
+  match: {resources: [pods], operations: [CREATE]}
+  action: injectSidecar
+  with:
+    initContainers:
+    - {name: prepare, image: busybox, command: [sh, -c, "cp /agent /shared/"], volumeMounts: [{name: shared, mountPath: /shared}]}
+    containers:
+    - name: proxy
+      image: envoy
+      env: [{name: POD, value: "${{ object.metadata.?name.orValue('unnamed') }}"}]
+    volumes:
+    - {name: shared, emptyDir: {}}
+    volumeMounts:
+    - mount: {name: shared, mountPath: /opt/agent, readOnly: true}
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: scale}
+spec:
+  match: {resources: [pods], operations: [CREATE]}
+  action: scaleRequests
+  with: {cpu: 0.5, memory: 0.8, minimum: {cpu: 10m}}
+`
+
+// FuzzMutatingBuiltins checks, on arbitrary pods, the two promises every
+// mutating builtin makes: the patch applies cleanly to the input with a
+// standard JSON-patch library, giving the object the engine saw; and running
+// the policies again on the result yields no patch.
+func FuzzMutatingBuiltins(f *testing.F) {
+	snap, err := engine.Compile([]engine.File{{Name: "fuzz.yaml", Data: []byte(fuzzPolicies)}}, engine.Options{Registry: Registry()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if pod, err := os.ReadFile("../engine/testdata/pod.json"); err == nil {
+		f.Add(pod)
+	}
+	seeds, _ := filepath.Glob("../examples/*/object.yaml")
+	for _, s := range seeds {
+		if y, err := os.ReadFile(s); err == nil {
+			if j, err := yaml.YAMLToJSON(y); err == nil {
+				f.Add(j)
+			}
+		}
+	}
+	f.Add([]byte(`{"kind":"Pod","metadata":{"name":"x-1"},"spec":{"containers":[{"name":"a","env":null}]}}`))
+	f.Add([]byte(`{"kind":"Pod","metadata":{"name":"x-2","labels":{"apps.kubernetes.io/pod-index":"7"},"ownerReferences":[{"kind":"StatefulSet"}]},"spec":{"containers":[{"name":"a","resources":{"requests":{"cpu":1,"memory":"1Gi"}}}]}}`))
+	f.Fuzz(func(t *testing.T, obj []byte) {
+		var probe map[string]any
+		if json.Unmarshal(obj, &probe) != nil || probe == nil {
+			return // not an object: the server would refuse it before the engine
+		}
+		req := &admissionv1.AdmissionRequest{
+			UID:       "fuzz",
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: "default",
+			Operation: admissionv1.Create,
+			UserInfo:  authenticationv1.UserInfo{Username: "fuzz"},
+			Object:    runtime.RawExtension{Raw: obj},
+		}
+		d, err := snap.Evaluate(context.Background(), req, engine.EvalOptions{})
+		if err != nil || len(d.Patch) == 0 {
+			return
+		}
+		p, err := d.PatchJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch, err := jsonpatch.DecodePatch(p)
+		if err != nil {
+			t.Fatalf("patch %s does not decode: %v", p, err)
+		}
+		patched, err := patch.Apply(obj)
+		if err != nil {
+			t.Fatalf("patch %s does not apply to %s: %v", p, obj, err)
+		}
+		seen, _ := json.Marshal(d.Object)
+		if !sameJSON(t, patched, seen) {
+			t.Fatalf("the library's result\n%s\ndiffers from the engine's\n%s", patched, seen)
+		}
+		again := *req
+		again.Object = runtime.RawExtension{Raw: patched}
+		d2, err := snap.Evaluate(context.Background(), &again, engine.EvalOptions{})
+		if err != nil {
+			t.Fatalf("the patched object no longer evaluates: %v", err)
+		}
+		if len(d2.Patch) != 0 {
+			p2, _ := d2.PatchJSON()
+			t.Fatalf("not idempotent: %s patched again with %s (%s)", obj, p2, statesOf(d2))
+		}
+	})
+}

@@ -11,7 +11,7 @@ IMAGE   ?= celadon:$(VERSION)
 # e2e and controlplane tests start real processes; keep the suite bounded.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test unit run demo bench lint fuzz clean image policy-test
+.PHONY: all build test unit run demo bench lint fuzz clean image policy-test deploy-generate
 
 all: build
 
@@ -54,6 +54,12 @@ demo: $(BIN)/celadon
 # shipped policies, example objects, and what the webhook did to them.
 run: $(CONTROLPLANE_BINS) $(BIN)/celadon
 	$(GO) run ./hack/demo -celadon $(BIN)/celadon
+
+# deploy-generate regenerates deploy/ from policies/: the policy copies behind
+# the ConfigMap and the overlays' webhook configurations. `make test` fails
+# while they are out of date.
+deploy-generate:
+	$(GO) generate ./test/deploy
 
 # policy-test runs the suites of the shipped policies (make test runs them too).
 policy-test: $(BIN)/celadon

@@ -1,0 +1,512 @@
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"celadon.io/celadon/engine"
+)
+
+// kustomizations are the directories of deploy/ a user installs, relative
+// to the repository root.
+var kustomizations = []string{"deploy/base", CertManagerOverlay, SelfSignedOverlay}
+
+// build runs `kustomize build dir` with kustomize's defaults, the load
+// restrictor included (no file outside dir's root may be read).
+func build(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, filepath.FromSlash(dir)))
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, r := range m.Resources() {
+		u, err := r.Map()
+		if err != nil {
+			t.Fatalf("kustomize build %s: %s: %v", dir, r.CurId(), err)
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: u})
+	}
+	return objs
+}
+
+// built is the output of one kustomization, for lookups.
+type built struct {
+	t    *testing.T
+	dir  string
+	objs []*unstructured.Unstructured
+}
+
+// get converts the object of kind and name into out, failing the test if
+// there is none.
+func (b built) get(kind, name string, out any) {
+	b.t.Helper()
+	for _, u := range b.objs {
+		if u.GetKind() == kind && u.GetName() == name {
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, out); err != nil {
+				b.t.Fatalf("%s: %s %s: %v", b.dir, kind, name, err)
+			}
+			return
+		}
+	}
+	b.t.Fatalf("%s: no %s %s in the output", b.dir, kind, name)
+}
+
+func (b built) has(kind, name string) bool {
+	for _, u := range b.objs {
+		if u.GetKind() == kind && u.GetName() == name {
+			return true
+		}
+	}
+	return false
+}
+
+func TestKustomizations(t *testing.T) {
+	for _, dir := range kustomizations {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			b := built{t: t, dir: dir, objs: build(t, dir)}
+			checkNamespaces(b)
+			checkDeployment(b)
+			checkPoliciesConfigMap(b)
+			checkPDB(b)
+			checkServices(b)
+			checkBaseRBAC(b)
+			switch dir {
+			case CertManagerOverlay:
+				checkCertManager(b)
+			case SelfSignedOverlay:
+				checkSelfSigned(b)
+			}
+		})
+	}
+}
+
+// clusterScoped are the kinds of the output that have no namespace.
+var clusterScoped = map[string]bool{
+	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true,
+	"MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
+}
+
+func checkNamespaces(b built) {
+	t := b.t
+	t.Helper()
+	if !b.has("Namespace", Namespace) {
+		t.Errorf("%s: no Namespace %s", b.dir, Namespace)
+	}
+	for _, u := range b.objs {
+		want := Namespace
+		if clusterScoped[u.GetKind()] {
+			want = ""
+		}
+		if u.GetNamespace() != want {
+			t.Errorf("%s: %s %s: namespace %q, want %q", b.dir, u.GetKind(), u.GetName(), u.GetNamespace(), want)
+		}
+	}
+}
+
+func checkDeployment(b built) {
+	t := b.t
+	t.Helper()
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("replicas %v, want 2", d.Spec.Replicas)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("the selector %v does not select the pod template's labels %v (%v)", d.Spec.Selector, d.Spec.Template.Labels, err)
+	}
+	pod := d.Spec.Template.Spec
+	if pod.ServiceAccountName != "celadon" {
+		t.Errorf("serviceAccountName %q, want celadon", pod.ServiceAccountName)
+	}
+	if pod.PriorityClassName != "" {
+		t.Errorf("priorityClassName %q: system-cluster-critical is refused outside kube-system on some clusters", pod.PriorityClassName)
+	}
+	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext %+v: want runAsNonRoot and seccompProfile RuntimeDefault", psc)
+	}
+	if a := pod.Affinity; a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) == 0 ||
+		a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != corev1.LabelHostname ||
+		len(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 0 {
+		t.Errorf("affinity %+v: want a preferred (not required) pod anti-affinity on %s", a, corev1.LabelHostname)
+	} else {
+		term := a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm
+		if s, err := metav1.LabelSelectorAsSelector(term.LabelSelector); err != nil || !s.Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("the anti-affinity selector %v does not select Celadon's pods (%v)", term.LabelSelector, err)
+		}
+	}
+
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	if !strings.HasPrefix(c.Image, "celadon:") && !strings.Contains(c.Image, "/celadon:") {
+		t.Errorf("image %q, want celadon:TAG", c.Image)
+	}
+	if len(c.Args) == 0 || c.Args[0] != "serve" ||
+		!slices.Contains(c.Args, "--policies=/etc/celadon/policies") || !slices.Contains(c.Args, "--cert-dir=/etc/celadon/tls") {
+		t.Errorf("args %q: want serve --policies=/etc/celadon/policies --cert-dir=/etc/celadon/tls", c.Args)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if env["POD_NAMESPACE"] != "metadata.namespace" || env["SERVICE_ACCOUNT"] != "spec.serviceAccountName" {
+		t.Errorf("env %+v: want POD_NAMESPACE and SERVICE_ACCOUNT from the downward API", c.Env)
+	}
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if ports["webhook"] != 9443 || ports["metrics"] != 8080 || ports["health"] != 8081 {
+		t.Errorf("ports %v: want webhook 9443, metrics 8080, health 8081", ports)
+	}
+	checkProbe := func(what string, p *corev1.Probe, path string) {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path || portNumber(p.HTTPGet.Port, ports) != 8081 {
+			t.Errorf("%s probe %+v: want GET %s on 8081", what, p, path)
+		}
+	}
+	checkProbe("liveness", c.LivenessProbe, "/healthz")
+	checkProbe("readiness", c.ReadinessProbe, "/readyz")
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[r]; !ok {
+			t.Errorf("no %s request", r)
+		}
+	}
+	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+		t.Errorf("no memory limit")
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 ||
+		(sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot) || (sc.Privileged != nil && *sc.Privileged) {
+		t.Errorf("container securityContext %+v: want allowPrivilegeEscalation false, readOnlyRootFilesystem, capabilities drop [ALL]", sc)
+	}
+
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m
+	}
+	pm, ok := mounts["/etc/celadon/policies"]
+	switch {
+	case !ok:
+		t.Errorf("nothing mounted at /etc/celadon/policies")
+	case pm.SubPath != "" || pm.SubPathExpr != "":
+		t.Errorf("the policies are mounted with subPath %q / subPathExpr %q: the kubelet never updates a subPath mount, so hot reload would not see edits", pm.SubPath, pm.SubPathExpr)
+	case volumes[pm.Name].ConfigMap == nil || volumes[pm.Name].ConfigMap.Name != PoliciesConfigMap || len(volumes[pm.Name].ConfigMap.Items) != 0:
+		t.Errorf("volume %q: %+v, want the whole ConfigMap %s (no items)", pm.Name, volumes[pm.Name], PoliciesConfigMap)
+	}
+	tm, ok := mounts["/etc/celadon/tls"]
+	if !ok {
+		t.Fatalf("nothing mounted at /etc/celadon/tls")
+	}
+	if tm.SubPath != "" {
+		t.Errorf("the certificate is mounted with subPath %q: rotations would not be seen", tm.SubPath)
+	}
+	tls := volumes[tm.Name]
+	selfSigned := slices.Contains(c.Args, "--self-signed-certs")
+	if selfSigned != (b.dir == SelfSignedOverlay) {
+		t.Errorf("--self-signed-certs in args: %v, want it in %s only", selfSigned, SelfSignedOverlay)
+	}
+	if b.dir == SelfSignedOverlay {
+		if tls.EmptyDir == nil || tls.Secret != nil || tm.ReadOnly {
+			t.Errorf("tls volume %+v mounted read-only %v: want a writable emptyDir for --self-signed-certs", tls, tm.ReadOnly)
+		}
+	} else if tls.Secret == nil || tls.Secret.SecretName != "celadon-tls" || tls.EmptyDir != nil {
+		t.Errorf("tls volume %+v: want the Secret celadon-tls", tls)
+	}
+}
+
+// portNumber resolves a probe's port, a number or a container port's name.
+func portNumber(p intstr.IntOrString, named map[string]int32) int32 {
+	if p.Type == intstr.Int {
+		return p.IntVal
+	}
+	return named[p.StrVal]
+}
+
+// checkPoliciesConfigMap checks the ConfigMap holds every policy file of
+// policies/, byte for byte, and nothing else.
+func checkPoliciesConfigMap(b built) {
+	t := b.t
+	t.Helper()
+	var cm corev1.ConfigMap
+	b.get("ConfigMap", PoliciesConfigMap, &cm)
+	files, err := engine.ReadFiles(filepath.Join(root, PoliciesDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, f := range files {
+		name := filepath.Base(f.Name)
+		want = append(want, name)
+		if got, ok := cm.Data[name]; !ok {
+			t.Errorf("ConfigMap %s has no %s (policies/%s)", PoliciesConfigMap, name, name)
+		} else if got != string(f.Data) {
+			t.Errorf("ConfigMap %s: %s differs from policies/%s", PoliciesConfigMap, name, name)
+		}
+	}
+	var got []string
+	for k := range cm.Data {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if !slices.Equal(got, want) || len(cm.BinaryData) != 0 {
+		t.Errorf("ConfigMap %s keys %q (binary %d), want exactly the policy files %q", PoliciesConfigMap, got, len(cm.BinaryData), want)
+	}
+	// Every entry of policies/ that celadon would not read is a mistake
+	// (a policy with a wrong extension, say); directories are fine.
+	entries, err := os.ReadDir(filepath.Join(root, PoliciesDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !slices.Contains(want, e.Name()) {
+			t.Errorf("policies/%s is not a policy file (*.yaml, *.yml, *.json) and would not be served", e.Name())
+		}
+	}
+}
+
+func checkPDB(b built) {
+	t := b.t
+	t.Helper()
+	var pdb policyv1.PodDisruptionBudget
+	b.get("PodDisruptionBudget", "celadon", &pdb)
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || pdb.Spec.MinAvailable.Type != intstr.Int {
+		t.Errorf("PodDisruptionBudget minAvailable %v, want 1", pdb.Spec.MinAvailable)
+	}
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	if s, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector); err != nil || s.Empty() || !s.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("the PodDisruptionBudget's selector %v does not select Celadon's pods (%v)", pdb.Spec.Selector, err)
+	}
+}
+
+func checkServices(b built) {
+	t := b.t
+	t.Helper()
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	ports := map[string]int32{}
+	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for _, s := range []struct {
+		name       string
+		port, into int32
+	}{{Service, 443, 9443}, {"celadon-metrics", 8080, 8080}} {
+		var svc corev1.Service
+		b.get("Service", s.name, &svc)
+		if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("Service %s: selector %v does not select Celadon's pods", s.name, svc.Spec.Selector)
+		}
+		found := false
+		for _, p := range svc.Spec.Ports {
+			if p.Port == s.port && portNumber(p.TargetPort, ports) == s.into {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("Service %s: ports %+v, want %d -> %d", s.name, svc.Spec.Ports, s.port, s.into)
+		}
+	}
+}
+
+// checkBaseRBAC checks the base grants only what the server uses today.
+func checkBaseRBAC(b built) {
+	t := b.t
+	t.Helper()
+	var cr rbacv1.ClusterRole
+	b.get("ClusterRole", "celadon", &cr)
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"}}}
+	if !equalRules(cr.Rules, want) {
+		t.Errorf("ClusterRole celadon: rules %+v, want only %+v", cr.Rules, want)
+	}
+	var crb rbacv1.ClusterRoleBinding
+	b.get("ClusterRoleBinding", "celadon", &crb)
+	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", "celadon")
+	for _, u := range b.objs {
+		if u.GetKind() == "Role" && b.dir != SelfSignedOverlay {
+			t.Errorf("%s: unexpected Role %s", b.dir, u.GetName())
+		}
+	}
+}
+
+func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name string) {
+	t.Helper()
+	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "celadon", Namespace: Namespace}}
+	if ref.Kind != kind || ref.Name != name || !slices.Equal(subjects, want) {
+		t.Errorf("binding of %s %s: roleRef %+v subjects %+v, want the ServiceAccount %s/celadon", kind, name, ref, subjects, Namespace)
+	}
+}
+
+func equalRules(a, b []rbacv1.PolicyRule) bool {
+	return slices.EqualFunc(a, b, func(x, y rbacv1.PolicyRule) bool {
+		return slices.Equal(x.APIGroups, y.APIGroups) && slices.Equal(x.Resources, y.Resources) &&
+			slices.Equal(x.Verbs, y.Verbs) && slices.Equal(x.ResourceNames, y.ResourceNames) && len(x.NonResourceURLs) == 0
+	})
+}
+
+// webhookConfigurations returns the overlay's configurations and checks
+// they call the Service of the output.
+func webhookConfigurations(b built) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
+	t := b.t
+	t.Helper()
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	b.get("MutatingWebhookConfiguration", "celadon", &mwc)
+	b.get("ValidatingWebhookConfiguration", "celadon", &vwc)
+	var ccs []admissionregistrationv1.WebhookClientConfig
+	for _, w := range mwc.Webhooks {
+		ccs = append(ccs, w.ClientConfig)
+	}
+	for _, w := range vwc.Webhooks {
+		ccs = append(ccs, w.ClientConfig)
+	}
+	if len(ccs) == 0 {
+		t.Errorf("no webhooks in the configurations")
+	}
+	for _, cc := range ccs {
+		if s := cc.Service; s == nil || s.Namespace != Namespace || s.Name != Service || s.Port == nil || *s.Port != 443 {
+			t.Errorf("clientConfig %+v: want the Service %s/%s:443", cc, Namespace, Service)
+		}
+	}
+	return &mwc, &vwc
+}
+
+func checkCertManager(b built) {
+	t := b.t
+	t.Helper()
+	mwc, vwc := webhookConfigurations(b)
+	for _, m := range []metav1.ObjectMeta{mwc.ObjectMeta, vwc.ObjectMeta} {
+		if got := m.Annotations["cert-manager.io/inject-ca-from"]; got != Namespace+"/"+ServingCertificate {
+			t.Errorf("%s: cert-manager.io/inject-ca-from %q, want %s/%s", m.Name, got, Namespace, ServingCertificate)
+		}
+	}
+	var cert struct {
+		Spec struct {
+			SecretName string   `json:"secretName"`
+			DNSNames   []string `json:"dnsNames"`
+			IsCA       bool     `json:"isCA"`
+			IssuerRef  struct {
+				Name string `json:"name"`
+			} `json:"issuerRef"`
+		} `json:"spec"`
+	}
+	b.get("Certificate", ServingCertificate, &cert)
+	if cert.Spec.SecretName != "celadon-tls" || cert.Spec.IsCA ||
+		!slices.Equal(cert.Spec.DNSNames, []string{"celadon.celadon.svc", "celadon.celadon.svc.cluster.local"}) {
+		t.Errorf("Certificate %s: %+v, want a serving certificate for celadon.celadon.svc in Secret celadon-tls", ServingCertificate, cert.Spec)
+	}
+	// The chain: self-signed Issuer -> CA Certificate -> CA Issuer -> serving.
+	issuer := cert.Spec.IssuerRef.Name
+	var ca struct {
+		Spec struct {
+			CA *struct {
+				SecretName string `json:"secretName"`
+			} `json:"ca"`
+		} `json:"spec"`
+	}
+	b.get("Issuer", issuer, &ca)
+	if ca.Spec.CA == nil {
+		t.Fatalf("Issuer %s is not a CA Issuer", issuer)
+	}
+	var caCert struct {
+		Spec struct {
+			SecretName string `json:"secretName"`
+			IsCA       bool   `json:"isCA"`
+			IssuerRef  struct {
+				Name string `json:"name"`
+			} `json:"issuerRef"`
+		} `json:"spec"`
+	}
+	found := false
+	for _, u := range b.objs {
+		if u.GetKind() != "Certificate" || u.GetName() == ServingCertificate {
+			continue
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &caCert); err != nil {
+			t.Fatal(err)
+		}
+		if caCert.Spec.SecretName == ca.Spec.CA.SecretName {
+			found = true
+			if !caCert.Spec.IsCA {
+				t.Errorf("Certificate %s is not isCA", u.GetName())
+			}
+			var self struct {
+				Spec struct {
+					SelfSigned *struct{} `json:"selfSigned"`
+				} `json:"spec"`
+			}
+			b.get("Issuer", caCert.Spec.IssuerRef.Name, &self)
+			if self.Spec.SelfSigned == nil {
+				t.Errorf("Issuer %s of the CA is not selfSigned", caCert.Spec.IssuerRef.Name)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no CA Certificate writing %s", ca.Spec.CA.SecretName)
+	}
+}
+
+func checkSelfSigned(b built) {
+	t := b.t
+	t.Helper()
+	mwc, vwc := webhookConfigurations(b)
+	for _, m := range []metav1.ObjectMeta{mwc.ObjectMeta, vwc.ObjectMeta} {
+		if _, ok := m.Annotations["cert-manager.io/inject-ca-from"]; ok {
+			t.Errorf("%s: a cert-manager annotation in the self-signed overlay", m.Name)
+		}
+	}
+	var role rbacv1.Role
+	b.get("Role", "celadon-self-signed", &role)
+	if !equalRules(role.Rules, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"celadon-tls"}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+	}) {
+		t.Errorf("Role celadon-self-signed: rules %+v", role.Rules)
+	}
+	var rb rbacv1.RoleBinding
+	b.get("RoleBinding", "celadon-self-signed", &rb)
+	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", "celadon-self-signed")
+	var cr rbacv1.ClusterRole
+	b.get("ClusterRole", "celadon-self-signed", &cr)
+	res := []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}
+	if !equalRules(cr.Rules, []rbacv1.PolicyRule{
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: res, ResourceNames: []string{"celadon"}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: res, Verbs: []string{"create"}},
+	}) {
+		t.Errorf("ClusterRole celadon-self-signed: rules %+v", cr.Rules)
+	}
+	var crb rbacv1.ClusterRoleBinding
+	b.get("ClusterRoleBinding", "celadon-self-signed", &crb)
+	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", "celadon-self-signed")
+}

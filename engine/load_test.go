@@ -296,3 +296,27 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzCompile feeds arbitrary policy files to the loader: it may refuse
+// them, but every error must be located in the file and nothing may panic.
+func FuzzCompile(f *testing.F) {
+	f.Add([]byte(policyYAML("a", "  match:\n    resources: [pods]\n    conditions: [{expression: 'object.metadata.name == \"x\"'}]\n  variables: [{name: v, expression: '1'}]\n  action: setLabel\n  with: {key: a, valueExpression: variables.v}\n")))
+	f.Add([]byte("apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata: {name: [}\n"))
+	f.Add([]byte("---\n---\n- a\n- b\n"))
+	f.Add([]byte(`{"apiVersion":"celadon.io/v1alpha1","kind":"Policy","metadata":{"name":"j"},"spec":{"match":{"resources":["*/*"]},"action":"violate"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		snap, err := Compile([]File{{Name: "fuzz.yaml", Data: data}}, Options{Registry: testRegistry()})
+		if snap == nil {
+			t.Fatalf("no snapshot (err %v)", err)
+		}
+		var list ErrorList
+		if err != nil && !errors.As(err, &list) {
+			t.Fatalf("error is not an ErrorList: %v", err)
+		}
+		for _, e := range list {
+			if e.File != "fuzz.yaml" || e.Msg == "" {
+				t.Fatalf("unlocated error: %+v", e)
+			}
+		}
+	})
+}

@@ -182,7 +182,7 @@ func policy(name, body string) string {
 }
 
 // writePolicies writes files into a fresh plain directory.
-func writePolicies(t *testing.T, files map[string]string) string {
+func writePolicies(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
@@ -195,7 +195,7 @@ func writePolicies(t *testing.T, files map[string]string) string {
 
 // newTestServer builds a server on files with the test registry, its own
 // metrics registry and a logger writing to the test log.
-func newTestServer(t *testing.T, files map[string]string, mod ...func(*Options)) (*Server, *prometheus.Registry) {
+func newTestServer(t testing.TB, files map[string]string, mod ...func(*Options)) (*Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	opts := Options{
@@ -203,7 +203,7 @@ func newTestServer(t *testing.T, files map[string]string, mod ...func(*Options))
 		Registry:          testRegistry(),
 		Namespaces:        staticNamespaces{},
 		MetricsRegisterer: reg,
-		Logger:            testr.New(t),
+		Logger:            testr.NewWithInterface(t, testr.Options{}),
 	}
 	for _, m := range mod {
 		m(&opts)

@@ -69,10 +69,16 @@ policy-test: $(BIN)/celadon
 image:
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) -t $(IMAGE) .
 
-# fuzz runs each fuzz target for FUZZTIME.
+# fuzz runs each fuzz target for FUZZTIME on top of its seed corpus (the
+# seeds alone run in every `go test`). A crash is saved under the package's
+# testdata/fuzz/ and becomes a regression test.
 FUZZTIME ?= 30s
+FUZZ_TARGETS := engine:FuzzDecodeJSON engine:FuzzCompile builtins:FuzzMutatingBuiltins webhook:FuzzReview
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime $(FUZZTIME) ./engine/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "=== $$t ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/; \
+	done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./engine/ ./builtins/

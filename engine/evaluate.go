@@ -245,9 +245,26 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.Message = strings.Join(denials, "; ")
 		d.Patch = nil
 	}
+	d.Warnings = dedupe(d.Warnings) // a reinvoked policy may warn twice
 	d.Object = ev.object
 	d.CostRemaining = ev.budget
 	return d, nil
+}
+
+// dedupe drops repeated strings, keeping the first of each in order.
+func dedupe(list []string) []string {
+	if len(list) < 2 {
+		return list
+	}
+	seen := make(map[string]bool, len(list))
+	out := list[:0]
+	for _, s := range list {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func budgetOf(opts EvalOptions) int64 {

@@ -80,8 +80,10 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/; \
 	done
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./engine/ ./builtins/
+# bench runs the Go benchmarks, then short load runs through a real
+# `celadon serve` at concurrency 1, 8 and 32, and prints the tables.
+bench: $(CONTROLPLANE_BINS) $(BIN)/celadon
+	CELADON=$(BIN)/celadon GO=$(GO) BENCH_PKGS="./engine/ ./builtins/" bash hack/bench.sh
 
 clean:
 	rm -rf $(BIN)/celadon

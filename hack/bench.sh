@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench.sh: the engine micro-benchmarks, then short load runs through a
+# real `celadon serve` (test/load -spawn: etcd and kube-apiserver from bin/,
+# celadon as a subprocess on 127.0.0.1). Prints one table per part.
+#
+#   bash hack/bench.sh                      # builds celadon into a temp dir
+#   CELADON=bin/celadon bash hack/bench.sh  # uses that binary
+#   LOAD_DURATION=10s LOAD_CONCURRENCY=1,8,32,64 bash hack/bench.sh
+#   LOAD_RATE=2000 bash hack/bench.sh        # adds an open-loop run
+#   BENCH_PKGS="./engine/ ./builtins/" bash hack/bench.sh  # more micro-benchmarks
+#
+# The load tool and the server share the machine's cores: the table's
+# "server CPU" and "client CPU" columns show how they split them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+LOAD_DURATION=${LOAD_DURATION:-5s}
+LOAD_CONCURRENCY=${LOAD_CONCURRENCY:-1,8,32}
+LOAD_PATHS=${LOAD_PATHS:-/mutate,/validate}
+LOAD_MIX=${LOAD_MIX:-pod=8,deploydelete=1,ingress=1}
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+for b in etcd kube-apiserver; do
+  if [[ ! -x ${KUBEBUILDER_ASSETS:-bin}/$b ]]; then
+    echo "bench.sh: ${KUBEBUILDER_ASSETS:-bin}/$b missing: run make controlplane first" >&2
+    exit 1
+  fi
+done
+
+echo "== machine"
+echo "cores: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $($GO version)"
+echo
+
+echo "== engine: go test -run '^\$' -bench . -benchmem -cpu 1 ${BENCH_PKGS:-./engine/}"
+$GO test -run '^$' -bench . -benchmem -cpu 1 ${BENCH_PKGS:-./engine/}
+echo
+
+celadon=${CELADON:-}
+if [[ -z $celadon ]]; then
+  celadon=$tmp/celadon
+  echo "== building celadon into $celadon"
+  CGO_ENABLED=0 $GO build -trimpath -o "$celadon" ./cmd/celadon
+fi
+$GO build -o "$tmp/load" ./test/load
+
+echo "== load: $LOAD_PATHS, concurrency $LOAD_CONCURRENCY, $LOAD_DURATION each, mix $LOAD_MIX; baseline: empty policy set at the highest concurrency"
+"$tmp/load" -spawn "$celadon" -policies policies -baseline \
+  -path "$LOAD_PATHS" -c "$LOAD_CONCURRENCY" -d "$LOAD_DURATION" -mix "$LOAD_MIX" ${LOAD_ARGS:-}
+
+# Optional: an open-loop run at a fixed offered rate (p99 without
+# closed-loop queueing), e.g. LOAD_RATE=2000.
+if [[ -n ${LOAD_RATE:-} ]]; then
+  echo
+  echo "== load, open loop: $LOAD_RATE reviews/s offered, up to ${LOAD_CONCURRENCY##*,} in flight"
+  "$tmp/load" -spawn "$celadon" -policies policies -baseline \
+    -path "$LOAD_PATHS" -c "${LOAD_CONCURRENCY##*,}" -rate "$LOAD_RATE" -d "$LOAD_DURATION" -mix "$LOAD_MIX" ${LOAD_ARGS:-}
+fi

@@ -1,0 +1,311 @@
+// Command load drives a running `celadon serve` with AdmissionReviews over
+// HTTPS and reports throughput, latency percentiles, errors and the
+// server's memory and CPU.
+//
+//	go run ./test/load -spawn ./bin/celadon -c 1,8,32 -path /mutate,/validate -d 5s -baseline
+//	go run ./test/load -url https://127.0.0.1:9443/validate -ca certs/ca.crt -server-pid 1234 -c 32 -n 100000
+//
+// With -spawn it starts etcd and kube-apiserver (bin/, through
+// internal/controlplane: serve needs a namespace informer), creates the
+// namespaces the requests name, and runs the given celadon binary as a
+// subprocess on 127.0.0.1 with generated certificates, once per -policies
+// directory. The client and the server share the machine's cores; the
+// table reports each one's CPU use so that the share is visible.
+//
+// Traffic only ever goes to 127.0.0.1, and every run stops by itself:
+// after -d, after -n requests, and in any case after -max-duration.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+// EmptyPolicies names the baseline: an empty policy directory.
+const EmptyPolicies = "EMPTY"
+
+type options struct {
+	url, ca     string
+	serverPID   int
+	spawn       string
+	policies    string
+	baseline    bool
+	paths       string
+	conc        string
+	rate        float64
+	duration    time.Duration
+	count       int64
+	maxDuration time.Duration
+	warmup      time.Duration
+	timeout     time.Duration
+	mix         string
+	pod         string
+	json        bool
+	serveArgs   string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.url, "url", "", "webhook base URL or URL with path, https://127.0.0.1:PORT (not with -spawn)")
+	flag.StringVar(&o.ca, "ca", "", "CA file the server's certificate is checked against (with -url)")
+	flag.IntVar(&o.serverPID, "server-pid", 0, "pid of the server, for its RSS and CPU (with -url)")
+	flag.StringVar(&o.spawn, "spawn", "", "celadon binary: start etcd, kube-apiserver and `celadon serve` locally and load them")
+	flag.StringVar(&o.policies, "policies", "policies", "with -spawn: comma-separated policy directories to serve in turn; EMPTY is an empty directory (the baseline)")
+	flag.BoolVar(&o.baseline, "baseline", false, "with -spawn: also run an EMPTY policy set at the highest concurrency on each path")
+	flag.StringVar(&o.paths, "path", "/mutate", "comma-separated webhook paths (/mutate, /validate, /mutate/fail, ...)")
+	flag.StringVar(&o.conc, "c", "32", "comma-separated concurrencies (connections = concurrent requests)")
+	flag.Float64Var(&o.rate, "rate", 0, "open loop: offer this many requests/s in all, sent by up to -c workers; latency counts from each request's due time (default: closed loop)")
+	flag.DurationVar(&o.duration, "d", 0, "duration of each run (default 10s when -n is not given)")
+	flag.Int64Var(&o.count, "n", 0, "requests per run (the run also ends at -d when both are given)")
+	flag.DurationVar(&o.maxDuration, "max-duration", 5*time.Minute, "hard cap on each run")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured traffic before each run")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
+	flag.StringVar(&o.mix, "mix", DefaultMix, "request mix: kind=weight,... of "+strings.Join(Kinds, ", "))
+	flag.StringVar(&o.pod, "pod", "", "pod JSON of the pod requests (default engine/testdata/pod.json)")
+	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
+	flag.StringVar(&o.serveArgs, "serve-args", "", "with -spawn: extra space-separated flags for celadon serve")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fatalf("unexpected arguments: %v", flag.Args())
+	}
+	if err := run(o, os.Stdout, os.Stderr); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "load: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 4096 {
+			return nil, fmt.Errorf("concurrency %q: want 1-4096", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no concurrency given")
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func run(o options, stdout, stderr io.Writer) error {
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "load: "+format+"\n", args...) }
+	mix, err := ParseMix(o.mix)
+	if err != nil {
+		return err
+	}
+	pod, err := loadPod(o.pod)
+	if err != nil {
+		return err
+	}
+	templates, err := BuildTemplates(mix, pod)
+	if err != nil {
+		return err
+	}
+	concs, err := parseInts(o.conc)
+	if err != nil {
+		return err
+	}
+	paths := splitList(o.paths)
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("path %q: want /mutate, /validate, ...", p)
+		}
+	}
+	if o.duration <= 0 && o.count <= 0 {
+		o.duration = 10 * time.Second
+	}
+	maxConc := 0
+	for _, c := range concs {
+		maxConc = max(maxConc, c)
+	}
+	base := RunConfig{
+		Duration: o.duration, Count: o.count, MaxDuration: o.maxDuration,
+		Warmup: o.warmup, Timeout: o.timeout, Rate: o.rate,
+		Templates: templates, Schedule: Schedule(mix),
+	}
+	var results []*Result
+	measure := func(label, baseURL, caFile string, pid int, paths []string, concs []int) error {
+		for _, p := range paths {
+			for _, c := range concs {
+				client, err := NewClient(caFile, c, o.timeout)
+				if err != nil {
+					return err
+				}
+				cfg := base
+				cfg.Label, cfg.URL, cfg.Concurrency, cfg.Client, cfg.ServerPID = label, baseURL+p, c, client, pid
+				logf("run: policies=%s path=%s c=%d", label, p, c)
+				r, err := Run(cfg)
+				client.CloseIdleConnections()
+				if err != nil {
+					return err
+				}
+				logf("     %.0f req/s, p99 %.2f ms, %d errors", r.RPS, r.P99ms, r.ErrorCount)
+				results = append(results, r)
+			}
+		}
+		return nil
+	}
+
+	if o.spawn == "" {
+		if o.url == "" || o.ca == "" {
+			return fmt.Errorf("give -url and -ca, or -spawn")
+		}
+		if err := CheckLocal(o.url); err != nil {
+			return err
+		}
+		baseURL := strings.TrimSuffix(o.url, "/")
+		// A URL with a path overrides -path.
+		if i := strings.Index(strings.TrimPrefix(baseURL, "https://"), "/"); i >= 0 {
+			cut := len("https://") + i
+			paths, baseURL = []string{baseURL[cut:]}, baseURL[:cut]
+		}
+		if err := measure("(given)", baseURL, o.ca, o.serverPID, paths, concs); err != nil {
+			return err
+		}
+		return report(o, stdout, results)
+	}
+
+	bin, err := filepath.Abs(o.spawn)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("-spawn: %w (build it with make build)", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var e *env
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-sigs:
+		case <-done:
+			return
+		}
+		logf("interrupted: stopping the servers and the control plane")
+		cancel()
+		if e != nil {
+			e.stop()
+		}
+		os.Exit(130)
+	}()
+	e, err = startEnv(ctx, logf)
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	type set struct {
+		dir   string
+		concs []int
+	}
+	var sets []set
+	for _, p := range splitList(o.policies) {
+		sets = append(sets, set{p, concs})
+	}
+	if o.baseline {
+		sets = append(sets, set{EmptyPolicies, []int{maxConc}})
+	}
+	for i, s := range sets {
+		dir, label := s.dir, s.dir
+		if dir == EmptyPolicies {
+			dir = filepath.Join(e.dir, fmt.Sprintf("empty-%d", i))
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+		} else if label == "policies" {
+			label = "shipped"
+		}
+		srv, err := e.startServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), strings.Fields(o.serveArgs), logf)
+		if err != nil {
+			return err
+		}
+		if err := measure(label, srv.BaseURL, srv.CAFile, srv.PID, paths, s.concs); err != nil {
+			return err
+		}
+		srv.stop()
+	}
+	return report(o, stdout, results)
+}
+
+func report(o options, w io.Writer, results []*Result) error {
+	if o.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	PrintTable(w, results)
+	return nil
+}
+
+// PrintTable prints results as an aligned table, then the errors.
+func PrintTable(w io.Writer, results []*Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policies\tpath\tc\trate\trequests\treq/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tdenied\terrors\tserver CPU\tserver µs/req\tclient CPU\tmachine CPU\tsteal\tserver RSS MiB\t")
+	for _, r := range results {
+		rss := "-"
+		if r.ServerPeakRSSKiB > 0 {
+			rss = fmt.Sprintf("%.0f", float64(r.ServerPeakRSSKiB)/1024)
+		}
+		scpu, sper := "-", "-"
+		if r.ServerCPUCores > 0 {
+			scpu = fmt.Sprintf("%.2f", r.ServerCPUCores)
+			sper = fmt.Sprintf("%.0f", r.ServerCPUPerReq)
+		}
+		rate := "closed"
+		if r.Rate > 0 {
+			rate = fmt.Sprintf("%.0f/s", r.Rate)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t\n",
+			r.Label, r.Path, r.Concurrency, rate, r.Requests, r.RPS, r.P50ms, r.P90ms, r.P99ms, r.MaxMs,
+			r.Denied, r.ErrorCount, scpu, sper, r.ClientCPUCores, r.MachineCPUCores, r.StealCores, rss)
+	}
+	tw.Flush()
+	for _, r := range results {
+		if r.ErrorCount == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "errors, %s %s c=%d:", r.Label, r.Path, r.Concurrency)
+		for _, k := range sortedErrKeys(r.Errors) {
+			fmt.Fprintf(w, " %s=%d", k, r.Errors[k])
+		}
+		fmt.Fprintln(w)
+		for _, s := range r.ErrorSamples {
+			fmt.Fprintf(w, "  e.g. %s\n", s)
+		}
+	}
+}

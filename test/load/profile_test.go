@@ -1,0 +1,130 @@
+package main
+
+// Benchmarks of the server's request path in-process, for CPU profiles:
+//
+//	go test -run '^$' -bench 'Handler|HTTPS' -cpu 2 -cpuprofile /tmp/cpu.out ./test/load/
+//	go tool pprof -top -cum test/load/load.test /tmp/cpu.out
+//
+// Handler calls the /mutate or /validate handler directly (decode,
+// evaluate, encode; no network); HTTPS serves the same handlers over TLS
+// with net/http and drives them with this tool's client at concurrency 32
+// (client and server then share the profile: the client's frames are
+// under (*worker).one).
+
+import (
+	"bytes"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"celadon.io/celadon/webhook"
+)
+
+func benchServer(b *testing.B, policies string) *webhook.Server {
+	b.Helper()
+	srv, err := webhook.NewServer(webhook.Options{
+		PoliciesDir:       policies,
+		Namespaces:        namespaces{},
+		MetricsRegisterer: prometheus.NewRegistry(),
+		Logger:            crzap.New(crzap.WriteTo(io.Discard)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
+func benchTemplates(b *testing.B) (map[string][]*Template, []string) {
+	b.Helper()
+	pod, err := loadPod("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mix, _ := ParseMix(DefaultMix)
+	ts, err := BuildTemplates(mix, pod)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ts, Schedule(mix)
+}
+
+func policySets(b *testing.B) map[string]string {
+	return map[string]string{"shipped": filepath.Join("..", "..", "policies"), "empty": b.TempDir()}
+}
+
+func BenchmarkHandler(b *testing.B) {
+	ts, sched := benchTemplates(b)
+	for _, set := range []string{"shipped", "empty"} {
+		srv := benchServer(b, policySets(b)[set])
+		for _, path := range []string{webhook.MutatePath, webhook.ValidatePath} {
+			h := srv.Handler(path)
+			b.Run(set+path, func(b *testing.B) {
+				var workers atomic.Uint64
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					id := workers.Add(1)
+					bodies := map[string][]*Body{}
+					for k, vs := range ts {
+						for _, t := range vs {
+							bodies[k] = append(bodies[k], NewBody(t))
+						}
+					}
+					for seq := uint64(0); pb.Next(); seq++ {
+						kind := sched[seq%uint64(len(sched))]
+						vs := bodies[kind]
+						body, _ := vs[int(seq)%len(vs)].Next(id, seq)
+						req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+						req.Header.Set("Content-Type", "application/json")
+						rec := httptest.NewRecorder()
+						h.ServeHTTP(rec, req)
+						if rec.Code != http.StatusOK {
+							b.Fatalf("status %d: %s", rec.Code, rec.Body)
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+func BenchmarkHTTPS(b *testing.B) {
+	ts, sched := benchTemplates(b)
+	srv := benchServer(b, policySets(b)["shipped"])
+	mux := http.NewServeMux()
+	for _, p := range srv.Paths() {
+		mux.Handle(p, srv.Handler(p))
+	}
+	hs := httptest.NewUnstartedServer(mux)
+	hs.EnableHTTP2 = false
+	hs.StartTLS()
+	defer hs.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(hs.Certificate())
+	for _, path := range []string{webhook.MutatePath, webhook.ValidatePath} {
+		b.Run(path[1:], func(b *testing.B) {
+			client := newPoolClient(pool, 32, 10*time.Second)
+			defer client.CloseIdleConnections()
+			b.ResetTimer()
+			r, err := Run(RunConfig{
+				URL: hs.URL + path, Concurrency: 32, Count: int64(b.N), MaxDuration: time.Minute,
+				Timeout: 10 * time.Second, Templates: ts, Schedule: sched, Client: client,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if r.ErrorCount > 0 {
+				b.Fatalf("%d errors: %v", r.ErrorCount, r.ErrorSamples)
+			}
+			b.ReportMetric(r.RPS, "req/s")
+			b.ReportMetric(r.P99ms, "p99-ms")
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"celadon.io/celadon/engine"
@@ -46,4 +47,23 @@ func quantityText(v any) (string, bool) {
 		return strconv.FormatFloat(v, 'f', -1, 64), true
 	}
 	return "", false
+}
+
+// skip reports that an action does not apply to this object, and why.
+func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }
+
+// podOnCreate returns the pod of a CREATE request, or why a pod builtin does
+// not apply: another operation (a pod's spec is immutable), no object, or
+// another kind. change says what the builtin does, e.g. "env can only be set".
+func podOnCreate(ac *engine.ActionContext, change string) (map[string]any, string) {
+	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
+		return nil, fmt.Sprintf("%s when a pod is created, not on %s", change, ac.Request.Operation)
+	}
+	if ac.Object == nil {
+		return nil, "there is no object"
+	}
+	if kind, _ := ac.Object["kind"].(string); kind != "" && kind != "Pod" {
+		return nil, fmt.Sprintf("the object is a %s, not a Pod", kind)
+	}
+	return ac.Object, ""
 }

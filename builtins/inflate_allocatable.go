@@ -146,27 +146,27 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		r, sub, op := ac.Request.Resource, ac.Request.SubResource, ac.Request.Operation
 		switch {
 		case r.Group != "" || r.Resource != "nodes":
-			return inflateSkip(fmt.Sprintf("the request is for %s, not nodes/status", inflateResourceName(r.Group, r.Resource, sub))), nil
+			return skip(fmt.Sprintf("the request is for %s, not nodes/status", inflateResourceName(r.Group, r.Resource, sub))), nil
 		case sub == "status" && op == admissionv1.Update, sub == "" && op == admissionv1.Create:
 		case sub == "" && op == admissionv1.Update:
-			return inflateSkip("an UPDATE of a node cannot change its status; match nodes/status"), nil
+			return skip("an UPDATE of a node cannot change its status; match nodes/status"), nil
 		default:
-			return inflateSkip(fmt.Sprintf("nothing to inflate on %s of %s", op, inflateResourceName(r.Group, r.Resource, sub))), nil
+			return skip(fmt.Sprintf("nothing to inflate on %s of %s", op, inflateResourceName(r.Group, r.Resource, sub))), nil
 		}
 	}
 	obj := ac.Object
 	if obj == nil {
-		return inflateSkip("there is no object"), nil
+		return skip("there is no object"), nil
 	}
 	if kind, _ := obj["kind"].(string); kind != "" && kind != "Node" {
-		return inflateSkip(fmt.Sprintf("the object is a %s, not a Node", kind)), nil
+		return skip(fmt.Sprintf("the object is a %s, not a Node", kind)), nil
 	}
 	status, ok := obj["status"].(map[string]any)
 	if !ok {
-		return inflateSkip("the node has no status"), nil
+		return skip("the node has no status"), nil
 	}
 	if _, ok := status["allocatable"].(map[string]any); !ok {
-		return inflateSkip("the node reports no status.allocatable"), nil
+		return skip("the node reports no status.allocatable"), nil
 	}
 	md, hasMD := obj["metadata"].(map[string]any)
 	if obj["metadata"] != nil && !hasMD {
@@ -280,7 +280,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		}
 	}
 	if len(changed) == 0 && len(kept) == 0 {
-		return inflateSkip("the node reports none of " + a.resourceNames()), nil
+		return skip("the node reports none of " + a.resourceNames()), nil
 	}
 
 	// Annotations: a whole map when there is none, else one key each.
@@ -460,6 +460,3 @@ func inflateResourceName(group, res, sub string) string {
 	}
 	return s
 }
-
-// inflateSkip skips the object quietly: the policy does not apply to it.
-func inflateSkip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 
-	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -97,21 +96,13 @@ type injectEnvIndexAction struct {
 // Run returns the ops that set the variable where it is missing (or differs,
 // with overwrite), so a second run on the patched pod returns none.
 func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	// A pod's env is immutable: patching it on UPDATE would get the whole
-	// update rejected, e.g. a label change on a pod older than the policy.
-	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
-		return envIndexSkip(fmt.Sprintf("env can only be set when a pod is created, not on %s", ac.Request.Operation)), nil
-	}
-	obj := ac.Object
+	obj, why := podOnCreate(ac, "env can only be set")
 	if obj == nil {
-		return envIndexSkip("there is no object"), nil
-	}
-	if kind, _ := obj["kind"].(string); kind != "" && kind != "Pod" {
-		return envIndexSkip(fmt.Sprintf("the object is a %s, not a Pod", kind)), nil
+		return skip(why), nil
 	}
 	md, _ := obj["metadata"].(map[string]any)
 	if !envIndexOwnedByStatefulSet(md) {
-		return envIndexSkip("the pod is not owned by a StatefulSet"), nil
+		return skip("the pod is not owned by a StatefulSet"), nil
 	}
 
 	// The label is what the StatefulSet controller meant; the name is a
@@ -142,7 +133,7 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 
 	spec, ok := obj["spec"].(map[string]any)
 	if !ok {
-		return envIndexSkip("the pod has no spec"), nil
+		return skip("the pod has no spec"), nil
 	}
 	lists := []string{"containers"}
 	if a.initContainers {
@@ -209,9 +200,9 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 	}
 	if seen == 0 {
 		if a.containers != nil {
-			return envIndexSkip("the pod has no container named " + strings.Join(a.containerNames, ", ")), nil
+			return skip("the pod has no container named " + strings.Join(a.containerNames, ", ")), nil
 		}
-		return envIndexSkip("the pod has no containers"), nil
+		return skip("the pod has no containers"), nil
 	}
 
 	var parts []string
@@ -284,9 +275,6 @@ func (a *injectEnvIndexAction) skipWarn(ac *engine.ActionContext, why string) (e
 	msg := a.name + " not injected: " + why
 	return engine.Outcome{Skipped: true, Reason: msg, Warnings: []string{ac.Policy + ": " + msg}}, nil
 }
-
-// envIndexSkip skips the object quietly: the policy does not apply to it.
-func envIndexSkip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }
 
 // envIndexOwnedByStatefulSet reports whether metadata has an owner reference of kind
 // StatefulSet, of any API group, so look-alikes such as OpenKruise's count.

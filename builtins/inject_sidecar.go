@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/google/cel-go/cel"
-	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -617,20 +616,13 @@ type sidecarContainer struct {
 // Run returns the operations that add what the pod lacks. The patched pod
 // holds every item, so a second run returns none.
 func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	// Containers and volumes can only be set when a pod is created.
-	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
-		return sidecarSkip(fmt.Sprintf("containers can only be added when a pod is created, not on %s", ac.Request.Operation)), nil
-	}
-	obj := ac.Object
+	obj, why := podOnCreate(ac, "containers can only be added")
 	if obj == nil {
-		return sidecarSkip("there is no object"), nil
-	}
-	if kind, _ := obj["kind"].(string); kind != "" && kind != "Pod" {
-		return sidecarSkip(fmt.Sprintf("the object is a %s, not a Pod", kind)), nil
+		return skip(why), nil
 	}
 	spec, ok := obj["spec"].(map[string]any)
 	if !ok {
-		return sidecarSkip("the pod has no spec"), nil
+		return skip("the pod has no spec"), nil
 	}
 	lists := map[string][]any{}
 	for _, l := range []string{"containers", "initContainers", "volumes"} {
@@ -1004,6 +996,3 @@ func sidecarQuantity(v any) (resource.Quantity, bool) {
 	q, err := resource.ParseQuantity(s)
 	return q, err == nil
 }
-
-// sidecarSkip skips the object quietly: the policy does not apply to it.
-func sidecarSkip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }

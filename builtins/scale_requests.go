@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"celadon.io/celadon/engine"
@@ -174,17 +173,9 @@ var scaleRequestsResources = []string{"cpu", "memory"}
 // Run returns the operations that lower the requests and record the
 // originals; with the record present, a second run changes nothing.
 func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	// Requests of a pod cannot change after it is created, but through the
-	// resize subresource, which is not overcommit's business.
-	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
-		return scaleRequestsSkip(fmt.Sprintf("requests can only be scaled when a pod is created, not on %s", ac.Request.Operation)), nil
-	}
-	obj := ac.Object
+	obj, why := podOnCreate(ac, "requests can only be scaled")
 	if obj == nil {
-		return scaleRequestsSkip("there is no object"), nil
-	}
-	if kind, _ := obj["kind"].(string); kind != "" && kind != "Pod" {
-		return scaleRequestsSkip(fmt.Sprintf("the object is a %s, not a Pod", kind)), nil
+		return skip(why), nil
 	}
 	md, hasMD := obj["metadata"].(map[string]any)
 	if obj["metadata"] != nil && !hasMD {
@@ -195,15 +186,15 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
 	}
 	if _, done := annotations[scaleRequestsAnnotation]; done {
-		return scaleRequestsSkip("requests already scaled: the pod has the annotation " + scaleRequestsAnnotation), nil
+		return skip("requests already scaled: the pod has the annotation " + scaleRequestsAnnotation), nil
 	}
 	spec, ok := obj["spec"].(map[string]any)
 	if !ok {
-		return scaleRequestsSkip("the pod has no spec"), nil
+		return skip("the pod has no spec"), nil
 	}
 	if r, _ := spec["resources"].(map[string]any); len(r) > 0 {
 		// Pod-level requests, when set, are what the scheduler counts.
-		return scaleRequestsSkip("the pod sets pod-level resources (spec.resources); its container requests are not what the scheduler counts"), nil
+		return skip("the pod sets pod-level resources (spec.resources); its container requests are not what the scheduler counts"), nil
 	}
 
 	var all []scaleRequestsContainer
@@ -229,10 +220,10 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		}
 	}
 	if len(all) == 0 {
-		return scaleRequestsSkip("the pod has no containers"), nil
+		return skip("the pod has no containers"), nil
 	}
 	if !a.allowGuaranteed && scaleRequestsGuaranteed(all) {
-		return scaleRequestsSkip("the pod is of the Guaranteed QoS class, which lower requests would make Burstable; allowGuaranteed: true scales it anyway"), nil
+		return skip("the pod is of the Guaranteed QoS class, which lower requests would make Burstable; allowGuaranteed: true scales it anyway"), nil
 	}
 
 	var (
@@ -306,9 +297,9 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 	}
 	if len(seen) == 0 {
 		if a.containers != nil {
-			return scaleRequestsSkip("the pod has no container named " + strings.Join(a.containerNames, ", ")), nil
+			return skip("the pod has no container named " + strings.Join(a.containerNames, ", ")), nil
 		}
-		return scaleRequestsSkip("the pod has no containers to scale"), nil
+		return skip("the pod has no containers to scale"), nil
 	}
 	if len(ops) == 0 {
 		return engine.Outcome{Reason: "requests unchanged in " + strings.Join(seen, ", ") + ": none set, or already at the minimum"}, nil
@@ -496,9 +487,4 @@ func scaleRequestsGuaranteed(all []scaleRequestsContainer) bool {
 		}
 	}
 	return true
-}
-
-// scaleRequestsSkip skips the object quietly: the policy does not apply.
-func scaleRequestsSkip(reason string) engine.Outcome {
-	return engine.Outcome{Skipped: true, Reason: reason}
 }

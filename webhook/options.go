@@ -122,6 +122,40 @@ type Options struct {
 	// controller-runtime's metrics.Registry, which /metrics serves; tests
 	// pass a fresh prometheus.Registry to read their own counters.
 	MetricsRegisterer prometheus.Registerer
+
+	// ManageWebhooks keeps the MutatingWebhookConfiguration and
+	// ValidatingWebhookConfiguration named WebhookConfigName in sync with
+	// the served policy set (Configurations), caBundle included: at start,
+	// after every successful reload and every WebhookSyncInterval. Only
+	// the elected leader writes when LeaderElection is set. Exactly one of
+	// WebhookService and WebhookURL is required. RBAC: get, list, watch,
+	// create and update mutatingwebhookconfigurations and
+	// validatingwebhookconfigurations; with LeaderElection, leases too.
+	ManageWebhooks bool
+	// WebhookConfigName names both configurations. Default "celadon".
+	WebhookConfigName string
+	// WebhookService is the Service in front of Celadon the configurations
+	// point at; WebhookURL a base URL instead (development, tests).
+	WebhookService *ServiceRef
+	WebhookURL     string
+	// CABundleFile is the PEM file written as the configurations' caBundle,
+	// re-read on every sync so that a rotated CA is picked up. Default
+	// <CertDir>/ca.crt.
+	CABundleFile string
+	// WebhookSyncInterval is how often the configurations are checked and
+	// repaired when they drifted. Default 1m; negative disables the timer
+	// (syncs still follow every reload).
+	WebhookSyncInterval time.Duration
+
+	// LeaderElection makes the servers elect one leader, through a Lease,
+	// to write the webhook configurations; serving admission requests does
+	// not need it.
+	LeaderElection bool
+	// LeaderElectionID names the Lease. Default "celadon-webhooks".
+	LeaderElectionID string
+	// LeaderElectionNamespace holds the Lease. Required with LeaderElection
+	// outside a cluster; in a cluster, default the Pod's namespace.
+	LeaderElectionNamespace string
 }
 
 func (o *Options) setDefaults() {
@@ -151,6 +185,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.MetricsRegisterer == nil {
 		o.MetricsRegisterer = ctrlmetrics.Registry
+	}
+	if o.WebhookConfigName == "" {
+		o.WebhookConfigName = DefaultConfigName
+	}
+	if o.WebhookSyncInterval == 0 {
+		o.WebhookSyncInterval = DefaultWebhookSyncInterval
+	}
+	if o.LeaderElectionID == "" {
+		o.LeaderElectionID = DefaultLeaderElectionID
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = ctrllog.Log.WithName("celadon")

@@ -141,6 +141,7 @@ func (s *Server) Reload() (bool, error) {
 	s.reloadErr, s.failedKey = nil, ""
 	s.swap(snap, now)
 	s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
+	s.signalConfigSync()
 	return true, nil
 }
 

@@ -65,6 +65,10 @@ type Server struct {
 	reloadErr *ReloadError
 	failedKey string
 
+	// configSync signals the webhook configuration syncer (ManageWebhooks)
+	// that a new set was swapped in; nil when not managing them.
+	configSync chan struct{}
+
 	started   atomic.Bool
 	readiness atomic.Pointer[readiness]
 
@@ -91,6 +95,12 @@ func NewServer(opts Options) (*Server, error) {
 		return nil, err
 	}
 	opts.ServiceAccount = sa
+	if opts.ManageWebhooks {
+		// Check the options now rather than at the first sync.
+		if _, err := newConfigGen(ConfigOptions{Name: opts.WebhookConfigName, Service: opts.WebhookService, URL: opts.WebhookURL}); err != nil {
+			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
+		}
+	}
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
@@ -102,6 +112,9 @@ func NewServer(opts Options) (*Server, error) {
 	} else {
 		s.late = &lateNamespaces{}
 		s.namespaces = s.late
+	}
+	if opts.ManageWebhooks {
+		s.configSync = make(chan struct{}, 1)
 	}
 	if err := s.loadInitial(); err != nil {
 		return nil, err
@@ -287,6 +300,12 @@ func (s *Server) Start(ctx context.Context) error {
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		WebhookServer:           hooks,
 		GracefulShutdownTimeout: &shutdown,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        o.LeaderElectionID,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// Hand the lease over at once on shutdown; Start returns only
+		// after the runnables have stopped.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
@@ -329,6 +348,13 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
 		return err
+	}
+
+	if o.ManageWebhooks {
+		y := &configSyncer{s: s, c: mgr.GetClient(), r: mgr.GetAPIReader(), caFile: o.caBundleFile()}
+		if err := mgr.Add(y); err != nil {
+			return err
+		}
 	}
 
 	var wg sync.WaitGroup

@@ -47,6 +47,16 @@ type serveOptions struct {
 	maxConcurrent   int
 	reloadInterval  time.Duration
 	shutdownTimeout time.Duration
+
+	manageWebhooks    bool
+	webhookConfigName string
+	webhookService    string
+	webhookURL        string
+	caBundle          string
+	webhookSync       time.Duration
+	leaderElect       bool
+	leaderElectSet    bool // --leader-elect given; else it follows --manage-webhooks
+	leaderElectionNS  string
 }
 
 // serveEnv maps each flag to the environment variable that sets it when
@@ -66,6 +76,14 @@ var serveEnv = map[string]string{
 	"max-concurrent":            "CELADON_MAX_CONCURRENT",
 	"reload-interval":           "CELADON_RELOAD_INTERVAL",
 	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
+	"manage-webhooks":           "CELADON_MANAGE_WEBHOOKS",
+	"webhook-config-name":       "CELADON_WEBHOOK_CONFIG_NAME",
+	"webhook-service":           "CELADON_WEBHOOK_SERVICE",
+	"webhook-url":               "CELADON_WEBHOOK_URL",
+	"ca-bundle":                 "CELADON_CA_BUNDLE",
+	"webhook-sync-interval":     "CELADON_WEBHOOK_SYNC_INTERVAL",
+	"leader-elect":              "CELADON_LEADER_ELECT",
+	"leader-election-namespace": "CELADON_LEADER_ELECTION_NAMESPACE",
 }
 
 func newServeCmd() *cobra.Command {
@@ -97,13 +115,28 @@ system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT) are allowed
 untouched. SIGTERM or SIGINT stops the server after in-flight requests
 finish (within --shutdown-timeout).
 
+With --manage-webhooks, the server keeps the MutatingWebhookConfiguration
+and ValidatingWebhookConfiguration named --webhook-config-name in sync with
+the policies it serves (what "celadon webhook-config" prints), pointing at
+--webhook-service NAMESPACE/NAME[:PORT] or --webhook-url, with the caBundle
+read from --ca-bundle (default <cert-dir>/ca.crt, re-read on every sync, so
+a rotated CA is picked up): at start, after every policy reload, and every
+--webhook-sync-interval to repair drift. A policy edit that adds a resource
+then takes effect with no manual step. Only the leader elected through the
+Lease "celadon-webhooks" in --leader-election-namespace (default
+$POD_NAMESPACE) writes; --leader-elect is on by default with
+--manage-webhooks. RBAC: get, list, watch, create and update on
+mutatingwebhookconfigurations and validatingwebhookconfigurations, and on
+leases (coordination.k8s.io) in that namespace.
+
 Every flag can also be set through the environment variable shown in its
 help; a flag given on the command line wins.
 
 Exit status: 0 after a clean shutdown, 1 when the server fails, 2 for bad
 usage or policies that do not load.`,
 		Example: `  celadon serve --policies /etc/celadon/policies --cert-dir /etc/celadon/tls
-  CELADON_POLICIES=./policies celadon serve --kubeconfig ~/.kube/config --log-level debug`,
+  CELADON_POLICIES=./policies celadon serve --kubeconfig ~/.kube/config --log-level debug
+  celadon serve --manage-webhooks --webhook-service celadon/celadon:443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
@@ -121,6 +154,14 @@ usage or policies that do not load.`,
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
 	f.DurationVar(&o.reloadInterval, "reload-interval", webhook.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
+	f.BoolVar(&o.manageWebhooks, "manage-webhooks", false, "keep the webhook configurations in sync with the served policies, caBundle included (needs --webhook-service or --webhook-url)")
+	f.StringVar(&o.webhookConfigName, "webhook-config-name", webhook.DefaultConfigName, "name of the managed Mutating- and ValidatingWebhookConfiguration")
+	f.StringVar(&o.webhookService, "webhook-service", "", "Service the managed configurations point at: NAMESPACE/NAME[:PORT] (port default 443)")
+	f.StringVar(&o.webhookURL, "webhook-url", "", "base URL the managed configurations point at instead of a Service, e.g. https://127.0.0.1:9443")
+	f.StringVar(&o.caBundle, "ca-bundle", "", "PEM file written as the managed configurations' caBundle, re-read on every sync (default <cert-dir>/ca.crt)")
+	f.DurationVar(&o.webhookSync, "webhook-sync-interval", webhook.DefaultWebhookSyncInterval, "also re-check the managed configurations this often, repairing drift; negative: only at start and after reloads")
+	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect one replica to write the managed configurations (default true with --manage-webhooks)")
+	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default $POD_NAMESPACE)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
 			fl.Usage += " [$" + env + "]"
@@ -173,7 +214,32 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 	if o.policies == "" {
 		return webhook.Options{}, errors.New("--policies is required")
 	}
+	var svc *webhook.ServiceRef
+	if o.webhookService != "" {
+		if svc, err = parseServiceRef(o.webhookService); err != nil {
+			return webhook.Options{}, fmt.Errorf("--webhook-service: %v", err)
+		}
+	}
+	if o.manageWebhooks && (svc == nil) == (o.webhookURL == "") {
+		return webhook.Options{}, errors.New("--manage-webhooks needs exactly one of --webhook-service and --webhook-url")
+	}
+	leaderElect := o.leaderElect
+	if !o.leaderElectSet {
+		leaderElect = o.manageWebhooks
+	}
+	leNS := o.leaderElectionNS
+	if leNS == "" {
+		leNS = os.Getenv("POD_NAMESPACE")
+	}
 	return webhook.Options{
+		ManageWebhooks:          o.manageWebhooks,
+		WebhookConfigName:       o.webhookConfigName,
+		WebhookService:          svc,
+		WebhookURL:              o.webhookURL,
+		CABundleFile:            o.caBundle,
+		WebhookSyncInterval:     o.webhookSync,
+		LeaderElection:          leaderElect,
+		LeaderElectionNamespace: leNS,
 		PoliciesDir:             o.policies,
 		CertDir:                 o.certDir,
 		Host:                    o.host,
@@ -193,6 +259,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if err := applyEnv(cmd.Flags(), serveEnv); err != nil {
 		return usageErrorf("%v", err)
 	}
+	o.leaderElectSet = cmd.Flags().Changed("leader-elect")
 	log, err := newLogger(o.logLevel, o.logFormat, cmd.ErrOrStderr())
 	if err != nil {
 		return usageErrorf("%v", err)

@@ -25,6 +25,8 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/spf13/pflag"
+
+	"celadon.io/celadon/webhook"
 )
 
 const brokenServePolicy = `apiVersion: celadon.io/v1alpha1
@@ -143,6 +145,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{map[string]string{"CELADON_PORT": "https"}, nil, `$CELADON_PORT="https": invalid value for --port`},
 		{map[string]string{"CELADON_RELOAD_INTERVAL": "often"}, nil, `$CELADON_RELOAD_INTERVAL="often"`},
 		{nil, []string{"extra-arg"}, `unknown command "extra-arg"`},
+		{nil, []string{"--manage-webhooks"}, "--manage-webhooks needs exactly one of --webhook-service and --webhook-url"},
+		{nil, []string{"--manage-webhooks", "--webhook-service", "x"}, "--webhook-service: want NAMESPACE/NAME[:PORT]"},
 	}
 	for _, c := range cases {
 		for k, v := range c.env {
@@ -219,6 +223,37 @@ func TestServeOptions(t *testing.T) {
 	o.serviceAccount = "other/sa" // the flag wins over the environment
 	if opts, _ := o.options(testr.New(t)); opts.ServiceAccount != "system:serviceaccount:other:sa" {
 		t.Errorf("service account from the flag = %q", opts.ServiceAccount)
+	}
+}
+
+func TestServeManageWebhooksOptions(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "celadon-system")
+	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, shutdownTimeout: time.Minute,
+		manageWebhooks: true, webhookConfigName: "celadon", webhookService: "celadon-system/celadon:8443", caBundle: "/ca.pem"}
+	opts, err := o.options(testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opts.ManageWebhooks || opts.WebhookConfigName != "celadon" || opts.CABundleFile != "/ca.pem" ||
+		opts.WebhookService == nil || *opts.WebhookService != (webhook.ServiceRef{Namespace: "celadon-system", Name: "celadon", Port: 8443}) {
+		t.Errorf("options = %+v", opts)
+	}
+	// Leader election follows --manage-webhooks unless given; its namespace
+	// defaults to the Pod's.
+	if !opts.LeaderElection || opts.LeaderElectionNamespace != "celadon-system" {
+		t.Errorf("leader election %v in %q, want on in celadon-system", opts.LeaderElection, opts.LeaderElectionNamespace)
+	}
+	o.leaderElectSet, o.leaderElect, o.leaderElectionNS = true, false, "other"
+	if opts, _ := o.options(testr.New(t)); opts.LeaderElection || opts.LeaderElectionNamespace != "other" {
+		t.Errorf("--leader-elect=false --leader-election-namespace other: %v in %q", opts.LeaderElection, opts.LeaderElectionNamespace)
+	}
+	o.manageWebhooks, o.leaderElectSet = false, false
+	if opts, _ := o.options(testr.New(t)); opts.LeaderElection {
+		t.Error("leader election on without --manage-webhooks")
+	}
+	o.manageWebhooks, o.webhookURL = true, "https://127.0.0.1:9443"
+	if _, err := o.options(testr.New(t)); err == nil {
+		t.Error("both --webhook-service and --webhook-url: want an error")
 	}
 }
 

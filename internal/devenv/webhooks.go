@@ -13,45 +13,20 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"celadon.io/celadon/webhook"
 )
 
 // ApplyWebhookConfigurations creates each of the generated configurations
 // given (nil ones are skipped), or replaces the one of the same name: the
 // generated object is the whole desired state, so fields it does not set
-// are cleared, as `kubectl replace` would. The API server starts using
-// them asynchronously: see SyncWebhookConfigurations.
+// are cleared, as `kubectl replace` would; an object already up to date is
+// not written. It is webhook.ApplyConfigurations, the code `celadon serve
+// --manage-webhooks` syncs with. The API server starts using them
+// asynchronously: see SyncWebhookConfigurations.
 func ApplyWebhookConfigurations(ctx context.Context, c client.Client, m *admissionregistrationv1.MutatingWebhookConfiguration, v *admissionregistrationv1.ValidatingWebhookConfiguration) error {
-	if m != nil {
-		if err := apply(ctx, c, m.DeepCopy(), &admissionregistrationv1.MutatingWebhookConfiguration{}); err != nil {
-			return err
-		}
-	}
-	if v != nil {
-		if err := apply(ctx, c, v.DeepCopy(), &admissionregistrationv1.ValidatingWebhookConfiguration{}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// apply creates obj, or replaces the existing object of the same name.
-func apply(ctx context.Context, c client.Client, obj, existing client.Object) error {
-	kind := fmt.Sprintf("%T", obj)
-	kind = kind[strings.LastIndex(kind, ".")+1:]
-	obj.SetResourceVersion("")
-	err := c.Get(ctx, client.ObjectKeyFromObject(obj), existing)
-	switch {
-	case apierrors.IsNotFound(err):
-		if err := c.Create(ctx, obj); err != nil {
-			return fmt.Errorf("devenv: creating %s %s: %w", kind, obj.GetName(), err)
-		}
-		return nil
-	case err != nil:
-		return fmt.Errorf("devenv: reading %s %s: %w", kind, obj.GetName(), err)
-	}
-	obj.SetResourceVersion(existing.GetResourceVersion())
-	if err := c.Update(ctx, obj); err != nil {
-		return fmt.Errorf("devenv: updating %s %s: %w", kind, obj.GetName(), err)
+	if _, err := webhook.ApplyConfigurations(ctx, c, c, m, v); err != nil {
+		return fmt.Errorf("devenv: %w", err)
 	}
 	return nil
 }

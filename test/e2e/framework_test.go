@@ -81,6 +81,9 @@ type celadon struct {
 	ca *devenv.CA // the CA of the certificate being served
 	kp *devenv.KeyPair
 
+	// configure, when set, adjusts the server's options before it starts.
+	configure func(s *celadon, o *webhook.Options)
+
 	cancel   context.CancelFunc
 	done     chan error // Start's result
 	stopOnce sync.Once
@@ -91,11 +94,26 @@ type celadon struct {
 // installs its generated webhook configurations (named name) and waits
 // until the API server uses them.
 func startCeladon(ctx context.Context, name string, policies map[string][]byte) (*celadon, error) {
+	s, err := runCeladon(ctx, name, policies, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.installConfigs(ctx, s.srv.Snapshot(), s.ca); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// runCeladon starts a server for policies, its options adjusted by
+// configure (may be nil), and waits until it is ready. It installs no
+// webhook configurations.
+func runCeladon(ctx context.Context, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options)) (*celadon, error) {
 	dir, err := os.MkdirTemp("", "celadon-e2e-"+name+"-")
 	if err != nil {
 		return nil, err
 	}
-	s := &celadon{name: name, dir: dir, policyDir: filepath.Join(dir, "policies"), certDir: filepath.Join(dir, "certs")}
+	s := &celadon{name: name, dir: dir, policyDir: filepath.Join(dir, "policies"), certDir: filepath.Join(dir, "certs"), configure: configure}
 	if err := devenv.WriteAtomic(s.policyDir, policies); err != nil {
 		return nil, err
 	}
@@ -113,10 +131,6 @@ func startCeladon(ctx context.Context, name string, policies map[string][]byte) 
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting Celadon %s: %w", name, err)
 	}
-	if err := s.installConfigs(ctx, s.srv.Snapshot(), s.ca); err != nil {
-		s.stop()
-		return nil, err
-	}
 	return s, nil
 }
 
@@ -133,7 +147,7 @@ func (s *celadon) start(ctx context.Context) error {
 	s.port = ports[0]
 	s.metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	s.health = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
-	srv, err := webhook.NewServer(webhook.Options{
+	opts := webhook.Options{
 		PoliciesDir:             s.policyDir,
 		Host:                    "127.0.0.1",
 		Port:                    s.port,
@@ -143,7 +157,11 @@ func (s *celadon) start(ctx context.Context) error {
 		Config:                  suite.cp.Config,
 		GracefulShutdownTimeout: 5 * time.Second,
 		Logger:                  ctrl.Log.WithName(s.name),
-	})
+	}
+	if s.configure != nil {
+		s.configure(s, &opts)
+	}
+	srv, err := webhook.NewServer(opts)
 	if err != nil {
 		return err
 	}

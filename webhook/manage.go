@@ -1,0 +1,274 @@
+package webhook
+
+// Management of the webhook configurations (Options.ManageWebhooks): the
+// elected leader keeps the Mutating- and ValidatingWebhookConfiguration in
+// sync with the served policy set. Nothing here runs per request.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Defaults of the webhook configuration management.
+const (
+	// DefaultLeaderElectionID names the Lease the servers managing the
+	// webhook configurations elect their leader with.
+	DefaultLeaderElectionID = "celadon-webhooks"
+	// DefaultWebhookSyncInterval is how often the leader rewrites the
+	// configurations that drifted from the served set, besides after
+	// every reload.
+	DefaultWebhookSyncInterval = time.Minute
+	// CABundleName is the file of CertDir read as the CA bundle by default.
+	CABundleName = "ca.crt"
+)
+
+// ApplyConfigurations creates each of the configurations given (nil ones
+// are skipped), or replaces the one of the same name when its webhooks,
+// labels or annotations differ from the generated ones; an object already
+// up to date (compared with the API server's defaults applied) is not
+// written. The generated object is the whole desired state: fields, labels
+// and annotations it does not set are cleared, as `kubectl replace` would.
+// Updates are retried on conflict. It reports whether anything was
+// written.
+//
+// r reads the live objects; pass the client itself, or an uncached reader.
+func ApplyConfigurations(ctx context.Context, c client.Client, r client.Reader, m *admissionregistrationv1.MutatingWebhookConfiguration, v *admissionregistrationv1.ValidatingWebhookConfiguration) (bool, error) {
+	if r == nil {
+		r = c
+	}
+	changed := false
+	if m != nil {
+		w, err := applyConfig(ctx, c, r, m, &admissionregistrationv1.MutatingWebhookConfiguration{}, func(desired, live client.Object) bool {
+			return apiequality.Semantic.DeepEqual(
+				normalizeMutating(desired.(*admissionregistrationv1.MutatingWebhookConfiguration).Webhooks),
+				normalizeMutating(live.(*admissionregistrationv1.MutatingWebhookConfiguration).Webhooks))
+		})
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || w
+	}
+	if v != nil {
+		w, err := applyConfig(ctx, c, r, v, &admissionregistrationv1.ValidatingWebhookConfiguration{}, func(desired, live client.Object) bool {
+			return apiequality.Semantic.DeepEqual(
+				normalizeValidating(desired.(*admissionregistrationv1.ValidatingWebhookConfiguration).Webhooks),
+				normalizeValidating(live.(*admissionregistrationv1.ValidatingWebhookConfiguration).Webhooks))
+		})
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || w
+	}
+	return changed, nil
+}
+
+// applyConfig creates desired, or updates live into it unless sameWebhooks
+// and the metadata say it is up to date.
+func applyConfig(ctx context.Context, c client.Client, r client.Reader, desired, live client.Object, sameWebhooks func(desired, live client.Object) bool) (bool, error) {
+	kind := fmt.Sprintf("%T", desired)
+	kind = kind[strings.LastIndex(kind, ".")+1:]
+	written := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj := desired.DeepCopyObject().(client.Object)
+		obj.SetResourceVersion("")
+		err := r.Get(ctx, client.ObjectKeyFromObject(obj), live)
+		switch {
+		case apierrors.IsNotFound(err):
+			if err := c.Create(ctx, obj); err != nil {
+				if apierrors.IsAlreadyExists(err) {
+					// Created meanwhile: retry as an update.
+					return apierrors.NewConflict(admissionregistrationv1.Resource(kind), obj.GetName(), err)
+				}
+				return fmt.Errorf("creating %s %s: %w", kind, obj.GetName(), err)
+			}
+			written = true
+			return nil
+		case err != nil:
+			return fmt.Errorf("reading %s %s: %w", kind, obj.GetName(), err)
+		}
+		if sameWebhooks(obj, live) && sameMap(obj.GetLabels(), live.GetLabels()) && sameMap(obj.GetAnnotations(), live.GetAnnotations()) {
+			return nil
+		}
+		obj.SetResourceVersion(live.GetResourceVersion())
+		if err := c.Update(ctx, obj); err != nil {
+			if apierrors.IsConflict(err) {
+				return err
+			}
+			return fmt.Errorf("updating %s %s: %w", kind, obj.GetName(), err)
+		}
+		written = true
+		return nil
+	})
+	return written, err
+}
+
+func sameMap(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Defaults the API server applies to fields Configurations leaves unset,
+// so that a generated webhook compares equal to its live copy.
+func normalizeRules(rules []admissionregistrationv1.RuleWithOperations) []admissionregistrationv1.RuleWithOperations {
+	out := make([]admissionregistrationv1.RuleWithOperations, len(rules))
+	for i, r := range rules {
+		r = *r.DeepCopy()
+		if r.Scope == nil {
+			all := admissionregistrationv1.AllScopes
+			r.Scope = &all
+		}
+		out[i] = r
+	}
+	return out
+}
+
+func normalizeSelector(s *metav1.LabelSelector) *metav1.LabelSelector {
+	if s == nil {
+		return &metav1.LabelSelector{}
+	}
+	return s
+}
+
+func normalizeService(cc admissionregistrationv1.WebhookClientConfig) admissionregistrationv1.WebhookClientConfig {
+	cc = *cc.DeepCopy()
+	if cc.Service != nil && cc.Service.Port == nil {
+		p := DefaultServicePort
+		cc.Service.Port = &p
+	}
+	return cc
+}
+
+func normalizeMutating(ws []admissionregistrationv1.MutatingWebhook) []admissionregistrationv1.MutatingWebhook {
+	out := make([]admissionregistrationv1.MutatingWebhook, len(ws))
+	for i, w := range ws {
+		w = *w.DeepCopy()
+		w.Rules = normalizeRules(w.Rules)
+		w.ClientConfig = normalizeService(w.ClientConfig)
+		w.NamespaceSelector = normalizeSelector(w.NamespaceSelector)
+		w.ObjectSelector = normalizeSelector(w.ObjectSelector)
+		out[i] = w
+	}
+	return out
+}
+
+func normalizeValidating(ws []admissionregistrationv1.ValidatingWebhook) []admissionregistrationv1.ValidatingWebhook {
+	out := make([]admissionregistrationv1.ValidatingWebhook, len(ws))
+	for i, w := range ws {
+		w = *w.DeepCopy()
+		w.Rules = normalizeRules(w.Rules)
+		w.ClientConfig = normalizeService(w.ClientConfig)
+		w.NamespaceSelector = normalizeSelector(w.NamespaceSelector)
+		w.ObjectSelector = normalizeSelector(w.ObjectSelector)
+		out[i] = w
+	}
+	return out
+}
+
+// configSyncer is the manager Runnable that writes the configurations. It
+// needs leader election: only the leader writes.
+type configSyncer struct {
+	s      *Server
+	c      client.Client
+	r      client.Reader
+	caFile string
+}
+
+func (*configSyncer) NeedLeaderElection() bool { return true }
+
+// Start syncs at once, after every successful reload and every
+// WebhookSyncInterval, until ctx is done. A failed sync is logged and
+// retried on the next signal or tick.
+func (y *configSyncer) Start(ctx context.Context) error {
+	log := y.s.log.WithValues("webhookConfiguration", y.s.opts.WebhookConfigName)
+	log.Info("managing the webhook configurations", "caBundle", y.caFile, "interval", y.s.opts.WebhookSyncInterval)
+	var tick <-chan time.Time
+	if y.s.opts.WebhookSyncInterval > 0 {
+		t := time.NewTicker(y.s.opts.WebhookSyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	retryAfter := time.NewTimer(time.Hour)
+	retryAfter.Stop()
+	defer retryAfter.Stop()
+	for {
+		snap := y.s.Snapshot()
+		written, err := y.sync(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error(err, "syncing the webhook configurations failed; retrying", "hash", snap.Hash)
+			retryAfter.Reset(5 * time.Second)
+		case written:
+			log.Info("webhook configurations updated", "hash", snap.Hash, "policies", len(snap.Policies))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-y.s.configSync:
+		case <-retryAfter.C:
+		case <-tick:
+		}
+	}
+}
+
+// sync writes the configurations generated from the served set, with the
+// CA bundle file as it is now.
+func (y *configSyncer) sync(ctx context.Context) (bool, error) {
+	o := y.s.opts
+	ca, err := os.ReadFile(y.caFile)
+	if err != nil {
+		return false, fmt.Errorf("reading the CA bundle: %w", err)
+	}
+	m, v, err := Configurations(y.s.Snapshot(), ConfigOptions{
+		Name:     o.WebhookConfigName,
+		Service:  o.WebhookService,
+		URL:      o.WebhookURL,
+		CABundle: ca,
+	})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return ApplyConfigurations(ctx, y.c, y.r, m, v)
+}
+
+// caBundleFile returns the CA bundle file of the managed configurations.
+func (o *Options) caBundleFile() string {
+	if o.CABundleFile != "" {
+		return o.CABundleFile
+	}
+	dir := o.CertDir
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs") // controller-runtime's default
+	}
+	return filepath.Join(dir, CABundleName)
+}
+
+// signalConfigSync asks the syncer, if any, to sync; it never blocks.
+func (s *Server) signalConfigSync() {
+	if s.configSync == nil {
+		return
+	}
+	select {
+	case s.configSync <- struct{}{}:
+	default: // a sync is pending already
+	}
+}

@@ -1,0 +1,340 @@
+package builtins
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"celadon.io/celadon/engine"
+)
+
+func init() { register(checkIngressBackends{}) }
+
+// Resources checkIngressBackends reads.
+var (
+	servicesResource       = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	secretsResource        = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	ingressClassesResource = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingressclasses"}
+)
+
+// checkIngressBackends denies a networking.k8s.io/v1 Ingress whose service
+// backends name a Service, or a port, that does not exist in its
+// namespace; optionally also a missing IngressClass or TLS Secret. Lookups
+// go to the cluster cache; a miss is read again directly before it is
+// reported, so that a Service created a moment before its Ingress is found.
+type checkIngressBackends struct{}
+
+// checkIngressBackendsArgs is checkIngressBackends' spec.with.
+type checkIngressBackendsArgs struct {
+	// CheckIngressClass also requires spec.ingressClassName, when set, to
+	// name an existing IngressClass. Default false.
+	CheckIngressClass bool `json:"checkIngressClass"`
+	// CheckTLSSecrets also requires every spec.tls[].secretName to name an
+	// existing Secret in the Ingress's namespace. Default false: it needs
+	// RBAC on Secrets, and the Secret is often created by cert-manager
+	// after the Ingress.
+	CheckTLSSecrets bool `json:"checkTLSSecrets"`
+}
+
+// Name is the policy's spec.action.
+func (checkIngressBackends) Name() string { return "checkIngressBackends" }
+
+// Type is Validating: the Ingress is never changed.
+func (checkIngressBackends) Type() engine.ActionType { return engine.Validating }
+
+// Compile checks spec.with.
+func (checkIngressBackends) Compile(c *engine.CompileContext) (engine.Action, error) {
+	var args checkIngressBackendsArgs
+	if err := c.DecodeWith(&args); err != nil {
+		return nil, err
+	}
+	return ingressBackendsAction{args}, nil
+}
+
+// ingressBackendsAction is a compiled checkIngressBackends.
+type ingressBackendsAction struct{ args checkIngressBackendsArgs }
+
+// ClusterReads implements engine.ClusterReader: Services in full (their
+// ports are needed); IngressClasses and Secrets only to know they exist,
+// so their metadata is enough, and only when checked.
+func (a ingressBackendsAction) ClusterReads() []engine.ClusterRead {
+	reads := []engine.ClusterRead{{Resource: servicesResource}}
+	if a.args.CheckIngressClass {
+		reads = append(reads, engine.ClusterRead{Resource: ingressClassesResource, MetadataOnly: true})
+	}
+	if a.args.CheckTLSSecrets {
+		reads = append(reads, engine.ClusterRead{Resource: secretsResource, MetadataOnly: true})
+	}
+	return reads
+}
+
+// serviceBackend is a backend.service of the Ingress.
+type serviceBackend struct {
+	name string
+	// port is a port number (digits) or a port name.
+	port    string
+	numeric bool
+}
+
+func (b serviceBackend) portText() string {
+	if b.numeric {
+		return b.port
+	}
+	return strconv.Quote(b.port)
+}
+
+// Run checks the Ingress's references.
+func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
+	ing, why := ingressToCheck(ac)
+	if ing == nil {
+		return skip(why), nil
+	}
+	if ac.Cluster == nil {
+		return engine.Outcome{}, errors.New("no cluster state to look Services up in (celadon eval: give it with --cluster)")
+	}
+	md, _ := ing["metadata"].(map[string]any)
+	ns, _ := md["namespace"].(string)
+	if ns == "" && ac.Request != nil {
+		ns = ac.Request.Namespace
+	}
+	spec, _ := ing["spec"].(map[string]any)
+	backends, resources, err := ingressBackends(spec)
+	if err != nil {
+		return engine.Outcome{}, err
+	}
+
+	l := lookup{ac: ac}
+	var problems []string
+	seen := map[string]bool{}
+	report := func(p string) {
+		if !seen[p] {
+			seen[p] = true
+			problems = append(problems, p)
+		}
+	}
+	services := map[string]bool{}
+	var serviceNames []string
+	for _, b := range backends {
+		if !services[b.name] {
+			services[b.name] = true
+			serviceNames = append(serviceNames, b.name)
+		}
+		svc, err := l.get(servicesResource, ns, b.name, func(o *unstructured.Unstructured) bool { return servicePort(o, b) })
+		switch {
+		case err != nil:
+			return engine.Outcome{}, err
+		case svc == nil:
+			report(fmt.Sprintf("service %q not found", b.name))
+		case !servicePort(svc, b):
+			report(fmt.Sprintf("service %q has no port %s", b.name, b.portText()))
+		}
+	}
+	if class, _ := spec["ingressClassName"].(string); a.args.CheckIngressClass && class != "" {
+		o, err := l.get(ingressClassesResource, "", class, nil)
+		if err != nil {
+			return engine.Outcome{}, err
+		}
+		if o == nil {
+			report(fmt.Sprintf("ingressClass %q not found", class))
+		}
+	}
+	if a.args.CheckTLSSecrets {
+		tls, _ := spec["tls"].([]any)
+		for _, t := range tls {
+			tm, _ := t.(map[string]any)
+			name, _ := tm["secretName"].(string)
+			if name == "" {
+				continue
+			}
+			o, err := l.get(secretsResource, ns, name, nil)
+			if err != nil {
+				return engine.Outcome{}, err
+			}
+			if o == nil {
+				report(fmt.Sprintf("secret %q not found", name))
+			}
+		}
+	}
+
+	if len(problems) > 0 {
+		return engine.Outcome{Violation: strings.Join(problems, "; ")}, nil
+	}
+	var found []string
+	if len(serviceNames) > 0 {
+		found = append(found, "services "+strings.Join(serviceNames, ", "))
+	}
+	if resources > 0 {
+		found = append(found, fmt.Sprintf("%d resource backend%s (not checked)", resources, pluralS(resources)))
+	}
+	if len(found) == 0 {
+		return engine.Outcome{Reason: "no backends to check"}, nil
+	}
+	reason := "backends found: " + strings.Join(found, "; ")
+	if l.live > 0 {
+		reason += fmt.Sprintf(" (%d read directly: not yet in the cache)", l.live)
+	}
+	return engine.Outcome{Reason: reason}, nil
+}
+
+// ingressToCheck returns the Ingress of a CREATE or UPDATE request, or why
+// there is nothing to check. An UPDATE that leaves spec as it was (labels,
+// finalizers, deletion) is not checked: a Service deleted since must not
+// block the Ingress's own cleanup.
+func ingressToCheck(ac *engine.ActionContext) (map[string]any, string) {
+	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
+		return nil, fmt.Sprintf("Ingresses are checked on CREATE and UPDATE, not on %s", ac.Request.Operation)
+	}
+	if ac.Object == nil {
+		return nil, "there is no object"
+	}
+	if kind, _ := ac.Object["kind"].(string); kind != "" && kind != "Ingress" {
+		return nil, fmt.Sprintf("the object is a %s, not an Ingress", kind)
+	}
+	if av, _ := ac.Object["apiVersion"].(string); av != "" && av != "networking.k8s.io/v1" {
+		return nil, fmt.Sprintf("only networking.k8s.io/v1 Ingresses are checked, not %s", av)
+	}
+	if ac.OldObject != nil && reflect.DeepEqual(ac.Object["spec"], ac.OldObject["spec"]) {
+		return nil, "the Ingress's spec is unchanged"
+	}
+	return ac.Object, ""
+}
+
+// ingressBackends returns the service backends of spec, defaultBackend
+// first, then the rules' paths in order, and the number of resource
+// backends. A backend that is neither is an error naming its field.
+func ingressBackends(spec map[string]any) ([]serviceBackend, int, error) {
+	var out []serviceBackend
+	resources := 0
+	add := func(field string, v any) error {
+		b, ok := v.(map[string]any)
+		if !ok {
+			return fmt.Errorf("spec.%s: want an object", field)
+		}
+		if _, ok := b["resource"]; ok {
+			resources++
+			return nil
+		}
+		svc, ok := b["service"].(map[string]any)
+		if !ok {
+			return fmt.Errorf("spec.%s: neither service nor resource is set", field)
+		}
+		sb := serviceBackend{}
+		sb.name, _ = svc["name"].(string)
+		if sb.name == "" {
+			return fmt.Errorf("spec.%s.service.name is required", field)
+		}
+		port, _ := svc["port"].(map[string]any)
+		switch n := port["number"].(type) {
+		case int64:
+			sb.port, sb.numeric = strconv.FormatInt(n, 10), true
+		case float64:
+			sb.port, sb.numeric = strconv.FormatFloat(n, 'f', -1, 64), true
+		}
+		if !sb.numeric {
+			if sb.port, _ = port["name"].(string); sb.port == "" {
+				return fmt.Errorf("spec.%s.service.port: a number or a name is required", field)
+			}
+		}
+		out = append(out, sb)
+		return nil
+	}
+	if d, ok := spec["defaultBackend"]; ok && d != nil {
+		if err := add("defaultBackend", d); err != nil {
+			return nil, 0, err
+		}
+	}
+	rules, _ := spec["rules"].([]any)
+	for i, r := range rules {
+		rm, _ := r.(map[string]any)
+		http, _ := rm["http"].(map[string]any)
+		paths, _ := http["paths"].([]any)
+		for j, p := range paths {
+			pm, _ := p.(map[string]any)
+			if err := add(fmt.Sprintf("rules[%d].http.paths[%d].backend", i, j), pm["backend"]); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	return out, resources, nil
+}
+
+// servicePort says whether svc exposes the backend's port: by number,
+// spec.ports[].port; by name, spec.ports[].name.
+func servicePort(svc *unstructured.Unstructured, b serviceBackend) bool {
+	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+	for _, p := range ports {
+		pm, _ := p.(map[string]any)
+		if b.numeric {
+			if n, ok := quantityText(pm["port"]); ok && n == b.port {
+				return true
+			}
+		} else if name, _ := pm["name"].(string); name == b.port {
+			return true
+		}
+	}
+	return false
+}
+
+// lookup reads objects from the cache, and once more directly when the
+// cache has not got what is looked for.
+type lookup struct {
+	ac *engine.ActionContext
+	// live counts the objects found only by a direct read.
+	live int
+	// fresh holds the objects read directly, so each is read once.
+	fresh map[string]*unstructured.Unstructured
+}
+
+// get returns the object, or nil when it does not exist. ok, when set,
+// says whether the cached object has what is needed; when it has not, or
+// the cache has no such object, the object is read directly (when the
+// cluster can) before the answer is trusted.
+func (l *lookup) get(gvr schema.GroupVersionResource, ns, name string, ok func(*unstructured.Unstructured) bool) (*unstructured.Unstructured, error) {
+	key := gvr.String() + "/" + ns + "/" + name
+	if o, done := l.fresh[key]; done {
+		return o, nil
+	}
+	o, err := l.ac.Cluster.Get(l.ac, gvr, ns, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		o = nil
+	case err != nil:
+		return nil, fmt.Errorf("looking up %s %s: %w", gvr.Resource, name, err)
+	}
+	if o != nil && (ok == nil || ok(o)) {
+		return o, nil
+	}
+	live, canRead := l.ac.Cluster.(engine.LiveGetter)
+	if !canRead {
+		return o, nil
+	}
+	fresh, err := live.GetLive(l.ac, gvr, ns, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		fresh = nil
+	case err != nil:
+		return nil, fmt.Errorf("reading %s %s: %w", gvr.Resource, name, err)
+	}
+	if l.fresh == nil {
+		l.fresh = map[string]*unstructured.Unstructured{}
+	}
+	l.fresh[key] = fresh
+	if fresh != nil && (ok == nil || ok(fresh)) {
+		l.live++
+	}
+	return fresh, nil
+}
+
+func pluralS(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

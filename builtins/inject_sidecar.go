@@ -884,8 +884,10 @@ func sidecarAppend(ops []engine.JSONPatchOp, path string, exists bool, values []
 
 // sidecarDiff compares want, a rendered template, with have, what the pod
 // holds, on the fields want sets only: fields want omits may hold anything,
-// such as the API server's defaults. Quantities compare by value. It returns
-// the paths of the differences, joined, or "" when there are none.
+// such as the API server's defaults, and a list of objects (env, ports,
+// volumeMounts) may hold more items than want's, which must appear in it in
+// their order. Quantities compare by value. It returns the paths of the
+// differences, joined, or "" when there are none.
 func sidecarDiff(want, have any) string {
 	var out []string
 	sidecarDiffs(want, have, "", false, &out)
@@ -930,7 +932,14 @@ func sidecarDiffs(want, have any, path string, quantity bool, out *[]string) {
 		}
 	case []any:
 		h, ok := have.([]any)
-		if !ok || len(h) != len(w) {
+		if !ok {
+			differ()
+			return
+		}
+		if sidecarObjects(w) && sidecarSubsequence(w, h, quantity) {
+			return
+		}
+		if len(h) != len(w) {
 			differ()
 			return
 		}
@@ -949,6 +958,38 @@ func sidecarDiffs(want, have any, path string, quantity bool, out *[]string) {
 			differ()
 		}
 	}
+}
+
+// sidecarObjects reports whether list holds objects only, such as env,
+// ports or volumeMounts (not args or command).
+func sidecarObjects(list []any) bool {
+	for _, e := range list {
+		if _, ok := e.(map[string]any); !ok {
+			return false
+		}
+	}
+	return len(list) > 0
+}
+
+// sidecarSubsequence reports whether every item of want matches an item of
+// have, in order, have holding others between or after them: an injected
+// sidecar whose env another policy extended (a reinvocation) still is the
+// one the template describes. Leftmost matching finds a match if any exists.
+func sidecarSubsequence(want, have []any, quantity bool) bool {
+	j := 0
+	for _, w := range want {
+		for ; j < len(have); j++ {
+			var diffs []string
+			if sidecarDiffs(w, have[j], "", quantity, &diffs); len(diffs) == 0 {
+				break
+			}
+		}
+		if j == len(have) {
+			return false
+		}
+		j++
+	}
+	return true
 }
 
 func sidecarSortedKeys(m map[string]any) []string {

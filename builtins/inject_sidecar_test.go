@@ -382,6 +382,58 @@ func TestInjectSidecar(t *testing.T) {
 			reason: "injected init container render-config (last), volume config, mount config at /etc/app in app",
 		},
 		{
+			name: "present, its env and ports extended by another policy or webhook: still the same sidecar",
+			with: `    containers:
+    - name: agent
+      image: agent:1
+      env: [{name: MODE, value: push}]
+      ports: [{containerPort: 8125}]
+`,
+			spec: `  containers:
+  - {name: app, image: "app:1"}
+  - name: agent
+    image: agent:1
+    env: [{name: TRACE, value: "1"}, {name: MODE, value: push}, {name: INDEX, value: "0"}]
+    ports: [{containerPort: 8125, protocol: UDP}]
+`,
+			state:  engine.StatePass,
+			reason: "already injected: container agent",
+		},
+		{
+			name: "present with a template's env variable changed: conflict",
+			with: `    containers:
+    - name: agent
+      image: agent:1
+      env: [{name: MODE, value: push}, {name: LEVEL, value: info}]
+`,
+			spec: `  containers:
+  - {name: app, image: "app:1"}
+  - name: agent
+    image: agent:1
+    env: [{name: MODE, value: pull}, {name: LEVEL, value: info}]
+`,
+			state:   engine.StateSkip,
+			reason:  "nothing injected: container agent: the pod's differs from the template in env[0].value",
+			warning: "sidecar: nothing injected: container agent: the pod's differs from the template in env[0].value",
+		},
+		{
+			name: "present with the template's env in another order: conflict",
+			with: `    containers:
+    - name: agent
+      image: agent:1
+      env: [{name: A, value: "1"}, {name: B, value: "$(A)"}]
+`,
+			spec: `  containers:
+  - {name: app, image: "app:1"}
+  - name: agent
+    image: agent:1
+    env: [{name: B, value: "$(A)"}, {name: A, value: "1"}, {name: C, value: "3"}]
+`,
+			state:   engine.StateSkip,
+			reason:  "nothing injected: container agent: the pod's differs from the template in env",
+			warning: "sidecar: nothing injected: container agent: the pod's differs from the template in env",
+		},
+		{
 			name: "partly present: only what is missing is added",
 			with: sidecarLogShipper,
 			spec: `  containers:
@@ -479,6 +531,56 @@ func TestInjectSidecarOps(t *testing.T) {
 	if r := d.Results[0].Reason; r != "injected container proxy, init container setup (first), volume shared, mount shared at /shared in migrate, app" {
 		t.Errorf("reason %q", r)
 	}
+}
+
+// TestInjectSidecarReinvoked: a later policy adds a variable to every
+// container, the injected sidecar included, so the sidecar policy runs
+// again on the final object (reinvocation). It must find its sidecar in
+// place: no second copy, and no conflict, even under onConflict: fail with
+// failurePolicy: Fail, which would deny the pod.
+func TestInjectSidecarReinvoked(t *testing.T) {
+	policies := sidecarPolicy(`    onConflict: fail
+    nativeSidecar: true
+    containers:
+    - name: agent
+      image: agent:1
+      env: [{name: MODE, value: push}]
+    volumes: [{name: spool, emptyDir: {}}]
+    volumeMounts: [{mount: {name: spool, mountPath: /spool}}]
+`) + "  failurePolicy: Fail\n---\n" + `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: index
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE]
+  action: injectEnvIndex
+  with: {initContainers: true}
+`
+	snap := compilePolicies(t, policies)
+	const owner = "  ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: web, uid: 5c3c2b8e}]\n"
+	req := admissionRequest(t, admissionv1.Create, yamlJSON(t, sidecarPod(owner, "  containers:\n  - {name: app, image: \"app:1\"}\n")), nil)
+	d := evaluate(t, snap, req, engine.EvalOptions{})
+	if !d.Allowed || len(d.Warnings) != 0 {
+		t.Fatalf("allowed %v (%s), warnings %q; results %s", d.Allowed, d.Message, d.Warnings, statesOf(d))
+	}
+	if got := statesOf(d); got != "sidecar=pass,index=pass" {
+		t.Fatalf("results %s", got)
+	}
+	want := sidecarPod(owner, `  initContainers:
+  - name: agent
+    image: agent:1
+    restartPolicy: Always
+    env: [{name: MODE, value: push}, {name: INDEX, value: "0"}]
+  containers:
+  - name: app
+    image: app:1
+    volumeMounts: [{name: spool, mountPath: /spool}]
+    env: [{name: INDEX, value: "0"}]
+  volumes: [{name: spool, emptyDir: {}}]
+`)
+	checkMutation(t, snap, req, d, yamlJSON(t, want), engine.EvalOptions{})
 }
 
 // TestInjectSidecarFailures covers onConflict: fail, CEL errors at run time

@@ -357,6 +357,41 @@ func TestInflateAllocatableKubeletCycle(t *testing.T) {
 	}
 }
 
+// TestInflateAllocatableSelector: the policy's objectSelector picks the
+// nodes to inflate by their labels; a status write of another node is left
+// alone. A kubelet's PATCH of nodes/status reaches admission as an UPDATE
+// with PatchOptions, and is inflated as any status write.
+func TestInflateAllocatableSelector(t *testing.T) {
+	policy := strings.Replace(inflatePolicy("{cpu: 2}"), "  action:", "    objectSelector:\n      matchLabels: {celadon.io/overcommit: \"true\"}\n  action:", 1)
+	snap := compilePolicies(t, policy)
+	labelled := inflateNode("", inflateStatus(`{cpu: "4"}`))
+	other := strings.Replace(labelled, `celadon.io/overcommit: "true"`, `celadon.io/overcommit: "false"`, 1)
+	for _, c := range []struct {
+		name, node, state, reason string
+	}{
+		{"labelled", labelled, "pass", "inflated allocatable cpu 4 → 8"},
+		{"not labelled", other, "skip", "objectSelector"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := inflateStatusWrite(t, c.node, c.node)
+			req.Options = runtime.RawExtension{Raw: []byte(`{"apiVersion":"meta.k8s.io/v1","kind":"PatchOptions","fieldManager":"kubelet"}`)}
+			d := evaluate(t, snap, req, engine.EvalOptions{})
+			r := d.Results[0]
+			if string(r.State) != c.state || !strings.Contains(r.Reason, c.reason) {
+				t.Fatalf("state %s reason %q; want %s %q", r.State, r.Reason, c.state, c.reason)
+			}
+			if c.state == "skip" {
+				if len(d.Patch) != 0 {
+					t.Fatalf("patched a node the selector does not match: %v", d.Patch)
+				}
+				return
+			}
+			want := inflateNode(inflateRecord(`{"cpu":"4"}`, `{"cpu":"8"}`), inflateStatus(`{cpu: "8"}`))
+			checkMutation(t, snap, req, d, yamlJSON(t, want), engine.EvalOptions{})
+		})
+	}
+}
+
 // TestInflateAllocatableOps pins the exact operations.
 func TestInflateAllocatableOps(t *testing.T) {
 	snap := compilePolicies(t, inflatePolicy("{cpu: 1.5, memory: 1.2}"))

@@ -100,6 +100,21 @@ func TestScaleRequests(t *testing.T) {
 			reason:   "scaled requests of app (memory 3Gi → 1Gi)",
 		},
 		{
+			name: "memoryUnit Ki; a request below one unit is never raised to it",
+			with: "{memory: 0.3, memoryUnit: Ki}",
+			spec: `  containers:
+  - {name: a, image: a, resources: {requests: {memory: 10000}}}
+  - {name: b, image: b, resources: {requests: {memory: 1000}}}
+`,
+			wantSpec: `  containers:
+  - {name: a, image: a, resources: {requests: {memory: 2Ki}}}
+  - {name: b, image: b, resources: {requests: {memory: 1000}}}
+`,
+			wantMeta: scaleAnnotation(`{"a":{"memory":"10000"}}`),
+			state:    engine.StatePass,
+			reason:   "scaled requests of a (memory 10000 → 2Ki)",
+		},
+		{
 			name:     "ratios are exact: 0.29 of 100m is 29m, not 28m",
 			with:     "{cpu: 0.29}",
 			spec:     "  containers:\n  - {name: app, image: app, resources: {requests: {cpu: 100m}}}\n",

@@ -127,7 +127,7 @@ spec:
 		want := []string{
 			p("bad/1.yaml") + `:12: policy "bad-cel": match.conditions[0].expression: CEL: Syntax error: `,
 			p("bad/2.yaml") + `:12: policy "bad-with": with.containers[1]: container "app" is listed twice`,
-			p("bad/2.yaml") + `:21: policy "unknown": unknown builtin "mutateEverything"; builtins: deny, `,
+			p("bad/2.yaml") + `:21: policy "unknown": unknown builtin "mutateEverything"; builtins: checkIngressBackends, `,
 			"celadon: " + p("bad") + ": 3 errors in policies",
 		}
 		got := strings.Split(strings.TrimRight(stderr, "\n"), "\n")

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -147,6 +148,37 @@ type Options struct {
 	// (syncs still follow every reload).
 	WebhookSyncInterval time.Duration
 
+	// SelfSignedCerts makes the servers keep their own CA and serving
+	// certificate, for the names of certHosts, in the Secret
+	// CertSecretNamespace/CertSecretName, shared by every replica: created
+	// when missing or unusable, renewed before expiry, and written into
+	// CertDir (CertName, KeyName and ca.crt, swapped atomically as the
+	// kubelet updates a Secret volume) before the webhook server starts and
+	// whenever it changes, with no restart. With ManageWebhooks, the
+	// caBundle of the configurations is the Secret's ca.crt. Every replica
+	// checks the Secret; no leader is needed. RBAC: get and update on the
+	// Secret, create on Secrets in its namespace.
+	SelfSignedCerts bool
+	// CertSecretNamespace and CertSecretName name the Secret. The
+	// namespace is required; the name defaults to "celadon-tls".
+	CertSecretNamespace, CertSecretName string
+	// CertDNSNames are more names (DNS names or IP addresses) for the
+	// serving certificate, besides those of WebhookService
+	// (<name>.<namespace>.svc and <name>.<namespace>.svc.cluster.local)
+	// and the host of WebhookURL.
+	CertDNSNames []string
+	// CAValidity and CertValidity are the lifetimes of a new CA and of a
+	// new serving certificate. Default 10 years and 90 days.
+	CAValidity, CertValidity time.Duration
+	// CertRenewBefore renews the serving certificate when that little
+	// validity is left. Default a third of its lifetime (30 days of 90).
+	// The CA renews when a third of its lifetime is left.
+	CertRenewBefore time.Duration
+	// CertCheckInterval is how often each server re-reads the Secret, to
+	// renew what is due or to pick up another replica's renewal. Default
+	// 1m.
+	CertCheckInterval time.Duration
+
 	// LeaderElection makes the servers elect one leader, through a Lease,
 	// to write the webhook configurations; serving admission requests does
 	// not need it.
@@ -194,6 +226,24 @@ func (o *Options) setDefaults() {
 	}
 	if o.LeaderElectionID == "" {
 		o.LeaderElectionID = DefaultLeaderElectionID
+	}
+	if o.SelfSignedCerts {
+		if o.CertSecretName == "" {
+			o.CertSecretName = DefaultCertSecretName
+		}
+		if o.CAValidity == 0 {
+			o.CAValidity = DefaultCAValidity
+		}
+		if o.CertValidity == 0 {
+			o.CertValidity = DefaultCertValidity
+		}
+		if o.CertCheckInterval <= 0 {
+			o.CertCheckInterval = DefaultCertCheckInterval
+		}
+		if o.CertDir == "" {
+			// controller-runtime's default, which the webhook server reads.
+			o.CertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+		}
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = ctrllog.Log.WithName("celadon")

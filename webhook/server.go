@@ -101,6 +101,11 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
 		}
 	}
+	if opts.SelfSignedCerts {
+		if err := opts.checkSelfSigned(); err != nil {
+			return nil, fmt.Errorf("webhook: self-signed certificates: %w", err)
+		}
+	}
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
@@ -350,6 +355,17 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 
+	if o.SelfSignedCerts {
+		// The webhook server reads the certificate when it starts, before
+		// the manager runs anything else: write it first.
+		cm := newCertManager(s, mgr.GetClient(), mgr.GetAPIReader())
+		if err := cm.first(ctx); err != nil {
+			return err
+		}
+		if err := mgr.Add(cm); err != nil {
+			return err
+		}
+	}
 	if o.ManageWebhooks {
 		y := &configSyncer{s: s, c: mgr.GetClient(), r: mgr.GetAPIReader(), caFile: o.caBundleFile()}
 		if err := mgr.Add(y); err != nil {

@@ -48,6 +48,14 @@ type serveOptions struct {
 	reloadInterval  time.Duration
 	shutdownTimeout time.Duration
 
+	selfSignedCerts   bool
+	certSecret        string
+	certDNSNames      []string
+	caValidity        time.Duration
+	certValidity      time.Duration
+	certRenewBefore   time.Duration
+	certCheckInterval time.Duration
+
 	manageWebhooks    bool
 	webhookConfigName string
 	webhookService    string
@@ -76,6 +84,13 @@ var serveEnv = map[string]string{
 	"max-concurrent":            "CELADON_MAX_CONCURRENT",
 	"reload-interval":           "CELADON_RELOAD_INTERVAL",
 	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
+	"self-signed-certs":         "CELADON_SELF_SIGNED_CERTS",
+	"cert-secret":               "CELADON_CERT_SECRET",
+	"cert-dns-names":            "CELADON_CERT_DNS_NAMES",
+	"ca-validity":               "CELADON_CA_VALIDITY",
+	"cert-validity":             "CELADON_CERT_VALIDITY",
+	"cert-renew-before":         "CELADON_CERT_RENEW_BEFORE",
+	"cert-check-interval":       "CELADON_CERT_CHECK_INTERVAL",
 	"manage-webhooks":           "CELADON_MANAGE_WEBHOOKS",
 	"webhook-config-name":       "CELADON_WEBHOOK_CONFIG_NAME",
 	"webhook-service":           "CELADON_WEBHOOK_SERVICE",
@@ -114,6 +129,23 @@ Requests from Celadon's own service account (--service-account, default
 system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT) are allowed
 untouched. SIGTERM or SIGINT stops the server after in-flight requests
 finish (within --shutdown-timeout).
+
+With --self-signed-certs, the servers make their own CA and serving
+certificate and keep them in the Secret --cert-secret (default celadon-tls
+in $POD_NAMESPACE), shared by every replica: whichever replica finds it
+missing, unusable or due creates or renews it (a conflicting write by
+another replica wins, and its certificate is used). Each server writes
+tls.crt, tls.key and ca.crt into --cert-dir (which must be writable, e.g.
+an emptyDir) before the webhook starts, re-reads the Secret every
+--cert-check-interval and swaps in what changed, with no restart. The
+certificate is for the --webhook-service names
+(NAME.NAMESPACE.svc, NAME.NAMESPACE.svc.cluster.local), the host of
+--webhook-url and --cert-dns-names. It lives --cert-validity (90 days) and
+renews when --cert-renew-before is left (default a third); the CA lives
+--ca-validity (10 years) and a new one is trusted next to it a third of
+its life before it expires. With --manage-webhooks the configurations'
+caBundle is the Secret's ca.crt. RBAC: get and update on the Secret, create
+on Secrets in its namespace.
 
 With --manage-webhooks, the server keeps the MutatingWebhookConfiguration
 and ValidatingWebhookConfiguration named --webhook-config-name in sync with
@@ -154,6 +186,13 @@ usage or policies that do not load.`,
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
 	f.DurationVar(&o.reloadInterval, "reload-interval", webhook.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
+	f.BoolVar(&o.selfSignedCerts, "self-signed-certs", false, "make and renew a CA and a serving certificate, kept in --cert-secret and written into --cert-dir")
+	f.StringVar(&o.certSecret, "cert-secret", webhook.DefaultCertSecretName, "Secret of --self-signed-certs: [NAMESPACE/]NAME (namespace default $POD_NAMESPACE)")
+	f.StringSliceVar(&o.certDNSNames, "cert-dns-names", nil, "more names (DNS or IP) for the self-signed certificate, besides those of --webhook-service and --webhook-url")
+	f.DurationVar(&o.caValidity, "ca-validity", webhook.DefaultCAValidity, "lifetime of a self-signed CA")
+	f.DurationVar(&o.certValidity, "cert-validity", webhook.DefaultCertValidity, "lifetime of a self-signed serving certificate")
+	f.DurationVar(&o.certRenewBefore, "cert-renew-before", 0, "renew the self-signed serving certificate when this much validity is left (default a third of --cert-validity)")
+	f.DurationVar(&o.certCheckInterval, "cert-check-interval", webhook.DefaultCertCheckInterval, "re-read the --cert-secret Secret this often, renewing what is due and picking up other replicas' renewals")
 	f.BoolVar(&o.manageWebhooks, "manage-webhooks", false, "keep the webhook configurations in sync with the served policies, caBundle included (needs --webhook-service or --webhook-url)")
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", webhook.DefaultConfigName, "name of the managed Mutating- and ValidatingWebhookConfiguration")
 	f.StringVar(&o.webhookService, "webhook-service", "", "Service the managed configurations point at: NAMESPACE/NAME[:PORT] (port default 443)")
@@ -223,6 +262,15 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 	if o.manageWebhooks && (svc == nil) == (o.webhookURL == "") {
 		return webhook.Options{}, errors.New("--manage-webhooks needs exactly one of --webhook-service and --webhook-url")
 	}
+	var secretNS, secretName string
+	if o.selfSignedCerts {
+		if secretNS, secretName, err = parseSecretRef(o.certSecret); err != nil {
+			return webhook.Options{}, fmt.Errorf("--cert-secret: %v", err)
+		}
+		if o.certCheckInterval <= 0 {
+			return webhook.Options{}, fmt.Errorf("--cert-check-interval %v: want a positive duration", o.certCheckInterval)
+		}
+	}
 	leaderElect := o.leaderElect
 	if !o.leaderElectSet {
 		leaderElect = o.manageWebhooks
@@ -251,6 +299,14 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 		MaxConcurrent:           o.maxConcurrent,
 		ReloadInterval:          o.reloadInterval,
 		GracefulShutdownTimeout: o.shutdownTimeout,
+		SelfSignedCerts:         o.selfSignedCerts,
+		CertSecretNamespace:     secretNS,
+		CertSecretName:          secretName,
+		CertDNSNames:            o.certDNSNames,
+		CAValidity:              o.caValidity,
+		CertValidity:            o.certValidity,
+		CertRenewBefore:         o.certRenewBefore,
+		CertCheckInterval:       o.certCheckInterval,
 		Logger:                  log,
 	}, nil
 }
@@ -281,6 +337,22 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	}
 	log.Info("shut down")
 	return nil
+}
+
+// parseSecretRef parses --cert-secret: [NAMESPACE/]NAME, the namespace
+// defaulting to $POD_NAMESPACE.
+func parseSecretRef(s string) (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(s, "/")
+	if !ok {
+		namespace, name = os.Getenv("POD_NAMESPACE"), s
+		if namespace == "" {
+			return "", "", fmt.Errorf("%q: no namespace; want NAMESPACE/NAME, or set $POD_NAMESPACE", s)
+		}
+	}
+	if namespace == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%q: want [NAMESPACE/]NAME", s)
+	}
+	return namespace, name, nil
 }
 
 // newLogger builds the zap logger behind logr. format "" picks console on

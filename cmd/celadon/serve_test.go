@@ -392,3 +392,61 @@ func writeSelfSigned(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 }
+
+func TestServeSelfSignedOptions(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "celadon-system")
+	t.Setenv("CELADON_SELF_SIGNED_CERTS", "true")
+	t.Setenv("CELADON_CERT_DNS_NAMES", "a.example,10.0.0.1")
+	cmd := newServeCmd()
+	if err := cmd.ParseFlags([]string{"--cert-validity", "720h", "--cert-renew-before", "240h"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(cmd.Flags(), serveEnv); err != nil {
+		t.Fatal(err)
+	}
+	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, shutdownTimeout: time.Minute, certSecret: webhook.DefaultCertSecretName,
+		caValidity: webhook.DefaultCAValidity, certCheckInterval: time.Minute}
+	o.selfSignedCerts, _ = cmd.Flags().GetBool("self-signed-certs")
+	o.certDNSNames, _ = cmd.Flags().GetStringSlice("cert-dns-names")
+	o.certValidity, _ = cmd.Flags().GetDuration("cert-validity")
+	o.certRenewBefore, _ = cmd.Flags().GetDuration("cert-renew-before")
+	opts, err := o.options(testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opts.SelfSignedCerts || opts.CertSecretNamespace != "celadon-system" || opts.CertSecretName != "celadon-tls" ||
+		strings.Join(opts.CertDNSNames, " ") != "a.example 10.0.0.1" || opts.CertValidity != 720*time.Hour ||
+		opts.CertRenewBefore != 240*time.Hour || opts.CAValidity != webhook.DefaultCAValidity || opts.CertCheckInterval != time.Minute {
+		t.Errorf("options = %+v", opts)
+	}
+	o.certSecret = "other/tls"
+	if opts, _ := o.options(testr.New(t)); opts.CertSecretNamespace != "other" || opts.CertSecretName != "tls" {
+		t.Errorf("--cert-secret other/tls: %s/%s", opts.CertSecretNamespace, opts.CertSecretName)
+	}
+
+	// Bad input is a usage error naming the flag.
+	dir := writeServeDir(t, goodServePolicy)
+	os.Unsetenv("CELADON_CERT_DNS_NAMES")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cert-secret", "a/b/c", "--webhook-service", "celadon-system/celadon"}, `--cert-secret: "a/b/c": want [NAMESPACE/]NAME`},
+		{[]string{"--cert-secret", "/tls", "--webhook-service", "celadon-system/celadon"}, `--cert-secret: "/tls": want [NAMESPACE/]NAME`},
+		{[]string{"--cert-check-interval", "-1s", "--webhook-service", "celadon-system/celadon"}, "--cert-check-interval -1s"},
+		{[]string{"--cert-validity", "10m", "--webhook-service", "celadon-system/celadon"}, "certificate validity 10m0s: want at least 1h"},
+		{[]string{"--webhook-url", "https://127.0.0.1:9443", "--manage-webhooks", "--ca-bundle", "/ca.pem"}, "do not set CABundleFile"},
+		{[]string{"--cert-dns-names", "https://x", "--webhook-service", "celadon-system/celadon"}, `certificate name "https://x"`},
+	} {
+		var stderr syncBuffer
+		err := serve(context.Background(), &stderr, append([]string{"--policies", dir}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || exitCode(err) != 2 {
+			t.Errorf("%v: error %v (exit %d), want %q, exit 2", c.args, err, exitCode(err), c.want)
+		}
+	}
+	t.Setenv("POD_NAMESPACE", "")
+	var stderr syncBuffer
+	if err := serve(context.Background(), &stderr, "--policies", dir, "--webhook-service", "x/y"); err == nil || !strings.Contains(err.Error(), `"celadon-tls": no namespace`) {
+		t.Errorf("no namespace for the Secret: error %v", err)
+	}
+}

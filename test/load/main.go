@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"celadon.io/celadon/test/load/loadgen"
 )
 
 // EmptyPolicies names the baseline: an empty policy directory.
@@ -71,7 +73,7 @@ func main() {
 	flag.DurationVar(&o.maxDuration, "max-duration", 5*time.Minute, "hard cap on each run")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured traffic before each run")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
-	flag.StringVar(&o.mix, "mix", DefaultMix, "request mix: kind=weight,... of "+strings.Join(Kinds, ", "))
+	flag.StringVar(&o.mix, "mix", loadgen.DefaultMix, "request mix: kind=weight,... of "+strings.Join(loadgen.Kinds, ", "))
 	flag.StringVar(&o.pod, "pod", "", "pod JSON of the pod requests (default engine/testdata/pod.json)")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.serveArgs, "serve-args", "", "with -spawn: extra space-separated flags for celadon serve")
@@ -120,15 +122,15 @@ func splitList(s string) []string {
 
 func run(o options, stdout, stderr io.Writer) error {
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "load: "+format+"\n", args...) }
-	mix, err := ParseMix(o.mix)
+	mix, err := loadgen.ParseMix(o.mix)
 	if err != nil {
 		return err
 	}
-	pod, err := loadPod(o.pod)
+	pod, err := loadgen.LoadPod(o.pod)
 	if err != nil {
 		return err
 	}
-	templates, err := BuildTemplates(mix, pod)
+	templates, err := loadgen.BuildTemplates(mix, pod)
 	if err != nil {
 		return err
 	}
@@ -149,23 +151,23 @@ func run(o options, stdout, stderr io.Writer) error {
 	for _, c := range concs {
 		maxConc = max(maxConc, c)
 	}
-	base := RunConfig{
+	base := loadgen.RunConfig{
 		Duration: o.duration, Count: o.count, MaxDuration: o.maxDuration,
 		Warmup: o.warmup, Timeout: o.timeout, Rate: o.rate,
-		Templates: templates, Schedule: Schedule(mix),
+		Templates: templates, Schedule: loadgen.Schedule(mix),
 	}
-	var results []*Result
+	var results []*loadgen.Result
 	measure := func(label, baseURL, caFile string, pid int, paths []string, concs []int) error {
 		for _, p := range paths {
 			for _, c := range concs {
-				client, err := NewClient(caFile, c, o.timeout)
+				client, err := loadgen.NewClient(caFile, c, o.timeout)
 				if err != nil {
 					return err
 				}
 				cfg := base
 				cfg.Label, cfg.URL, cfg.Concurrency, cfg.Client, cfg.ServerPID = label, baseURL+p, c, client, pid
 				logf("run: policies=%s path=%s c=%d", label, p, c)
-				r, err := Run(cfg)
+				r, err := loadgen.Run(cfg)
 				client.CloseIdleConnections()
 				if err != nil {
 					return err
@@ -181,7 +183,7 @@ func run(o options, stdout, stderr io.Writer) error {
 		if o.url == "" || o.ca == "" {
 			return fmt.Errorf("give -url and -ca, or -spawn")
 		}
-		if err := CheckLocal(o.url); err != nil {
+		if err := loadgen.CheckLocal(o.url); err != nil {
 			return err
 		}
 		baseURL := strings.TrimSuffix(o.url, "/")
@@ -208,7 +210,7 @@ func run(o options, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	var e *env
+	var e *loadgen.Env
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -220,15 +222,15 @@ func run(o options, stdout, stderr io.Writer) error {
 		logf("interrupted: stopping the servers and the control plane")
 		cancel()
 		if e != nil {
-			e.stop()
+			e.Stop()
 		}
 		os.Exit(130)
 	}()
-	e, err = startEnv(ctx, logf)
+	e, err = loadgen.StartEnv(ctx, logf)
 	if err != nil {
 		return err
 	}
-	defer e.stop()
+	defer e.Stop()
 	type set struct {
 		dir   string
 		concs []int
@@ -243,26 +245,26 @@ func run(o options, stdout, stderr io.Writer) error {
 	for i, s := range sets {
 		dir, label := s.dir, s.dir
 		if dir == EmptyPolicies {
-			dir = filepath.Join(e.dir, fmt.Sprintf("empty-%d", i))
+			dir = filepath.Join(e.Dir, fmt.Sprintf("empty-%d", i))
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				return err
 			}
 		} else if label == "policies" {
 			label = "shipped"
 		}
-		srv, err := e.startServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), strings.Fields(o.serveArgs), logf)
+		srv, err := e.StartServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), strings.Fields(o.serveArgs), logf)
 		if err != nil {
 			return err
 		}
 		if err := measure(label, srv.BaseURL, srv.CAFile, srv.PID, paths, s.concs); err != nil {
 			return err
 		}
-		srv.stop()
+		srv.Stop()
 	}
 	return report(o, stdout, results)
 }
 
-func report(o options, w io.Writer, results []*Result) error {
+func report(o options, w io.Writer, results []*loadgen.Result) error {
 	if o.json {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -273,7 +275,7 @@ func report(o options, w io.Writer, results []*Result) error {
 }
 
 // PrintTable prints results as an aligned table, then the errors.
-func PrintTable(w io.Writer, results []*Result) {
+func PrintTable(w io.Writer, results []*loadgen.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "policies\tpath\tc\trate\trequests\treq/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tdenied\terrors\tserver CPU\tserver µs/req\tclient CPU\tmachine CPU\tsteal\tserver RSS MiB\t")
 	for _, r := range results {
@@ -300,7 +302,7 @@ func PrintTable(w io.Writer, results []*Result) {
 			continue
 		}
 		fmt.Fprintf(w, "errors, %s %s c=%d:", r.Label, r.Path, r.Concurrency)
-		for _, k := range sortedErrKeys(r.Errors) {
+		for _, k := range loadgen.SortedKeys(r.Errors) {
 			fmt.Fprintf(w, " %s=%d", k, r.Errors[k])
 		}
 		fmt.Fprintln(w)

@@ -13,6 +13,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"io"
 	"net/http"
@@ -23,10 +24,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
+
+// namespaces serves every namespace, labelled team=<name>.
+type namespaces struct{}
+
+func (namespaces) GetNamespace(_ context.Context, name string) (*corev1.Namespace, error) {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/metadata.name": name, "team": name}}}, nil
+}
 
 func benchServer(b *testing.B, policies string) *webhook.Server {
 	b.Helper()
@@ -42,18 +53,18 @@ func benchServer(b *testing.B, policies string) *webhook.Server {
 	return srv
 }
 
-func benchTemplates(b *testing.B) (map[string][]*Template, []string) {
+func benchTemplates(b *testing.B) (map[string][]*loadgen.Template, []string) {
 	b.Helper()
-	pod, err := loadPod("")
+	pod, err := loadgen.LoadPod("")
 	if err != nil {
 		b.Fatal(err)
 	}
-	mix, _ := ParseMix(DefaultMix)
-	ts, err := BuildTemplates(mix, pod)
+	mix, _ := loadgen.ParseMix(loadgen.DefaultMix)
+	ts, err := loadgen.BuildTemplates(mix, pod)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return ts, Schedule(mix)
+	return ts, loadgen.Schedule(mix)
 }
 
 func policySets(b *testing.B) map[string]string {
@@ -71,10 +82,10 @@ func BenchmarkHandler(b *testing.B) {
 				b.ReportAllocs()
 				b.RunParallel(func(pb *testing.PB) {
 					id := workers.Add(1)
-					bodies := map[string][]*Body{}
+					bodies := map[string][]*loadgen.Body{}
 					for k, vs := range ts {
 						for _, t := range vs {
-							bodies[k] = append(bodies[k], NewBody(t))
+							bodies[k] = append(bodies[k], loadgen.NewBody(t))
 						}
 					}
 					for seq := uint64(0); pb.Next(); seq++ {
@@ -110,10 +121,10 @@ func BenchmarkHTTPS(b *testing.B) {
 	pool.AddCert(hs.Certificate())
 	for _, path := range []string{webhook.MutatePath, webhook.ValidatePath} {
 		b.Run(path[1:], func(b *testing.B) {
-			client := newPoolClient(pool, 32, 10*time.Second)
+			client := loadgen.NewPoolClient(pool, 32, 10*time.Second)
 			defer client.CloseIdleConnections()
 			b.ResetTimer()
-			r, err := Run(RunConfig{
+			r, err := loadgen.Run(loadgen.RunConfig{
 				URL: hs.URL + path, Concurrency: 32, Count: int64(b.N), MaxDuration: time.Minute,
 				Timeout: 10 * time.Second, Templates: ts, Schedule: sched, Client: client,
 			})

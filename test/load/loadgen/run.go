@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"sort"
@@ -33,7 +34,47 @@ type RunConfig struct {
 	Schedule    []string
 	Client      *http.Client
 	ServerPID   int
+
+	// Stop, when not nil, ends the run when closed (as Duration does).
+	Stop <-chan struct{}
+	// Check, when not nil, judges every answered review beyond the UID
+	// match and the status code: a non-nil error counts as an error of
+	// kind "check". A fault test states there what the right answer is.
+	Check func(t *Template, r *Review) error
+	// Tolerate, when not nil, may excuse a request that got no response
+	// (a *TransportError): it then counts in Result.Tolerated, not as an
+	// error. For a server that is shutting down on purpose.
+	Tolerate func(err *TransportError) bool
+	// Live, when not nil, is updated as answers arrive, so that a caller
+	// can inject a fault once traffic flows.
+	Live *Live
 }
+
+// Live counts a run's outcomes while it runs.
+type Live struct {
+	OK, Errors, Tolerated atomic.Int64
+}
+
+// Review is a decoded answer: its AdmissionResponse's fields.
+type Review struct {
+	UID     string
+	Allowed bool
+	Patch   []byte
+	Code    int32  // status.code; 0 when absent
+	Message string // status.message
+}
+
+// TransportError is a request that got no response, with what the
+// transport saw of it.
+type TransportError struct {
+	Err error
+	// ReusedIdle: it was sent on a kept-alive connection that had been
+	// idle; GotResponse: some byte of a response arrived.
+	ReusedIdle, GotResponse bool
+}
+
+func (e *TransportError) Error() string { return e.Err.Error() }
+func (e *TransportError) Unwrap() error { return e.Err }
 
 // Result is one run's figures.
 type Result struct {
@@ -54,6 +95,7 @@ type Result struct {
 	Denied      uint64            `json:"denied"`
 	Errors      map[string]uint64 `json:"errors"`
 	ErrorCount  uint64            `json:"error_count"`
+	Tolerated   uint64            `json:"tolerated,omitempty"` // see RunConfig.Tolerate
 	// Server figures, when its pid is known.
 	ServerPeakRSSKiB int64    `json:"server_peak_rss_kib,omitempty"`       // largest VmRSS sampled during the run
 	ServerHWMKiB     int64    `json:"server_vmhwm_kib,omitempty"`          // VmHWM at the end: the process's lifetime peak
@@ -77,10 +119,11 @@ func NewClient(caFile string, conc int, timeout time.Duration) (*http.Client, er
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s: no PEM certificate", caFile)
 	}
-	return newPoolClient(pool, conc, timeout), nil
+	return NewPoolClient(pool, conc, timeout), nil
 }
 
-func newPoolClient(pool *x509.CertPool, conc int, timeout time.Duration) *http.Client {
+// NewPoolClient is NewClient with the trusted CAs given as a pool.
+func NewPoolClient(pool *x509.CertPool, conc int, timeout time.Duration) *http.Client {
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
@@ -114,16 +157,17 @@ func CheckLocal(raw string) error {
 }
 
 type worker struct {
-	id      uint64
-	hist    Histogram
-	allowed uint64
-	patched uint64
-	denied  uint64
-	errs    map[string]uint64
-	samples []string
-	bodies  map[string][]*Body
-	next    map[string]int
-	resp    bytes.Buffer
+	id        uint64
+	hist      Histogram
+	allowed   uint64
+	patched   uint64
+	denied    uint64
+	tolerated uint64
+	errs      map[string]uint64
+	samples   []string
+	bodies    map[string][]*Body
+	next      map[string]int
+	resp      bytes.Buffer
 }
 
 type reviewResponse struct {
@@ -138,8 +182,11 @@ type reviewResponse struct {
 	} `json:"response"`
 }
 
-func (w *worker) fail(kind, detail string) {
+func (w *worker) fail(cfg *RunConfig, kind, detail string) {
 	w.errs[kind]++
+	if cfg.Live != nil {
+		cfg.Live.Errors.Add(1)
+	}
 	if len(w.samples) < 3 {
 		w.samples = append(w.samples, kind+": "+detail)
 	}
@@ -160,11 +207,19 @@ func (w *worker) one(ctx context.Context, cfg *RunConfig, seq uint64, record boo
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	var te TransportError
+	if cfg.Tolerate != nil {
+		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn:              func(i httptrace.GotConnInfo) { te.ReusedIdle = i.Reused && i.WasIdle },
+			GotFirstResponseByte: func() { te.GotResponse = true },
+		}))
+	}
 	start := time.Now()
 	if !due.IsZero() {
 		start = due
 	}
 	resp, err := cfg.Client.Do(req)
+	gotHeader := err == nil
 	if err == nil {
 		w.resp.Reset()
 		_, err = w.resp.ReadFrom(resp.Body)
@@ -177,24 +232,46 @@ func (w *worker) one(ctx context.Context, cfg *RunConfig, seq uint64, record boo
 	if !record {
 		return
 	}
-	w.hist.Record(lat)
 	if err != nil {
-		w.fail("transport", err.Error())
+		te.Err = err
+		te.GotResponse = te.GotResponse || gotHeader
+		if cfg.Tolerate != nil && cfg.Tolerate(&te) {
+			w.tolerated++
+			if cfg.Live != nil {
+				cfg.Live.Tolerated.Add(1)
+			}
+			return
+		}
+		w.hist.Record(lat)
+		w.fail(cfg, "transport", err.Error())
 		return
 	}
+	w.hist.Record(lat)
 	if resp.StatusCode != http.StatusOK {
-		w.fail(fmt.Sprintf("http %d", resp.StatusCode), trim(w.resp.String()))
+		w.fail(cfg, fmt.Sprintf("http %d", resp.StatusCode), trim(w.resp.String()))
 		return
 	}
 	var rr reviewResponse
 	if err := json.Unmarshal(w.resp.Bytes(), &rr); err != nil || rr.Response == nil {
-		w.fail("decode", fmt.Sprintf("%v: %s", err, trim(w.resp.String())))
+		w.fail(cfg, "decode", fmt.Sprintf("%v: %s", err, trim(w.resp.String())))
 		return
 	}
 	r := rr.Response
+	if r.UID != uid {
+		w.fail(cfg, "uid mismatch", r.UID+" != "+uid)
+		return
+	}
+	if cfg.Check != nil {
+		rev := Review{UID: r.UID, Allowed: r.Allowed, Patch: r.Patch}
+		if r.Status != nil {
+			rev.Code, rev.Message = r.Status.Code, r.Status.Message
+		}
+		if err := cfg.Check(b.T, &rev); err != nil {
+			w.fail(cfg, "check", b.T.Name+": "+err.Error())
+			return
+		}
+	}
 	switch {
-	case r.UID != uid:
-		w.fail("uid mismatch", r.UID+" != "+uid)
 	case r.Allowed && len(r.Patch) > 0:
 		w.allowed++
 		w.patched++
@@ -202,9 +279,13 @@ func (w *worker) one(ctx context.Context, cfg *RunConfig, seq uint64, record boo
 		w.allowed++
 	case r.Status != nil && r.Status.Code != 0 && r.Status.Code != http.StatusForbidden:
 		// An admission.Errored response (bad request, throttled, panic).
-		w.fail(fmt.Sprintf("review code %d", r.Status.Code), r.Status.Message)
+		w.fail(cfg, fmt.Sprintf("review code %d", r.Status.Code), r.Status.Message)
+		return
 	default:
 		w.denied++
+	}
+	if cfg.Live != nil {
+		cfg.Live.OK.Add(1)
 	}
 }
 
@@ -266,6 +347,15 @@ func Run(cfg RunConfig) (*Result, error) {
 	busy0, steal0, _ := machineCPU()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
 	defer cancel()
+	if cfg.Stop != nil {
+		go func() {
+			select {
+			case <-cfg.Stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	var issued atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -330,6 +420,7 @@ func Run(cfg RunConfig) (*Result, error) {
 		res.Allowed += w.allowed
 		res.Patched += w.patched
 		res.Denied += w.denied
+		res.Tolerated += w.tolerated
 		for k, v := range w.errs {
 			res.Errors[k] += v
 			res.ErrorCount += v
@@ -373,7 +464,8 @@ func selfCPU() float64 {
 	return tv(ru.Utime) + tv(ru.Stime)
 }
 
-func sortedErrKeys(m map[string]uint64) []string {
+// SortedKeys returns the keys of an error count map, sorted.
+func SortedKeys(m map[string]uint64) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
 		ks = append(ks, k)

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"bytes"
@@ -199,24 +199,39 @@ func Templates(kind string, pod []byte) ([]*Template, error) {
 	}
 	var out []*Template
 	for _, r := range reqs {
-		r.req.UID = uidPlaceholder
-		r.req.RequestKind = &r.req.Kind
-		r.req.RequestResource = &r.req.Resource
-		review := admissionv1.AdmissionReview{
-			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-			Request:  &r.req,
-		}
-		body, err := json.Marshal(&review)
+		t, err := NewTemplate(kind, r.name, r.denied, r.req)
 		if err != nil {
 			return nil, err
 		}
-		at := bytes.Index(body, []byte(`"uid":"`+uidPlaceholder+`"`))
-		if at < 0 {
-			return nil, fmt.Errorf("%s: no uid in the encoded review", r.name)
-		}
-		out = append(out, &Template{Kind: kind, Name: r.name, Denied: r.denied, Body: body, uidOffs: at + len(`"uid":"`)})
+		out = append(out, t)
 	}
 	return out, nil
+}
+
+// NewTemplate encodes req as an admission.k8s.io/v1 AdmissionReview
+// template of kind (the key in RunConfig.Templates and Schedule); its UID
+// is replaced by each request's.
+func NewTemplate(kind, name string, denied bool, req admissionv1.AdmissionRequest) (*Template, error) {
+	req.UID = uidPlaceholder
+	if req.RequestKind == nil {
+		req.RequestKind = &req.Kind
+	}
+	if req.RequestResource == nil {
+		req.RequestResource = &req.Resource
+	}
+	review := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  &req,
+	}
+	body, err := json.Marshal(&review)
+	if err != nil {
+		return nil, err
+	}
+	at := bytes.Index(body, []byte(`"uid":"`+uidPlaceholder+`"`))
+	if at < 0 {
+		return nil, fmt.Errorf("%s: no uid in the encoded review", name)
+	}
+	return &Template{Kind: kind, Name: name, Denied: denied, Body: body, uidOffs: at + len(`"uid":"`)}, nil
 }
 
 func compact(b []byte) []byte {
@@ -257,9 +272,9 @@ func putHex(dst []byte, v uint64) {
 	}
 }
 
-// loadPod reads the pod fixture, looking in engine/testdata from the
+// LoadPod reads the pod fixture, looking in engine/testdata from the
 // working directory and its parents (so `go test` in test/load finds it).
-func loadPod(path string) ([]byte, error) {
+func LoadPod(path string) ([]byte, error) {
 	if path != "" {
 		return os.ReadFile(path)
 	}

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"context"
@@ -26,34 +26,40 @@ import (
 // bin/) and creates the namespaces the requests name.
 
 // Namespaces the requests name, with the labels the policies select on.
-var loadNamespaces = map[string]map[string]string{
+var Namespaces = map[string]map[string]string{
 	"shop": {"team": "shop"},
 }
 
-// env is a spawned control plane and the servers started against it.
-type env struct {
-	dir     string
-	cp      *controlplane.ControlPlane
-	servers []*server
+// Env is a spawned control plane and the servers started against it.
+type Env struct {
+	Dir     string // temporary directory of logs, certificates and policies
+	CP      *controlplane.ControlPlane
+	servers []*Server
 }
 
-// server is a running `celadon serve`.
-type server struct {
+// Server is a running `celadon serve`.
+type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the process has exited
 	waitErr error         // set before exited is closed
 	PID     int
 	BaseURL string // https://127.0.0.1:PORT
-	CAFile  string
-	LogPath string
+	// MetricsURL and HealthURL are http://127.0.0.1:PORT of /metrics and
+	// /status, and of /healthz and /readyz.
+	MetricsURL, HealthURL string
+	CertDir               string // tls.crt, tls.key and ca.crt, written with devenv.WriteCerts
+	CAFile                string
+	LogPath               string
 }
 
-func startEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
+// StartEnv starts etcd and kube-apiserver and creates Namespaces. Stop it
+// with Stop.
+func StartEnv(ctx context.Context, logf func(string, ...any)) (*Env, error) {
 	dir, err := os.MkdirTemp("", "celadon-load-")
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir}
+	e := &Env{Dir: dir}
 	cpLog, err := os.Create(filepath.Join(dir, "controlplane.log"))
 	if err != nil {
 		return nil, err
@@ -61,30 +67,30 @@ func startEnv(ctx context.Context, logf func(string, ...any)) (*env, error) {
 	defer cpLog.Close()
 	logf("starting etcd and kube-apiserver (log: %s)", cpLog.Name())
 	start := time.Now()
-	e.cp, err = controlplane.Start(ctx, controlplane.Options{Out: cpLog})
+	e.CP, err = controlplane.Start(ctx, controlplane.Options{Out: cpLog})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	logf("control plane ready in %v", time.Since(start).Round(100*time.Millisecond))
-	cs, err := kubernetes.NewForConfig(e.cp.Config)
+	cs, err := kubernetes.NewForConfig(e.CP.Config)
 	if err != nil {
-		e.stop()
+		e.Stop()
 		return nil, err
 	}
-	for name, labels := range loadNamespaces {
+	for name, labels := range Namespaces {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-			e.stop()
+			e.Stop()
 			return nil, fmt.Errorf("creating namespace %s: %w", name, err)
 		}
 	}
 	return e, nil
 }
 
-// startServer runs `bin serve` on 127.0.0.1 with policiesDir and waits for
-// /readyz.
-func (e *env) startServer(ctx context.Context, bin, policiesDir, name string, extra []string, logf func(string, ...any)) (*server, error) {
+// StartServer runs `bin serve` on 127.0.0.1 with policiesDir and extra
+// flags, and waits for /readyz.
+func (e *Env) StartServer(ctx context.Context, bin, policiesDir, name string, extra []string, logf func(string, ...any)) (*Server, error) {
 	var ports [3]int
 	for i := range ports {
 		p, err := devenv.FreePort()
@@ -93,25 +99,29 @@ func (e *env) startServer(ctx context.Context, bin, policiesDir, name string, ex
 		}
 		ports[i] = p
 	}
-	certs := filepath.Join(e.dir, name+"-certs")
+	certs := filepath.Join(e.Dir, name+"-certs")
 	if _, _, err := devenv.GenerateCerts(certs, "celadon load CA"); err != nil {
 		return nil, err
 	}
+	metrics := "127.0.0.1:" + strconv.Itoa(ports[1])
 	health := "127.0.0.1:" + strconv.Itoa(ports[2])
 	args := append([]string{"serve",
 		"--policies", policiesDir,
 		"--cert-dir", certs,
 		"--host", "127.0.0.1",
 		"--port", strconv.Itoa(ports[0]),
-		"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
+		"--metrics-bind-address", metrics,
 		"--health-probe-bind-address", health,
-		"--kubeconfig", e.cp.KubeconfigPath,
+		"--kubeconfig", e.CP.KubeconfigPath,
 		"--log-format", "json",
 	}, extra...)
-	s := &server{
-		BaseURL: "https://127.0.0.1:" + strconv.Itoa(ports[0]),
-		CAFile:  filepath.Join(certs, devenv.CAFile),
-		LogPath: filepath.Join(e.dir, name+".log"),
+	s := &Server{
+		BaseURL:    "https://127.0.0.1:" + strconv.Itoa(ports[0]),
+		MetricsURL: "http://" + metrics,
+		HealthURL:  "http://" + health,
+		CertDir:    certs,
+		CAFile:     filepath.Join(certs, devenv.CAFile),
+		LogPath:    filepath.Join(e.Dir, name+".log"),
 	}
 	logFile, err := os.Create(s.LogPath)
 	if err != nil {
@@ -134,7 +144,7 @@ func (e *env) startServer(ctx context.Context, bin, policiesDir, name string, ex
 	ready := make(chan error, 1)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { ready <- devenv.WaitForHTTP(rctx, 60*time.Second, "http://"+health+"/readyz") }()
+	go func() { ready <- devenv.WaitForHTTP(rctx, 60*time.Second, s.HealthURL+"/readyz") }()
 	select {
 	case err := <-ready:
 		if err != nil {
@@ -147,7 +157,20 @@ func (e *env) startServer(ctx context.Context, bin, policiesDir, name string, ex
 	return s, nil
 }
 
-func (s *server) stop() {
+// Signal sends sig to the server process.
+func (s *Server) Signal(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }
+
+// Exited is closed when the process has exited; Wait then returns how.
+func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+// Wait waits for the process to exit and returns its exit error.
+func (s *Server) Wait() error {
+	<-s.exited
+	return s.waitErr
+}
+
+// Stop sends SIGTERM and waits for the exit, killing the process after 10s.
+func (s *Server) Stop() {
 	select {
 	case <-s.exited:
 		return
@@ -162,16 +185,16 @@ func (s *server) stop() {
 	}
 }
 
-// stop stops the servers, then the control plane, and removes the temp
-// directory unless keep.
-func (e *env) stop() {
+// Stop stops the servers, then the control plane, and removes the temp
+// directory unless CELADON_LOAD_KEEP is set.
+func (e *Env) Stop() {
 	for _, s := range e.servers {
-		s.stop()
+		s.Stop()
 	}
-	if e.cp != nil {
-		_ = e.cp.Stop()
+	if e.CP != nil {
+		_ = e.CP.Stop()
 	}
 	if os.Getenv("CELADON_LOAD_KEEP") == "" {
-		os.RemoveAll(e.dir)
+		os.RemoveAll(e.Dir)
 	}
 }

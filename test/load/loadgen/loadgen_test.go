@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"context"
@@ -199,7 +199,7 @@ func (namespaces) GetNamespace(_ context.Context, name string) (*corev1.Namespac
 // the shipped policies: the pod is patched (sts-index), the protected
 // Deployment's DELETE is denied (protect-delete), the rest allowed.
 func TestTemplatesAreReviewsTheEngineAccepts(t *testing.T) {
-	pod, err := loadPod("")
+	pod, err := LoadPod("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestTemplatesAreReviewsTheEngineAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := filepath.Join("..", "..")
+	root := filepath.Join("..", "..", "..")
 	files, err := engine.ReadFiles(filepath.Join(root, "policies"))
 	if err != nil {
 		t.Fatal(err)

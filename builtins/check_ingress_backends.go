@@ -171,7 +171,7 @@ func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 		found = append(found, "services "+strings.Join(serviceNames, ", "))
 	}
 	if resources > 0 {
-		found = append(found, fmt.Sprintf("%d resource backend%s (not checked)", resources, pluralS(resources)))
+		found = append(found, fmt.Sprintf("%d resource backend%s accepted", resources, pluralS(resources)))
 	}
 	if len(found) == 0 {
 		return engine.Outcome{Reason: "no backends to check"}, nil

@@ -209,7 +209,7 @@ func TestCheckIngressBackends(t *testing.T) {
 		{
 			name:  "resource backends are accepted",
 			spec:  "  defaultBackend:\n    resource: {apiGroup: k8s.example.com, kind: StorageBucket, name: static}\n" + paths("resource", "api:80"),
-			state: engine.StatePass, reason: "backends found: services api; 2 resource backends (not checked)",
+			state: engine.StatePass, reason: "backends found: services api; 2 resource backends accepted",
 		},
 		{name: "a Service of another namespace does not count", spec: paths("web:9090"), state: engine.StateFail, message: `service "web" has no port 9090`},
 		{name: "no backends", spec: "  rules:\n  - host: shop.example.com\n", state: engine.StatePass, reason: "no backends to check"},

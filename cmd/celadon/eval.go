@@ -34,6 +34,7 @@ type evalOptions struct {
 	request     string
 	operation   string
 	nsLabels    string
+	cluster     []string
 	user        string
 	subresource string
 	output      string
@@ -55,14 +56,18 @@ with -f (objects and old objects pair up in order); DELETE when only --old is
 given. Mutating policies run first, then validating ones on the mutated
 object, as in the API server's admission chain.
 
-Namespaces exist with the labels of --namespace-labels, plus
-kubernetes.io/metadata.name; no other cluster state is available.
+Cluster state comes from --cluster: files or directories of objects
+(Services, Secrets, IngressClasses, Namespaces...) that builtins looking
+objects up read, as the server reads its caches. A Namespace there is the
+request's namespace with its own labels; any other namespace exists with the
+labels of --namespace-labels. Every namespace has kubernetes.io/metadata.name.
 
 Exit status: 0 when every request is allowed, 1 when one is denied, 2 for bad
 usage, unreadable input or a policy error.`,
 		Example: `  celadon eval -p policies/ -f pod.yaml
   celadon eval -p policies/ -f deploy.yaml --old deploy-old.yaml -o patch
   celadon eval -p policies/sts-index.yaml -f pod.yaml --namespace-labels team=a,env=prod -o yaml
+  celadon eval -p policies/ -f ingress.yaml --cluster services.yaml,classes.yaml
   celadon eval -p policies/ --old deploy.yaml              # DELETE
   celadon eval -p policies/ --request review.json -o review`,
 		Args: cobra.NoArgs,
@@ -75,6 +80,7 @@ usage, unreadable input or a policy error.`,
 	f.StringVar(&o.request, "request", "", "an AdmissionReview (admission.k8s.io/v1 or v1beta1) to evaluate instead of -f")
 	f.StringVar(&o.operation, "operation", "", "CREATE, UPDATE, DELETE or CONNECT (default CREATE; UPDATE with -f and --old; DELETE with --old alone)")
 	f.StringVar(&o.nsLabels, "namespace-labels", "", "labels of the request's namespace, as key=value,... (for namespaceSelector and namespaceObject)")
+	f.StringSliceVar(&o.cluster, "cluster", nil, "objects in the cluster, for builtins that look objects up: files or directories, repeated or comma-separated")
 	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user (groups system:masters, system:authenticated)")
 	f.StringVar(&o.subresource, "subresource", "", `subresource of the request, e.g. "status"`)
 	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(evalOutputs, ", "))
@@ -119,7 +125,18 @@ func (o *evalOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	opts := engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: flagNamespaces{labels: labels}}
+	cluster := newOfflineCluster()
+	cluster.otherNamespaces = flagNamespaces{labels: labels}
+	if err := loadCluster(cluster, o.cluster); err != nil {
+		return usageErrorf("--cluster: %v", err)
+	}
+	opts := engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: cluster}
+	if len(o.cluster) > 0 {
+		// Without --cluster, builtins that look objects up get no cluster
+		// at all: an error under their failurePolicy, not a cluster that
+		// has nothing.
+		opts.Cluster = cluster
+	}
 	denied := 0
 	for _, c := range cases {
 		d, err := snap.Evaluate(cmd.Context(), c.req, opts)

@@ -99,6 +99,9 @@ func loadExample(t *testing.T, dir string) exampleCase {
 	if c.has("review.json") {
 		c.args = append(c.args, "--request", c.path("review.json"))
 	}
+	if c.has("cluster.yaml") {
+		c.args = append(c.args, "--cluster", c.path("cluster.yaml"))
+	}
 	if c.has("eval.args") {
 		c.args = append(c.args, strings.Fields(c.read(t, "eval.args"))...)
 	}
@@ -110,7 +113,8 @@ func (c exampleCase) evalArgs(extra ...string) []string {
 	return append(append([]string{"eval"}, c.args...), extra...)
 }
 
-// TestExamples runs every examples/*/ case through `celadon eval`:
+// TestExamples runs every examples/*/ case through `celadon eval`, with
+// the objects of cluster.yaml, when there is one, as --cluster:
 //   - expected.txt is the golden -o text output (UPDATE_GOLDEN=1 rewrites it);
 //   - expected-denied.txt holds the denial message(s), one line per denied
 //     request; the exit code must be 1, else 0;

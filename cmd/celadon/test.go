@@ -147,11 +147,8 @@ import (
 	"github.com/spf13/cobra"
 	yaml "go.yaml.in/yaml/v3"
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 
@@ -426,7 +423,7 @@ type (
 type suite struct {
 	file    string
 	snap    *engine.Snapshot
-	cluster *suiteCluster
+	cluster *offlineCluster
 	cases   []*suiteCase
 }
 
@@ -549,100 +546,6 @@ func plainJSONValue(v any) (any, error) {
 	return out, err
 }
 
-// suiteCluster is a suite's cluster state: its namespaces, for
-// namespaceSelector and namespaceObject (engine.NamespaceGetter), and its
-// objects, for builtins that look objects up (engine.ObjectGetter).
-type suiteCluster struct {
-	// anyNamespace: the suite declares no namespace, so every namespace
-	// exists with only the kubernetes.io/metadata.name label.
-	anyNamespace bool
-	namespaces   map[string]*corev1.Namespace
-	objects      map[clusterKey]*unstructured.Unstructured
-}
-
-type clusterKey struct{ group, resource, namespace, name string }
-
-var (
-	_ engine.NamespaceGetter = (*suiteCluster)(nil)
-	_ engine.ObjectGetter    = (*suiteCluster)(nil)
-)
-
-func newSuiteCluster() *suiteCluster {
-	return &suiteCluster{namespaces: map[string]*corev1.Namespace{}, objects: map[clusterKey]*unstructured.Unstructured{}}
-}
-
-// GetNamespace implements engine.NamespaceGetter.
-func (c *suiteCluster) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
-	if c.anyNamespace {
-		return flagNamespaces{}.GetNamespace(ctx, name)
-	}
-	if ns, ok := c.namespaces[name]; ok {
-		return ns.DeepCopy(), nil
-	}
-	return nil, apierrors.NewNotFound(corev1.Resource("namespaces"), name)
-}
-
-// Get implements engine.ObjectGetter. Objects are found by group, resource,
-// namespace and name, whatever the version asked for.
-func (c *suiteCluster) Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
-	if gvr.Group == "" && gvr.Resource == "namespaces" && c.anyNamespace {
-		ns, _ := c.GetNamespace(ctx, name)
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ns)
-		if err != nil {
-			return nil, err
-		}
-		return &unstructured.Unstructured{Object: m}, nil
-	}
-	if o, ok := c.objects[clusterKey{gvr.Group, gvr.Resource, namespace, name}]; ok {
-		return o.DeepCopy(), nil
-	}
-	return nil, apierrors.NewNotFound(gvr.GroupResource(), name)
-}
-
-// add puts an object in the cluster; a Namespace is also a namespace.
-func (c *suiteCluster) add(o inputObject) error {
-	gvk := o.gvk()
-	gvr, _ := resourceFor(gvk)
-	name := o.metadataString("name")
-	if name == "" {
-		return fmt.Errorf("%s: metadata.name is required", o.Source)
-	}
-	k := clusterKey{group: gvr.Group, resource: gvr.Resource, name: name}
-	if !clusterScopedKinds[gvk.GroupKind()] {
-		if k.namespace = o.metadataString("namespace"); k.namespace == "" {
-			k.namespace = corev1.NamespaceDefault
-		}
-	}
-	if _, dup := c.objects[k]; dup {
-		return fmt.Errorf("%s: the cluster already has %s %s", o.Source, gvk.Kind, clusterObjectName(k.namespace, name))
-	}
-	u := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(o.Object)}
-	if k.namespace != "" {
-		u.SetNamespace(k.namespace)
-	}
-	if gvk.Group == "" && gvk.Kind == "Namespace" {
-		ns := &corev1.Namespace{}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ns); err != nil {
-			return fmt.Errorf("%s: %v", o.Source, err)
-		}
-		if ns.Labels == nil {
-			ns.Labels = map[string]string{}
-		}
-		ns.Labels[corev1.LabelMetadataName] = name
-		u.SetLabels(ns.Labels)
-		c.namespaces[name] = ns
-	}
-	c.objects[k] = u
-	return nil
-}
-
-func clusterObjectName(namespace, name string) string {
-	if namespace == "" {
-		return name
-	}
-	return namespace + "/" + name
-}
-
 // suiteLoader reads a suite file and everything it refers to, collecting
 // every error, each located at the suite's file and line.
 type suiteLoader struct {
@@ -674,7 +577,7 @@ func loadSuite(file string) (*suite, []string) {
 	if !ok {
 		return nil, l.errs
 	}
-	s := &suite{file: file, cluster: newSuiteCluster()}
+	s := &suite{file: file, cluster: newOfflineCluster()}
 	s.snap = l.policies(spec.Policies)
 	for i, raw := range spec.Resources {
 		l.pool = append(l.pool, l.objects(fmt.Sprintf("resources[%d]", i), raw)...)
@@ -688,7 +591,9 @@ func loadSuite(file string) (*suite, []string) {
 			}
 		}
 	}
-	s.cluster.anyNamespace = len(s.cluster.namespaces) == 0
+	if len(s.cluster.namespaces) == 0 {
+		s.cluster.otherNamespaces = flagNamespaces{}
+	}
 	if len(spec.Tests) == 0 {
 		l.errorf("tests", "no test cases")
 	}
@@ -1013,7 +918,7 @@ func (l *suiteLoader) selectObject(path string, sel *suiteSelector) *inputObject
 }
 
 // namespaces adds the declared namespaces to the cluster.
-func (l *suiteLoader) namespaces(c *suiteCluster, specs []namespaceSpec) {
+func (l *suiteLoader) namespaces(c *offlineCluster, specs []namespaceSpec) {
 	for i, ns := range specs {
 		path := fmt.Sprintf("namespaces[%d]", i)
 		if msgs := validation.IsDNS1123Label(ns.Name); len(msgs) > 0 {

@@ -348,8 +348,8 @@ func TestSuiteCluster(t *testing.T) {
 	}
 
 	// With no namespace declared, every namespace exists, as with eval.
-	open := newSuiteCluster()
-	open.anyNamespace = true
+	open := newOfflineCluster()
+	open.otherNamespaces = flagNamespaces{}
 	ns, err := open.GetNamespace(ctx, "anything")
 	if err != nil || !maps.Equal(ns.Labels, map[string]string{"kubernetes.io/metadata.name": "anything"}) {
 		t.Errorf("open world: %v, %v", ns, err)

@@ -89,6 +89,16 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffer()
 	defer putBuffer(buf)
 
+	timeout := h.DefaultTimeout
+	if timeout <= 0 {
+		timeout = DefaultAPIServerTimeout
+	}
+	timeout = evalTimeout(r.URL.RawQuery, timeout)
+	// The body must arrive within the same time: by then the API server has
+	// given up, and a client trickling its body (slowloris) would otherwise
+	// hold the connection forever (the server only bounds the headers).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+
 	var req admission.Request
 	apiVersion, bad := readReview(r, buf, &req)
 	if bad != nil {
@@ -96,14 +106,10 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	timeout := h.DefaultTimeout
-	if timeout <= 0 {
-		timeout = DefaultAPIServerTimeout
-	}
 	// The deadline, not the connection, bounds the evaluation: controller-
 	// runtime's server cancels every request's context as soon as shutdown
 	// starts, and in-flight requests must still get their answer.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), evalTimeout(r.URL.RawQuery, timeout))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
 	defer cancel()
 
 	resp := h.Handler.Handle(ctx, req)
@@ -292,6 +298,9 @@ func (r *recorder) WriteHeader(code int) {
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if !r.wroteHeader {

@@ -100,8 +100,17 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		{"get", "", "namespaces", "", "kube-system", false},
 		{"list", "", "pods", "", "", false},
 		{"list", "", "secrets", Namespace, "", false},
-		{"create", "coordination.k8s.io", "leases", Namespace, "", false},
-		// The self-signed overlay: its Secret and the configurations.
+		{"create", "coordination.k8s.io", "leases", "default", "", false},
+		// The self-signed overlay: its Secret, the Lease and the
+		// configurations.
+		{"create", "coordination.k8s.io", "leases", Namespace, "", true},
+		{"get", "coordination.k8s.io", "leases", Namespace, "celadon-webhooks", true},
+		{"update", "coordination.k8s.io", "leases", Namespace, "celadon-webhooks", true},
+		{"update", "coordination.k8s.io", "leases", Namespace, "other", false},
+		{"create", "", "events", Namespace, "", true},
+		{"create", "", "events", "default", "", false},
+		{"watch", "", "secrets", Namespace, "celadon-tls", false},
+		{"list", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", false},
 		{"get", "", "secrets", Namespace, "celadon-tls", true},
 		{"update", "", "secrets", Namespace, "celadon-tls", true},
 		{"create", "", "secrets", Namespace, "", true},

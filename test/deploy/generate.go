@@ -57,9 +57,11 @@ type File struct {
 //     kustomization.yaml generating the ConfigMap from them. kustomize does
 //     not read files outside a kustomization's root by default, so the
 //     files are copied in rather than referenced as ../../policies.
-//   - the webhook configurations of both overlays, exactly what
+//   - the webhook configurations of the cert-manager overlay, exactly what
 //     `celadon webhook-config -p policies --service celadon/celadon
-//     [--cert-manager-inject-from celadon/celadon-serving]` prints.
+//     --cert-manager-inject-from celadon/celadon-serving` prints. The
+//     self-signed overlay has none: `celadon serve --manage-webhooks`
+//     writes them, with the caBundle of its own CA.
 //
 // Everything in deploy/base/policies/ belongs to the generator.
 func Generate(root string) ([]File, error) {
@@ -110,12 +112,6 @@ configMapGenerator:
 			opts: webhook.ConfigOptions{Service: svc, Annotations: map[string]string{
 				"cert-manager.io/inject-ca-from": Namespace + "/" + ServingCertificate,
 			}},
-		},
-		{
-			dir: SelfSignedOverlay,
-			comment: "# celadon webhook-config -p policies --service " + Namespace + "/" + Service + "\n" +
-				"# No caBundle: `celadon serve --self-signed-certs` fills it in.\n",
-			opts: webhook.ConfigOptions{Service: svc},
 		},
 	} {
 		mwc, vwc, err := webhook.Configurations(snap, g.opts)

@@ -477,13 +477,23 @@ func checkCertManager(b built) {
 	}
 }
 
+// checkSelfSigned checks the overlay runs --self-signed-certs with
+// --manage-webhooks for the Service, ships no webhook configurations (the
+// server writes them, with its CA) and grants what those flags need, by
+// name where RBAC allows.
 func checkSelfSigned(b built) {
 	t := b.t
 	t.Helper()
-	mwc, vwc := webhookConfigurations(b)
-	for _, m := range []metav1.ObjectMeta{mwc.ObjectMeta, vwc.ObjectMeta} {
-		if _, ok := m.Annotations["cert-manager.io/inject-ca-from"]; ok {
-			t.Errorf("%s: a cert-manager annotation in the self-signed overlay", m.Name)
+	for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+		if b.has(kind, "celadon") {
+			t.Errorf("%s celadon in the self-signed overlay: --manage-webhooks writes it, with the caBundle", kind)
+		}
+	}
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	for _, arg := range []string{"--self-signed-certs", "--manage-webhooks", "--webhook-service=" + Namespace + "/" + Service} {
+		if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, arg) {
+			t.Errorf("args %q: want %s", d.Spec.Template.Spec.Containers[0].Args, arg)
 		}
 	}
 	var role rbacv1.Role
@@ -491,6 +501,9 @@ func checkSelfSigned(b built) {
 	if !equalRules(role.Rules, []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"celadon-tls"}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"celadon-webhooks"}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	}) {
 		t.Errorf("Role celadon-self-signed: rules %+v", role.Rules)
 	}

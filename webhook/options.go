@@ -180,14 +180,26 @@ type Options struct {
 	CertCheckInterval time.Duration
 
 	// LeaderElection makes the servers elect one leader, through a Lease,
-	// to write the webhook configurations; serving admission requests does
-	// not need it.
+	// to write the webhook configurations and run the createSecret
+	// reconciler; serving admission requests does not need it.
 	LeaderElection bool
+	// ElectForSecrets turns LeaderElection on when the policy set the
+	// server starts with has a createSecret policy, so that one replica
+	// writes the Secrets. `celadon serve` sets it unless --leader-elect is
+	// given.
+	ElectForSecrets bool
 	// LeaderElectionID names the Lease. Default "celadon-webhooks".
 	LeaderElectionID string
 	// LeaderElectionNamespace holds the Lease. Required with LeaderElection
 	// outside a cluster; in a cluster, default the Pod's namespace.
 	LeaderElectionNamespace string
+
+	// Namespace is Celadon's own namespace: where createSecret finds its
+	// source Secrets when from.namespace is not set. `celadon serve`
+	// defaults it to $POD_NAMESPACE. The createSecret reconciler starts
+	// once the served set has a createSecret policy; RBAC: see
+	// deploy/base/rbac.yaml.
+	Namespace string
 }
 
 func (o *Options) setDefaults() {

@@ -142,6 +142,7 @@ func (s *Server) Reload() (bool, error) {
 	s.swap(snap, now)
 	s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
 	s.signalConfigSync()
+	s.signalSecrets()
 	return true, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 )
 
@@ -68,6 +69,12 @@ type Server struct {
 	// configSync signals the webhook configuration syncer (ManageWebhooks)
 	// that a new set was swapped in; nil when not managing them.
 	configSync chan struct{}
+
+	// secretSync signals the createSecret reconciler (secrets.go) that a
+	// new set was swapped in; secrets is that reconciler once Start made it.
+	secretSync    chan struct{}
+	secretMetrics *secretMetrics
+	secrets       atomic.Pointer[secretController]
 
 	started   atomic.Bool
 	readiness atomic.Pointer[readiness]
@@ -121,8 +128,13 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.ManageWebhooks {
 		s.configSync = make(chan struct{}, 1)
 	}
+	s.secretSync = make(chan struct{}, 1)
+	s.secretMetrics = newSecretMetrics(opts.MetricsRegisterer)
 	if err := s.loadInitial(); err != nil {
 		return nil, err
+	}
+	if s.opts.ElectForSecrets && builtins.UsesCreateSecret(s.Snapshot()) {
+		s.opts.LeaderElection = true
 	}
 	s.handlers = map[string]http.Handler{
 		MutatePath:   s.endpoint(MutatePath, engine.EvalOptions{Phase: engine.PhaseMutating}),
@@ -372,6 +384,11 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	sc := &secretController{s: s, cfg: cfg, apiRead: mgr.GetAPIReader(), recorder: mgr.GetEventRecorder("celadon")}
+	if err := mgr.Add(sc); err != nil {
+		return err
+	}
+	s.secrets.Store(sc)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watch(ctx) })

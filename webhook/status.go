@@ -26,6 +26,9 @@ type Status struct {
 	// LastReloadError is why the newest content on disk is not served;
 	// null when the served set is the newest content.
 	LastReloadError *ReloadError `json:"lastReloadError"`
+	// Secrets is the createSecret reconciler's state, on the replica that
+	// runs it (the leader); absent elsewhere.
+	Secrets *SecretStatus `json:"secrets,omitempty"`
 }
 
 // PolicyStatus describes one served policy.
@@ -112,13 +115,17 @@ func (s *Server) Status() Status {
 	s.reloadMu.Lock()
 	re := s.reloadErr
 	s.reloadMu.Unlock()
-	return Status{
+	st := Status{
 		PoliciesDir:     s.opts.PoliciesDir,
 		Hash:            set.snap.Hash,
 		Policies:        set.policies,
 		LastReload:      set.loadedAt.UTC(),
 		LastReloadError: re,
 	}
+	if sc := s.secrets.Load(); sc != nil {
+		st.Secrets = sc.status()
+	}
+	return st
 }
 
 // StatusHandler serves Status as JSON. Start mounts it at /status on the

@@ -65,6 +65,8 @@ type serveOptions struct {
 	leaderElect       bool
 	leaderElectSet    bool // --leader-elect given; else it follows --manage-webhooks
 	leaderElectionNS  string
+
+	namespace string // Celadon's own, for createSecret's sources
 }
 
 // serveEnv maps each flag to the environment variable that sets it when
@@ -99,6 +101,7 @@ var serveEnv = map[string]string{
 	"webhook-sync-interval":     "CELADON_WEBHOOK_SYNC_INTERVAL",
 	"leader-elect":              "CELADON_LEADER_ELECT",
 	"leader-election-namespace": "CELADON_LEADER_ELECTION_NAMESPACE",
+	"namespace":                 "CELADON_NAMESPACE",
 }
 
 func newServeCmd() *cobra.Command {
@@ -161,6 +164,12 @@ $POD_NAMESPACE) writes; --leader-elect is on by default with
 mutatingwebhookconfigurations and validatingwebhookconfigurations, and on
 leases (coordination.k8s.io) in that namespace.
 
+When the policies use createSecret, the leader also runs a reconciler that
+creates and syncs the Secrets those policies want in the namespaces they
+select; a source Secret without a namespace is looked up in --namespace
+(default $POD_NAMESPACE). --leader-elect is then on by default too, so
+that one replica writes.
+
 Every flag can also be set through the environment variable shown in its
 help; a flag given on the command line wins.
 
@@ -199,8 +208,9 @@ usage or policies that do not load.`,
 	f.StringVar(&o.webhookURL, "webhook-url", "", "base URL the managed configurations point at instead of a Service, e.g. https://127.0.0.1:9443")
 	f.StringVar(&o.caBundle, "ca-bundle", "", "PEM file written as the managed configurations' caBundle, re-read on every sync (default <cert-dir>/ca.crt)")
 	f.DurationVar(&o.webhookSync, "webhook-sync-interval", webhook.DefaultWebhookSyncInterval, "also re-check the managed configurations this often, repairing drift; negative: only at start and after reloads")
-	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect one replica to write the managed configurations (default true with --manage-webhooks)")
+	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect one replica to write the managed configurations and createSecret's Secrets (default true with --manage-webhooks or a createSecret policy)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default $POD_NAMESPACE)")
+	f.StringVar(&o.namespace, "namespace", "", "Celadon's own namespace, where createSecret finds source Secrets by default (default $POD_NAMESPACE)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
 			fl.Usage += " [$" + env + "]"
@@ -279,6 +289,10 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 	if leNS == "" {
 		leNS = os.Getenv("POD_NAMESPACE")
 	}
+	ns := o.namespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
 	return webhook.Options{
 		ManageWebhooks:          o.manageWebhooks,
 		WebhookConfigName:       o.webhookConfigName,
@@ -288,6 +302,8 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 		WebhookSyncInterval:     o.webhookSync,
 		LeaderElection:          leaderElect,
 		LeaderElectionNamespace: leNS,
+		ElectForSecrets:         !o.leaderElectSet,
+		Namespace:               ns,
 		PoliciesDir:             o.policies,
 		CertDir:                 o.certDir,
 		Host:                    o.host,

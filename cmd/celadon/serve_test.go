@@ -393,6 +393,23 @@ func writeSelfSigned(t *testing.T, dir string) {
 	}
 }
 
+func TestServeSecretOptions(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "celadon-system")
+	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, shutdownTimeout: time.Minute}
+	opts, err := o.options(testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without --leader-elect, a createSecret policy turns it on.
+	if !opts.ElectForSecrets || opts.LeaderElection || opts.Namespace != "celadon-system" {
+		t.Errorf("ElectForSecrets %v, LeaderElection %v, Namespace %q; want true, false, celadon-system", opts.ElectForSecrets, opts.LeaderElection, opts.Namespace)
+	}
+	o.leaderElectSet, o.namespace = true, "shared"
+	if opts, _ := o.options(testr.New(t)); opts.ElectForSecrets || opts.Namespace != "shared" {
+		t.Errorf("--leader-elect=false --namespace shared: ElectForSecrets %v, Namespace %q", opts.ElectForSecrets, opts.Namespace)
+	}
+}
+
 func TestServeSelfSignedOptions(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "celadon-system")
 	t.Setenv("CELADON_SELF_SIGNED_CERTS", "true")

@@ -1,0 +1,91 @@
+package webhook
+
+import (
+	"testing"
+	"time"
+
+	"celadon.io/celadon/builtins"
+)
+
+const createSecretPolicy = `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: pull-secret
+spec:
+  match:
+    resources: [namespaces]
+  action: createSecret
+  with:
+    name: regcred
+    from: {name: regcred}
+`
+
+func TestElectForSecrets(t *testing.T) {
+	withSecrets := map[string]string{"p.yaml": createSecretPolicy}
+	cases := []struct {
+		name  string
+		files map[string]string
+		elect bool
+		want  bool
+	}{
+		{"a createSecret policy turns leader election on", withSecrets, true, true},
+		{"unless leader election was decided", withSecrets, false, false},
+		{"no createSecret policy: off", map[string]string{"p.yaml": policy("deny-all", "  match: {resources: [pods]}\n  action: deny\n  with: {message: no}\n")}, true, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := newTestServer(t, tc.files, func(o *Options) {
+				o.Registry = builtins.Registry()
+				o.ElectForSecrets = tc.elect
+			})
+			if got := s.Options().LeaderElection; got != tc.want {
+				t.Errorf("LeaderElection = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if !(&secretController{}).NeedLeaderElection() {
+		t.Error("the secret reconciler must run on the leader only")
+	}
+}
+
+func TestSecretIssues(t *testing.T) {
+	s, reg := newTestServer(t, map[string]string{"p.yaml": createSecretPolicy}, func(o *Options) {
+		o.Registry = builtins.Registry()
+		o.Namespace = "celadon"
+	})
+	r := &secretController{s: s}
+	if r.status() != nil {
+		t.Fatal("status before the reconciler started: want nil")
+	}
+	r.issues = map[string][]SecretIssue{}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	conflict := SecretIssue{Namespace: "team-b", Secret: "regcred", Policy: "pull-secret", Reason: SecretConflict, Message: "taken", Since: t0}
+	missing := SecretIssue{Namespace: "team-a", Secret: "tls", Policy: "tls", Reason: SecretSourceNotFound, Message: "no source", Since: t0}
+	if fresh := r.setIssues("team-b", []SecretIssue{conflict}); len(fresh) != 1 {
+		t.Fatalf("fresh %v: want the conflict", fresh)
+	}
+	if fresh := r.setIssues("team-a", []SecretIssue{missing}); len(fresh) != 1 {
+		t.Fatalf("fresh %v: want the missing source", fresh)
+	}
+	if got := counter(t, reg, MetricSecretIssues, nil); got != 2 {
+		t.Errorf("%s = %v, want 2", MetricSecretIssues, got)
+	}
+	// Seen again: not fresh, and it keeps its first time.
+	again := conflict
+	again.Since = t0.Add(time.Hour)
+	if fresh := r.setIssues("team-b", []SecretIssue{again}); len(fresh) != 0 {
+		t.Errorf("fresh %v: want none, the conflict is known", fresh)
+	}
+	st := r.status()
+	if st.Namespace != "celadon" || len(st.Issues) != 2 || st.Issues[0] != missing || st.Issues[1] != conflict {
+		t.Errorf("status %+v: want team-a's then team-b's issue, with their first times", st)
+	}
+	// Resolved: gone from the status and the gauge.
+	r.setIssues("team-b", nil)
+	if st := r.status(); len(st.Issues) != 1 || st.Issues[0].Namespace != "team-a" {
+		t.Errorf("status %+v after the conflict was resolved", st)
+	}
+	if got := counter(t, reg, MetricSecretIssues, nil); got != 1 {
+		t.Errorf("%s = %v, want 1", MetricSecretIssues, got)
+	}
+}

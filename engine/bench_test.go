@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -15,6 +14,7 @@ import (
 
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/internal/synthetic"
 )
 
 func podCreate(b *testing.B) *admissionv1.AdmissionRequest {
@@ -44,64 +44,10 @@ func (shopNamespace) GetNamespace(context.Context, string) (*corev1.Namespace, e
 	return shop, nil
 }
 
-// syntheticPolicies returns n policies of which five match pods: two
-// mutating, three validating with CEL conditions; the rest match other
-// resources, as in a cluster with many teams' policies.
+// syntheticPolicies returns n policies of which five match pods (see
+// synthetic.Policies).
 func syntheticPolicies(n int) []engine.File {
-	var b strings.Builder
-	doc := func(format string, args ...any) {
-		b.WriteString("---\n")
-		fmt.Fprintf(&b, format, args...)
-	}
-	doc(`apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: sts-index}
-spec:
-  match:
-    resources: [pods]
-    operations: [CREATE]
-    conditions:
-    - expression: has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, r.kind == 'StatefulSet')
-  action: injectEnvIndex
-`)
-	doc(`apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: sts-index-init}
-spec:
-  match: {resources: [pods], operations: [CREATE]}
-  action: injectEnvIndex
-  with: {name: ORDINAL, initContainers: true}
-`)
-	for i := 0; i < 3; i++ {
-		doc(`apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: pod-rule-%d}
-spec:
-  match:
-    resources: [pods]
-    operations: [CREATE, UPDATE]
-    conditions:
-    - expression: object.spec.containers.exists(c, c.image.startsWith('docker.io/'))
-    - expression: "!has(object.metadata.labels) || !('exempt' in object.metadata.labels)"
-  action: deny
-  with: {message: "images must not come from docker.io"}
-`, i)
-	}
-	for i := 5; i < n; i++ {
-		doc(`apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: other-%d}
-spec:
-  match:
-    resources: [example.com/widgets%d]
-    operations: [CREATE, UPDATE, DELETE]
-    conditions:
-    - expression: object.spec.size > %d
-  action: deny
-  with: {message: too big}
-`, i, i, i)
-	}
-	return []engine.File{{Name: "synthetic.yaml", Data: []byte(b.String())}}
+	return []engine.File{{Name: "synthetic.yaml", Data: synthetic.Policies(n)}}
 }
 
 func benchEvaluate(b *testing.B, files []engine.File) {

@@ -3,6 +3,7 @@
 // server's memory and CPU.
 //
 //	go run ./test/load -spawn ./bin/celadon -c 1,8,32 -path /mutate,/validate -d 5s -baseline
+//	go run ./test/load -spawn ./bin/celadon -policies synthetic:1000 -c 32 -d 10s   # RSS with 1,000 policies
 //	go run ./test/load -url https://127.0.0.1:9443/validate -ca certs/ca.crt -server-pid 1234 -c 32 -n 100000
 //
 // With -spawn it starts etcd and kube-apiserver (bin/, through
@@ -31,11 +32,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"celadon.io/celadon/internal/synthetic"
 	"celadon.io/celadon/test/load/loadgen"
 )
 
 // EmptyPolicies names the baseline: an empty policy directory.
 const EmptyPolicies = "EMPTY"
+
+// SyntheticPrefix, followed by a count, names a generated set of that many
+// policies (internal/synthetic: five match the pod requests).
+const SyntheticPrefix = "synthetic:"
 
 type options struct {
 	url, ca     string
@@ -63,7 +69,7 @@ func main() {
 	flag.StringVar(&o.ca, "ca", "", "CA file the server's certificate is checked against (with -url)")
 	flag.IntVar(&o.serverPID, "server-pid", 0, "pid of the server, for its RSS and CPU (with -url)")
 	flag.StringVar(&o.spawn, "spawn", "", "celadon binary: start etcd, kube-apiserver and `celadon serve` locally and load them")
-	flag.StringVar(&o.policies, "policies", "policies", "with -spawn: comma-separated policy directories to serve in turn; EMPTY is an empty directory (the baseline)")
+	flag.StringVar(&o.policies, "policies", "policies", "with -spawn: comma-separated policy directories to serve in turn; EMPTY is an empty directory (the baseline), synthetic:N a generated set of N policies")
 	flag.BoolVar(&o.baseline, "baseline", false, "with -spawn: also run an EMPTY policy set at the highest concurrency on each path")
 	flag.StringVar(&o.paths, "path", "/mutate", "comma-separated webhook paths (/mutate, /validate, /mutate/fail, ...)")
 	flag.StringVar(&o.conc, "c", "32", "comma-separated concurrencies (connections = concurrent requests)")
@@ -244,6 +250,20 @@ func run(o options, stdout, stderr io.Writer) error {
 	}
 	for i, s := range sets {
 		dir, label := s.dir, s.dir
+		if n, ok := strings.CutPrefix(dir, SyntheticPrefix); ok {
+			count, err := strconv.Atoi(n)
+			if err != nil || count < 5 {
+				return fmt.Errorf("-policies %s: want %sN with N at least 5", dir, SyntheticPrefix)
+			}
+			dir = filepath.Join(e.Dir, fmt.Sprintf("synthetic-%d", i))
+			label = fmt.Sprintf("synthetic=%d", count)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, "synthetic.yaml"), synthetic.Policies(count), 0o644); err != nil {
+				return err
+			}
+		}
 		if dir == EmptyPolicies {
 			dir = filepath.Join(e.Dir, fmt.Sprintf("empty-%d", i))
 			if err := os.Mkdir(dir, 0o755); err != nil {

@@ -4,6 +4,7 @@
 //
 //	go run ./test/load -spawn ./bin/celadon -c 1,8,32 -path /mutate,/validate -d 5s -baseline
 //	go run ./test/load -spawn ./bin/celadon -policies synthetic:1000 -c 32 -d 10s   # RSS with 1,000 policies
+//	go run ./test/load -spawn ./bin/celadon -pods 200                                 # pod CREATE latency, webhook vs none
 //	go run ./test/load -url https://127.0.0.1:9443/validate -ca certs/ca.crt -server-pid 1234 -c 32 -n 100000
 //
 // With -spawn it starts etcd and kube-apiserver (bin/, through
@@ -61,6 +62,8 @@ type options struct {
 	pod         string
 	json        bool
 	serveArgs   string
+	pods        int
+	podBatch    int
 }
 
 func main() {
@@ -82,6 +85,8 @@ func main() {
 	flag.StringVar(&o.mix, "mix", loadgen.DefaultMix, "request mix: kind=weight,... of "+strings.Join(loadgen.Kinds, ", "))
 	flag.StringVar(&o.pod, "pod", "", "pod JSON of the pod requests (default engine/testdata/pod.json)")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
+	flag.IntVar(&o.pods, "pods", 0, "with -spawn: instead of reviews, create this many pods through kube-apiserver with the webhook installed and as many without, and compare the latencies")
+	flag.IntVar(&o.podBatch, "pod-batch", 25, "with -pods: pods per batch; batches with and without the webhook alternate")
 	flag.StringVar(&o.serveArgs, "serve-args", "", "with -spawn: extra space-separated flags for celadon serve")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -237,6 +242,33 @@ func run(o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Stop()
+	if o.pods > 0 {
+		dir := splitList(o.policies)[0]
+		srv, err := e.StartServer(ctx, bin, dir, "celadon-pods", strings.Fields(o.serveArgs), logf)
+		if err != nil {
+			return err
+		}
+		r, err := e.MeasurePodCreation(ctx, srv, dir, pod, o.pods, o.podBatch, logf)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "pod CREATE through kube-apiserver\tpods\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
+		for _, m := range []struct {
+			name string
+			s    loadgen.LatencySummary
+		}{{"with the webhook (" + dir + ")", r.With}, {"without", r.Without}} {
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", m.name, m.s.Pods, m.s.P50Ms, m.s.P90Ms, m.s.P99Ms, m.s.MaxMs)
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "median difference: %+.2f ms (batches of %d, interleaved)\n", r.MedianDiffMs, r.Batch)
+		return nil
+	}
 	type set struct {
 		dir   string
 		concs []int

@@ -69,8 +69,9 @@ type Review struct {
 type TransportError struct {
 	Err error
 	// ReusedIdle: it was sent on a kept-alive connection that had been
-	// idle; GotResponse: some byte of a response arrived.
-	ReusedIdle, GotResponse bool
+	// idle; WroteRequest: the whole request was written; GotResponse: some
+	// byte of a response arrived.
+	ReusedIdle, WroteRequest, GotResponse bool
 }
 
 func (e *TransportError) Error() string { return e.Err.Error() }
@@ -211,6 +212,7 @@ func (w *worker) one(ctx context.Context, cfg *RunConfig, seq uint64, record boo
 	if cfg.Tolerate != nil {
 		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 			GotConn:              func(i httptrace.GotConnInfo) { te.ReusedIdle = i.Reused && i.WasIdle },
+			WroteRequest:         func(i httptrace.WroteRequestInfo) { te.WroteRequest = i.Err == nil },
 			GotFirstResponseByte: func() { te.GotResponse = true },
 		}))
 	}

@@ -1,0 +1,156 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/engine"
+	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/webhook"
+)
+
+// PodLatency is the latency of Pod creation through kube-apiserver, with
+// the webhook configurations installed and without them.
+type PodLatency struct {
+	With    LatencySummary `json:"with_webhook"`
+	Without LatencySummary `json:"without_webhook"`
+	// MedianDiffMs is With.P50Ms - Without.P50Ms.
+	MedianDiffMs float64 `json:"median_diff_ms"`
+	Batch        int     `json:"batch"`
+}
+
+// LatencySummary summarizes one mode's creations.
+type LatencySummary struct {
+	Pods  uint64  `json:"pods"`
+	P50Ms float64 `json:"p50_ms"`
+	P90Ms float64 `json:"p90_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	MaxMs float64 `json:"max_ms"`
+}
+
+func summarize(h *Histogram) LatencySummary {
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	return LatencySummary{Pods: h.Count(), P50Ms: ms(h.Percentile(50)), P90Ms: ms(h.Percentile(90)), P99Ms: ms(h.Percentile(99)), MaxMs: ms(h.Max())}
+}
+
+// MeasurePodCreation creates pods (the pod fixture, renamed; it is owned
+// by a StatefulSet, so the shipped sts-index mutates it) one at a time
+// through kube-apiserver, pods with the webhook configurations generated
+// from policiesDir installed and pods without any, in interleaved batches
+// of batch (with first, then without first, alternately) so that drifts
+// of the shared machine fall on both modes alike. Every switch waits until
+// the API server uses the new configurations; the first pod of each batch
+// is checked to be mutated, or not. The pods and configurations are
+// deleted at the end.
+func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir string, podJSON []byte, pods, batch int, logf func(string, ...any)) (*PodLatency, error) {
+	if pods < 1 || batch < 1 {
+		return nil, fmt.Errorf("pods %d, batch %d: want at least 1", pods, batch)
+	}
+	files, err := engine.ReadFiles(policiesDir)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()})
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(srv.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	const configName = "celadon-load"
+	mwc, vwc, err := webhook.Configurations(snap, webhook.ConfigOptions{Name: configName, URL: srv.BaseURL, CABundle: caPEM, TimeoutSeconds: 10})
+	if err != nil {
+		return nil, err
+	}
+	if mwc == nil {
+		return nil, fmt.Errorf("%s: no mutating policy, nothing would change a pod", policiesDir)
+	}
+	cfg := *e.CP.Config
+	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the figures
+	c, err := client.New(&cfg, client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	var tmpl corev1.Pod
+	if err := json.Unmarshal(podJSON, &tmpl); err != nil {
+		return nil, fmt.Errorf("pod fixture: %w", err)
+	}
+	ns := tmpl.Namespace
+	tmpl.ObjectMeta = metav1.ObjectMeta{Namespace: ns, Labels: tmpl.Labels, Annotations: tmpl.Annotations, OwnerReferences: tmpl.OwnerReferences}
+	tmpl.Spec.NodeName = ""
+	tmpl.Status = corev1.PodStatus{}
+	envCount := func(p *corev1.Pod) int {
+		n := 0
+		for _, ct := range p.Spec.Containers {
+			n += len(ct.Env)
+		}
+		return n
+	}
+	baseEnv := envCount(&tmpl)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = devenv.DeleteWebhookConfigurations(cctx, c, configName)
+		_ = cs.CoreV1().Pods(ns).DeleteCollection(cctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "celadon.io/load=pods"})
+	}()
+
+	var with, without Histogram
+	n := 0
+	for round := 0; with.Count() < uint64(pods) || without.Count() < uint64(pods); round++ {
+		modes := []bool{true, false}
+		if round%2 == 1 {
+			modes = []bool{false, true}
+		}
+		for _, installed := range modes {
+			h := &without
+			if installed {
+				h = &with
+				if err := devenv.ApplyWebhookConfigurations(ctx, c, mwc, vwc); err != nil {
+					return nil, err
+				}
+			} else if err := devenv.DeleteWebhookConfigurations(ctx, c, configName); err != nil {
+				return nil, err
+			}
+			if err := devenv.SyncWebhookConfigurations(ctx, c, ns, time.Minute); err != nil {
+				return nil, err
+			}
+			for i := 0; i < batch && h.Count() < uint64(pods); i++ {
+				pod := tmpl.DeepCopy()
+				pod.Name = fmt.Sprintf("load-%d", n)
+				if pod.Labels == nil {
+					pod.Labels = map[string]string{}
+				}
+				pod.Labels["celadon.io/load"] = "pods"
+				n++
+				start := time.Now()
+				got, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+				lat := time.Since(start)
+				if err != nil {
+					return nil, fmt.Errorf("creating pod %s (webhook installed: %v): %w", pod.Name, installed, err)
+				}
+				if i == 0 && (envCount(got) > baseEnv) != installed {
+					return nil, fmt.Errorf("pod %s: %d env variables (fixture %d), webhook installed: %v: the API server did not use the configuration it should", got.Name, envCount(got), baseEnv, installed)
+				}
+				h.Record(lat)
+			}
+		}
+		logf("round %d: %d pods with the webhook, %d without", round, with.Count(), without.Count())
+	}
+	r := &PodLatency{With: summarize(&with), Without: summarize(&without), Batch: batch}
+	r.MedianDiffMs = r.With.P50Ms - r.Without.P50Ms
+	return r, nil
+}

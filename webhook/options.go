@@ -113,7 +113,11 @@ type Options struct {
 	// (RBAC: list and watch namespaces), which readiness waits for. Tests
 	// set it to run without an API server.
 	Namespaces engine.NamespaceGetter
-	// Cluster serves lookups of other objects to builtins. Optional.
+	// Cluster serves lookups of other objects to builtins. Nil: a
+	// ClusterCache, with informers only for the resources the served
+	// policies read (engine.Snapshot.ClusterReads; RBAC: get, list and
+	// watch on those), which readiness waits for. Tests set it to run
+	// without an API server.
 	Cluster engine.ObjectGetter
 
 	// Logger is the server's logger. Default (a Logger with no sink):

@@ -99,6 +99,7 @@ func (s *Server) swap(snap *engine.Snapshot, now time.Time) {
 		s.metrics.forgetPolicies(old.observers, set.observers)
 	}
 	s.metrics.setLoaded(snap, now)
+	s.ensureClusterReads(snap)
 	s.metrics.lastFailed.Set(0)
 	s.log.Info("policies loaded", "dir", s.opts.PoliciesDir, "hash", snap.Hash, "policies", len(snap.Policies))
 }

@@ -59,6 +59,10 @@ type Server struct {
 	set        atomic.Pointer[policySet]
 	namespaces engine.NamespaceGetter
 	late       *lateNamespaces // nil when Options.Namespaces is set
+	cluster    engine.ObjectGetter
+	lateCl     *lateCluster // nil when Options.Cluster is set
+	cluster    engine.ObjectGetter
+	lateCl     *lateCluster // nil when Options.Cluster is set
 
 	handlers map[string]http.Handler // by path
 
@@ -86,6 +90,8 @@ type Server struct {
 
 type readiness struct {
 	namespacesSynced func() bool
+	clusterSynced    func() bool
+	clusterSynced    func() bool
 	webhookStarted   healthz.Checker
 }
 
@@ -124,6 +130,18 @@ func NewServer(opts Options) (*Server, error) {
 	} else {
 		s.late = &lateNamespaces{}
 		s.namespaces = s.late
+	}
+	if opts.Cluster != nil {
+		s.cluster = opts.Cluster
+	} else {
+		s.lateCl = &lateCluster{}
+		s.cluster = s.lateCl
+	}
+	if opts.Cluster != nil {
+		s.cluster = opts.Cluster
+	} else {
+		s.lateCl = &lateCluster{}
+		s.cluster = s.lateCl
 	}
 	if opts.ManageWebhooks {
 		s.configSync = make(chan struct{}, 1)
@@ -198,7 +216,7 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 // evaluator answers a request from the policy set served when it starts;
 // a reload during the request does not affect it.
 func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
-	eo.Namespaces, eo.Cluster = s.namespaces, s.opts.Cluster
+	eo.Namespaces, eo.Cluster = s.namespaces, s.cluster
 	return func(ctx context.Context, req admission.Request) admission.Response {
 		set := s.set.Load()
 		d, err := s.evaluate(ctx, set.snap, &req.AdmissionRequest, eo)
@@ -262,6 +280,9 @@ func (s *Server) Ready() error {
 	}
 	if !r.namespacesSynced() {
 		return errors.New("namespace cache not synced")
+	}
+	if !r.clusterSynced() {
+		return errors.New("cluster cache not synced")
 	}
 	return r.webhookStarted(nil)
 }
@@ -343,7 +364,12 @@ func (s *Server) Start(ctx context.Context) error {
 		synced = hasSynced
 		s.late.set(lister)
 	}
-	s.readiness.Store(&readiness{namespacesSynced: synced, webhookStarted: hooks.StartedChecker()})
+	clusterSynced, waitCluster, err := s.startCluster(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { cancel(); waitCluster() }()
+	s.readiness.Store(&readiness{namespacesSynced: synced, clusterSynced: clusterSynced, webhookStarted: hooks.StartedChecker()})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -358,6 +384,22 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := mgr.AddReadyzCheck("namespaces", func(*http.Request) error {
 		if !synced() {
 			return errors.New("namespace cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error {
+		if !clusterSynced() {
+			return errors.New("cluster cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error {
+		if !clusterSynced() {
+			return errors.New("cluster cache not synced")
 		}
 		return nil
 	}); err != nil {

@@ -5,6 +5,7 @@
 //	go run ./test/load -spawn ./bin/celadon -c 1,8,32 -path /mutate,/validate -d 5s -baseline
 //	go run ./test/load -spawn ./bin/celadon -policies synthetic:1000 -c 32 -d 10s   # RSS with 1,000 policies
 //	go run ./test/load -spawn ./bin/celadon -pods 200                                 # pod CREATE latency, webhook vs none
+//	go run ./test/load -spawn ./bin/celadon -soak 10m                                 # soak: reloads, rotations, RSS, goroutines
 //	go run ./test/load -url https://127.0.0.1:9443/validate -ca certs/ca.crt -server-pid 1234 -c 32 -n 100000
 //
 // With -spawn it starts etcd and kube-apiserver (bin/, through
@@ -64,6 +65,10 @@ type options struct {
 	serveArgs   string
 	pods        int
 	podBatch    int
+	soak        time.Duration
+	soakReload  time.Duration
+	soakRotate  time.Duration
+	soakSample  time.Duration
 }
 
 func main() {
@@ -87,6 +92,10 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.IntVar(&o.pods, "pods", 0, "with -spawn: instead of reviews, create this many pods through kube-apiserver with the webhook installed and as many without, and compare the latencies")
 	flag.IntVar(&o.podBatch, "pod-batch", 25, "with -pods: pods per batch; batches with and without the webhook alternate")
+	flag.DurationVar(&o.soak, "soak", 0, "with -spawn: a soak run this long: the mix on /mutate and /validate at -rate per path (default 300) over -c connections, with policy edits and certificate rotations; prints RSS and goroutines over time")
+	flag.DurationVar(&o.soakReload, "soak-reload", 30*time.Second, "with -soak: a policy edit this often")
+	flag.DurationVar(&o.soakRotate, "soak-rotate", 2*time.Minute, "with -soak: a certificate rotation (new CA) this often")
+	flag.DurationVar(&o.soakSample, "soak-sample", 10*time.Second, "with -soak: sample RSS and goroutines this often")
 	flag.StringVar(&o.serveArgs, "serve-args", "", "with -spawn: extra space-separated flags for celadon serve")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -242,6 +251,21 @@ func run(o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.Stop()
+	if o.soak > 0 {
+		rate := o.rate
+		if rate <= 0 {
+			rate = 300
+		}
+		r, err := e.Soak(ctx, loadgen.SoakOptions{
+			Bin: bin, PoliciesDir: splitList(o.policies)[0], Duration: o.soak,
+			Reload: o.soakReload, Rotate: o.soakRotate, Sample: o.soakSample,
+			Rate: rate, Concurrency: concs[0], Templates: templates, Schedule: loadgen.Schedule(mix),
+		}, logf)
+		if err != nil {
+			return err
+		}
+		return reportSoak(o, stdout, r)
+	}
 	if o.pods > 0 {
 		dir := splitList(o.policies)[0]
 		srv, err := e.StartServer(ctx, bin, dir, "celadon-pods", strings.Fields(o.serveArgs), logf)
@@ -323,6 +347,39 @@ func report(o options, w io.Writer, results []*loadgen.Result) error {
 		return enc.Encode(results)
 	}
 	PrintTable(w, results)
+	return nil
+}
+
+func reportSoak(o options, w io.Writer, r *loadgen.SoakResult) error {
+	if o.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "at s\trequests\terrors\tserver RSS MiB\tgoroutines\t")
+	for _, s := range r.Samples {
+		fmt.Fprintf(tw, "%.0f\t%d\t%d\t%.1f\t%d\t\n", s.At, s.Requests, s.Errors, float64(s.RSSKiB)/1024, s.Goroutines)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	PrintTable(w, r.Results)
+	var errs uint64
+	for _, res := range r.Results {
+		errs += res.ErrorCount
+	}
+	fmt.Fprintf(w, "\nsoak: %d errors; %d policy edits and %d certificate rotations served", errs, r.Reloads, r.Rotations)
+	if n := len(r.Samples); n >= 4 {
+		first, last := r.Samples[1], r.Samples[n-1] // the first is before any traffic
+		fmt.Fprintf(w, "; RSS %.1f → %.1f MiB, goroutines %d → %d (second sample → last)", float64(first.RSSKiB)/1024, float64(last.RSSKiB)/1024, first.Goroutines, last.Goroutines)
+	}
+	fmt.Fprintln(w)
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	if errs > 0 || len(r.Problems) > 0 {
+		return fmt.Errorf("soak: %d errors, %d problems", errs, len(r.Problems))
+	}
 	return nil
 }
 

@@ -61,8 +61,6 @@ type Server struct {
 	late       *lateNamespaces // nil when Options.Namespaces is set
 	cluster    engine.ObjectGetter
 	lateCl     *lateCluster // nil when Options.Cluster is set
-	cluster    engine.ObjectGetter
-	lateCl     *lateCluster // nil when Options.Cluster is set
 
 	handlers map[string]http.Handler // by path
 
@@ -90,7 +88,6 @@ type Server struct {
 
 type readiness struct {
 	namespacesSynced func() bool
-	clusterSynced    func() bool
 	clusterSynced    func() bool
 	webhookStarted   healthz.Checker
 }
@@ -130,12 +127,6 @@ func NewServer(opts Options) (*Server, error) {
 	} else {
 		s.late = &lateNamespaces{}
 		s.namespaces = s.late
-	}
-	if opts.Cluster != nil {
-		s.cluster = opts.Cluster
-	} else {
-		s.lateCl = &lateCluster{}
-		s.cluster = s.lateCl
 	}
 	if opts.Cluster != nil {
 		s.cluster = opts.Cluster
@@ -384,14 +375,6 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := mgr.AddReadyzCheck("namespaces", func(*http.Request) error {
 		if !synced() {
 			return errors.New("namespace cache not synced")
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error {
-		if !clusterSynced() {
-			return errors.New("cluster cache not synced")
 		}
 		return nil
 	}); err != nil {

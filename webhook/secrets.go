@@ -345,7 +345,7 @@ func (rec *secretReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		return reconcile.Result{}, nil
 	}
 	s := rec.ctl.s
-	plans, results, err := builtins.PlanSecrets(ctx, s.Snapshot(), ns, engine.EvalOptions{Namespaces: s.namespaces, Cluster: s.opts.Cluster})
+	plans, results, err := builtins.PlanSecrets(ctx, s.Snapshot(), ns, engine.EvalOptions{Namespaces: s.namespaces, Cluster: s.cluster})
 	if err != nil {
 		return reconcile.Result{}, err
 	}

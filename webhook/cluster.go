@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -54,10 +55,13 @@ type ClusterCache struct {
 
 // clusterInformer is one resource's informer.
 type clusterInformer struct {
+	resource     schema.GroupVersionResource
 	metadataOnly bool
-	lister       cache.GenericLister
-	synced       func() bool
-	stop         context.CancelFunc
+	// lastErr is the informer's last list or watch error, for readiness.
+	lastErr atomic.Pointer[error]
+	lister  cache.GenericLister
+	synced  func() bool
+	stop    context.CancelFunc
 }
 
 var (
@@ -80,20 +84,25 @@ func NewClusterCache(cfg *rest.Config) (*ClusterCache, error) {
 }
 
 // Start lets informers run until ctx is done and starts those for reads.
-// It returns a function reporting whether they have synced, for readiness;
-// informers started later fall back to direct reads until they sync.
-func (c *ClusterCache) Start(ctx context.Context, reads []engine.ClusterRead) func() bool {
+// It returns a readiness check: nil once they have synced, else an error
+// naming the first that has not and why, e.g. RBAC forbids listing it.
+// Informers started later fall back to direct reads until they sync.
+func (c *ClusterCache) Start(ctx context.Context, reads []engine.ClusterRead) func() error {
 	c.mu.Lock()
 	c.ctx = ctx
 	c.mu.Unlock()
-	synced := c.Ensure(reads)
-	return func() bool {
-		for _, s := range synced {
-			if !s() {
-				return false
+	started := c.Ensure(reads)
+	return func() error {
+		for _, inf := range started {
+			if !inf.synced() {
+				msg := "cluster cache: " + inf.resource.String() + " not synced"
+				if err := inf.lastErr.Load(); err != nil {
+					msg += ": " + (*err).Error()
+				}
+				return errors.New(msg)
 			}
 		}
-		return true
+		return nil
 	}
 }
 
@@ -101,19 +110,18 @@ func (c *ClusterCache) Start(ctx context.Context, reads []engine.ClusterRead) fu
 func (c *ClusterCache) Wait() { c.wg.Wait() }
 
 // Ensure starts an informer for each resource of reads that has none, or
-// has a metadata-only one while full objects are now needed. It returns
-// the HasSynced functions of the informers it started. Before Start it
-// does nothing.
-func (c *ClusterCache) Ensure(reads []engine.ClusterRead) []func() bool {
+// has a metadata-only one while full objects are now needed, and returns
+// those it started. Before Start it does nothing.
+func (c *ClusterCache) Ensure(reads []engine.ClusterRead) []*clusterInformer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var synced []func() bool
+	var started []*clusterInformer
 	for _, r := range reads {
 		if inf := c.ensureLocked(r); inf != nil {
-			synced = append(synced, inf.synced)
+			started = append(started, inf)
 		}
 	}
-	return synced
+	return started
 }
 
 // ensureLocked starts an informer for r when needed; nil when none was
@@ -133,9 +141,15 @@ func (c *ClusterCache) ensureLocked(r engine.ClusterRead) *clusterInformer {
 		gi = dynamicinformer.NewFilteredDynamicInformer(c.dyn, r.Resource, metav1.NamespaceAll, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil)
 	}
 	inf := gi.Informer()
-	_ = inf.SetTransform(dropManagedFields) // fails only once the informer runs
+	ci := &clusterInformer{resource: r.Resource, metadataOnly: r.MetadataOnly, lister: gi.Lister(), synced: inf.HasSynced}
+	// Both fail only once the informer runs.
+	_ = inf.SetTransform(dropManagedFields)
+	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		ci.lastErr.Store(&err)
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	})
 	ctx, stop := context.WithCancel(c.ctx)
-	ci := &clusterInformer{metadataOnly: r.MetadataOnly, lister: gi.Lister(), synced: inf.HasSynced, stop: stop}
+	ci.stop = stop
 	c.informers[r.Resource] = ci
 	c.wg.Go(func() { inf.RunWithContext(ctx) })
 	if ok {
@@ -249,19 +263,19 @@ func (l *lateCluster) GetLive(ctx context.Context, gvr schema.GroupVersionResour
 
 // startCluster connects the late ObjectGetter to a ClusterCache running
 // until ctx is done, with informers for what the served policies read. It
-// returns whether those have synced, for readiness, and a function waiting
-// for the informers to stop. It does nothing when Options.Cluster is set.
-func (s *Server) startCluster(ctx context.Context, cfg *rest.Config) (synced func() bool, wait func(), err error) {
+// returns the readiness check of those informers and a function waiting
+// for them to stop. It does nothing when Options.Cluster is set.
+func (s *Server) startCluster(ctx context.Context, cfg *rest.Config) (ready func() error, wait func(), err error) {
 	if s.lateCl == nil {
-		return func() bool { return true }, func() {}, nil
+		return func() error { return nil }, func() {}, nil
 	}
 	c, err := NewClusterCache(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster cache: %w", err)
 	}
-	synced = c.Start(ctx, s.Snapshot().ClusterReads())
+	ready = c.Start(ctx, s.Snapshot().ClusterReads())
 	s.lateCl.c.Store(c)
-	return synced, c.Wait, nil
+	return ready, c.Wait, nil
 }
 
 // ensureClusterReads starts the informers a newly loaded snapshot needs.

@@ -88,7 +88,7 @@ type Server struct {
 
 type readiness struct {
 	namespacesSynced func() bool
-	clusterSynced    func() bool
+	clusterReady     func() error
 	webhookStarted   healthz.Checker
 }
 
@@ -272,8 +272,8 @@ func (s *Server) Ready() error {
 	if !r.namespacesSynced() {
 		return errors.New("namespace cache not synced")
 	}
-	if !r.clusterSynced() {
-		return errors.New("cluster cache not synced")
+	if err := r.clusterReady(); err != nil {
+		return err
 	}
 	return r.webhookStarted(nil)
 }
@@ -355,12 +355,12 @@ func (s *Server) Start(ctx context.Context) error {
 		synced = hasSynced
 		s.late.set(lister)
 	}
-	clusterSynced, waitCluster, err := s.startCluster(ctx, cfg)
+	clusterReady, waitCluster, err := s.startCluster(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { cancel(); waitCluster() }()
-	s.readiness.Store(&readiness{namespacesSynced: synced, clusterSynced: clusterSynced, webhookStarted: hooks.StartedChecker()})
+	s.readiness.Store(&readiness{namespacesSynced: synced, clusterReady: clusterReady, webhookStarted: hooks.StartedChecker()})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -380,12 +380,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error {
-		if !clusterSynced() {
-			return errors.New("cluster cache not synced")
-		}
-		return nil
-	}); err != nil {
+	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error { return clusterReady() }); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {

@@ -99,6 +99,13 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		{"watch", "", "namespaces", "", "", true},
 		{"get", "", "namespaces", "", "kube-system", false},
 		{"list", "", "pods", "", "", false},
+		// The base: checkIngressBackends' Services and IngressClasses.
+		{"watch", "", "services", "", "", true},
+		{"get", "", "services", "shop", "api", true},
+		{"update", "", "services", "shop", "api", false},
+		{"list", "networking.k8s.io", "ingressclasses", "", "", true},
+		{"get", "networking.k8s.io", "ingressclasses", "", "nginx", true},
+		{"list", "networking.k8s.io", "ingresses", "", "", false},
 		{"list", "", "secrets", Namespace, "", false},
 		{"create", "coordination.k8s.io", "leases", "default", "", false},
 		// The self-signed overlay: its Secret, the Lease and the

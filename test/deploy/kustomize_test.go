@@ -346,7 +346,12 @@ func checkBaseRBAC(b built) {
 	t.Helper()
 	var cr rbacv1.ClusterRole
 	b.get("ClusterRole", "celadon", &cr)
-	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"}}}
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"}},
+		// checkIngressBackends.
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingressclasses"}, Verbs: []string{"get", "list", "watch"}},
+	}
 	if !equalRules(cr.Rules, want) {
 		t.Errorf("ClusterRole celadon: rules %+v, want only %+v", cr.Rules, want)
 	}

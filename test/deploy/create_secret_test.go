@@ -1,0 +1,72 @@
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+)
+
+// TestCreateSecretComponent builds an overlay of deploy/base with the
+// component deploy/components/create-secret, as its kustomization.yaml
+// tells users to, and checks its RBAC: the rules the createSecret
+// reconciler needs, bound to Celadon's ServiceAccount, the Lease's in
+// Celadon's namespace. test/e2e's TestCreateSecret runs the reconciler
+// with exactly these rules.
+func TestCreateSecretComponent(t *testing.T) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := t.TempDir()
+	base, err := filepath.Rel(overlay, filepath.Join(abs, "deploy", "base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kustomization := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: celadon\n" +
+		"resources:\n- " + base + "\ncomponents:\n- " + filepath.Join(filepath.Dir(base), "components", "create-secret") + "\n"
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(abs, overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := built{t: t, dir: rel, objs: build(t, rel)}
+
+	var cr rbacv1.ClusterRole
+	b.get("ClusterRole", "celadon-create-secret", &cr)
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"list", "watch", "patch"}},
+		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	}
+	if !equalRules(cr.Rules, want) {
+		t.Errorf("ClusterRole celadon-create-secret rules:\n%+v\nwant:\n%+v", cr.Rules, want)
+	}
+	var crb rbacv1.ClusterRoleBinding
+	b.get("ClusterRoleBinding", "celadon-create-secret", &crb)
+	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", "celadon-create-secret")
+
+	var role rbacv1.Role
+	b.get("Role", "celadon-create-secret", &role)
+	if role.Namespace != Namespace {
+		t.Errorf("Role in namespace %q, want %q", role.Namespace, Namespace)
+	}
+	wantRole := []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"celadon-webhooks"}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	}
+	if !equalRules(role.Rules, wantRole) {
+		t.Errorf("Role celadon-create-secret rules:\n%+v\nwant:\n%+v", role.Rules, wantRole)
+	}
+	var rb rbacv1.RoleBinding
+	b.get("RoleBinding", "celadon-create-secret", &rb)
+	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", "celadon-create-secret")
+	// The base is there too.
+	if !b.has("ClusterRole", "celadon") || !b.has("Deployment", "celadon") {
+		t.Errorf("the overlay lost the base: %d objects", len(b.objs))
+	}
+}

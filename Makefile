@@ -46,6 +46,7 @@ demo: $(BIN)/celadon
 	  [ -f $$d/object.yaml ] && args+=(-f $$d/object.yaml); \
 	  [ -f $$d/old.yaml ] && args+=(--old $$d/old.yaml); \
 	  [ -f $$d/review.json ] && args+=(--request $$d/review.json); \
+	  [ -f $$d/cluster.yaml ] && args+=(--cluster $$d/cluster.yaml); \
 	  [ -f $$d/eval.args ] && args+=($$(cat $$d/eval.args)); \
 	  $(BIN)/celadon eval "$${args[@]}"; echo "(exit $$?)"; \
 	done

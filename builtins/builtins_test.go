@@ -227,14 +227,14 @@ func checkLoadError(t testing.TB, errs engine.ErrorList, want string) {
 	t.Fatalf("errors:\n%v\nwant one starting with:\n%s", errs, want)
 }
 
-// TestExamples checks this package's golden examples, examples/deny-*/ and
-// examples/inject-env-index-*/, through the engine alone: the denial
-// message or the expected object, the patch applied by a standard library,
+// TestExamples checks this package's golden examples, examples/deny-*/,
+// examples/inject-env-index-*/ and examples/consul-lifecycle-*/, through
+// the engine alone: the denial message or the expected object, the patch applied by a standard library,
 // and idempotence. cmd/celadon's TestExamples runs every example through
 // `celadon eval` too.
 func TestExamples(t *testing.T) {
 	var dirs []string
-	for _, pattern := range []string{"../examples/deny-*", "../examples/inject-env-index-*"} {
+	for _, pattern := range []string{"../examples/deny-*", "../examples/inject-env-index-*", "../examples/consul-lifecycle-*"} {
 		m, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)

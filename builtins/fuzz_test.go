@@ -53,6 +53,14 @@ spec:
   match: {resources: [pods], operations: [CREATE]}
   action: scaleRequests
   with: {cpu: 0.5, memory: 0.8, minimum: {cpu: 10m}}
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: consul}
+spec:
+  match: {resources: [pods], operations: [CREATE]}
+  action: consulLifecycle
+  with: {service: web, port: 8080, containers: [a, app], aclTokenSecret: {name: consul, key: token}}
 `
 
 // FuzzMutatingBuiltins checks, on arbitrary pods, the two promises every

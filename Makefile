@@ -25,8 +25,10 @@ $(BIN)/celadon: $(shell find . -name '*.go' -not -path './bin/*' -not -path './h
 
 # test runs every test: unit, golden examples, policy suites, and the e2e
 # suite against a real kube-apiserver, etcd and kube-controller-manager,
-# which are built into bin/ the first time (a few minutes).
-test: $(CONTROLPLANE_BINS) lint fuzz-short
+# which are built into bin/ the first time (a few minutes), and the
+# consulLifecycle hooks against a real Consul agent (bin/consul; the hooks
+# need curl and wget: apt-get install -y curl wget).
+test: $(CONTROLPLANE_BINS) $(CONSUL_BIN) lint fuzz-short
 	KUBEBUILDER_ASSETS=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # unit runs the tests that need no control plane.

@@ -7,6 +7,11 @@
 #   bin/kube-controller-manager  from k8s.io/kubernetes v1.36.0   (hack/controlplane)
 #   bin/kube-scheduler           from k8s.io/kubernetes v1.36.0   (hack/controlplane)
 #   bin/kubectl (optional)       from k8s.io/kubernetes v1.36.0   (hack/controlplane)
+#   bin/consul                   from github.com/hashicorp/consul (hack/consul)
+#
+# consul is the agent the consulLifecycle builtin's tests register pods with;
+# it is not part of the control plane and is built only when named
+# (`make bin/consul`, a dependency of `make test`).
 #
 # Everything comes from Go modules (the module proxy); nothing else is
 # downloaded. A binary is built only when it is missing (or when the go.mod
@@ -38,6 +43,7 @@ fi
 module_dir() { # NAME -> module directory holding its build
 	case "$1" in
 	etcd) echo "$ROOT/hack/etcd" ;;
+	consul) echo "$ROOT/hack/consul" ;;
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$ROOT/hack/controlplane" ;;
 	*) return 1 ;;
 	esac
@@ -45,7 +51,7 @@ module_dir() { # NAME -> module directory holding its build
 
 package_of() { # NAME -> Go package to build
 	case "$1" in
-	etcd) echo "." ;;
+	etcd | consul) echo "." ;;
 	*) echo "k8s.io/kubernetes/cmd/$1" ;;
 	esac
 }
@@ -56,6 +62,11 @@ source_of() { # NAME -> human description of where it comes from
 		local v
 		v="$(awk '{for (i = 1; i < NF; i++) if ($i == "go.etcd.io/etcd/server/v3") {print $(i + 1); exit}}' "$ROOT/hack/etcd/go.mod")"
 		echo "go.etcd.io/etcd/server/v3 ${v:-?}"
+		;;
+	consul)
+		local v
+		v="$(awk '$1 == "github.com/hashicorp/consul" {print $2; exit}' "$ROOT/hack/consul/go.mod")"
+		echo "github.com/hashicorp/consul ${v:-?}"
 		;;
 	*) echo "k8s.io/kubernetes $K8S_VERSION" ;;
 	esac
@@ -78,7 +89,7 @@ trap 'cleanup; exit 143' TERM
 build_one() {
 	local name="$1" dir pkg out stamp want start end
 	if ! dir="$(module_dir "$name")"; then
-		echo "build-controlplane: unknown binary '$name' (want etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)" >&2
+		echo "build-controlplane: unknown binary '$name' (want etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, consul)" >&2
 		return 1
 	fi
 	out="$BIN_DIR/$name"

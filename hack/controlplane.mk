@@ -5,6 +5,8 @@
 #   make controlplane    build whichever of $(CONTROLPLANE_BINS) is missing
 #                        (or stale: its hack/*/go.mod or go.sum changed)
 #   make bin/kubectl     build kubectl too (optional: handy with `make run`)
+#   make bin/consul      build the Consul agent the consulLifecycle tests
+#                        run (`make test` depends on it)
 #
 # The first build takes a while on 2 cores (kube-apiserver alone is several
 # minutes); later runs are no-ops. Targets that need a control plane should
@@ -25,3 +27,10 @@ $(CONTROLPLANE_BINS):
 # kubectl is optional and not in CONTROLPLANE_BINS: nothing depends on it.
 bin/kubectl:
 	@bash hack/build-controlplane.sh kubectl
+
+# consul is not part of the control plane: the consulLifecycle builtin's
+# tests register pods with a real agent. Built when missing, like the above.
+CONSUL_BIN := bin/consul
+
+$(CONSUL_BIN):
+	@bash hack/build-controlplane.sh consul

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -134,7 +136,7 @@ func (createSecret) Compile(c *engine.CompileContext) (engine.Action, error) {
 	if inline && a.args.Type == "" {
 		a.args.Type = string(corev1.SecretTypeOpaque)
 	}
-	for _, k := range sidecarSortedKeys(anyMap(args.Data)) {
+	for _, k := range slices.Sorted(maps.Keys(args.Data)) {
 		field := "data." + k
 		if msgs := validation.IsConfigMapKey(k); len(msgs) > 0 {
 			return nil, c.FieldError(field, "%q is not a valid key: %s", k, strings.Join(msgs, "; "))
@@ -148,7 +150,7 @@ func (createSecret) Compile(c *engine.CompileContext) (engine.Action, error) {
 		}
 		a.data[k] = v
 	}
-	for _, k := range sidecarSortedKeys(anyMap(args.StringData)) {
+	for _, k := range slices.Sorted(maps.Keys(args.StringData)) {
 		field := "stringData." + k
 		if msgs := validation.IsConfigMapKey(k); len(msgs) > 0 {
 			return nil, c.FieldError(field, "%q is not a valid key: %s", k, strings.Join(msgs, "; "))
@@ -169,7 +171,7 @@ func (createSecret) Compile(c *engine.CompileContext) (engine.Action, error) {
 	if sa := args.AddToServiceAccount; sa != "" && sa != DefaultServiceAccount {
 		return nil, c.FieldError("addToServiceAccount", "%q: only %q (the namespace's default ServiceAccount) is supported", sa, DefaultServiceAccount)
 	}
-	for _, k := range sidecarSortedKeys(anyMap(args.Labels)) {
+	for _, k := range slices.Sorted(maps.Keys(args.Labels)) {
 		field := "labels." + k
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
 			return nil, c.FieldError(field, "%q is not a valid label key: %s", k, strings.Join(msgs, "; "))
@@ -181,7 +183,7 @@ func (createSecret) Compile(c *engine.CompileContext) (engine.Action, error) {
 			return nil, c.FieldError(field, "is set by Celadon to mark the Secrets it manages")
 		}
 	}
-	for _, k := range sidecarSortedKeys(anyMap(args.Annotations)) {
+	for _, k := range slices.Sorted(maps.Keys(args.Annotations)) {
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
 			return nil, c.FieldError("annotations."+k, "%q is not a valid annotation key: %s", k, strings.Join(msgs, "; "))
 		}
@@ -190,15 +192,6 @@ func (createSecret) Compile(c *engine.CompileContext) (engine.Action, error) {
 		}
 	}
 	return a, nil
-}
-
-// anyMap views a string map as a JSON object, for sidecarSortedKeys.
-func anyMap(m map[string]string) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // source describes where the Secret's data comes from, for reasons.
@@ -295,8 +288,8 @@ func (a *createSecretAction) plan(policy, namespace string, stringData map[strin
 		Namespace:           namespace,
 		Name:                a.args.Name,
 		AddToServiceAccount: a.args.AddToServiceAccount,
-		Labels:              copyStrings(a.args.Labels),
-		Annotations:         copyStrings(a.args.Annotations),
+		Labels:              maps.Clone(a.args.Labels),
+		Annotations:         maps.Clone(a.args.Annotations),
 	}
 	if a.args.From != nil {
 		p.From = &SecretRef{Namespace: a.args.From.Namespace, Name: a.args.From.Name}
@@ -311,17 +304,6 @@ func (a *createSecretAction) plan(policy, namespace string, stringData map[strin
 		p.Data[k] = []byte(v)
 	}
 	return p
-}
-
-func copyStrings(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // SecretRef names a Secret. An empty Namespace is Celadon's own.

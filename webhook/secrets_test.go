@@ -1,8 +1,11 @@
 package webhook
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"celadon.io/celadon/builtins"
 )
@@ -37,11 +40,22 @@ func TestElectForSecrets(t *testing.T) {
 			s, _ := newTestServer(t, tc.files, func(o *Options) {
 				o.Registry = builtins.Registry()
 				o.ElectForSecrets = tc.elect
+				o.Namespace = "celadon"
 			})
 			if got := s.Options().LeaderElection; got != tc.want {
 				t.Errorf("LeaderElection = %v, want %v", got, tc.want)
 			}
+			if tc.want && s.Options().LeaderElectionNamespace != "celadon" {
+				t.Errorf("LeaderElectionNamespace = %q, want Celadon's namespace", s.Options().LeaderElectionNamespace)
+			}
 		})
+	}
+	// No namespace for the Lease: a clear error rather than a server that
+	// fails later.
+	_, err := NewServer(Options{PoliciesDir: writePolicies(t, withSecrets), Registry: builtins.Registry(), Namespaces: staticNamespaces{},
+		MetricsRegisterer: prometheus.NewRegistry(), ElectForSecrets: true})
+	if err == nil || !strings.Contains(err.Error(), "--leader-election-namespace") {
+		t.Errorf("NewServer without a namespace: %v, want an error naming --leader-election-namespace", err)
 	}
 	if !(&secretController{}).NeedLeaderElection() {
 		t.Error("the secret reconciler must run on the leader only")

@@ -142,7 +142,14 @@ func NewServer(opts Options) (*Server, error) {
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}
-	if s.opts.ElectForSecrets && builtins.UsesCreateSecret(s.Snapshot()) {
+	if s.opts.ElectForSecrets && builtins.UsesCreateSecret(s.Snapshot()) && !s.opts.LeaderElection {
+		if s.opts.LeaderElectionNamespace == "" {
+			s.opts.LeaderElectionNamespace = s.opts.Namespace
+		}
+		if s.opts.LeaderElectionNamespace == "" {
+			return nil, errors.New("webhook: the policies use createSecret, whose Secrets one elected replica writes: " +
+				"set the leader election namespace (--leader-election-namespace, $POD_NAMESPACE), or turn leader election off (--leader-elect=false) for a single replica")
+		}
 		s.opts.LeaderElection = true
 	}
 	s.handlers = map[string]http.Handler{

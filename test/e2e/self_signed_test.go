@@ -1,0 +1,377 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/webhook"
+)
+
+// TestSelfSignedCerts runs two servers with SelfSignedCerts on one Secret
+// in the test's namespace, started at the same time with no Secret yet;
+// the first also manages its webhook configurations (URL mode, pointing at
+// itself, under leader election). Through the API server it checks that:
+//
+//  1. one Secret is written, holding a CA and a serving certificate for
+//     127.0.0.1 (the webhook URL's host), and both servers serve that
+//     certificate: the Secret is shared, not one per replica;
+//  2. the managed configurations carry the Secret's ca.crt as caBundle,
+//     and pods created through the API server are mutated by the server's
+//     policy (which fails open: a TLS failure shows as a pod without
+//     SELF_SIGNED_INDEX);
+//  3. when the Secret's serving certificate is replaced by one that is due
+//     for renewal (signed by the same CA, an hour of validity left), the
+//     servers renew it: a new serving certificate in the Secret, served by
+//     both with no restart, the CA and caBundle unchanged; pods are
+//     created in a loop throughout, and none may fail or miss the
+//     mutation.
+func TestSelfSignedCerts(t *testing.T) {
+	requireSuite(t)
+	ctx := testContext(t)
+	policy, err := os.ReadFile(filepath.Join("testdata", "self-signed.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies := map[string][]byte{"self-signed.yaml": policy}
+	ns := newNamespace(ctx, t, "self-signed", map[string]string{"e2e.celadon.io/self-signed": "true"})
+	const name = "celadon-e2e-self-signed"
+	secretKey := client.ObjectKey{Namespace: ns, Name: "celadon-e2e-tls"}
+	selfSigned := func(s *celadon, o *webhook.Options) {
+		// No certificate in cert-dir: the server must write one before
+		// its webhook starts.
+		if err := os.RemoveAll(s.certDir); err != nil {
+			t.Error(err)
+		}
+		o.SelfSignedCerts = true
+		o.CertSecretNamespace, o.CertSecretName = secretKey.Namespace, secretKey.Name
+		// Often, so that a renewal is picked up quickly; the default is 1m.
+		o.CertCheckInterval = 200 * time.Millisecond
+	}
+
+	// Removed after the servers stop (cleanups run last first), so that
+	// the leader cannot write them again.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := devenv.DeleteWebhookConfigurations(ctx, suite.c, name); err != nil {
+			t.Errorf("removing the webhook configurations: %v", err)
+		}
+		if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
+			t.Error(err)
+		}
+	})
+
+	// Both servers at once: whichever writes the Secret second must take
+	// the first one's certificate.
+	var (
+		servers [2]*celadon
+		errs    [2]error
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() {
+		servers[0], errs[0] = runCeladon(ctx, name, policies, func(s *celadon, o *webhook.Options) {
+			selfSigned(s, o)
+			o.ManageWebhooks = true
+			o.WebhookConfigName = name
+			o.WebhookURL = s.url()
+			o.LeaderElection = true
+			o.LeaderElectionNamespace = ns
+			o.LeaderElectionID = name
+		})
+	})
+	wg.Go(func() {
+		servers[1], errs[1] = runCeladon(ctx, name+"-2", policies, func(s *celadon, o *webhook.Options) {
+			selfSigned(s, o)
+			o.CertDNSNames = []string{"127.0.0.1"} // the first one's name, from its URL
+		})
+	})
+	wg.Wait()
+	for i, s := range servers {
+		if s == nil {
+			continue
+		}
+		t.Cleanup(func() {
+			if err := s.stop(); err != nil {
+				t.Errorf("stopping server %d: %v", i+1, err)
+			}
+		})
+	}
+	if err := errors.Join(errs[:]...); err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := servers[0], servers[1]
+
+	// 1. One Secret, one certificate, served by both.
+	var secret corev1.Secret
+	if err := suite.c.Get(ctx, secretKey, &secret); err != nil {
+		t.Fatalf("the Secret: %v", err)
+	}
+	if secret.Type != corev1.SecretTypeTLS {
+		t.Errorf("Secret type %q, want %q", secret.Type, corev1.SecretTypeTLS)
+	}
+	caPEM := secret.Data["ca.crt"]
+	leaf := verifySecretCert(t, &secret)
+	for i, s := range servers {
+		waitFor(ctx, t, fmt.Sprintf("server %d to serve the Secret's certificate", i+1), func(ctx context.Context) (bool, error) {
+			got, err := devenv.ServingCertificate(ctx, s.addr())
+			return err == nil && got.Equal(leaf), nil
+		})
+		if files, err := os.ReadFile(filepath.Join(s.certDir, "ca.crt")); err != nil || !bytes.Equal(files, caPEM) {
+			t.Errorf("server %d: %s/ca.crt is not the Secret's ca.crt (%v)", i+1, s.certDir, err)
+		}
+	}
+
+	// 2. The configurations trust the Secret's CA, and the API server
+	// reaches the server with it.
+	waitFor(ctx, t, "the managed configurations with the Secret's CA", func(ctx context.Context) (bool, error) {
+		return configsTrust(ctx, name, caPEM)
+	})
+	if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	owner := createOwner(ctx, t, ns, "ss")
+	var (
+		mu       sync.Mutex
+		next, ok int
+		failures []string
+	)
+	create := func(ctx context.Context) error {
+		mu.Lock()
+		n := next
+		next++
+		mu.Unlock()
+		pod := ownedPod(owner, n, nil)
+		if err := suite.c.Create(ctx, pod); err != nil {
+			return err
+		}
+		if got, _ := env(pod, "app", "SELF_SIGNED_INDEX"); got != strconv.Itoa(n) {
+			return fmt.Errorf("pod %s admitted without SELF_SIGNED_INDEX=%d (the server not reached?): %s", pod.Name, n, describeEnv(pod))
+		}
+		return nil
+	}
+	// The server's namespace cache must know the namespace first.
+	waitFor(ctx, t, "a first pod mutated by the self-signed server", func(ctx context.Context) (bool, error) {
+		return create(ctx) == nil, nil
+	})
+
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for loopCtx.Err() == nil {
+			err := create(loopCtx)
+			mu.Lock()
+			if err == nil {
+				ok++
+			} else if loopCtx.Err() == nil {
+				failures = append(failures, err.Error())
+			}
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		stopLoop()
+		<-loopDone
+	}()
+	waitMore := func(what string, n int) {
+		t.Helper()
+		mu.Lock()
+		target := ok + n
+		mu.Unlock()
+		waitFor(ctx, t, fmt.Sprintf("%d more pods %s", n, what), func(context.Context) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(failures) > 0 {
+				return false, fmt.Errorf("%d requests failed, the first: %s", len(failures), failures[0])
+			}
+			return ok >= target, nil
+		})
+	}
+	waitMore("with the first certificate", 5)
+
+	// 3. A serving certificate due for renewal, put into the Secret.
+	due := dueCert(t, &secret)
+	secret.Data["tls.crt"], secret.Data["tls.key"] = due.certPEM, due.keyPEM
+	if err := suite.c.Update(ctx, &secret); err != nil {
+		t.Fatalf("putting a certificate due for renewal into the Secret: %v", err)
+	}
+	var renewed *x509.Certificate
+	waitFor(ctx, t, "the servers to renew the serving certificate in the Secret", func(ctx context.Context) (bool, error) {
+		var now corev1.Secret
+		if err := suite.c.Get(ctx, secretKey, &now); err != nil {
+			return false, err
+		}
+		c, err := parseLeaf(now.Data["tls.crt"])
+		if err != nil || c.Equal(due.cert) {
+			return false, nil
+		}
+		secret, renewed = now, c
+		return true, nil
+	})
+	if renewed.Equal(leaf) {
+		t.Fatal("the renewed certificate is the first one")
+	}
+	verifySecretCert(t, &secret)
+	if !bytes.Equal(secret.Data["ca.crt"], caPEM) {
+		t.Error("ca.crt changed with a serving renewal; want the CA kept")
+	}
+	for i, s := range servers {
+		waitFor(ctx, t, fmt.Sprintf("server %d to serve the renewed certificate", i+1), func(ctx context.Context) (bool, error) {
+			got, err := devenv.ServingCertificate(ctx, s.addr())
+			return err == nil && got.Equal(renewed), nil
+		})
+	}
+	waitMore("with the renewed certificate", 5)
+	if trusted, err := configsTrust(ctx, name, caPEM); err != nil || !trusted {
+		t.Errorf("after the renewal, the configurations no longer carry the Secret's CA (%v)", err)
+	}
+
+	stopLoop()
+	<-loopDone
+	for i, s := range []*celadon{s1, s2} {
+		select {
+		case err := <-s.done:
+			t.Errorf("server %d stopped during the test: %v", i+1, err)
+		default:
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d pods admitted and mutated around the renewal, %d failures", ok, len(failures))
+	if len(failures) > 0 {
+		t.Errorf("%d of %d requests failed; first ones:\n%v", len(failures), ok+len(failures), failures[:min(len(failures), 5)])
+	}
+}
+
+// verifySecretCert checks the Secret's tls.crt matches tls.key and
+// verifies for 127.0.0.1 against its ca.crt, and returns it.
+func verifySecretCert(t *testing.T, s *corev1.Secret) *x509.Certificate {
+	t.Helper()
+	leaf, err := parseLeaf(s.Data["tls.crt"])
+	if err != nil {
+		t.Fatalf("Secret %s/%s tls.crt: %v", s.Namespace, s.Name, err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(s.Data["ca.crt"]) {
+		t.Fatalf("Secret %s/%s: no certificate in ca.crt", s.Namespace, s.Name)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "127.0.0.1", Roots: roots}); err != nil {
+		t.Errorf("Secret %s/%s: tls.crt does not verify for 127.0.0.1 against ca.crt: %v", s.Namespace, s.Name, err)
+	}
+	return leaf
+}
+
+// configsTrust reports whether every webhook of the configurations named
+// name has caBundle ca.
+func configsTrust(ctx context.Context, name string, ca []byte) (bool, error) {
+	var m admissionregistrationv1.MutatingWebhookConfiguration
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := suite.c.Get(ctx, client.ObjectKey{Name: name}, &m); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if err := suite.c.Get(ctx, client.ObjectKey{Name: name}, &v); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	var bundles [][]byte
+	for _, w := range m.Webhooks {
+		bundles = append(bundles, w.ClientConfig.CABundle)
+	}
+	for _, w := range v.Webhooks {
+		bundles = append(bundles, w.ClientConfig.CABundle)
+	}
+	if len(bundles) == 0 {
+		return false, nil
+	}
+	for _, b := range bundles {
+		if !bytes.Equal(b, ca) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+type dueKeyPair struct {
+	cert            *x509.Certificate
+	certPEM, keyPEM []byte
+}
+
+// dueCert issues, with the Secret's CA, a serving certificate for
+// 127.0.0.1 that is well into its renewal window: a day old, an hour
+// left.
+func dueCert(t *testing.T, s *corev1.Secret) dueKeyPair {
+	t.Helper()
+	ca, err := parseLeaf(s.Data["ca.crt"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(s.Data["ca.key"])
+	if b == nil {
+		t.Fatal("no PEM ca.key in the Secret")
+	}
+	caKey, err := x509.ParseECPrivateKey(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    now.Add(-24 * time.Hour),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dueKeyPair{
+		cert:    cert,
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
+}

@@ -533,6 +533,31 @@ func TestInjectSidecarOps(t *testing.T) {
 	}
 }
 
+// TestInjectSidecarGenerateName: a pod of a controller is admitted with
+// generateName and no name (the API server names it afterwards), so a
+// template reading object.metadata.name errors; the optional form falls
+// back to generateName.
+func TestInjectSidecarGenerateName(t *testing.T) {
+	pod := strings.Replace(sidecarPod("", "  containers:\n  - {name: app, image: \"app:1\"}\n"), "  name: web-0\n", "  generateName: web-7d4f9-\n", 1)
+	for _, c := range []struct{ expr, reason string }{
+		{"object.metadata.name", "with.containers[0].args[0]: no such key: name"},
+		{"object.metadata.?name.orValue(object.metadata.generateName)", "injected container agent"},
+	} {
+		t.Run(c.expr, func(t *testing.T) {
+			snap := compilePolicies(t, sidecarPolicy("    containers:\n    - {name: agent, image: \"agent:1\", args: [\"--node=${{ "+c.expr+" }}\"]}\n"))
+			req := admissionRequest(t, admissionv1.Create, yamlJSON(t, pod), nil)
+			d := evaluate(t, snap, req, engine.EvalOptions{})
+			if r := d.Results[0]; r.Reason != c.reason {
+				t.Fatalf("state %s reason %q; want %q", r.State, r.Reason, c.reason)
+			}
+			if len(d.Patch) > 0 {
+				want := strings.Replace(pod, "  - {name: app, image: \"app:1\"}\n", "  - {name: app, image: \"app:1\"}\n  - {name: agent, image: \"agent:1\", args: [--node=web-7d4f9-]}\n", 1)
+				checkMutation(t, snap, req, d, yamlJSON(t, want), engine.EvalOptions{})
+			}
+		})
+	}
+}
+
 // TestInjectSidecarReinvoked: a later policy adds a variable to every
 // container, the injected sidecar included, so the sidecar policy runs
 // again on the final object (reinvocation). It must find its sidecar in

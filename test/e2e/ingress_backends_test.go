@@ -57,14 +57,15 @@ spec:
   enforcement: Warn
 `)}
 
-// startIngressBackendsServer starts a Celadon server for
-// ingressBackendsPolicies, its options adjusted by configure (may be nil;
-// by default its cluster cache runs on the real API server), and installs
-// its webhook configurations limited to namespaces labelled
-// ingressBackendsLabel. Both go away when the test ends.
-func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, configure func(*celadon, *webhook.Options)) *celadon {
+// startIngressBackendsServer starts a Celadon server for policies
+// (ingressBackendsPolicies or a set with the same webhooks), its options
+// adjusted by configure (may be nil; by default its cluster cache runs on
+// the real API server), and installs its webhook configurations limited
+// to namespaces labelled ingressBackendsLabel. Both go away when the test
+// ends.
+func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options)) *celadon {
 	t.Helper()
-	s, err := runCeladon(ctx, name, ingressBackendsPolicies, configure)
+	s, err := runCeladon(ctx, name, policies, configure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func newIngress(ns, name string, refs ...string) *networkingv1.Ingress {
 func TestIngressBackends(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
-	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress", nil)
+	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress", ingressBackendsPolicies, nil)
 	warnings := &warningRecorder{}
 	cfg := rest.CopyConfig(suite.cp.Config)
 	cfg.WarningHandler = warnings
@@ -427,7 +428,7 @@ func TestIngressBackendsCacheLag(t *testing.T) {
 	})
 	waitFor(ctx, t, "the cluster cache to sync", func(context.Context) (bool, error) { return ready() == nil, nil })
 	lag.Store(true) // from now on: the initial sync need not wait
-	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress-lag", func(_ *celadon, o *webhook.Options) { o.Cluster = cc })
+	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress-lag", ingressBackendsPolicies, func(_ *celadon, o *webhook.Options) { o.Cluster = cc })
 
 	ns := newNamespace(ctx, t, "ingress-lag", map[string]string{ingressBackendsLabel: "deny"})
 	if err := suite.c.Create(ctx, newService(ns, "web", "http:80")); err != nil {
@@ -480,4 +481,42 @@ func (b *slowBody) Read(p []byte) (int, error) {
 		time.Sleep(b.delay)
 	}
 	return n, err
+}
+
+// TestIngressBackendsAfterReload: a policy set that starts reading
+// Services on a hot reload gets its informer then, and is answered (by
+// direct reads until the informer syncs) without a restart.
+func TestIngressBackendsAfterReload(t *testing.T) {
+	requireSuite(t)
+	ctx := testContext(t)
+	// The same webhook, but a policy that reads nothing and never denies.
+	initial := map[string][]byte{"ingress-backends.yaml": []byte(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: ingress-placeholder
+spec:
+  match:
+    resources: [networking.k8s.io/ingresses]
+    operations: [CREATE, UPDATE]
+    conditions:
+    - {name: never, expression: "false"}
+  action: deny
+  with: {message: never}
+`)}
+	s := startIngressBackendsServer(ctx, t, "celadon-e2e-ingress-reload", initial, nil)
+	ns := newNamespace(ctx, t, "ingress-reload", map[string]string{ingressBackendsLabel: "deny"})
+	if err := suite.c.Create(ctx, newService(ns, "web", "http:80")); err != nil {
+		t.Fatal(err)
+	}
+	if err := suite.c.Create(ctx, newIngress(ns, "before", "cart:80")); err != nil {
+		t.Fatalf("before the reload nothing checks backends, yet: %v", err)
+	}
+	s.setPolicies(t, ingressBackendsPolicies)
+	n := 0
+	waitFor(ctx, t, "the reloaded policy to deny a missing backend", func(ctx context.Context) (bool, error) {
+		n++
+		err := suite.c.Create(ctx, newIngress(ns, fmt.Sprintf("after-%d", n), "cart:80"))
+		return err != nil && strings.Contains(err.Error(), `service "cart" not found`), nil
+	})
+	checkAdmission(t, suite.c.Create(ctx, newIngress(ns, "found", "web:http")), "")
 }

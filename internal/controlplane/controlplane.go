@@ -9,10 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -260,31 +262,88 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 	}
 
 	if o.WithScheduler {
-		kubeconfig, err := cp.writeUserKubeconfig("system:kube-scheduler", "kube-scheduler.kubeconfig")
-		if err != nil {
+		if _, err := cp.StartScheduler(ctx, DefaultSchedulerName); err != nil {
 			return nil, err
 		}
-		schedDir := filepath.Join(dir, "kube-scheduler")
-		if err := os.MkdirAll(schedDir, 0o700); err != nil {
-			return nil, fmt.Errorf("controlplane: %w", err)
-		}
-		p, err := cp.startProcess(ctx, SchedulerBinary, paths[SchedulerBinary], func(port int) []string {
-			return []string{
-				"--kubeconfig=" + kubeconfig,
-				"--leader-elect=false",
-				"--bind-address=127.0.0.1",
-				fmt.Sprintf("--secure-port=%d", port),
-				"--cert-dir=" + schedDir,
-				"--kube-api-qps=200",
-				"--kube-api-burst=400",
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
-		cp.procs = append(cp.procs, p)
 	}
 	return cp, nil
+}
+
+// DefaultSchedulerName is the scheduler name of pods that do not set
+// spec.schedulerName: the profile of the scheduler WithScheduler starts.
+const DefaultSchedulerName = "default-scheduler"
+
+// Scheduler is a kube-scheduler started by StartScheduler.
+type Scheduler struct {
+	// Name is its profile's schedulerName: it binds only the pods whose
+	// spec.schedulerName is Name.
+	Name string
+	cp   *ControlPlane
+	p    *process
+}
+
+// Stop stops the scheduler, which Exited then no longer reports. The
+// control plane's Stop stops it too.
+func (s *Scheduler) Stop() error {
+	s.cp.procs = slices.DeleteFunc(s.cp.procs, func(p *process) bool { return p == s.p })
+	return s.p.stop()
+}
+
+// StartScheduler starts a real kube-scheduler with one profile, named
+// name, and waits until it is healthy. A name other than
+// DefaultSchedulerName gives a scheduler of its own to the pods that ask
+// for it (spec.schedulerName), leaving every other pod alone: a test can
+// have its pods scheduled without the pods of other tests being bound.
+func (c *ControlPlane) StartScheduler(ctx context.Context, name string) (*Scheduler, error) {
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return nil, fmt.Errorf("controlplane: scheduler name %q: %s", name, strings.Join(msgs, "; "))
+	}
+	path := binPath(SchedulerBinary, c.BinDir)
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		return nil, fmt.Errorf("controlplane: missing control-plane binary %s: run `make controlplane` from the repository root to build it", path)
+	}
+	base := SchedulerBinary // its log prefix, files and directory
+	if name != DefaultSchedulerName {
+		base += "-" + name
+	}
+	kubeconfig, err := c.writeUserKubeconfig("system:kube-scheduler", base+".kubeconfig")
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(c.dir, base)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	// A configuration file, as profiles have no flags; with it, the
+	// deprecated client and leader-election flags are ignored.
+	config := filepath.Join(dir, "config.yaml")
+	data := fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: %q
+  qps: 200
+  burst: 400
+leaderElection:
+  leaderElect: false
+profiles:
+- schedulerName: %q
+`, kubeconfig, name)
+	if err := os.WriteFile(config, []byte(data), 0o600); err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	p, err := c.startProcess(ctx, base, path, func(port int) []string {
+		return []string{
+			"--config=" + config,
+			"--bind-address=127.0.0.1",
+			fmt.Sprintf("--secure-port=%d", port),
+			"--cert-dir=" + dir,
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.procs = append(c.procs, p)
+	return &Scheduler{Name: name, cp: c, p: p}, nil
 }
 
 // writeUserKubeconfig provisions a client-certificate user in the

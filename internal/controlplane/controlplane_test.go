@@ -68,6 +68,13 @@ func TestServiceAccountAdmissionNeedsControllerManager(t *testing.T) {
 	}
 }
 
+func TestStartSchedulerName(t *testing.T) {
+	_, err := (&ControlPlane{}).StartScheduler(context.Background(), "My Scheduler")
+	if err == nil || !strings.Contains(err.Error(), `scheduler name "My Scheduler"`) {
+		t.Fatalf("want an error naming the invalid scheduler name, got %v", err)
+	}
+}
+
 func TestRepoRoot(t *testing.T) {
 	root, err := RepoRoot()
 	if err != nil {

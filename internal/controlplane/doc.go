@@ -8,7 +8,10 @@
 // Deployment or Job gets its pods, namespaces get their "default" service
 // account, and the garbage collector deletes dependents. No kubelet runs, so
 // pods never start: they stay Pending (or, with the scheduler and a Node
-// object, get bound to that node).
+// object, get bound to that node). StartScheduler starts a further
+// scheduler with a name of its own, which binds only the pods that ask for
+// it (spec.schedulerName), so that a test can have its pods scheduled
+// without binding anyone else's.
 //
 // The binaries are built from Go modules by hack/build-controlplane.sh into
 // the repository's bin/ directory (`make controlplane`); nothing is

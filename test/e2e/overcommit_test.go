@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,6 +38,10 @@ const overcommitNodeLabel = "e2e.celadon.io/node"
 // kubelet does (every 10s by default; the node lifecycle controller's grace
 // period is 50s).
 const nodeLeaseInterval = 5 * time.Second
+
+// nodeWriteBackoff spaces the retries of a node status write that
+// conflicts with another writer, over about 5s in all.
+var nodeWriteBackoff = wait.Backoff{Steps: 8, Duration: 20 * time.Millisecond, Factor: 2, Jitter: 0.1}
 
 // The nodes' real allocatable, and each pod's requests: more cpu than a
 // node really has, but less than twice as much (the policy inflates cpu
@@ -231,7 +236,8 @@ func renewNodeLease(t *testing.T, node string) {
 func writeNodeStatus(ctx context.Context, t *testing.T, name string, allocatable corev1.ResourceList) *corev1.Node {
 	t.Helper()
 	node := &corev1.Node{}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	// The node lifecycle controller updates the node too (its taints).
+	err := retry.RetryOnConflict(nodeWriteBackoff, func() error {
 		if err := suite.c.Get(ctx, client.ObjectKey{Name: name}, node); err != nil {
 			return err
 		}

@@ -400,6 +400,31 @@ func TestInjectSidecar(t *testing.T) {
 			reason: "already injected: container agent",
 		},
 		{
+			name: "present, with the service account token mounted by the API server on reinvocation: still the same sidecar",
+			with: sidecarLogShipper,
+			spec: `  containers:
+  - name: app
+    image: app:1
+    volumeMounts:
+    - {name: kube-api-access-x7k2p, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+    - {name: logs, mountPath: /var/log/app}
+  - name: log-shipper
+    image: registry.example.com/fluent-bit:3.1
+    args: [--config, /etc/fluent-bit/fluent-bit.conf]
+    resources:
+      requests: {cpu: 50m, memory: 32Mi}
+    volumeMounts:
+    - {name: logs, mountPath: /var/log/app, readOnly: true}
+    - {name: kube-api-access-x7k2p, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+  volumes:
+  - {name: kube-api-access-x7k2p, projected: {sources: [{serviceAccountToken: {path: token}}]}}
+  - name: logs
+    emptyDir: {}
+`,
+			state:  engine.StatePass,
+			reason: "already injected: container log-shipper, volume logs, mount logs at /var/log/app in app",
+		},
+		{
 			name: "present with a template's env variable changed: conflict",
 			with: `    containers:
     - name: agent

@@ -148,9 +148,9 @@ func TestOvercommit(t *testing.T) {
 	waitUnschedulable(ctx, t, tooLarge, "Insufficient cpu")
 }
 
-// createOvercommitNode creates a Node called name, as a kubelet registers one (with
-// no status yet), labelled and tainted for the test, and renews its Lease
-// until the test ends; the node and its Lease are deleted then.
+// createOvercommitNode creates a Node called name, as a kubelet registers
+// one (with no status yet), labelled and tainted for the test, and renews
+// its Lease until the test ends; the node and its Lease are deleted then.
 func createOvercommitNode(ctx context.Context, t *testing.T, name, token string, labels map[string]string) string {
 	t.Helper()
 	node := &corev1.Node{

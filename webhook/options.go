@@ -133,9 +133,11 @@ type Options struct {
 	// the served policy set (Configurations), caBundle included: at start,
 	// after every successful reload and every WebhookSyncInterval. Only
 	// the elected leader writes when LeaderElection is set. Exactly one of
-	// WebhookService and WebhookURL is required. RBAC: get, list, watch,
-	// create and update mutatingwebhookconfigurations and
-	// validatingwebhookconfigurations; with LeaderElection, leases too.
+	// WebhookService and WebhookURL is required. RBAC: get, create and
+	// update mutatingwebhookconfigurations and
+	// validatingwebhookconfigurations (single GETs: no list or watch); with
+	// LeaderElection, get, create and update on the Lease and create on
+	// events (the election records one) in its namespace.
 	ManageWebhooks bool
 	// WebhookConfigName names both configurations. Default "celadon".
 	WebhookConfigName string

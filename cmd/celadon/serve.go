@@ -160,9 +160,10 @@ a rotated CA is picked up): at start, after every policy reload, and every
 then takes effect with no manual step. Only the leader elected through the
 Lease "celadon-webhooks" in --leader-election-namespace (default
 $POD_NAMESPACE) writes; --leader-elect is on by default with
---manage-webhooks. RBAC: get, list, watch, create and update on
+--manage-webhooks. RBAC: get, create and update on
 mutatingwebhookconfigurations and validatingwebhookconfigurations, and on
-leases (coordination.k8s.io) in that namespace.
+leases (coordination.k8s.io) in that namespace, and create on events there
+(the election records one).
 
 When the policies use createSecret, the leader also runs a reconciler that
 creates and syncs the Secrets those policies want in the namespaces they

@@ -189,6 +189,9 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	if err := pol.Spec.Enforcement.validate(); err != nil {
 		errs = append(errs, d.errorf("spec.enforcement", "%v", err))
 	}
+	if t := pol.Spec.TimeoutSeconds; t != nil && (*t < 1 || *t > 30) {
+		errs = append(errs, d.errorf("spec.timeoutSeconds", "timeoutSeconds must be between 1 and 30, not %d", *t))
+	}
 	if p.Type == Mutating && pol.Spec.Enforcement != "" {
 		errs = append(errs, d.errorf("spec.enforcement", "enforcement applies to validating builtins only; %q mutates", pol.Spec.Action))
 	}

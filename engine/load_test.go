@@ -162,6 +162,14 @@ spec:
   action: violate
   failurePolicy: Sometimes
 `, `policies.yaml:7: policy "fp": failurePolicy must be Fail or Ignore`},
+		{"timeout out of range", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: slow}
+spec:
+  match: {resources: [pods]}
+  action: violate
+  timeoutSeconds: 31
+`, `policies.yaml:7: policy "slow": timeoutSeconds must be between 1 and 30, not 31`},
 		{"wrong kind", `apiVersion: celadon.io/v1alpha1
 kind: ConfigMap
 metadata: {name: cm}

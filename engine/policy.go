@@ -45,6 +45,10 @@ type PolicySpec struct {
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
 	// Enforcement applies to validating builtins only. Defaults to Deny.
 	Enforcement Enforcement `json:"enforcement,omitempty"`
+	// TimeoutSeconds, 1 to 30, shortens the API server's wait for the webhook
+	// serving this policy: a generated webhook takes the smallest of its
+	// policies' timeouts. Unset: the configurations' default (5 s).
+	TimeoutSeconds *int32 `json:"timeoutSeconds,omitempty"`
 }
 
 // Match selects the requests a policy applies to. All parts must match.

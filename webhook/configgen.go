@@ -171,7 +171,8 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 	// Fail before Ignore: the order of the names, and the API server calls
 	// the webhooks of a configuration in their listed order.
 	for _, fp := range []engine.FailurePolicy{engine.Fail, engine.Ignore} {
-		if rules := sets[key{engine.Mutating, fp}].rules(); len(rules) > 0 {
+		mset := sets[key{engine.Mutating, fp}]
+		if rules := mset.rules(); len(rules) > 0 {
 			mwc.Webhooks = append(mwc.Webhooks, admissionregistrationv1.MutatingWebhook{
 				Name:                    webhookName(engine.Mutating, fp),
 				ClientConfig:            c.clientConfig(WebhookPath(engine.Mutating, fp)),
@@ -180,12 +181,13 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 				NamespaceSelector:       c.namespaceSelector(),
 				SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
-				TimeoutSeconds:          ptr.To(c.timeout),
+				TimeoutSeconds:          ptr.To(c.timeoutFor(mset)),
 				AdmissionReviewVersions: []string{"v1", "v1beta1"},
 				ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
 			})
 		}
-		if rules := sets[key{engine.Validating, fp}].rules(); len(rules) > 0 {
+		vset := sets[key{engine.Validating, fp}]
+		if rules := vset.rules(); len(rules) > 0 {
 			vwc.Webhooks = append(vwc.Webhooks, admissionregistrationv1.ValidatingWebhook{
 				Name:                    webhookName(engine.Validating, fp),
 				ClientConfig:            c.clientConfig(WebhookPath(engine.Validating, fp)),
@@ -194,12 +196,22 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 				NamespaceSelector:       c.namespaceSelector(),
 				SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
-				TimeoutSeconds:          ptr.To(c.timeout),
+				TimeoutSeconds:          ptr.To(c.timeoutFor(vset)),
 				AdmissionReviewVersions: []string{"v1", "v1beta1"},
 			})
 		}
 	}
 	return mwc, vwc, nil
+}
+
+// timeoutFor returns a webhook's timeoutSeconds: the configured one, or the
+// smallest that its policies ask for when that is shorter, so that a policy
+// on a hot path (kubelets' node status) can fail open quickly.
+func (c *configGen) timeoutFor(set *ruleSet) int32 {
+	if set.timeout != 0 && set.timeout < c.timeout {
+		return set.timeout
+	}
+	return c.timeout
 }
 
 // configGen holds checked ConfigOptions with defaults applied.
@@ -402,11 +414,17 @@ func (s opSet) operations() []admissionregistrationv1.OperationType {
 // webhook.
 type ruleSet struct {
 	ops map[engine.ResourceRule]opSet
+	// timeout is the smallest spec.timeoutSeconds of the policies added, 0
+	// when none sets one.
+	timeout int32
 }
 
 func newRuleSet() *ruleSet { return &ruleSet{ops: map[engine.ResourceRule]opSet{}} }
 
 func (s *ruleSet) add(p *engine.CompiledPolicy) {
+	if t := p.Policy.Spec.TimeoutSeconds; t != nil && (s.timeout == 0 || *t < s.timeout) {
+		s.timeout = *t
+	}
 	var ops opSet
 	for _, op := range p.Operations() {
 		ops |= opBit(op)

@@ -329,6 +329,33 @@ func TestConfigurationsWebhookSettings(t *testing.T) {
 	}
 }
 
+// TestConfigurationsPolicyTimeout: a webhook takes the shortest timeout its
+// policies ask for, never a longer one than configured, and a webhook
+// without such policies keeps the configured one.
+func TestConfigurationsPolicyTimeout(t *testing.T) {
+	withTimeout := func(doc string, seconds int) string {
+		return doc + fmt.Sprintf("  timeoutSeconds: %d\n", seconds)
+	}
+	snap := compileSet(t,
+		withTimeout(pol("node-status", "mutate", "Ignore", "UPDATE", "nodes/status"), 2),
+		withTimeout(pol("node-status-3", "mutate", "Ignore", "UPDATE", "nodes/status"), 3),
+		pol("pods", "mutate", "Fail", "CREATE", "pods"),
+		withTimeout(pol("slow-deny", "deny", "Fail", "CREATE", "pods"), 20),
+	)
+	mwc, vwc := generate(t, snap, svc)
+	got := map[string]int32{}
+	for _, w := range mwc.Webhooks {
+		got[w.Name] = *w.TimeoutSeconds
+	}
+	for _, w := range vwc.Webhooks {
+		got[w.Name] = *w.TimeoutSeconds
+	}
+	want := map[string]int32{"ignore.mutate.celadon.io": 2, "fail.mutate.celadon.io": 5, "fail.validate.celadon.io": 5}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("timeouts %v, want %v", got, want)
+	}
+}
+
 func TestWebhookPath(t *testing.T) {
 	for _, tc := range []struct {
 		t    engine.ActionType

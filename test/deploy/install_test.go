@@ -1,12 +1,15 @@
 package deploy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -19,7 +22,9 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,157 +32,233 @@ import (
 	"celadon.io/celadon/internal/devenv"
 )
 
-// TestSelfSignedInstall follows deploy/README.md's "Install with
-// self-signed certificates" against a real kube-apiserver, as far as a
-// control plane without nodes allows:
+// The install tests follow deploy/README.md's install sections against a
+// real kube-apiserver, as far as a control plane without nodes allows:
 //
 //   - Building and pushing the image is not done: there is no container
 //     runtime or registry here.
-//   - `kubectl apply -k deploy/overlays/self-signed` is done for real: every
-//     object of the kustomization is applied server-side and read back.
+//   - `kubectl apply -k` is done for real: every object of the
+//     kustomization is applied server-side and read back.
 //   - The pods never run (no kubelet), so `rollout status` cannot pass.
 //     Instead the test runs what a pod would: the `celadon` binary built
 //     from ./cmd/celadon with the Deployment's args and environment as
 //     applied, the policies ConfigMap's data as its --policies directory
-//     (laid out as the kubelet mounts it), an empty --cert-dir (the
-//     emptyDir), and the API server's permissions of the ServiceAccount
-//     celadon/celadon alone (impersonated): the overlay's RBAC must be
+//     and the certificate Secret's as its --cert-dir (laid out as the
+//     kubelet mounts them), and only the permissions of the ServiceAccount
+//     celadon/celadon (impersonated): the kustomization's RBAC must be
 //     enough. Only the listening addresses and file paths are changed.
-//   - The README's check: the server creates the Secret celadon-tls, and
-//     the webhook configurations "celadon" with its CA as caBundle,
-//     pointing at the Service celadon/celadon. The API server cannot call
-//     that Service here (no endpoints, no kube-proxy), so the test does
-//     what it would: a TLS handshake for celadon.celadon.svc, verified
-//     against the caBundle the configurations hold.
-//   - "Removing Celadon": the Deployment is deleted (the server stops),
-//     then the configurations, then every object of the kustomization.
+//   - The API server cannot call the Service here (no endpoints, no
+//     kube-proxy), so the tests do what it would: a TLS handshake for
+//     celadon.celadon.svc, verified against the caBundle the webhook
+//     configurations hold.
+
+// TestSelfSignedInstall follows "Install with self-signed certificates":
+// apply the overlay; the server creates the Secret celadon-tls and the
+// webhook configurations "celadon" with its CA, pointing at the Service;
+// then "Removing Celadon": the Deployment (the server stops), the
+// configurations, the rest.
 func TestSelfSignedInstall(t *testing.T) {
+	e := newInstallEnv(t)
+	objs := e.apply(SelfSignedOverlay)
+	p := e.runPod(nil)
+
+	var secret corev1.Secret
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: Namespace, Name: "celadon-tls"}, &secret); err != nil {
+		t.Fatalf("the Secret celadon-tls: %v", err)
+	}
+	bundles := e.waitForConfigurations()
+	for _, b := range bundles {
+		if !bytes.Equal(b, secret.Data["ca.crt"]) {
+			t.Errorf("a webhook's caBundle is not the Secret's ca.crt")
+		}
+	}
+	served := p.handshake(t, bundles[0])
+	if b, _ := pem.Decode(secret.Data["tls.crt"]); b == nil || !bytes.Equal(b.Bytes, served.Raw) {
+		t.Error("the webhook does not serve the Secret's tls.crt")
+	}
+
+	// Removing Celadon: the Deployment first (its leader would write the
+	// configurations again), then the configurations, then the rest.
+	if err := e.c.Delete(e.ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "celadon"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.stop(); err != nil { // what the kubelet does to the pods
+		t.Errorf("celadon serve did not shut down cleanly: %v", err)
+	}
+	if err := devenv.DeleteWebhookConfigurations(e.ctx, e.c, "celadon"); err != nil {
+		t.Fatal(err)
+	}
+	e.remove(objs)
+}
+
+// TestOwnCertificateInstall follows "Install without cert-manager (your
+// own certificate)": the openssl commands of deploy/README.md, run as they
+// are written there; apply deploy/base; create the TLS Secret; run the
+// pod; `celadon webhook-config ... --ca-bundle ca.crt | kubectl apply -f -`.
+// The server must serve that certificate, and the applied configurations
+// must trust it for the Service's name.
+func TestOwnCertificateInstall(t *testing.T) {
+	e := newInstallEnv(t)
+	dir := t.TempDir()
+
+	// 1. The README's openssl commands.
+	script := readmeBlock(t, filepath.Join(root, "deploy", "README.md"), "## Install without cert-manager (your own certificate)")
+	cmd := exec.CommandContext(e.ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the README's openssl commands: %v\n%s\n%s", err, script, out)
+	}
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	// 2. kubectl apply -k deploy/base
+	objs := e.apply("deploy/base")
+	// 3. kubectl -n celadon create secret tls celadon-tls --cert tls.crt --key tls.key
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "celadon-tls"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"tls.crt": read("tls.crt"), "tls.key": read("tls.key")},
+	}
+	if err := e.c.Create(e.ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	// 4. The pod, with the Secret mounted as its cert-dir.
+	p := e.runPod(secret.Data)
+	// 5. celadon webhook-config -p policies --service celadon/celadon --ca-bundle ca.crt | kubectl apply -f -
+	gen := exec.CommandContext(e.ctx, e.bin, "webhook-config", "-p", filepath.Join(root, PoliciesDir),
+		"--service", Namespace+"/"+Service, "--ca-bundle", filepath.Join(dir, "ca.crt"))
+	var stderr bytes.Buffer
+	gen.Stderr = &stderr
+	out, err := gen.Output()
+	if err != nil {
+		t.Fatalf("celadon webhook-config: %v\n%s", err, stderr.Bytes())
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("celadon webhook-config output: %v\n%s", err, out)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := e.c.Apply(e.ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
+			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+
+	bundles := e.waitForConfigurations()
+	for _, b := range bundles {
+		if !bytes.Equal(b, read("ca.crt")) {
+			t.Errorf("a webhook's caBundle is not ca.crt")
+		}
+	}
+	served := p.handshake(t, bundles[0])
+	if b, _ := pem.Decode(read("tls.crt")); b == nil || !bytes.Equal(b.Bytes, served.Raw) {
+		t.Error("the webhook does not serve tls.crt")
+	}
+
+	// Removing: the configurations first, then the rest.
+	if err := devenv.DeleteWebhookConfigurations(e.ctx, e.c, "celadon"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.stop(); err != nil {
+		t.Errorf("celadon serve did not shut down cleanly: %v", err)
+	}
+	e.remove(objs)
+}
+
+// installEnv is a fresh control plane and a celadon binary.
+type installEnv struct {
+	t    *testing.T
+	ctx  context.Context
+	cp   *controlplane.ControlPlane
+	c    client.Client
+	bin  string
+	logs bytes.Buffer
+}
+
+func newInstallEnv(t *testing.T) *installEnv {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("needs a real control plane from bin/ (`make controlplane`); skipped in -short mode")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	bin := buildCeladon(ctx, t)
-
-	var logs bytes.Buffer
-	cp, err := controlplane.Start(ctx, controlplane.Options{Out: &logs})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	t.Cleanup(cancel)
+	e := &installEnv{t: t, ctx: ctx}
+	e.bin = buildCeladon(ctx, t)
+	cp, err := controlplane.Start(ctx, controlplane.Options{Out: &e.logs})
 	if err != nil {
 		t.Fatalf("starting the control plane: %v", err)
 	}
+	e.cp = cp
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("control plane log (tail):\n%s", tail(e.logs.String(), 3000))
+		}
 		if err := cp.Stop(); err != nil {
 			t.Errorf("stopping the control plane: %v", err)
 		}
 	})
-	c, err := client.New(cp.Config, client.Options{})
-	if err != nil {
+	if e.c, err = client.New(cp.Config, client.Options{}); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
 
-	// kubectl apply -k deploy/overlays/self-signed (server-side).
-	objs := build(t, SelfSignedOverlay)
+// apply is `kubectl apply -k dir`, server-side; it checks every object
+// exists afterwards and returns them.
+func (e *installEnv) apply(dir string) []*unstructured.Unstructured {
+	t := e.t
+	t.Helper()
+	objs := build(t, dir)
 	for _, u := range objs {
-		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
+		if err := e.c.Apply(e.ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
 			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
 		}
 	}
 	for _, u := range objs {
 		live := &unstructured.Unstructured{}
 		live.SetGroupVersionKind(u.GroupVersionKind())
-		if err := c.Get(ctx, client.ObjectKeyFromObject(u), live); err != nil {
+		if err := e.c.Get(e.ctx, client.ObjectKeyFromObject(u), live); err != nil {
 			t.Errorf("%s %s after apply: %v", u.GetKind(), u.GetName(), err)
 		}
 	}
+	return objs
+}
 
-	// What a pod of the Deployment would run.
-	var d appsv1.Deployment
-	if err := c.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "celadon"}, &d); err != nil {
-		t.Fatal(err)
-	}
-	var cm corev1.ConfigMap
-	if err := c.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: PoliciesConfigMap}, &cm); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	policyFiles := map[string][]byte{}
-	for k, v := range cm.Data {
-		policyFiles[k] = []byte(v)
-	}
-	if err := devenv.WriteAtomic(filepath.Join(dir, "policies"), policyFiles); err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := serviceAccountKubeconfig(t, cp, filepath.Join(dir, "kubeconfig"), d.Spec.Template.Spec.ServiceAccountName)
-	var ports [3]int
-	for i := range ports {
-		if ports[i], err = devenv.FreePort(); err != nil {
-			t.Fatal(err)
+// remove is `kubectl delete -k`.
+func (e *installEnv) remove(objs []*unstructured.Unstructured) {
+	e.t.Helper()
+	for _, u := range objs {
+		if err := e.c.Delete(e.ctx, u); client.IgnoreNotFound(err) != nil {
+			e.t.Errorf("deleting %s %s: %v", u.GetKind(), u.GetName(), err)
 		}
 	}
-	container := d.Spec.Template.Spec.Containers[0]
-	args := append(append([]string(nil), container.Args...),
-		// Later flags win: the paths and addresses of this machine.
-		"--policies="+filepath.Join(dir, "policies"),
-		"--cert-dir="+filepath.Join(dir, "tls"),
-		"--host=127.0.0.1",
-		"--port="+strconv.Itoa(ports[0]),
-		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(ports[1]),
-		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]),
-		"--kubeconfig="+kubeconfig,
-		"--log-format=console",
-	)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), podEnv(t, container, d.Spec.Template.Spec.ServiceAccountName)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(time.Minute):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("celadon serve %s\n%s", strings.Join(args, " "), tail(out.String(), 6000))
-			t.Logf("control plane log (tail):\n%s", tail(logs.String(), 3000))
-		}
-	})
-	ready := make(chan error, 1)
-	go func() {
-		ready <- devenv.WaitForHTTP(ctx, 3*time.Minute, "http://127.0.0.1:"+strconv.Itoa(ports[2])+"/readyz")
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case err := <-exited:
-		t.Fatalf("celadon serve exited before it was ready: %v", err)
-	}
+}
 
-	// The Secret, shared by the replicas.
-	var secret corev1.Secret
-	if err := c.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "celadon-tls"}, &secret); err != nil {
-		t.Fatalf("the Secret celadon-tls: %v", err)
-	}
-	// The configurations, written by the elected replica.
-	host := Service + "." + Namespace + ".svc"
+// waitForConfigurations waits for the webhook configurations "celadon",
+// checks every webhook calls the Service, and returns their caBundles.
+func (e *installEnv) waitForConfigurations() [][]byte {
+	t := e.t
+	t.Helper()
 	var bundles [][]byte
-	err = devenv.WaitFor(ctx, time.Minute, "the webhook configurations celadon", func(ctx context.Context) (bool, error) {
+	err := devenv.WaitFor(e.ctx, time.Minute, "the webhook configurations celadon", func(ctx context.Context) (bool, error) {
 		var m admissionregistrationv1.MutatingWebhookConfiguration
 		var v admissionregistrationv1.ValidatingWebhookConfiguration
-		if err := c.Get(ctx, client.ObjectKey{Name: "celadon"}, &m); err != nil {
+		if err := e.c.Get(ctx, client.ObjectKey{Name: "celadon"}, &m); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
-		if err := c.Get(ctx, client.ObjectKey{Name: "celadon"}, &v); err != nil {
+		if err := e.c.Get(ctx, client.ObjectKey{Name: "celadon"}, &v); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
-		bundles = nil
 		var ccs []admissionregistrationv1.WebhookClientConfig
 		for _, w := range m.Webhooks {
 			ccs = append(ccs, w.ClientConfig)
@@ -185,6 +266,7 @@ func TestSelfSignedInstall(t *testing.T) {
 		for _, w := range v.Webhooks {
 			ccs = append(ccs, w.ClientConfig)
 		}
+		bundles = nil
 		for _, cc := range ccs {
 			if s := cc.Service; s == nil || s.Namespace != Namespace || s.Name != Service {
 				return false, fmt.Errorf("clientConfig %+v: want the Service %s/%s", cc, Namespace, Service)
@@ -196,44 +278,133 @@ func TestSelfSignedInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range bundles {
-		if !bytes.Equal(b, secret.Data["ca.crt"]) {
-			t.Errorf("a webhook's caBundle is not the Secret's ca.crt")
+	return bundles
+}
+
+// pod is `celadon serve` run as a pod of the Deployment would run it.
+type pod struct {
+	cmd    *exec.Cmd
+	args   []string
+	out    bytes.Buffer
+	exited chan error
+	port   int // the webhook's
+	done   bool
+	err    error
+}
+
+// runPod starts the binary with the applied Deployment's args and
+// environment, the policies ConfigMap as --policies and certFiles (the
+// certificate Secret's data, nil for an empty emptyDir) as --cert-dir, as
+// the ServiceAccount, and waits until it is ready.
+func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
+	t := e.t
+	t.Helper()
+	var d appsv1.Deployment
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: Namespace, Name: "celadon"}, &d); err != nil {
+		t.Fatal(err)
+	}
+	var cm corev1.ConfigMap
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: Namespace, Name: PoliciesConfigMap}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	policyFiles := map[string][]byte{}
+	for k, v := range cm.Data {
+		policyFiles[k] = []byte(v)
+	}
+	if err := devenv.WriteAtomic(filepath.Join(dir, "policies"), policyFiles); err != nil {
+		t.Fatal(err)
+	}
+	certDir := filepath.Join(dir, "tls")
+	if certFiles != nil {
+		if err := devenv.WriteAtomic(certDir, certFiles); err != nil {
+			t.Fatal(err)
 		}
 	}
-	// What the API server does when it calls the Service.
+	sa := d.Spec.Template.Spec.ServiceAccountName
+	kubeconfig := serviceAccountKubeconfig(t, e.cp, filepath.Join(dir, "kubeconfig"), sa)
+	var ports [3]int
+	for i := range ports {
+		var err error
+		if ports[i], err = devenv.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	container := d.Spec.Template.Spec.Containers[0]
+	p := &pod{port: ports[0], exited: make(chan error, 1)}
+	p.args = append(append([]string(nil), container.Args...),
+		// Later flags win: the paths and addresses of this machine.
+		"--policies="+filepath.Join(dir, "policies"),
+		"--cert-dir="+certDir,
+		"--host=127.0.0.1",
+		"--port="+strconv.Itoa(ports[0]),
+		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(ports[1]),
+		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]),
+		"--kubeconfig="+kubeconfig,
+		"--log-format=console",
+	)
+	p.cmd = exec.Command(e.bin, p.args...)
+	p.cmd.Env = append(os.Environ(), podEnv(t, container, sa)...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.stop()
+		if t.Failed() {
+			t.Logf("celadon %s\n%s", strings.Join(p.args, " "), tail(p.out.String(), 6000))
+		}
+	})
+	ready := make(chan error, 1)
+	go func() {
+		ready <- devenv.WaitForHTTP(e.ctx, 3*time.Minute, "http://127.0.0.1:"+strconv.Itoa(ports[2])+"/readyz")
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-p.exited:
+		p.done, p.err = true, err
+		t.Fatalf("celadon serve exited before it was ready: %v", err)
+	}
+	return p
+}
+
+// stop sends SIGINT, as the kubelet sends SIGTERM, and waits for the exit.
+func (p *pod) stop() error {
+	if p.done {
+		return p.err
+	}
+	p.done = true
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case p.err = <-p.exited:
+	case <-time.After(time.Minute):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		p.err = errors.New("still running a minute after SIGINT")
+	}
+	return p.err
+}
+
+// handshake does what the API server does when it calls the Service:
+// TLS for celadon.celadon.svc, trusting only caBundle. It returns the
+// certificate served.
+func (p *pod) handshake(t *testing.T, caBundle []byte) *x509.Certificate {
+	t.Helper()
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(bundles[0]) {
+	if !roots.AppendCertsFromPEM(caBundle) {
 		t.Fatal("no certificate in the caBundle")
 	}
-	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), &tls.Config{ServerName: host, RootCAs: roots})
+	host := Service + "." + Namespace + ".svc"
+	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)), &tls.Config{ServerName: host, RootCAs: roots})
 	if err != nil {
 		t.Fatalf("TLS to the webhook as %s, trusting the caBundle: %v", host, err)
 	}
-	served := conn.ConnectionState().PeerCertificates[0]
-	conn.Close()
-	if b, _ := pem.Decode(secret.Data["tls.crt"]); b == nil || !bytes.Equal(b.Bytes, served.Raw) {
-		t.Error("the webhook does not serve the Secret's tls.crt")
-	}
-
-	// Removing Celadon: the Deployment first (its leader would write the
-	// configurations again), then the configurations, then the rest.
-	if err := c.Delete(ctx, &d); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Process.Signal(os.Interrupt) // what the kubelet does to the pods
-	if err := <-exited; err != nil {
-		t.Errorf("celadon serve did not shut down cleanly: %v", err)
-	}
-	exited <- nil // for the cleanup
-	if err := devenv.DeleteWebhookConfigurations(ctx, c, "celadon"); err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range objs {
-		if err := c.Delete(ctx, u); client.IgnoreNotFound(err) != nil {
-			t.Errorf("deleting %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0]
 }
 
 // buildCeladon builds ./cmd/celadon into a temporary directory, as the
@@ -260,11 +431,11 @@ func serviceAccountKubeconfig(t *testing.T, cp *controlplane.ControlPlane, path,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, ok := cfg.Contexts[cfg.CurrentContext]
+	kctx, ok := cfg.Contexts[cfg.CurrentContext]
 	if !ok {
 		t.Fatalf("%s: no current context", cp.KubeconfigPath)
 	}
-	user := cfg.AuthInfos[ctx.AuthInfo]
+	user := cfg.AuthInfos[kctx.AuthInfo]
 	user.Impersonate = "system:serviceaccount:" + Namespace + ":" + sa
 	user.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + Namespace, "system:authenticated"}
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
@@ -291,4 +462,37 @@ func podEnv(t *testing.T, c corev1.Container, sa string) []string {
 		}
 	}
 	return env
+}
+
+// readmeBlock returns the first ```sh block of file after the line
+// heading, unindented.
+func readmeBlock(t *testing.T, file, heading string) string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var (
+		block     strings.Builder
+		found, in bool
+		indent    string
+		sc        = bufio.NewScanner(f)
+	)
+	for sc.Scan() {
+		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case !found:
+			found = line == heading
+		case !in && trimmed == "```sh":
+			in, indent = true, line[:strings.Index(line, "```")]
+		case in && trimmed == "```":
+			return block.String()
+		case in:
+			block.WriteString(strings.TrimPrefix(line, indent) + "\n")
+		}
+	}
+	t.Fatalf("%s: no ```sh block after %q", file, heading)
+	return ""
 }

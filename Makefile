@@ -11,7 +11,7 @@ IMAGE   ?= celadon:$(VERSION)
 # e2e and controlplane tests start real processes; keep the suite bounded.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test unit run demo bench soak lint fuzz fuzz-short clean image policy-test deploy-generate
+.PHONY: all build test test-tools unit run demo bench soak lint fuzz fuzz-short clean image policy-test deploy-generate
 
 all: build
 
@@ -26,10 +26,20 @@ $(BIN)/celadon: $(shell find . -name '*.go' -not -path './bin/*' -not -path './h
 # test runs every test: unit, golden examples, policy suites, and the e2e
 # suite against a real kube-apiserver, etcd and kube-controller-manager,
 # which are built into bin/ the first time (a few minutes), and the
-# consulLifecycle hooks against a real Consul agent (bin/consul; the hooks
-# need curl and wget: apt-get install -y curl wget).
-test: $(CONTROLPLANE_BINS) $(CONSUL_BIN) lint fuzz-short
+# consulLifecycle hooks against a real Consul agent (bin/consul).
+test: $(CONTROLPLANE_BINS) $(CONSUL_BIN) test-tools lint fuzz-short
 	KUBEBUILDER_ASSETS=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# test-tools installs the Debian packages whose programs the tests run and
+# that a bare machine lacks: the consulLifecycle hooks call curl, wget and,
+# as in an Alpine image, busybox. Needs root when one is missing.
+TEST_TOOLS := curl wget busybox
+test-tools:
+	@missing=$$(for t in $(TEST_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing" $$missing "(the tests run them)"; \
+	  apt-get update -q && apt-get install -y -q $$missing; \
+	fi
 
 # unit runs the tests that need no control plane.
 unit:

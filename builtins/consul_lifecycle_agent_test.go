@@ -453,8 +453,9 @@ const (
 // TestConsulLifecycleAgent runs the hooks of a pod the engine patched
 // against a real agent: postStart started before the agent listens (it
 // retries), registration with an HTTP check that turns passing, then
-// preStop and the service gone, with curl; the same with wget alone; and
-// the message when the image has neither.
+// preStop and the service gone, with curl; the same with wget alone, and
+// under busybox's sh; and the messages when the image has no usable HTTP
+// client.
 func TestConsulLifecycleAgent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Consul agent")
@@ -569,6 +570,45 @@ func TestConsulLifecycleAgent(t *testing.T) {
 		}
 		if _, ok := agent.services(t)[consulID]; ok {
 			t.Errorf("after preStop with wget, /v1/agent/services still lists %s", consulID)
+		}
+	})
+
+	t.Run("busybox sh, as in an Alpine image", func(t *testing.T) {
+		// The image's /bin/sh is busybox's ash, its sleep and wget are
+		// busybox applets, and it has curl.
+		busybox := consulTool(t, "busybox")
+		path := t.TempDir()
+		for name, target := range map[string]string{"sleep": busybox, "wget": busybox, "curl": consulTool(t, "curl")} {
+			if err := os.Symlink(target, filepath.Join(path, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ash := func(h *corev1.LifecycleHandler) *corev1.LifecycleHandler {
+			return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: append([]string{busybox, "sh"}, h.Exec.Command[1:]...)}}
+		}
+		env := kubelet.environ(t, pod, "app", path)
+		code, stdout, stderr := runHook(t, ash(lc.PostStart), env, t.TempDir())
+		if code != 0 {
+			t.Fatalf("postStart under busybox sh exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		if s, ok := agent.services(t)[consulID]; !ok || s.Address != consulPodIP || s.Port != healthPort {
+			t.Fatalf("after postStart under busybox sh, /v1/agent/services has %+v (found: %v)", s, ok)
+		}
+		code, stdout, stderr = runHook(t, ash(lc.PreStop), env, t.TempDir())
+		if code != 0 {
+			t.Fatalf("preStop under busybox sh exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		if _, ok := agent.services(t)[consulID]; ok {
+			t.Errorf("after preStop under busybox sh, /v1/agent/services still lists %s", consulID)
+		}
+
+		// Without curl, busybox's wget cannot send PUT: the hook says so.
+		if err := os.Remove(filepath.Join(path, "curl")); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr = runHook(t, ash(lc.PostStart), env, t.TempDir())
+		if want := "the container's wget is not GNU wget and cannot send PUT requests"; code == 0 || !strings.Contains(stderr, want) {
+			t.Errorf("postStart with busybox's wget alone exited %d with\n%s\nwant non-zero with %q", code, stderr, want)
 		}
 	})
 

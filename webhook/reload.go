@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -102,6 +103,10 @@ func (s *Server) swap(snap *engine.Snapshot, now time.Time) {
 	s.ensureClusterReads(snap)
 	s.metrics.lastFailed.Set(0)
 	s.log.Info("policies loaded", "dir", s.opts.PoliciesDir, "hash", snap.Hash, "policies", len(snap.Policies))
+	// Compiling allocates several times what the set keeps (68 MB for 1,000
+	// policies that keep 18), and the runtime would hand that back to the OS
+	// only slowly: return it now, once per changed set.
+	debug.FreeOSMemory()
 }
 
 // Reload re-reads the policy directory now. It swaps in the new set and

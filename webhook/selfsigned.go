@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -58,6 +59,9 @@ const (
 	// CAKeyName is the Secret key of the CA's private key. It is never
 	// written into CertDir.
 	CAKeyName = "ca.key"
+	// MetricCertificateExpiry is when the serving certificate the server
+	// last wrote into CertDir expires, in Unix seconds: alert well before.
+	MetricCertificateExpiry = "celadon_serving_certificate_expiry_timestamp_seconds"
 
 	// clockSkew backdates NotBefore, so that a certificate is valid at once
 	// on an API server whose clock is a little behind.
@@ -421,6 +425,7 @@ type certManager struct {
 	dir, certName, keyName string
 	// written is what was last written into dir.
 	written map[string][]byte
+	expiry  prometheus.Gauge
 }
 
 func newCertManager(s *Server, c client.Client, r client.Reader) *certManager {
@@ -436,6 +441,10 @@ func newCertManager(s *Server, c client.Client, r client.Reader) *certManager {
 			RenewBefore:  o.CertRenewBefore,
 		},
 		dir: o.CertDir, certName: cmp.Or(o.CertName, corev1.TLSCertKey), keyName: cmp.Or(o.KeyName, corev1.TLSPrivateKeyKey),
+		expiry: register(o.MetricsRegisterer, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricCertificateExpiry,
+			Help: "When the self-signed serving certificate last written into the cert-dir expires, in Unix seconds.",
+		})),
 	}
 }
 
@@ -501,17 +510,19 @@ func (m *certManager) ensure(ctx context.Context) error {
 	for name, b := range files {
 		same = same && bytes.Equal(m.written[name], b)
 	}
-	if same {
-		return nil
-	}
-	if err := atomicdir.Write(m.dir, files); err != nil {
-		return fmt.Errorf("writing the certificates into %s: %w", m.dir, err)
-	}
 	caChanged := !bytes.Equal(m.written[CABundleName], files[CABundleName])
-	m.written = files
+	if !same {
+		if err := atomicdir.Write(m.dir, files); err != nil {
+			return fmt.Errorf("writing the certificates into %s: %w", m.dir, err)
+		}
+		m.written = files
+	}
 	if cert, err := parseCerts(files[m.certName]); err == nil {
-		m.s.log.Info("serving certificate written", "dir", m.dir, "serial", cert[0].SerialNumber.Text(16),
-			"notAfter", cert[0].NotAfter.UTC().Format(time.RFC3339), "caBundleChanged", caChanged)
+		m.expiry.Set(float64(cert[0].NotAfter.Unix()))
+		if !same {
+			m.s.log.Info("serving certificate written", "dir", m.dir, "serial", cert[0].SerialNumber.Text(16),
+				"notAfter", cert[0].NotAfter.UTC().Format(time.RFC3339), "caBundleChanged", caChanged)
+		}
 	}
 	if caChanged {
 		m.s.signalConfigSync()

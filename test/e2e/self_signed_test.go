@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -13,9 +14,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -245,6 +248,10 @@ func TestSelfSignedCerts(t *testing.T) {
 		})
 	}
 	waitMore("with the renewed certificate", 5)
+	// The servers share the process's metrics registry: one gauge.
+	if got := scrapeGauge(t, s1, webhook.MetricCertificateExpiry); got != float64(renewed.NotAfter.Unix()) {
+		t.Errorf("%s = %v, want the renewed certificate's expiry %d", webhook.MetricCertificateExpiry, got, renewed.NotAfter.Unix())
+	}
 	if trusted, err := configsTrust(ctx, name, caPEM); err != nil || !trusted {
 		t.Errorf("after the renewal, the configurations no longer carry the Secret's CA (%v)", err)
 	}
@@ -264,6 +271,32 @@ func TestSelfSignedCerts(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("%d of %d requests failed; first ones:\n%v", len(failures), ok+len(failures), failures[:min(len(failures), 5)])
 	}
+}
+
+// scrapeGauge returns the value of the unlabelled metric name from s's
+// /metrics; it fails t when there is none.
+func scrapeGauge(t *testing.T, s *celadon, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
 }
 
 // verifySecretCert checks the Secret's tls.crt matches tls.key and

@@ -47,9 +47,15 @@ import (
 //  3. when the Secret's serving certificate is replaced by one that is due
 //     for renewal (signed by the same CA, an hour of validity left), the
 //     servers renew it: a new serving certificate in the Secret, served by
-//     both with no restart, the CA and caBundle unchanged; pods are
-//     created in a loop throughout, and none may fail or miss the
-//     mutation.
+//     both with no restart, the CA and caBundle unchanged;
+//  4. when the Secret's CA is replaced by one due for renewal (the first
+//     CA, which signed the served certificate, still trusted after it),
+//     the servers add a new CA in front of ca.crt and keep serving the
+//     same certificate; the configurations trust the new bundle; and the
+//     next serving renewal is signed by the new CA and served by both.
+//
+// From step 3 on, pods are created in a loop, and none may fail or miss
+// the mutation.
 func TestSelfSignedCerts(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
@@ -216,36 +222,46 @@ func TestSelfSignedCerts(t *testing.T) {
 	waitMore("with the first certificate", 5)
 
 	// 3. A serving certificate due for renewal, put into the Secret.
-	due := dueCert(t, &secret)
-	secret.Data["tls.crt"], secret.Data["tls.key"] = due.certPEM, due.keyPEM
-	if err := suite.c.Update(ctx, &secret); err != nil {
-		t.Fatalf("putting a certificate due for renewal into the Secret: %v", err)
+	// renewServing does that and returns the certificate the servers
+	// renew it with, once both serve it.
+	renewServing := func() *x509.Certificate {
+		t.Helper()
+		if err := suite.c.Get(ctx, secretKey, &secret); err != nil {
+			t.Fatal(err)
+		}
+		due := dueCert(t, &secret)
+		secret.Data["tls.crt"], secret.Data["tls.key"] = due.certPEM, due.keyPEM
+		if err := suite.c.Update(ctx, &secret); err != nil {
+			t.Fatalf("putting a certificate due for renewal into the Secret: %v", err)
+		}
+		var renewed *x509.Certificate
+		waitFor(ctx, t, "the servers to renew the serving certificate in the Secret", func(ctx context.Context) (bool, error) {
+			var now corev1.Secret
+			if err := suite.c.Get(ctx, secretKey, &now); err != nil {
+				return false, err
+			}
+			c, err := parseLeaf(now.Data["tls.crt"])
+			if err != nil || c.Equal(due.cert) {
+				return false, nil
+			}
+			secret, renewed = now, c
+			return true, nil
+		})
+		verifySecretCert(t, &secret)
+		for i, s := range servers {
+			waitFor(ctx, t, fmt.Sprintf("server %d to serve the renewed certificate", i+1), func(ctx context.Context) (bool, error) {
+				got, err := devenv.ServingCertificate(ctx, s.addr())
+				return err == nil && got.Equal(renewed), nil
+			})
+		}
+		return renewed
 	}
-	var renewed *x509.Certificate
-	waitFor(ctx, t, "the servers to renew the serving certificate in the Secret", func(ctx context.Context) (bool, error) {
-		var now corev1.Secret
-		if err := suite.c.Get(ctx, secretKey, &now); err != nil {
-			return false, err
-		}
-		c, err := parseLeaf(now.Data["tls.crt"])
-		if err != nil || c.Equal(due.cert) {
-			return false, nil
-		}
-		secret, renewed = now, c
-		return true, nil
-	})
+	renewed := renewServing()
 	if renewed.Equal(leaf) {
 		t.Fatal("the renewed certificate is the first one")
 	}
-	verifySecretCert(t, &secret)
 	if !bytes.Equal(secret.Data["ca.crt"], caPEM) {
 		t.Error("ca.crt changed with a serving renewal; want the CA kept")
-	}
-	for i, s := range servers {
-		waitFor(ctx, t, fmt.Sprintf("server %d to serve the renewed certificate", i+1), func(ctx context.Context) (bool, error) {
-			got, err := devenv.ServingCertificate(ctx, s.addr())
-			return err == nil && got.Equal(renewed), nil
-		})
 	}
 	waitMore("with the renewed certificate", 5)
 	// The servers share the process's metrics registry: one gauge.
@@ -255,6 +271,55 @@ func TestSelfSignedCerts(t *testing.T) {
 	if trusted, err := configsTrust(ctx, name, caPEM); err != nil || !trusted {
 		t.Errorf("after the renewal, the configurations no longer carry the Secret's CA (%v)", err)
 	}
+
+	// 4. A CA due for renewal: its key in ca.key and it first in ca.crt,
+	// the first CA (which signed the served certificate) after it. The
+	// servers add a new CA in front, keep serving the same certificate,
+	// and the configurations trust all three; the next serving renewal is
+	// the new CA's.
+	dueCA := issue(t, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "e2e CA due for renewal"},
+		NotBefore:             time.Now().Add(-20 * 24 * time.Hour),
+		NotAfter:              time.Now().Add(5 * 24 * time.Hour), // less than a third left
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}, nil, nil)
+	secret.Data["ca.crt"] = append(append([]byte(nil), dueCA.certPEM...), caPEM...)
+	secret.Data["ca.key"] = dueCA.keyPEM
+	if err := suite.c.Update(ctx, &secret); err != nil {
+		t.Fatalf("putting a CA due for renewal into the Secret: %v", err)
+	}
+	var staged []*x509.Certificate
+	waitFor(ctx, t, "the servers to add a new CA to ca.crt", func(ctx context.Context) (bool, error) {
+		if err := suite.c.Get(ctx, secretKey, &secret); err != nil {
+			return false, err
+		}
+		certs, err := parseCerts(secret.Data["ca.crt"])
+		if err != nil || len(certs) != 3 {
+			return false, err
+		}
+		staged = certs
+		return true, nil
+	})
+	if !staged[1].Equal(dueCA.cert) || staged[0].Equal(dueCA.cert) {
+		t.Fatalf("ca.crt after the CA renewal: want a new CA, then the one due, then the first")
+	}
+	if c, err := parseLeaf(secret.Data["tls.crt"]); err != nil || !c.Equal(renewed) {
+		t.Errorf("the serving certificate changed with the CA renewal (%v); want it kept until its own renewal", err)
+	}
+	waitFor(ctx, t, "the managed configurations to trust the new CA", func(ctx context.Context) (bool, error) {
+		return configsTrust(ctx, name, secret.Data["ca.crt"])
+	})
+	if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	waitMore("with the new CA trusted", 5)
+	fromNewCA := renewServing()
+	if err := fromNewCA.CheckSignatureFrom(staged[0]); err != nil {
+		t.Errorf("the serving renewal after the CA renewal is not signed by the new CA: %v", err)
+	}
+	waitMore("with a certificate of the new CA", 5)
 
 	stopLoop()
 	<-loopDone
@@ -359,9 +424,9 @@ type dueKeyPair struct {
 	certPEM, keyPEM []byte
 }
 
-// dueCert issues, with the Secret's CA, a serving certificate for
-// 127.0.0.1 that is well into its renewal window: a day old, an hour
-// left.
+// dueCert issues, with the Secret's CA (the first of ca.crt, whose key is
+// ca.key), a serving certificate for 127.0.0.1 that is well into its
+// renewal window: a day old, an hour left.
 func dueCert(t *testing.T, s *corev1.Secret) dueKeyPair {
 	t.Helper()
 	ca, err := parseLeaf(s.Data["ca.crt"])
@@ -376,21 +441,30 @@ func dueCert(t *testing.T, s *corev1.Secret) dueKeyPair {
 	if err != nil {
 		t.Fatal(err)
 	}
+	now := time.Now()
+	return issue(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:   now.Add(-24 * time.Hour),
+		NotAfter:    now.Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}, ca, caKey)
+}
+
+// issue makes tmpl a certificate with a new key, signed by parent's
+// parentKey; self-signed when parent is nil.
+func issue(t *testing.T, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) dueKeyPair {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(now.UnixNano()),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    now.Add(-24 * time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+	if parent == nil {
+		parent, parentKey = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,5 +480,21 @@ func dueCert(t *testing.T, s *corev1.Secret) dueKeyPair {
 		cert:    cert,
 		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
+}
+
+// parseCerts parses every certificate of a PEM bundle.
+func parseCerts(bundle []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		if b, bundle = pem.Decode(bundle); b == nil {
+			return certs, nil
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
 	}
 }

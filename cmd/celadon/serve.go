@@ -178,7 +178,8 @@ Exit status: 0 after a clean shutdown, 1 when the server fails, 2 for bad
 usage or policies that do not load.`,
 		Example: `  celadon serve --policies /etc/celadon/policies --cert-dir /etc/celadon/tls
   CELADON_POLICIES=./policies celadon serve --kubeconfig ~/.kube/config --log-level debug
-  celadon serve --manage-webhooks --webhook-service celadon/celadon:443`,
+  celadon serve --manage-webhooks --webhook-service celadon/celadon:443
+  celadon serve --self-signed-certs --manage-webhooks --webhook-service celadon/celadon`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}

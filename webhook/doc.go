@@ -26,4 +26,9 @@
 // new set before swapping it in, and a request evaluates entirely on the
 // set it loaded when it started. See reload.go for how the directory is
 // watched, and why a ConfigMap mounted with subPath never updates.
+//
+// Optionally, the servers keep their webhook configurations in sync with
+// the served set (manage.go, under leader election), and their own CA and
+// serving certificate in a Secret shared by every replica (selfsigned.go,
+// written into CertDir before the webhook starts, renewed before expiry).
 package webhook

@@ -99,9 +99,9 @@ type certSecret struct {
 	dropped int
 }
 
-// renewCerts returns the Secret data (corev1.TLSCertKey, TLSPrivateKeyKey,
-// ServiceAccountRootCAKey i.e. ca.crt, and CAKeyName) that data must be
-// replaced with at now, and why; nil when nothing is due.
+// renewCerts returns the Secret data (tls.crt, tls.key, ca.crt and ca.key)
+// that data must be replaced with at now, and why; nil when nothing is
+// due.
 //
 //   - No usable CA (missing, unparsable, expired, its key not matching): a
 //     new CA and a serving certificate from it. The first install, or a
@@ -166,7 +166,7 @@ func renewCerts(data map[string][]byte, p certParams, now time.Time) (map[string
 	return map[string][]byte{
 		corev1.TLSCertKey:              cur.certPEM,
 		corev1.TLSPrivateKeyKey:        cur.keyPEM,
-		corev1.ServiceAccountRootCAKey: bundle.Bytes(),
+		CABundleName: bundle.Bytes(),
 		CAKeyName:                      pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKeyDER}),
 	}, reasons, nil
 }
@@ -178,9 +178,9 @@ func parseCertSecret(data map[string][]byte, now time.Time) (certSecret, string)
 	if len(data) == 0 {
 		return s, "no certificates yet"
 	}
-	certs, err := parseCerts(data[corev1.ServiceAccountRootCAKey])
+	certs, err := parseCerts(data[CABundleName])
 	if err != nil {
-		return s, corev1.ServiceAccountRootCAKey + ": " + err.Error()
+		return s, CABundleName + ": " + err.Error()
 	}
 	key, err := parseECKey(data[CAKeyName])
 	if err != nil {
@@ -197,7 +197,7 @@ func parseCertSecret(data map[string][]byte, now time.Time) (certSecret, string)
 		}
 	}
 	if s.ca == nil {
-		return certSecret{}, "no valid CA certificate in " + corev1.ServiceAccountRootCAKey + " for " + CAKeyName
+		return certSecret{}, "no valid CA certificate in " + CABundleName + " for " + CAKeyName
 	}
 	if certs, err := parseCerts(data[corev1.TLSCertKey]); err == nil {
 		s.cert, s.certPEM, s.keyPEM = certs[0], data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey]
@@ -222,7 +222,7 @@ func servingDue(s certSecret, p certParams, now time.Time) string {
 		roots.AddCert(ca)
 	}
 	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return "the current one does not verify against " + corev1.ServiceAccountRootCAKey + ": " + err.Error()
+		return "the current one does not verify against " + CABundleName + ": " + err.Error()
 	}
 	for _, h := range p.Hosts {
 		if err := c.VerifyHostname(h); err != nil {
@@ -501,7 +501,7 @@ func (m *certManager) ensure(ctx context.Context) error {
 	files := map[string][]byte{
 		m.certName:   data[corev1.TLSCertKey],
 		m.keyName:    data[corev1.TLSPrivateKeyKey],
-		CABundleName: data[corev1.ServiceAccountRootCAKey],
+		CABundleName: data[CABundleName],
 	}
 	if m.written == nil {
 		m.written = readFiles(m.dir, files)

@@ -59,7 +59,7 @@ func checkServing(t *testing.T, data map[string][]byte, hosts []string, now time
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(data[corev1.ServiceAccountRootCAKey]) {
+	if !roots.AppendCertsFromPEM(data[CABundleName]) {
 		t.Fatal("ca.crt holds no certificate")
 	}
 	for _, h := range hosts {
@@ -72,7 +72,7 @@ func checkServing(t *testing.T, data map[string][]byte, hosts []string, now time
 
 func bundleOf(t *testing.T, data map[string][]byte) []*x509.Certificate {
 	t.Helper()
-	certs, err := parseCerts(data[corev1.ServiceAccountRootCAKey])
+	certs, err := parseCerts(data[CABundleName])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -164,10 +164,10 @@ func renewCerts(data map[string][]byte, p certParams, now time.Time) (map[string
 		bundle.Write(pemCert(c))
 	}
 	return map[string][]byte{
-		corev1.TLSCertKey:              cur.certPEM,
-		corev1.TLSPrivateKeyKey:        cur.keyPEM,
-		CABundleName: bundle.Bytes(),
-		CAKeyName:                      pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKeyDER}),
+		corev1.TLSCertKey:       cur.certPEM,
+		corev1.TLSPrivateKeyKey: cur.keyPEM,
+		CABundleName:            bundle.Bytes(),
+		CAKeyName:               pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKeyDER}),
 	}, reasons, nil
 }
 

@@ -8,6 +8,7 @@
 #   LOAD_DURATION=10s LOAD_CONCURRENCY=1,8,32,64 bash hack/bench.sh
 #   LOAD_RATE=2000 bash hack/bench.sh        # adds an open-loop run
 #   BENCH_PKGS="./engine/ ./builtins/" bash hack/bench.sh  # more micro-benchmarks
+#   LOAD_PODS=0 bash hack/bench.sh           # skips the pod CREATE latency part
 #
 # The load tool and the server share the machine's cores: the table's
 # "server CPU" and "client CPU" columns show how they split them.
@@ -49,6 +50,15 @@ $GO build -o "$tmp/load" ./test/load
 echo "== load: $LOAD_PATHS, concurrency $LOAD_CONCURRENCY, $LOAD_DURATION each, mix $LOAD_MIX; baseline: empty policy set at the highest concurrency"
 "$tmp/load" -spawn "$celadon" -policies policies -baseline \
   -path "$LOAD_PATHS" -c "$LOAD_CONCURRENCY" -d "$LOAD_DURATION" -mix "$LOAD_MIX" ${LOAD_ARGS:-}
+
+# Pod CREATE latency through kube-apiserver: the webhook installed, none,
+# and a no-op webhook (the API server's own cost of calling one), in
+# interleaved batches.
+if [[ ${LOAD_PODS:-200} != 0 ]]; then
+  echo
+  echo "== pod CREATE through kube-apiserver: ${LOAD_PODS:-200} pods per mode, one at a time"
+  "$tmp/load" -spawn "$celadon" -policies policies -pods "${LOAD_PODS:-200}"
+fi
 
 # Optional: an open-loop run at a fixed offered rate (p99 without
 # closed-loop queueing), e.g. LOAD_RATE=2000.

@@ -3,10 +3,14 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -19,10 +23,13 @@ import (
 )
 
 // PodLatency is the latency of Pod creation through kube-apiserver, with
-// the webhook configurations installed and without them.
+// the webhook configurations installed, without them, and with the same
+// configurations pointing at a webhook that allows everything at once (the
+// cost of calling any webhook: the API server's share).
 type PodLatency struct {
 	With    LatencySummary `json:"with_webhook"`
 	Without LatencySummary `json:"without_webhook"`
+	Noop    LatencySummary `json:"noop_webhook"`
 	// MedianDiffMs is With.P50Ms - Without.P50Ms.
 	MedianDiffMs float64 `json:"median_diff_ms"`
 	Batch        int     `json:"batch"`
@@ -44,13 +51,14 @@ func summarize(h *Histogram) LatencySummary {
 
 // MeasurePodCreation creates pods (the pod fixture, renamed; it is owned
 // by a StatefulSet, so the shipped sts-index mutates it) one at a time
-// through kube-apiserver, pods with the webhook configurations generated
-// from policiesDir installed and pods without any, in interleaved batches
-// of batch (with first, then without first, alternately) so that drifts
-// of the shared machine fall on both modes alike. Every switch waits until
-// the API server uses the new configurations; the first pod of each batch
-// is checked to be mutated, or not. The pods and configurations are
-// deleted at the end.
+// through kube-apiserver: pods with the webhook configurations generated
+// from policiesDir installed, pods without any, and pods with the same
+// configurations pointed at a no-op webhook, in interleaved batches of
+// batch (the order rotating each round) so that drifts of the shared
+// machine fall on every mode alike. Every switch waits until the API
+// server uses the new configurations; the first pod of each batch is
+// checked to be mutated, or not. The pods and configurations are deleted
+// at the end.
 func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir string, podJSON []byte, pods, batch int, logf func(string, ...any)) (*PodLatency, error) {
 	if pods < 1 || batch < 1 {
 		return nil, fmt.Errorf("pods %d, batch %d: want at least 1", pods, batch)
@@ -74,6 +82,22 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 	}
 	if mwc == nil {
 		return nil, fmt.Errorf("%s: no mutating policy, nothing would change a pod", policiesDir)
+	}
+	noop := httptest.NewUnstartedServer(http.HandlerFunc(noopWebhook))
+	noop.EnableHTTP2 = false
+	noop.StartTLS()
+	defer noop.Close()
+	noopPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: noop.Certificate().Raw})
+	noopM, noopV := mwc.DeepCopy(), vwc.DeepCopy()
+	for i := range noopM.Webhooks {
+		u := noop.URL + "/noop"
+		noopM.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: noopPEM}
+	}
+	if noopV != nil {
+		for i := range noopV.Webhooks {
+			u := noop.URL + "/noop"
+			noopV.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: noopPEM}
+		}
 	}
 	cfg := *e.CP.Config
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the figures
@@ -108,21 +132,34 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 		_ = cs.CoreV1().Pods(ns).DeleteCollection(cctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "celadon.io/load=pods"})
 	}()
 
-	var with, without Histogram
+	const (
+		modeWith = iota
+		modeWithout
+		modeNoop
+	)
+	var hists [3]Histogram
 	n := 0
-	for round := 0; with.Count() < uint64(pods) || without.Count() < uint64(pods); round++ {
-		modes := []bool{true, false}
-		if round%2 == 1 {
-			modes = []bool{false, true}
+	for round := 0; ; round++ {
+		done := true
+		for _, h := range hists {
+			done = done && h.Count() >= uint64(pods)
 		}
-		for _, installed := range modes {
-			h := &without
-			if installed {
-				h = &with
-				if err := devenv.ApplyWebhookConfigurations(ctx, c, mwc, vwc); err != nil {
-					return nil, err
-				}
-			} else if err := devenv.DeleteWebhookConfigurations(ctx, c, configName); err != nil {
+		if done {
+			break
+		}
+		for k := range 3 {
+			mode := (round + k) % 3
+			h := &hists[mode]
+			var err error
+			switch mode {
+			case modeWith:
+				err = devenv.ApplyWebhookConfigurations(ctx, c, mwc, vwc)
+			case modeNoop:
+				err = devenv.ApplyWebhookConfigurations(ctx, c, noopM, noopV)
+			default:
+				err = devenv.DeleteWebhookConfigurations(ctx, c, configName)
+			}
+			if err != nil {
 				return nil, err
 			}
 			if err := devenv.SyncWebhookConfigurations(ctx, c, ns, time.Minute); err != nil {
@@ -140,17 +177,32 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 				got, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 				lat := time.Since(start)
 				if err != nil {
-					return nil, fmt.Errorf("creating pod %s (webhook installed: %v): %w", pod.Name, installed, err)
+					return nil, fmt.Errorf("creating pod %s (mode %d): %w", pod.Name, mode, err)
 				}
-				if i == 0 && (envCount(got) > baseEnv) != installed {
-					return nil, fmt.Errorf("pod %s: %d env variables (fixture %d), webhook installed: %v: the API server did not use the configuration it should", got.Name, envCount(got), baseEnv, installed)
+				if i == 0 && (envCount(got) > baseEnv) != (mode == modeWith) {
+					return nil, fmt.Errorf("pod %s: %d env variables (fixture %d) in mode %d: the API server did not use the configuration it should", got.Name, envCount(got), baseEnv, mode)
 				}
 				h.Record(lat)
 			}
 		}
-		logf("round %d: %d pods with the webhook, %d without", round, with.Count(), without.Count())
+		logf("round %d: %d pods with the webhook, %d without, %d with a no-op webhook", round, hists[modeWith].Count(), hists[modeWithout].Count(), hists[modeNoop].Count())
 	}
-	r := &PodLatency{With: summarize(&with), Without: summarize(&without), Batch: batch}
+	r := &PodLatency{With: summarize(&hists[modeWith]), Without: summarize(&hists[modeWithout]), Noop: summarize(&hists[modeNoop]), Batch: batch}
 	r.MedianDiffMs = r.With.P50Ms - r.Without.P50Ms
 	return r, nil
+}
+
+// noopWebhook allows every review at once, without a patch.
+func noopWebhook(w http.ResponseWriter, r *http.Request) {
+	var review struct {
+		Request struct {
+			UID string `json:"uid"`
+		} `json:"request"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, review.Request.UID)
 }

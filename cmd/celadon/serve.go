@@ -282,6 +282,12 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 		if o.certCheckInterval <= 0 {
 			return webhook.Options{}, fmt.Errorf("--cert-check-interval %v: want a positive duration", o.certCheckInterval)
 		}
+		if o.webhookService == "" && o.webhookURL == "" && len(o.certDNSNames) == 0 {
+			return webhook.Options{}, errors.New("--self-signed-certs needs the certificate's names: --webhook-service, --webhook-url or --cert-dns-names")
+		}
+		if o.caBundle != "" {
+			return webhook.Options{}, errors.New("--ca-bundle cannot be used with --self-signed-certs: the CA bundle is the Secret's ca.crt")
+		}
 	}
 	leaderElect := o.leaderElect
 	if !o.leaderElectSet {

@@ -452,7 +452,8 @@ func TestServeSelfSignedOptions(t *testing.T) {
 		{[]string{"--cert-secret", "/tls", "--webhook-service", "celadon-system/celadon"}, `--cert-secret: "/tls": want [NAMESPACE/]NAME`},
 		{[]string{"--cert-check-interval", "-1s", "--webhook-service", "celadon-system/celadon"}, "--cert-check-interval -1s"},
 		{[]string{"--cert-validity", "10m", "--webhook-service", "celadon-system/celadon"}, "certificate validity 10m0s: want at least 1h"},
-		{[]string{"--webhook-url", "https://127.0.0.1:9443", "--manage-webhooks", "--ca-bundle", "/ca.pem"}, "do not set CABundleFile"},
+		{[]string{"--webhook-url", "https://127.0.0.1:9443", "--manage-webhooks", "--ca-bundle", "/ca.pem"}, "--ca-bundle cannot be used with --self-signed-certs"},
+		{nil, "--self-signed-certs needs the certificate's names: --webhook-service, --webhook-url or --cert-dns-names"},
 		{[]string{"--cert-dns-names", "https://x", "--webhook-service", "celadon-system/celadon"}, `certificate name "https://x"`},
 	} {
 		var stderr syncBuffer

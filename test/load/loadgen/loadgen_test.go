@@ -2,8 +2,12 @@ package loadgen
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -282,5 +286,122 @@ func TestParseMachineCPU(t *testing.T) {
 	}
 	if _, _, err := parseMachineCPU([]byte("intr 1 2 3")); err == nil {
 		t.Error("want an error")
+	}
+}
+
+// echoServer answers every review allowed, patched when patch is set.
+func echoServer(t *testing.T, patch bool) *httptest.Server {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
+			http.Error(w, "bad review", http.StatusBadRequest)
+			return
+		}
+		resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
+		if patch {
+			resp.Patch = []byte(`[{"op":"add","path":"/metadata/labels/x","value":"y"}]`)
+		}
+		json.NewEncoder(w).Encode(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp})
+	}))
+	hs.EnableHTTP2 = false
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	return hs
+}
+
+func testRunConfig(t *testing.T, hs *httptest.Server) RunConfig {
+	t.Helper()
+	pod, err := LoadPod("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mix, _ := ParseMix("pod,ingress")
+	ts, err := BuildTemplates(mix, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(hs.Certificate())
+	return RunConfig{URL: hs.URL + "/mutate", Concurrency: 2, Timeout: 5 * time.Second, MaxDuration: time.Minute,
+		Templates: ts, Schedule: Schedule(mix), Client: NewPoolClient(pool, 2, 5*time.Second)}
+}
+
+// TestRunCheckCountsWrongAnswers: an answer Check rejects is an error of
+// kind "check"; the others count as allowed and in Live.
+func TestRunCheckCountsWrongAnswers(t *testing.T) {
+	cfg := testRunConfig(t, echoServer(t, true))
+	cfg.Count, cfg.Concurrency = 40, 1 // one worker walks the schedule: pod, ingress, pod...
+	cfg.Live = &Live{}
+	cfg.Check = func(tpl *Template, r *Review) error {
+		if tpl.Kind == KindIngress && len(r.Patch) > 0 {
+			return errors.New("an ingress was patched")
+		}
+		return nil
+	}
+	r, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests != 40 || r.Errors["check"] != 20 || r.ErrorCount != 20 || r.Patched != 20 {
+		t.Fatalf("requests %d, errors %v, patched %d; want 40, check=20, 20", r.Requests, r.Errors, r.Patched)
+	}
+	if cfg.Live.OK.Load() != 20 || cfg.Live.Errors.Load() != 20 {
+		t.Errorf("live ok %d, errors %d; want 20, 20", cfg.Live.OK.Load(), cfg.Live.Errors.Load())
+	}
+	if !strings.Contains(r.ErrorSamples[0], "ingress/create: an ingress was patched") {
+		t.Errorf("error sample %q", r.ErrorSamples[0])
+	}
+}
+
+// TestRunStopAndTolerate: closing Stop ends a run long before its
+// duration; after the server is gone, Tolerate excuses the refused dials,
+// and without it they are errors.
+func TestRunStopAndTolerate(t *testing.T) {
+	hs := echoServer(t, false)
+	for _, tolerate := range []bool{true, false} {
+		cfg := testRunConfig(t, hs)
+		cfg.Duration, cfg.Rate = time.Minute, 200
+		cfg.Live = &Live{}
+		stop := make(chan struct{})
+		cfg.Stop = stop
+		if tolerate {
+			// Refused dials, and requests on a connection the closing
+			// server dropped before answering.
+			cfg.Tolerate = func(e *TransportError) bool { return !e.GotResponse }
+		}
+		if !tolerate {
+			hs.Close()
+		}
+		done := make(chan *Result, 1)
+		go func() {
+			r, err := Run(cfg)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- r
+		}()
+		for cfg.Live.OK.Load()+cfg.Live.Errors.Load()+cfg.Live.Tolerated.Load() < 10 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if tolerate {
+			hs.Close()
+			cfg.Client.CloseIdleConnections()
+			for cfg.Live.Tolerated.Load() < 5 {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		close(stop)
+		select {
+		case r := <-done:
+			if tolerate && (r.ErrorCount != 0 || r.Tolerated < 5 || r.Allowed < 10) {
+				t.Errorf("tolerate: %d allowed, %d tolerated, errors %v", r.Allowed, r.Tolerated, r.Errors)
+			}
+			if !tolerate && (r.Errors["transport"] < 10 || r.Tolerated != 0) {
+				t.Errorf("no tolerate: errors %v, %d tolerated", r.Errors, r.Tolerated)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the run did not stop")
+		}
 	}
 }

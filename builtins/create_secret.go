@@ -207,9 +207,9 @@ func (a *createSecretAction) source() string {
 
 // Run records the intent on a namespace being created or updated: the
 // annotation entry "<policy>/<secret>" and a reason naming the Secret. The
-// stringData templates are rendered, so a template that fails is an error
-// here, where eval shows it. Under PlanSecrets, it also hands the rendered
-// Secret to the reconciler.
+// stringData templates are rendered, so that eval shows one that fails, in
+// the reason. Under PlanSecrets, it hands the rendered Secret to the
+// reconciler, and a template that fails is an error.
 func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
 		return skip(fmt.Sprintf("Secrets are created for a namespace on CREATE or UPDATE, not on %s", ac.Request.Operation)), nil
@@ -232,16 +232,22 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	if md["annotations"] != nil && !isMap {
 		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
 	}
+	plans := plansFrom(ac.Context)
 	stringData := make(map[string]string, len(a.keys))
+	var renderErr error
 	for _, k := range a.keys {
 		v, err := a.stringData[k].render(ac)
 		if err != nil {
-			return engine.Outcome{}, err
+			renderErr = err
+			break
 		}
 		stringData[k], _ = v.(string)
 	}
 	name, _ := md["name"].(string)
-	if plans := plansFrom(ac.Context); plans != nil {
+	if plans != nil {
+		if renderErr != nil {
+			return engine.Outcome{}, renderErr
+		}
 		plans.add(a.plan(ac.Policy, name, stringData))
 	}
 
@@ -252,6 +258,13 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	reason := fmt.Sprintf("Secret %s will be created in %s from %s", a.args.Name, where, a.source())
 	if a.args.AddToServiceAccount != "" {
 		reason += " and added to the imagePullSecrets of ServiceAccount " + a.args.AddToServiceAccount
+	}
+	if renderErr != nil {
+		// At admission the namespace may be incomplete (a generateName
+		// namespace has no name yet): the intent is recorded, and the
+		// reconciler renders the templates, or reports them, once the
+		// namespace exists.
+		reason += fmt.Sprintf("; its stringData does not render for this object yet (%v): the reconciler renders it once the namespace exists", renderErr)
 	}
 	entry := ac.Policy + "/" + a.args.Name
 	const path = "/metadata/annotations"

@@ -267,3 +267,18 @@ func TestPlanSecretsTemplateError(t *testing.T) {
 		t.Fatalf("plans %+v, %v", plans, err)
 	}
 }
+
+func TestCreateSecretTemplateAtAdmission(t *testing.T) {
+	snap := compilePolicies(t, secretPolicy("tmpl", `    name: x
+    stringData: {ns: "${{ object.metadata.name }}"}
+`))
+	// A generateName namespace has no name during admission: the intent is
+	// recorded all the same, and the reason says why nothing rendered.
+	obj := yamlJSON(t, "apiVersion: v1\nkind: Namespace\nmetadata: {generateName: team-, labels: {team: a}}\n")
+	d := evaluate(t, snap, admissionRequest(t, admissionv1.Create, obj, nil), engine.EvalOptions{})
+	if got := statesOf(d); got != "tmpl=pass" || !strings.Contains(d.Results[0].Reason, "does not render for this object yet") {
+		t.Fatalf("%s: %+v", got, d.Results)
+	}
+	want := yamlJSON(t, "apiVersion: v1\nkind: Namespace\nmetadata: {generateName: team-, labels: {team: a}, annotations: {celadon.io/secrets: tmpl/x}}\n")
+	checkMutation(t, snap, admissionRequest(t, admissionv1.Create, obj, nil), d, want, engine.EvalOptions{})
+}

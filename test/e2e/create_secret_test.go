@@ -1,0 +1,544 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/internal/controlplane"
+	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/webhook"
+)
+
+// secretsLabel selects the namespaces of TestCreateSecret's policies; its
+// value is the test's own home namespace, so no other namespace matches.
+const secretsLabel = "e2e.celadon.io/secrets"
+
+// secretPolicies are TestCreateSecret's policies, for namespaces labelled
+// secretsLabel=value: a copy of the image-pull secret regcred of Celadon's
+// namespace, added to the default ServiceAccount, and a Secret from a
+// template.
+func secretPolicies(value string) map[string][]byte {
+	return map[string][]byte{"secrets.yaml": fmt.Appendf(nil, `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-pull-secret
+spec:
+  match:
+    resources: [namespaces]
+    operations: [CREATE, UPDATE]
+    namespaceSelector:
+      matchLabels: {%[1]s: %[2]s}
+  action: createSecret
+  with:
+    name: regcred
+    from: {name: regcred}
+    addToServiceAccount: default
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-team-config
+spec:
+  match:
+    resources: [namespaces]
+    operations: [CREATE, UPDATE]
+    namespaceSelector:
+      matchLabels: {%[1]s: %[2]s}
+  action: createSecret
+  with:
+    name: team-config
+    stringData:
+      namespace: "${{ object.metadata.name }}"
+    labels: {e2e.celadon.io/kind: config}
+`, secretsLabel, value)}
+}
+
+// TestCreateSecret runs a server of its own with createSecret policies,
+// under leader election, its webhook configurations limited to namespaces
+// labelled for it, and checks through the API server that: a namespace
+// created before the server ran gets its Secrets; so does a new one, within
+// the wait, with the default ServiceAccount listing the pull secret and the
+// namespace annotated at admission; an unselected namespace gets nothing; a
+// change to the source reaches the copies; a deleted copy comes back; a
+// Secret Celadon does not manage is left alone and reported (Event, /status,
+// metric); a dry-run namespace creation leaves nothing behind; a policy
+// added by a reload reaches existing namespaces; and of two servers sharing
+// the Lease only one runs the reconciler, the other taking over when it
+// stops.
+func TestCreateSecret(t *testing.T) {
+	requireSuite(t)
+	ctx := testContext(t)
+
+	// Celadon's namespace: the source Secret and the Lease.
+	home := newNamespace(ctx, t, "secrets-home", nil)
+	source := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: home, Name: "regcred"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com":{"auth":"dXNlcjp2MQ=="}}}`)},
+	}
+	if err := suite.c.Create(ctx, source); err != nil {
+		t.Fatal(err)
+	}
+	selected := map[string]string{secretsLabel: home}
+	early := newNamespace(ctx, t, "secrets-early", selected) // before Celadon runs
+
+	const name = "celadon-e2e-secrets"
+	// The servers run as Celadon's ServiceAccount in home, with the RBAC
+	// of deploy/base and deploy/components/create-secret.
+	cfg := installCreateSecretRBAC(ctx, t, home)
+	configure := func(_ *celadon, o *webhook.Options) {
+		o.Config = cfg
+		o.Namespace = home
+		o.LeaderElection = true
+		o.LeaderElectionNamespace = home // the Lease celadon-webhooks, as deployed
+	}
+	s, err := runCeladon(ctx, name, secretPolicies(home), configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := s.stop(); err != nil {
+			t.Errorf("stopping the server: %v", err)
+		}
+		if err := s.uninstallConfigs(ctx); err != nil {
+			t.Errorf("removing the webhook configurations: %v", err)
+		}
+	})
+	// The generated configurations, limited to the test's namespaces.
+	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Webhooks) != 1 || len(v.Webhooks) != 0 {
+		t.Fatalf("configurations: %d mutating and %d validating webhooks, want one mutating (createSecret is mutating)", len(m.Webhooks), len(v.Webhooks))
+	}
+	for i := range m.Webhooks {
+		m.Webhooks[i].ObjectSelector = &metav1.LabelSelector{MatchLabels: selected}
+	}
+	if err := devenv.ApplyWebhookConfigurations(ctx, suite.c, m, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
+		t.Fatal(err)
+	}
+
+	getSecret := func(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+		sec := &corev1.Secret{}
+		err := suite.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sec)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return sec, err
+	}
+	// waitCopy waits until ns holds a managed copy of the source with data.
+	waitCopy := func(t *testing.T, ns string, data []byte) *corev1.Secret {
+		t.Helper()
+		var got *corev1.Secret
+		waitFor(ctx, t, "Secret regcred in "+ns+" with the source's data", func(ctx context.Context) (bool, error) {
+			sec, err := getSecret(ctx, ns, "regcred")
+			got = sec
+			return sec != nil && bytes.Equal(sec.Data[corev1.DockerConfigJsonKey], data), err
+		})
+		if got.Type != corev1.SecretTypeDockerConfigJson ||
+			got.Labels[builtins.SecretManagedByLabel] != builtins.SecretManagedByValue ||
+			got.Annotations[builtins.SecretPolicyAnnotation] != "e2e-pull-secret" ||
+			got.Annotations[builtins.SecretSourceAnnotation] != home+"/regcred" {
+			t.Errorf("copy in %s: type %s, labels %v, annotations %v", ns, got.Type, got.Labels, got.Annotations)
+		}
+		return got
+	}
+	v1 := source.Data[corev1.DockerConfigJsonKey]
+
+	t.Run("a namespace created before the server gets its Secrets", func(t *testing.T) {
+		waitCopy(t, early, v1)
+	})
+
+	// Namespaces of the whole test: the unselected one first.
+	unselected := newNamespace(ctx, t, "secrets-unselected", nil)
+	team := newNamespace(ctx, t, "secrets-team", selected)
+	t.Run("a new namespace gets its Secrets and its ServiceAccount lists the pull secret", func(t *testing.T) {
+		waitCopy(t, team, v1)
+		waitFor(ctx, t, "Secret team-config in "+team, func(ctx context.Context) (bool, error) {
+			sec, err := getSecret(ctx, team, "team-config")
+			return sec != nil, err
+		})
+		cfg, err := getSecret(ctx, team, "team-config")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(cfg.Data["namespace"]); got != team || cfg.Type != corev1.SecretTypeOpaque || cfg.Labels["e2e.celadon.io/kind"] != "config" {
+			t.Errorf("team-config: type %s, data namespace=%q (want %q), labels %v", cfg.Type, got, team, cfg.Labels)
+		}
+		waitFor(ctx, t, "regcred in the imagePullSecrets of "+team+"/default", func(ctx context.Context) (bool, error) {
+			sa := &corev1.ServiceAccount{}
+			if err := suite.c.Get(ctx, client.ObjectKey{Namespace: team, Name: "default"}, sa); err != nil {
+				return false, err
+			}
+			return slices.Contains(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: "regcred"}), nil
+		})
+		// Admission recorded the intent on the namespace.
+		ns := &corev1.Namespace{}
+		if err := suite.c.Get(ctx, client.ObjectKey{Name: team}, ns); err != nil {
+			t.Fatal(err)
+		}
+		if got := ns.Annotations[builtins.NamespaceSecretsAnnotation]; got != "e2e-pull-secret/regcred,e2e-team-config/team-config" {
+			t.Errorf("annotation %s = %q", builtins.NamespaceSecretsAnnotation, got)
+		}
+	})
+
+	t.Run("an unselected namespace gets nothing", func(t *testing.T) {
+		// It was created before the selected one, whose Secrets are there.
+		var list corev1.SecretList
+		if err := suite.c.List(ctx, &list, client.InNamespace(unselected)); err != nil {
+			t.Fatal(err)
+		}
+		for _, sec := range list.Items {
+			if sec.Labels[builtins.SecretManagedByLabel] == builtins.SecretManagedByValue || sec.Name == "regcred" || sec.Name == "team-config" {
+				t.Errorf("unselected namespace %s holds Secret %s", unselected, sec.Name)
+			}
+		}
+		ns := &corev1.Namespace{}
+		if err := suite.c.Get(ctx, client.ObjectKey{Name: unselected}, ns); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := ns.Annotations[builtins.NamespaceSecretsAnnotation]; ok {
+			t.Errorf("unselected namespace annotated: %v", ns.Annotations)
+		}
+	})
+
+	t.Run("an update of the source reaches every copy", func(t *testing.T) {
+		v2 := []byte(`{"auths":{"registry.example.com":{"auth":"dXNlcjp2Mg=="}}}`)
+		src := &corev1.Secret{}
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(source), src); err != nil {
+			t.Fatal(err)
+		}
+		src.Data[corev1.DockerConfigJsonKey] = v2
+		if err := suite.c.Update(ctx, src); err != nil {
+			t.Fatal(err)
+		}
+		v1 = v2
+		waitCopy(t, early, v2)
+		waitCopy(t, team, v2)
+	})
+
+	t.Run("a deleted copy comes back", func(t *testing.T) {
+		old, err := getSecret(ctx, team, "regcred")
+		if err != nil || old == nil {
+			t.Fatalf("copy: %v, %v", old, err)
+		}
+		if err := suite.c.Delete(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(ctx, t, "a new regcred in "+team, func(ctx context.Context) (bool, error) {
+			sec, err := getSecret(ctx, team, "regcred")
+			return sec != nil && sec.UID != old.UID, err
+		})
+		waitCopy(t, team, v1)
+	})
+
+	t.Run("a Secret Celadon does not manage is left alone and reported", func(t *testing.T) {
+		ns := newNamespace(ctx, t, "secrets-conflict", nil)
+		theirs := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "regcred"},
+			Data:       map[string][]byte{"token": []byte("theirs")},
+		}
+		if err := suite.c.Create(ctx, theirs); err != nil {
+			t.Fatal(err)
+		}
+		// Selected now: UPDATE through the webhook, then the reconciler.
+		obj := &corev1.Namespace{}
+		if err := suite.c.Get(ctx, client.ObjectKey{Name: ns}, obj); err != nil {
+			t.Fatal(err)
+		}
+		obj.Labels[secretsLabel] = home
+		if err := suite.c.Update(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		// The other policy's Secret is created: the namespace was seen.
+		waitFor(ctx, t, "Secret team-config in "+ns, func(ctx context.Context) (bool, error) {
+			sec, err := getSecret(ctx, ns, "team-config")
+			return sec != nil, err
+		})
+		var issue *webhook.SecretIssue
+		waitFor(ctx, t, "the conflict at /status", func(ctx context.Context) (bool, error) {
+			st, err := s.status(ctx)
+			if err != nil || st.Secrets == nil {
+				return false, err
+			}
+			for i, is := range st.Secrets.Issues {
+				if is.Namespace == ns && is.Secret == "regcred" {
+					issue = &st.Secrets.Issues[i]
+				}
+			}
+			return issue != nil, nil
+		})
+		if issue.Reason != webhook.SecretConflict || issue.Policy != "e2e-pull-secret" || !strings.Contains(issue.Message, "not managed by Celadon") {
+			t.Errorf("issue %+v", issue)
+		}
+		waitFor(ctx, t, "a SecretConflict Event on namespace "+ns, func(ctx context.Context) (bool, error) {
+			var events eventsv1.EventList
+			if err := suite.c.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+				return false, err
+			}
+			for _, e := range events.Items {
+				if e.Regarding.Kind == "Namespace" && e.Regarding.Name == ns && e.Reason == webhook.SecretConflict &&
+					e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, "regcred") {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		got, err := getSecret(ctx, ns, "regcred")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got.Data["token"]) != "theirs" || len(got.Data) != 1 || got.Labels[builtins.SecretManagedByLabel] != "" ||
+			got.Annotations[builtins.SecretPolicyAnnotation] != "" || got.ResourceVersion != theirs.ResourceVersion {
+			t.Errorf("the unmanaged Secret was touched: %+v", got)
+		}
+		sa := &corev1.ServiceAccount{}
+		if err := suite.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "default"}, sa); err != nil {
+			t.Fatal(err)
+		}
+		if len(sa.ImagePullSecrets) != 0 {
+			t.Errorf("the ServiceAccount lists %v: a conflicting Secret must not be added", sa.ImagePullSecrets)
+		}
+		if n := metricValue(t, s, webhook.MetricSecretConflicts, `policy="e2e-pull-secret"`); n < 1 {
+			t.Errorf("%s = %v, want at least 1", webhook.MetricSecretConflicts, n)
+		}
+	})
+
+	t.Run("a dry-run namespace creation leaves nothing behind", func(t *testing.T) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e-secrets-dry-" + home[len(home)-5:], Labels: selected}}
+		if err := suite.c.Create(ctx, ns, client.DryRunAll); err != nil {
+			t.Fatal(err)
+		}
+		// The webhook ran (dry run included: sideEffects NoneOnDryRun).
+		if got := ns.Annotations[builtins.NamespaceSecretsAnnotation]; got != "e2e-pull-secret/regcred,e2e-team-config/team-config" {
+			t.Errorf("dry-run response: annotation %q", got)
+		}
+		err := suite.c.Get(ctx, client.ObjectKey{Name: ns.Name}, &corev1.Namespace{})
+		if !apierrors.IsNotFound(err) {
+			t.Fatalf("namespace %s after a dry run: %v, want NotFound", ns.Name, err)
+		}
+		var list corev1.SecretList
+		if err := suite.c.List(ctx, &list, client.InNamespace(ns.Name)); err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.status(ctx)
+		if err != nil || st.Secrets == nil {
+			t.Fatalf("status: %+v, %v", st, err)
+		}
+		if len(list.Items) != 0 {
+			t.Errorf("Secrets in %s: %d", ns.Name, len(list.Items))
+		}
+		for _, is := range st.Secrets.Issues {
+			if is.Namespace == ns.Name {
+				t.Errorf("issue for the dry-run namespace: %+v", is)
+			}
+		}
+	})
+
+	t.Run("a policy added by a reload reaches existing namespaces", func(t *testing.T) {
+		files := secretPolicies(home)
+		files["extra.yaml"] = fmt.Appendf(nil, `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-extra
+spec:
+  match:
+    resources: [namespaces]
+    namespaceSelector:
+      matchLabels: {%s: %s}
+  action: createSecret
+  with:
+    name: extra
+    data: {greeting: aGVsbG8=}
+`, secretsLabel, home)
+		s.setPolicies(t, files)
+		for _, ns := range []string{early, team} {
+			waitFor(ctx, t, "Secret extra in "+ns, func(ctx context.Context) (bool, error) {
+				sec, err := getSecret(ctx, ns, "extra")
+				return sec != nil && string(sec.Data["greeting"]) == "hello", err
+			})
+		}
+	})
+
+	t.Run("of two servers sharing the Lease, one reconciles", func(t *testing.T) {
+		s2, err := runCeladon(ctx, name+"-2", secretPolicies(home), configure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.stop()
+		// The first holds the Lease: the second's reconciler never starts.
+		st2, err := s2.status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st2.Secrets != nil {
+			t.Fatalf("the second server runs the reconciler while the first leads: %+v", st2.Secrets)
+		}
+		st1, err := s.status(ctx)
+		if err != nil || st1.Secrets == nil {
+			t.Fatalf("the first server's reconciler: %+v, %v", st1, err)
+		}
+		// The leader stops, handing the Lease over: the second takes over.
+		if err := s.stop(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(ctx, t, "the second server's reconciler", func(ctx context.Context) (bool, error) {
+			st, err := s2.status(ctx)
+			return err == nil && st.Secrets != nil, err
+		})
+		ns := newNamespace(ctx, t, "secrets-takeover", selected)
+		waitCopy(t, ns, v1)
+	})
+}
+
+// metricValue returns the value of the series of metric whose labels are
+// labels (as written in /metrics, e.g. `policy="p"`), from the server's
+// /metrics; 0 when absent.
+func metricValue(t *testing.T, s *celadon, metric, labels string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	prefix := metric + "{" + labels + "} "
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// installCreateSecretRBAC applies the RBAC of deploy/base and of
+// deploy/components/create-secret for a ServiceAccount celadon in ns (the
+// cluster-wide objects renamed after ns, removed when the test ends),
+// checks what it allows and what it does not, and returns a configuration
+// acting as that ServiceAccount.
+func installCreateSecretRBAC(ctx context.Context, t *testing.T, ns string) *rest.Config {
+	t.Helper()
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, file := range []string{"deploy/base/rbac.yaml", "deploy/components/create-secret/rbac.yaml"} {
+		data, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			if len(u.Object) > 0 {
+				objs = append(objs, u)
+			}
+		}
+	}
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "ClusterRole", "ClusterRoleBinding":
+			u.SetName(u.GetName() + "-" + ns)
+		default:
+			u.SetNamespace(ns)
+		}
+		if strings.HasSuffix(u.GetKind(), "Binding") {
+			if u.GetKind() == "ClusterRoleBinding" {
+				ref, _, _ := unstructured.NestedString(u.Object, "roleRef", "name")
+				_ = unstructured.SetNestedField(u.Object, ref+"-"+ns, "roleRef", "name")
+			}
+			_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{"kind": "ServiceAccount", "name": "celadon", "namespace": ns}}, "subjects")
+		}
+		if err := suite.c.Create(ctx, u); err != nil {
+			t.Fatalf("creating %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+		if u.GetNamespace() == "" {
+			t.Cleanup(func() {
+				if err := suite.c.Delete(context.Background(), u); err != nil && !apierrors.IsNotFound(err) {
+					t.Errorf("deleting %s %s: %v", u.GetKind(), u.GetName(), err)
+				}
+			})
+		}
+	}
+	user := "system:serviceaccount:" + ns + ":celadon"
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+	for _, tc := range []struct {
+		verb, group, resource, ns string
+		allowed                   bool
+	}{
+		{"create", "", "secrets", "default", true},
+		{"update", "", "secrets", "default", true},
+		{"watch", "", "secrets", "", true},
+		{"patch", "", "serviceaccounts", "default", true},
+		{"create", "events.k8s.io", "events", "default", true},
+		{"create", "coordination.k8s.io", "leases", ns, true},
+		{"delete", "", "secrets", "default", false},
+		{"patch", "", "secrets", "default", false},
+		{"update", "", "serviceaccounts", "default", false},
+		{"get", "", "configmaps", "default", false},
+		{"patch", "", "namespaces", "", false},
+		{"create", "coordination.k8s.io", "leases", "default", false},
+	} {
+		// The grants are checked first, with retries until the authorizer
+		// has the new bindings; the refusals after them are then meaningful.
+		err := devenv.Retry(ctx, waitTimeout, "a SubjectAccessReview", func(ctx context.Context) error {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: groups,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: tc.verb, Group: tc.group, Resource: tc.resource, Namespace: tc.ns},
+			}}
+			if err := suite.c.Create(ctx, sar); err != nil {
+				return err
+			}
+			if sar.Status.Allowed != tc.allowed {
+				return fmt.Errorf("%s %s %s in %q: allowed %v, want %v", tc.verb, tc.group, tc.resource, tc.ns, sar.Status.Allowed, tc.allowed)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	cfg := rest.CopyConfig(suite.cp.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+	return cfg
+}

@@ -3,8 +3,11 @@ package deploy
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
@@ -12,8 +15,8 @@ import (
 // component deploy/components/create-secret, as its kustomization.yaml
 // tells users to, and checks its RBAC: the rules the createSecret
 // reconciler needs, bound to Celadon's ServiceAccount, the Lease's in
-// Celadon's namespace. test/e2e's TestCreateSecret runs the reconciler
-// with exactly these rules.
+// Celadon's namespace, and leader election turned on in the Deployment.
+// test/e2e's TestCreateSecret runs the reconciler with exactly these rules.
 func TestCreateSecretComponent(t *testing.T) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -65,6 +68,22 @@ func TestCreateSecretComponent(t *testing.T) {
 	var rb rbacv1.RoleBinding
 	b.get("RoleBinding", "celadon-create-secret", &rb)
 	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", "celadon-create-secret")
+	// Leader election is always on: a createSecret policy may arrive by a
+	// reload.
+	var dep appsv1.Deployment
+	b.get("Deployment", "celadon", &dep)
+	var env []corev1.EnvVar
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		if c.Name == "celadon" {
+			env = c.Env
+		}
+	}
+	if !slices.Contains(env, corev1.EnvVar{Name: "CELADON_LEADER_ELECT", Value: "true"}) {
+		t.Errorf("container celadon env %+v: want CELADON_LEADER_ELECT=true", env)
+	}
+	if !slices.ContainsFunc(env, func(e corev1.EnvVar) bool { return e.Name == "POD_NAMESPACE" }) {
+		t.Errorf("container celadon env %+v: the base's POD_NAMESPACE is lost", env)
+	}
 	// The base is there too.
 	if !b.has("ClusterRole", "celadon") || !b.has("Deployment", "celadon") {
 		t.Errorf("the overlay lost the base: %d objects", len(b.objs))

@@ -542,3 +542,69 @@ func installCreateSecretRBAC(ctx context.Context, t *testing.T, ns string) *rest
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
 	return cfg
 }
+
+// TestCreateSecretArrivesByReload starts a server, without leader election,
+// whose policies have no createSecret: its reconciler stays idle (nothing at
+// /status). A reload that brings a createSecret policy starts it, and the
+// namespaces that policy selects get their Secret.
+func TestCreateSecretArrivesByReload(t *testing.T) {
+	requireSuite(t)
+	ctx := testContext(t)
+	home := newNamespace(ctx, t, "secrets-reload", nil)
+	cfg := installCreateSecretRBAC(ctx, t, home)
+	selected := map[string]string{secretsLabel: home}
+	ns := newNamespace(ctx, t, "secrets-reload-team", selected)
+	none := map[string][]byte{"deny.yaml": []byte(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-reload-nothing
+spec:
+  match:
+    resources: [configmaps]
+    objectSelector: {matchLabels: {e2e.celadon.io/never: "true"}}
+  action: deny
+  with: {message: never}
+  failurePolicy: Ignore
+`)}
+	s, err := runCeladon(ctx, "celadon-e2e-secrets-reload", none, func(_ *celadon, o *webhook.Options) {
+		o.Config = cfg
+		o.Namespace = home
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	st, err := s.status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Secrets != nil {
+		t.Fatalf("the reconciler runs with no createSecret policy: %+v", st.Secrets)
+	}
+	files := map[string][]byte{"secrets.yaml": fmt.Appendf(nil, `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-reload-secret
+spec:
+  match:
+    resources: [namespaces]
+    namespaceSelector:
+      matchLabels: {%s: %s}
+  action: createSecret
+  with:
+    name: greeting
+    stringData: {text: "hello ${{ object.metadata.name }}"}
+`, secretsLabel, home)}
+	s.setPolicies(t, files)
+	waitFor(ctx, t, "Secret greeting in "+ns, func(ctx context.Context) (bool, error) {
+		sec := &corev1.Secret{}
+		err := suite.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "greeting"}, sec)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil && string(sec.Data["text"]) == "hello "+ns, err
+	})
+	if st, err := s.status(ctx); err != nil || st.Secrets == nil || len(st.Secrets.Issues) != 0 {
+		t.Errorf("status after the reload: %+v, %v; want the reconciler running, no issues", st, err)
+	}
+}

@@ -31,4 +31,6 @@
 // the served set (manage.go, under leader election), and their own CA and
 // serving certificate in a Secret shared by every replica (selfsigned.go,
 // written into CertDir before the webhook starts, renewed before expiry).
+// When the policies use createSecret, the elected leader also runs the
+// reconciler that writes the Secrets those policies want (secrets.go).
 package webhook

@@ -52,6 +52,8 @@ const (
 	// missing source this often: an unmanaged Secret outside Celadon's
 	// namespace is not watched either.
 	secretConflictRecheck = time.Minute
+	// secretRestart is the pause before a failed controller is restarted.
+	secretRestart = 30 * time.Second
 )
 
 // Secret metrics.
@@ -138,7 +140,9 @@ type secretController struct {
 func (*secretController) NeedLeaderElection() bool { return true }
 
 // Start waits for a createSecret policy, then runs the controller until ctx
-// is done.
+// is done. A controller that fails (e.g. its caches never sync for lack of
+// RBAC) is logged and restarted after secretRestart: it never stops the
+// server, which keeps serving admission requests.
 func (r *secretController) Start(ctx context.Context) error {
 	log := r.s.log.WithName("secrets")
 	for !builtins.UsesCreateSecret(r.s.Snapshot()) {
@@ -148,6 +152,23 @@ func (r *secretController) Start(ctx context.Context) error {
 		case <-r.s.secretSync:
 		}
 	}
+	for {
+		err := r.run(ctx, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Error(err, "the createSecret reconciler stopped; restarting it", "after", secretRestart)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(secretRestart):
+		}
+	}
+}
+
+// run runs the controller, with caches of its own, until ctx is done or
+// it fails.
+func (r *secretController) run(ctx context.Context, log logr.Logger) error {
 	ns := r.s.opts.Namespace
 	log.Info("reconciling the Secrets of createSecret policies", "namespace", ns)
 
@@ -186,9 +207,6 @@ func (r *secretController) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byNamespace := func(_ context.Context, o client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
-	}
 	enqueueAll := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		var list corev1.NamespaceList
 		if err := cl.List(ctx, &list); err != nil {
@@ -201,8 +219,8 @@ func (r *secretController) Start(ctx context.Context) error {
 	}
 	sources := []source.TypedSource[reconcile.Request]{
 		source.Kind(c, &corev1.Namespace{}, &handler.TypedEnqueueRequestForObject[*corev1.Namespace]{}),
-		source.Kind(c, &corev1.ServiceAccount{}, handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, sa *corev1.ServiceAccount) []reconcile.Request {
-			return byNamespace(ctx, sa)
+		source.Kind(c, &corev1.ServiceAccount{}, handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, sa *corev1.ServiceAccount) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: sa.Namespace}}}
 		})),
 		source.Kind(c, &corev1.Secret{}, handler.TypedFuncs[*corev1.Secret, reconcile.Request]{
 			CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[*corev1.Secret], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -242,9 +260,14 @@ func (r *secretController) Start(ctx context.Context) error {
 	r.mu.Lock()
 	r.issues = map[string][]SecretIssue{}
 	r.mu.Unlock()
+	// The cache stops with the controller, even when the controller fails
+	// to start (e.g. a cache that never syncs for lack of RBAC).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- c.Start(ctx) }()
 	err = ctl.Start(ctx)
+	cancel()
 	if cerr := <-errc; err == nil {
 		err = cerr
 	}

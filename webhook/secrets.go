@@ -457,18 +457,8 @@ func (rec *secretReconciler) apply(ctx context.Context, ns *corev1.Namespace, p 
 // desired returns the Secret the plan wants, reading its source; nil with
 // no error when the plan's target is its own source.
 func (rec *secretReconciler) desired(ctx context.Context, p *builtins.SecretPlan) (*corev1.Secret, string, error) {
-	s := &corev1.Secret{}
-	s.Namespace, s.Name = p.Namespace, p.Name
-	s.Labels = map[string]string{}
-	maps.Copy(s.Labels, p.Labels)
-	s.Labels[builtins.SecretManagedByLabel] = builtins.SecretManagedByValue
-	s.Annotations = map[string]string{}
-	maps.Copy(s.Annotations, p.Annotations)
-	s.Annotations[builtins.SecretPolicyAnnotation] = p.Policy
-	s.Annotations[builtins.SecretSourceAnnotation] = p.Source(rec.namespace)
 	if p.From == nil {
-		s.Type, s.Data = p.Type, p.Data
-		return s, "", nil
+		return desiredSecret(p, rec.namespace, nil), "", nil
 	}
 	src := types.NamespacedName{Namespace: p.From.Namespace, Name: p.From.Name}
 	if src.Namespace == "" {
@@ -491,22 +481,59 @@ func (rec *secretReconciler) desired(ctx context.Context, p *builtins.SecretPlan
 		}
 		return nil, SecretError, fmt.Errorf("reading source Secret %s: %w", src, err)
 	}
-	s.Type, s.Data = from.Type, from.Data
-	return s, "", nil
+	return desiredSecret(p, rec.namespace, from), "", nil
+}
+
+// desiredSecret is the Secret a plan wants: a copy of from's type and data,
+// or the plan's inline ones when from is nil, with the plan's labels and
+// annotations and Celadon's own.
+func desiredSecret(p *builtins.SecretPlan, celadonNamespace string, from *corev1.Secret) *corev1.Secret {
+	s := &corev1.Secret{}
+	s.Namespace, s.Name = p.Namespace, p.Name
+	s.Labels = map[string]string{}
+	maps.Copy(s.Labels, p.Labels)
+	s.Labels[builtins.SecretManagedByLabel] = builtins.SecretManagedByValue
+	s.Annotations = map[string]string{}
+	maps.Copy(s.Annotations, p.Annotations)
+	s.Annotations[builtins.SecretPolicyAnnotation] = p.Policy
+	s.Annotations[builtins.SecretSourceAnnotation] = p.Source(celadonNamespace)
+	if from == nil {
+		s.Type, s.Data = p.Type, p.Data
+	} else {
+		s.Type, s.Data = from.Type, from.Data
+	}
+	return s
 }
 
 // update brings a live Secret to desired when Celadon manages it for the
 // same policy; anything else is a conflict, and live is left alone.
 func (rec *secretReconciler) update(ctx context.Context, ns *corev1.Namespace, p *builtins.SecretPlan, desired, live *corev1.Secret) (string, error) {
-	name := ns.Name + "/" + p.Name
+	want, reason, err := secretUpdate(p, desired, live)
+	if err != nil || want == nil {
+		return reason, err
+	}
+	if err := rec.c.Update(ctx, want); err != nil {
+		return SecretError, fmt.Errorf("updating Secret %s/%s: %w", ns.Name, p.Name, err)
+	}
+	rec.ctl.s.secretMetrics.writes.WithLabelValues("update").Inc()
+	rec.ctl.recorder.Eventf(ns, nil, corev1.EventTypeNormal, "SecretUpdated", "CreateSecret", "updated Secret %s from %s (policy %s)", p.Name, desired.Annotations[builtins.SecretSourceAnnotation], p.Policy)
+	return "", nil
+}
+
+// secretUpdate returns live brought to desired, or nil when it is up to
+// date. Data is replaced whole; labels and annotations are set, others'
+// kept. A Secret Celadon does not manage, or manages for another policy, is
+// a conflict; a type that differs is an error (it is immutable).
+func secretUpdate(p *builtins.SecretPlan, desired, live *corev1.Secret) (*corev1.Secret, string, error) {
+	name := live.Namespace + "/" + live.Name
 	if live.Labels[builtins.SecretManagedByLabel] != builtins.SecretManagedByValue {
-		return SecretConflict, fmt.Errorf("Secret %s exists and is not managed by Celadon (no label %s=%s); policy %s leaves it alone", name, builtins.SecretManagedByLabel, builtins.SecretManagedByValue, p.Policy)
+		return nil, SecretConflict, fmt.Errorf("Secret %s exists and is not managed by Celadon (no label %s=%s); policy %s leaves it alone", name, builtins.SecretManagedByLabel, builtins.SecretManagedByValue, p.Policy)
 	}
 	if owner := live.Annotations[builtins.SecretPolicyAnnotation]; owner != p.Policy {
-		return SecretConflict, fmt.Errorf("Secret %s is managed by policy %q, not %s; %s leaves it alone", name, owner, p.Policy, p.Policy)
+		return nil, SecretConflict, fmt.Errorf("Secret %s is managed by policy %q, not %s; %s leaves it alone", name, owner, p.Policy, p.Policy)
 	}
 	if live.Type != desired.Type {
-		return SecretError, fmt.Errorf("Secret %s has type %s, the policy wants %s, and a Secret's type cannot change: delete it and Celadon recreates it", name, live.Type, desired.Type)
+		return nil, SecretError, fmt.Errorf("Secret %s has type %s, the policy wants %s, and a Secret's type cannot change: delete it and Celadon recreates it", name, live.Type, desired.Type)
 	}
 	want := live.DeepCopy()
 	want.Data = desired.Data
@@ -519,14 +546,9 @@ func (rec *secretReconciler) update(ctx context.Context, ns *corev1.Namespace, p
 	}
 	maps.Copy(want.Annotations, desired.Annotations)
 	if sameData(live.Data, want.Data) && maps.Equal(live.Labels, want.Labels) && maps.Equal(live.Annotations, want.Annotations) {
-		return "", nil
+		return nil, "", nil
 	}
-	if err := rec.c.Update(ctx, want); err != nil {
-		return SecretError, fmt.Errorf("updating Secret %s: %w", name, err)
-	}
-	rec.ctl.s.secretMetrics.writes.WithLabelValues("update").Inc()
-	rec.ctl.recorder.Eventf(ns, nil, corev1.EventTypeNormal, "SecretUpdated", "CreateSecret", "updated Secret %s from %s (policy %s)", p.Name, desired.Annotations[builtins.SecretSourceAnnotation], p.Policy)
-	return "", nil
+	return want, "", nil
 }
 
 func sameData(a, b map[string][]byte) bool {

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"celadon.io/celadon/builtins"
 )
@@ -101,5 +104,95 @@ func TestSecretIssues(t *testing.T) {
 	}
 	if got := counter(t, reg, MetricSecretIssues, nil); got != 1 {
 		t.Errorf("%s = %v, want 1", MetricSecretIssues, got)
+	}
+}
+
+func TestDesiredSecret(t *testing.T) {
+	copyPlan := &builtins.SecretPlan{Policy: "pull-secret", Namespace: "team-a", Name: "regcred",
+		From: &builtins.SecretRef{Name: "regcred"}, Labels: map[string]string{"tier": "x"}, Annotations: map[string]string{"note": "n"}}
+	source := &corev1.Secret{Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{".dockerconfigjson": []byte("{}")}}
+	got := desiredSecret(copyPlan, "celadon", source)
+	want := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "regcred",
+			Labels:      map[string]string{"tier": "x", builtins.SecretManagedByLabel: builtins.SecretManagedByValue},
+			Annotations: map[string]string{"note": "n", builtins.SecretPolicyAnnotation: "pull-secret", builtins.SecretSourceAnnotation: "celadon/regcred"}},
+		Type: corev1.SecretTypeDockerConfigJson, Data: source.Data,
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("copy:\n%+v\nwant:\n%+v", got, want)
+	}
+	if copyPlan.Labels[builtins.SecretManagedByLabel] != "" {
+		t.Error("desiredSecret changed the plan's labels")
+	}
+	inline := &builtins.SecretPlan{Policy: "cfg", Namespace: "team-a", Name: "cfg", Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"k": []byte("v")}}
+	got = desiredSecret(inline, "celadon", nil)
+	if got.Type != corev1.SecretTypeOpaque || string(got.Data["k"]) != "v" || got.Annotations[builtins.SecretSourceAnnotation] != "inline" {
+		t.Errorf("inline: %+v", got)
+	}
+}
+
+func TestSecretUpdate(t *testing.T) {
+	plan := &builtins.SecretPlan{Policy: "pull-secret", Namespace: "team-a", Name: "regcred", From: &builtins.SecretRef{Name: "regcred"}}
+	desired := desiredSecret(plan, "celadon", &corev1.Secret{Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"k": []byte("v2")}})
+	managed := func(mod func(*corev1.Secret)) *corev1.Secret {
+		s := desired.DeepCopy()
+		s.ResourceVersion = "7"
+		mod(s)
+		return s
+	}
+	cases := []struct {
+		name   string
+		live   *corev1.Secret
+		want   *corev1.Secret // nil: nothing to write
+		reason string
+		err    string
+	}{
+		{name: "up to date", live: managed(func(*corev1.Secret) {})},
+		{
+			name: "the source changed: new data, the rest kept",
+			live: managed(func(s *corev1.Secret) {
+				s.Data = map[string][]byte{"k": []byte("v1"), "old": []byte("x")}
+				s.Labels["team"] = "a"
+			}),
+			want: managed(func(s *corev1.Secret) { s.Labels["team"] = "a" }),
+		},
+		{
+			name: "Celadon's annotation removed: restored",
+			live: managed(func(s *corev1.Secret) { delete(s.Annotations, builtins.SecretSourceAnnotation) }),
+			want: managed(func(*corev1.Secret) {}),
+		},
+		{
+			name:   "not managed: a conflict",
+			live:   &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "regcred"}, Data: map[string][]byte{"k": []byte("theirs")}},
+			reason: SecretConflict,
+			err:    "Secret team-a/regcred exists and is not managed by Celadon",
+		},
+		{
+			name:   "managed for another policy: a conflict",
+			live:   managed(func(s *corev1.Secret) { s.Annotations[builtins.SecretPolicyAnnotation] = "other" }),
+			reason: SecretConflict,
+			err:    `Secret team-a/regcred is managed by policy "other", not pull-secret`,
+		},
+		{
+			name:   "another type: an error, the type is immutable",
+			live:   managed(func(s *corev1.Secret) { s.Type = corev1.SecretTypeTLS }),
+			reason: SecretError,
+			err:    "a Secret's type cannot change",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.live.DeepCopy()
+			got, reason, err := secretUpdate(plan, desired, tc.live)
+			if reason != tc.reason || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("reason %q, error %v; want %q, %q", reason, err, tc.reason, tc.err)
+			}
+			if !equality.Semantic.DeepEqual(got, tc.want) {
+				t.Errorf("write:\n%+v\nwant:\n%+v", got, tc.want)
+			}
+			if !equality.Semantic.DeepEqual(tc.live, before) {
+				t.Error("secretUpdate changed the live object")
+			}
+		})
 	}
 }

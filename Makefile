@@ -86,7 +86,7 @@ image:
 # seeds alone run in every `go test`). A crash is saved under the package's
 # testdata/fuzz/ and becomes a regression test.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := engine:FuzzDecodeJSON engine:FuzzCompile builtins:FuzzMutatingBuiltins webhook:FuzzReview
+FUZZ_TARGETS := engine:FuzzDecodeJSON engine:FuzzCompile builtins:FuzzMutatingBuiltins builtins:FuzzCreateSecret webhook:FuzzReview
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "=== $$t ($(FUZZTIME))"; \

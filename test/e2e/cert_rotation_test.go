@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,11 +61,6 @@ func TestCertificateRotation(t *testing.T) {
 
 	ns := newNamespace(ctx, t, "rotation", nil)
 	owner := createOwner(ctx, t, ns, "rot")
-	var (
-		mu       sync.Mutex
-		ok       int
-		failures []string
-	)
 	next := 0
 	// create makes pod rot-<n> and checks that it was mutated.
 	create := func(ctx context.Context) error {
@@ -92,42 +86,8 @@ func TestCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	loopCtx, stopLoop := context.WithCancel(ctx)
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for loopCtx.Err() == nil {
-			err := create(loopCtx)
-			mu.Lock()
-			if err == nil {
-				ok++
-			} else if loopCtx.Err() == nil {
-				failures = append(failures, err.Error())
-			}
-			mu.Unlock()
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	defer func() {
-		stopLoop()
-		<-loopDone
-	}()
-	// waitMore waits until the loop has admitted n more pods.
-	waitMore := func(what string, n int) {
-		t.Helper()
-		mu.Lock()
-		target := ok + n
-		mu.Unlock()
-		waitFor(ctx, t, fmt.Sprintf("%d more pods %s", n, what), func(context.Context) (bool, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if len(failures) > 0 {
-				return false, fmt.Errorf("%d requests failed during the rotation, the first: %s", len(failures), failures[0])
-			}
-			return ok >= target, nil
-		})
-	}
-	waitMore("with the old+new caBundle", 5)
+	loop := startCreateLoop(ctx, t, create)
+	loop.waitMore(ctx, t, "pods with the old+new caBundle", 5)
 
 	// 2. Swap the certificate files.
 	if err := devenv.WriteCerts(s.certDir, newCA, newKP); err != nil {
@@ -143,30 +103,22 @@ func TestCertificateRotation(t *testing.T) {
 	s.ca, s.kp = newCA, newKP
 	s.mu.Unlock()
 	verifyAgainstInstalledBundles(ctx, t, s, newKP)
-	waitMore("with the new certificate", 5)
+	loop.waitMore(ctx, t, "pods with the new certificate", 5)
 
 	// 3. Fresh connections from the API server, same trust.
 	if err := s.installConfigs(ctx, s.srv.Snapshot(), newCA, oldCA); err != nil {
 		t.Fatal(err)
 	}
-	waitMore("with the new certificate on new connections", 5)
+	loop.waitMore(ctx, t, "pods with the new certificate on new connections", 5)
 
 	// 4. Only the new CA.
 	if err := s.installConfigs(ctx, s.srv.Snapshot(), newCA); err != nil {
 		t.Fatal(err)
 	}
 	verifyAgainstInstalledBundles(ctx, t, s, newKP)
-	waitMore("with only the new CA", 5)
+	loop.waitMore(ctx, t, "pods with only the new CA", 5)
 
-	stopLoop()
-	<-loopDone
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("%d pods admitted and mutated during the rotation, %d failures", ok, len(failures))
-	if len(failures) > 0 {
-		n := min(len(failures), 5)
-		t.Errorf("%d of %d requests failed during the rotation; first ones:\n%v", len(failures), ok+len(failures), failures[:n])
-	}
+	loop.stop(t, "during the rotation")
 }
 
 // verifyAgainstInstalledBundles checks that kp's certificate verifies, for

@@ -117,16 +117,7 @@ func TestCreateSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := s.stop(); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-		if err := s.uninstallConfigs(ctx); err != nil {
-			t.Errorf("removing the webhook configurations: %v", err)
-		}
-	})
+	cleanupCeladon(t, s)
 	// The generated configurations, limited to the test's namespaces.
 	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
 	if err != nil {

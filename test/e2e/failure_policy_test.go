@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,16 +37,7 @@ func TestFailurePolicyWhenServerIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := s.stop(); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-		if err := s.uninstallConfigs(ctx); err != nil {
-			t.Errorf("removing the webhook configurations: %v", err)
-		}
-	})
+	cleanupCeladon(t, s)
 	if names := webhookNames(t, s); names != "ignore.mutate.celadon.io fail.validate.celadon.io" {
 		t.Fatalf("generated webhooks: %s", names)
 	}

@@ -105,6 +105,90 @@ func startCeladon(ctx context.Context, name string, policies map[string][]byte) 
 	return s, nil
 }
 
+// createLoop calls a create function over and over, counting what it
+// admits and what fails, so that a test can change something under a
+// server (its certificate) and assert that no request failed meanwhile.
+type createLoop struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	ok       int
+	failures []string
+}
+
+// startCreateLoop calls create every 20 ms until stop is called or the
+// test ends.
+func startCreateLoop(ctx context.Context, t *testing.T, create func(context.Context) error) *createLoop {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &createLoop{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for ctx.Err() == nil {
+			err := create(ctx)
+			l.mu.Lock()
+			if err == nil {
+				l.ok++
+			} else if ctx.Err() == nil {
+				l.failures = append(l.failures, err.Error())
+			}
+			l.mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { l.stop(t, "") })
+	return l
+}
+
+// waitMore waits until the loop has admitted n more requests; it fails
+// t at once when any request has failed.
+func (l *createLoop) waitMore(ctx context.Context, t *testing.T, what string, n int) {
+	t.Helper()
+	l.mu.Lock()
+	target := l.ok + n
+	l.mu.Unlock()
+	waitFor(ctx, t, fmt.Sprintf("%d more %s", n, what), func(context.Context) (bool, error) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.failures) > 0 {
+			return false, fmt.Errorf("%d requests failed, the first: %s", len(l.failures), l.failures[0])
+		}
+		return l.ok >= target, nil
+	})
+}
+
+// stop ends the loop and waits for it. Unless during is empty, it logs
+// the counts and fails t when any request failed "during" the change.
+func (l *createLoop) stop(t *testing.T, during string) {
+	t.Helper()
+	l.cancel()
+	<-l.done
+	if during == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.Logf("%d requests admitted %s, %d failures", l.ok, during, len(l.failures))
+	if len(l.failures) > 0 {
+		t.Errorf("%d of %d requests failed %s; first ones:\n%v", len(l.failures), l.ok+len(l.failures), during, l.failures[:min(len(l.failures), 5)])
+	}
+}
+
+// cleanupCeladon stops s and removes its webhook configurations when the
+// test ends.
+func cleanupCeladon(t *testing.T, s *celadon) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := s.stop(); err != nil {
+			t.Errorf("stopping Celadon %s: %v", s.name, err)
+		}
+		if err := s.uninstallConfigs(ctx); err != nil {
+			t.Errorf("removing the webhook configurations %s: %v", s.name, err)
+		}
+	})
+}
+
 // runCeladon starts a server for policies, its options adjusted by
 // configure (may be nil), and waits until it is ready. It installs no
 // webhook configurations.

@@ -69,16 +69,7 @@ func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := s.stop(); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-		if err := s.uninstallConfigs(ctx); err != nil {
-			t.Errorf("removing the webhook configurations: %v", err)
-		}
-	})
+	cleanupCeladon(t, s)
 	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: s.name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
 	if err != nil {
 		t.Fatal(err)

@@ -61,16 +61,7 @@ func TestManageWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := s.stop(); err != nil {
-			t.Errorf("stopping the server: %v", err)
-		}
-		if err := s.uninstallConfigs(ctx); err != nil {
-			t.Errorf("removing the webhook configurations: %v", err)
-		}
-	})
+	cleanupCeladon(t, s)
 
 	// validating returns the live ValidatingWebhookConfiguration's webhook
 	// named hook, or nil.

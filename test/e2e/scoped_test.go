@@ -26,16 +26,7 @@ func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := s.stop(); err != nil {
-			t.Errorf("stopping Celadon %s: %v", name, err)
-		}
-		if err := s.uninstallConfigs(ctx); err != nil {
-			t.Errorf("removing the webhook configurations %s: %v", name, err)
-		}
-	})
+	cleanupCeladon(t, s)
 	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: s.name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
 	if err != nil {
 		t.Fatal(err)

@@ -162,9 +162,8 @@ func TestSelfSignedCerts(t *testing.T) {
 	}
 	owner := createOwner(ctx, t, ns, "ss")
 	var (
-		mu       sync.Mutex
-		next, ok int
-		failures []string
+		mu   sync.Mutex
+		next int
 	)
 	create := func(ctx context.Context) error {
 		mu.Lock()
@@ -185,41 +184,8 @@ func TestSelfSignedCerts(t *testing.T) {
 		return create(ctx) == nil, nil
 	})
 
-	loopCtx, stopLoop := context.WithCancel(ctx)
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for loopCtx.Err() == nil {
-			err := create(loopCtx)
-			mu.Lock()
-			if err == nil {
-				ok++
-			} else if loopCtx.Err() == nil {
-				failures = append(failures, err.Error())
-			}
-			mu.Unlock()
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	defer func() {
-		stopLoop()
-		<-loopDone
-	}()
-	waitMore := func(what string, n int) {
-		t.Helper()
-		mu.Lock()
-		target := ok + n
-		mu.Unlock()
-		waitFor(ctx, t, fmt.Sprintf("%d more pods %s", n, what), func(context.Context) (bool, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if len(failures) > 0 {
-				return false, fmt.Errorf("%d requests failed, the first: %s", len(failures), failures[0])
-			}
-			return ok >= target, nil
-		})
-	}
-	waitMore("with the first certificate", 5)
+	loop := startCreateLoop(ctx, t, create)
+	loop.waitMore(ctx, t, "pods with the first certificate", 5)
 
 	// 3. A serving certificate due for renewal, put into the Secret.
 	// renewServing does that and returns the certificate the servers
@@ -263,7 +229,7 @@ func TestSelfSignedCerts(t *testing.T) {
 	if !bytes.Equal(secret.Data["ca.crt"], caPEM) {
 		t.Error("ca.crt changed with a serving renewal; want the CA kept")
 	}
-	waitMore("with the renewed certificate", 5)
+	loop.waitMore(ctx, t, "pods with the renewed certificate", 5)
 	// The servers share the process's metrics registry: one gauge.
 	if got := scrapeGauge(t, s1, webhook.MetricCertificateExpiry); got != float64(renewed.NotAfter.Unix()) {
 		t.Errorf("%s = %v, want the renewed certificate's expiry %d", webhook.MetricCertificateExpiry, got, renewed.NotAfter.Unix())
@@ -314,27 +280,20 @@ func TestSelfSignedCerts(t *testing.T) {
 	if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
 		t.Fatal(err)
 	}
-	waitMore("with the new CA trusted", 5)
+	loop.waitMore(ctx, t, "pods with the new CA trusted", 5)
 	fromNewCA := renewServing()
 	if err := fromNewCA.CheckSignatureFrom(staged[0]); err != nil {
 		t.Errorf("the serving renewal after the CA renewal is not signed by the new CA: %v", err)
 	}
-	waitMore("with a certificate of the new CA", 5)
+	loop.waitMore(ctx, t, "pods with a certificate of the new CA", 5)
 
-	stopLoop()
-	<-loopDone
+	loop.stop(t, "around the renewal")
 	for i, s := range []*celadon{s1, s2} {
 		select {
 		case err := <-s.done:
 			t.Errorf("server %d stopped during the test: %v", i+1, err)
 		default:
 		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("%d pods admitted and mutated around the renewal, %d failures", ok, len(failures))
-	if len(failures) > 0 {
-		t.Errorf("%d of %d requests failed; first ones:\n%v", len(failures), ok+len(failures), failures[:min(len(failures), 5)])
 	}
 }
 

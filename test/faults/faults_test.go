@@ -371,7 +371,7 @@ func TestRunawayPolicy(t *testing.T) {
 
 	tr := s.startTraffic(nil, nil)
 	tr.waitOK(t, 50)
-	const runaways = 20
+	const runaways = 10
 	failRes := s.runOnce(webhook.ValidatePath, podTemplate(t, "runaway-fail", "fail-0", big), runaways, nil, func(r *loadgen.Review) error {
 		switch {
 		case r.Allowed:

@@ -58,7 +58,7 @@ func TestConsulLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentPort := ports[0]
-	startScopedCeladon(ctx, t, "celadon-e2e-consul-"+token, map[string][]byte{"consul.yaml": []byte(fmt.Sprintf(consulPolicy, token, agentPort))}, &metav1.LabelSelector{MatchLabels: scope}, nil)
+	startScopedCeladon(ctx, t, "celadon-e2e-consul-"+token, map[string][]byte{"consul.yaml": []byte(fmt.Sprintf(consulPolicy, token, agentPort))}, nil, &metav1.LabelSelector{MatchLabels: scope}, nil)
 
 	drain := []string{"/bin/sh", "-c", "sleep 1"}
 	pod := &corev1.Pod{

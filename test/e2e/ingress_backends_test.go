@@ -65,31 +65,10 @@ spec:
 // ends.
 func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options)) *celadon {
 	t.Helper()
-	s, err := runCeladon(ctx, name, policies, configure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanupCeladon(t, s)
-	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: s.name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	scope := metav1.LabelSelectorRequirement{Key: ingressBackendsLabel, Operator: metav1.LabelSelectorOpExists}
-	for i := range v.Webhooks {
-		if v.Webhooks[i].NamespaceSelector == nil {
-			v.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{}
-		}
-		sel := v.Webhooks[i].NamespaceSelector
-		sel.MatchExpressions = append(sel.MatchExpressions, scope)
-	}
-	if len(m.Webhooks) != 0 || len(v.Webhooks) != 1 {
-		t.Fatalf("want one validating webhook, got %d mutating and %d validating", len(m.Webhooks), len(v.Webhooks))
-	}
-	if err := devenv.ApplyWebhookConfigurations(ctx, suite.c, m, v); err != nil {
-		t.Fatal(err)
-	}
-	if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
-		t.Fatal(err)
+	scope := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: ingressBackendsLabel, Operator: metav1.LabelSelectorOpExists}}}
+	s := startScopedCeladon(ctx, t, name, policies, configure, scope, nil)
+	if names := webhookNames(t, s); names != "fail.validate.celadon.io" {
+		t.Fatalf("generated webhooks %q, want one validating webhook", names)
 	}
 	return s
 }

@@ -53,7 +53,7 @@ func TestInjectSidecar(t *testing.T) {
 		}
 		files[name] = data
 	}
-	s := startScopedCeladon(ctx, t, "celadon-e2e-sidecar-"+token, files, &metav1.LabelSelector{MatchLabels: scope}, nil)
+	s := startScopedCeladon(ctx, t, "celadon-e2e-sidecar-"+token, files, nil, &metav1.LabelSelector{MatchLabels: scope}, nil)
 
 	owner := createOwner(ctx, t, ns, "web")
 	pod := ownedPod(owner, 0, map[string]string{"role": "web"})

@@ -83,7 +83,7 @@ func TestOvercommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	selector := &metav1.LabelSelector{MatchLabels: scope}
-	startScopedCeladon(ctx, t, "celadon-e2e-overcommit-"+token, map[string][]byte{"overcommit.yaml": data}, selector, selector)
+	startScopedCeladon(ctx, t, "celadon-e2e-overcommit-"+token, map[string][]byte{"overcommit.yaml": data}, nil, selector, selector)
 
 	inflated := createOvercommitNode(ctx, t, "e2e-overcommit-"+token+"-inflated", token, map[string]string{"celadon.io/overcommit": "true"})
 	plain := createOvercommitNode(ctx, t, "e2e-overcommit-"+token+"-plain", token, nil)

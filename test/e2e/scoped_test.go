@@ -13,16 +13,16 @@ import (
 )
 
 // startScopedCeladon starts a Celadon server of the test's own for
-// policies, and installs its generated webhook configurations narrowed to
+// policies, its options adjusted by configure (may be nil), and installs its generated webhook configurations narrowed to
 // the namespaces matching namespaces and the objects matching objects
 // (either may be nil): the server's policies can then act on nothing but
 // the test's own objects, whatever they match. The API server ignores a
 // namespaceSelector for cluster-scoped objects such as Nodes: scope those
 // with objects. The server is stopped and its configurations removed when
 // the test ends.
-func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies map[string][]byte, namespaces, objects *metav1.LabelSelector) *celadon {
+func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options), namespaces, objects *metav1.LabelSelector) *celadon {
 	t.Helper()
-	s, err := runCeladon(ctx, name, policies, nil)
+	s, err := runCeladon(ctx, name, policies, configure)
 	if err != nil {
 		t.Fatal(err)
 	}

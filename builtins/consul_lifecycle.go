@@ -3,9 +3,9 @@ package builtins
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -446,7 +446,7 @@ func consulValidMeta(meta map[string]string) error {
 	if len(meta) > consulMaxMeta {
 		return fmt.Errorf("%d keys; at most %d", len(meta), consulMaxMeta)
 	}
-	for _, k := range sortedKeys(meta) {
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		switch {
 		case len(k) > consulMaxMetaKey || !consulMetaKey.MatchString(k):
 			return fmt.Errorf("key %q must be 1 to %d letters, digits, '_' or '-'", k, consulMaxMetaKey)
@@ -483,16 +483,6 @@ func consulWholeSeconds(s string) (int, error) {
 		return 0, fmt.Errorf("%q is not a whole number of seconds between 1s and 1h", s)
 	}
 	return int(d / time.Second), nil
-}
-
-// sortedKeys returns the keys of m in order.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // consulCheck is a compiled with.check.

@@ -18,10 +18,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,7 +182,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := devenv.WriteAtomic(d.policyDir, files); err != nil {
 		return err
 	}
-	step("policies: %s copied to %s", strings.Join(sortedKeys(files), ", "), d.policyDir)
+	step("policies: %s copied to %s", strings.Join(slices.Sorted(maps.Keys(files)), ", "), d.policyDir)
 	say("    (laid out like a mounted ConfigMap; edit the files there and celadon reloads them)")
 	d.certs = filepath.Join(d.work, "certs")
 	if d.ca, _, err = devenv.GenerateCerts(d.certs, "celadon demo CA"); err != nil {
@@ -711,13 +713,4 @@ func tailOf(path string) string {
 		lines = lines[len(lines)-20:]
 	}
 	return "\n--- last lines of " + path + " ---\n" + strings.Join(lines, "\n")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -9,9 +9,10 @@ package atomicdir
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -60,7 +61,7 @@ func Write(dir string, files map[string][]byte) error {
 	if err := os.Chmod(tsDir, 0o755); err != nil {
 		return fmt.Errorf("atomicdir: %w", err)
 	}
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		mode := os.FileMode(0o644)
 		if strings.HasSuffix(name, ".key") {
 			mode = 0o600
@@ -85,7 +86,7 @@ func Write(dir string, files map[string][]byte) error {
 	}
 
 	// 3. User-visible symlinks for new keys.
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		link := filepath.Join(dir, name)
 		if _, err := os.Lstat(link); err == nil {
 			continue
@@ -160,13 +161,4 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return f.Close()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"celadon.io/celadon/internal/atomicdir"
@@ -20,15 +19,6 @@ const DataDirName = atomicdir.DataDirName
 // with.
 func WriteAtomic(dir string, files map[string][]byte) error {
 	return atomicdir.Write(dir, files)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // ReadPolicyFiles reads the policy files (*.yaml, *.yml, *.json) at the top

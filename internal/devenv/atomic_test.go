@@ -1,9 +1,11 @@
 package devenv
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -23,7 +25,7 @@ func TestReadPolicyFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := sortedKeys(files)
+	got := slices.Sorted(maps.Keys(files))
 	if want := []string{"a.yaml", "b.yml", "c.json"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("files %v, want %v", got, want)
 	}

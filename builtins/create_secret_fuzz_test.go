@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"testing"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,34 +41,7 @@ func FuzzCreateSecret(f *testing.F) {
 			Operation: admissionv1.Create,
 			Object:    runtime.RawExtension{Raw: obj},
 		}
-		d, err := snap.Evaluate(context.Background(), req, engine.EvalOptions{})
-		if err != nil {
-			return
-		}
-		if len(d.Patch) > 0 {
-			p, err := d.PatchJSON()
-			if err != nil {
-				t.Fatal(err)
-			}
-			patch, err := jsonpatch.DecodePatch(p)
-			if err != nil {
-				t.Fatalf("patch %s does not decode: %v", p, err)
-			}
-			patched, err := patch.Apply(obj)
-			if err != nil {
-				t.Fatalf("patch %s does not apply to %s: %v", p, obj, err)
-			}
-			again := *req
-			again.Object = runtime.RawExtension{Raw: patched}
-			d2, err := snap.Evaluate(context.Background(), &again, engine.EvalOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(d2.Patch) != 0 {
-				p2, _ := d2.PatchJSON()
-				t.Fatalf("not idempotent: %s patched again with %s (%s)", patched, p2, statesOf(d2))
-			}
-		}
+		checkPatchPromises(t, snap, req)
 		var ns corev1.Namespace
 		if json.Unmarshal(obj, &ns) != nil {
 			return // not a Namespace the reconciler could read

@@ -99,42 +99,52 @@ func FuzzMutatingBuiltins(f *testing.F) {
 			UserInfo:  authenticationv1.UserInfo{Username: "fuzz"},
 			Object:    runtime.RawExtension{Raw: obj},
 		}
-		d, err := snap.Evaluate(context.Background(), req, engine.EvalOptions{})
-		if err != nil || len(d.Patch) == 0 {
+		checkPatchPromises(t, snap, req)
+	})
+}
+
+// checkPatchPromises evaluates req and checks the two promises every
+// mutating builtin makes: the patch applies cleanly to the request's object
+// with a standard JSON-patch library, giving the object the engine saw; and
+// evaluating the result again yields no patch (when no policy errored).
+func checkPatchPromises(t *testing.T, snap *engine.Snapshot, req *admissionv1.AdmissionRequest) {
+	t.Helper()
+	obj := req.Object.Raw
+	d, err := snap.Evaluate(context.Background(), req, engine.EvalOptions{})
+	if err != nil || len(d.Patch) == 0 {
+		return
+	}
+	p, err := d.PatchJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := jsonpatch.DecodePatch(p)
+	if err != nil {
+		t.Fatalf("patch %s does not decode: %v", p, err)
+	}
+	patched, err := patch.Apply(obj)
+	if err != nil {
+		t.Fatalf("patch %s does not apply to %s: %v", p, obj, err)
+	}
+	seen, _ := json.Marshal(d.Object)
+	if !sameJSON(t, patched, seen) {
+		t.Fatalf("the library's result\n%s\ndiffers from the engine's\n%s", patched, seen)
+	}
+	for _, r := range d.Results {
+		if r.State == engine.StateError {
+			// An ignored error may not recur on the patched object;
+			// idempotence is promised for clean evaluations.
 			return
 		}
-		p, err := d.PatchJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		patch, err := jsonpatch.DecodePatch(p)
-		if err != nil {
-			t.Fatalf("patch %s does not decode: %v", p, err)
-		}
-		patched, err := patch.Apply(obj)
-		if err != nil {
-			t.Fatalf("patch %s does not apply to %s: %v", p, obj, err)
-		}
-		seen, _ := json.Marshal(d.Object)
-		if !sameJSON(t, patched, seen) {
-			t.Fatalf("the library's result\n%s\ndiffers from the engine's\n%s", patched, seen)
-		}
-		for _, r := range d.Results {
-			if r.State == engine.StateError {
-				// An ignored error may not recur on the patched object;
-				// idempotence is promised for clean evaluations.
-				return
-			}
-		}
-		again := *req
-		again.Object = runtime.RawExtension{Raw: patched}
-		d2, err := snap.Evaluate(context.Background(), &again, engine.EvalOptions{})
-		if err != nil {
-			t.Fatalf("the patched object no longer evaluates: %v", err)
-		}
-		if len(d2.Patch) != 0 {
-			p2, _ := d2.PatchJSON()
-			t.Fatalf("not idempotent: %s patched again with %s (%s)", obj, p2, statesOf(d2))
-		}
-	})
+	}
+	again := *req
+	again.Object = runtime.RawExtension{Raw: patched}
+	d2, err := snap.Evaluate(context.Background(), &again, engine.EvalOptions{})
+	if err != nil {
+		t.Fatalf("the patched object no longer evaluates: %v", err)
+	}
+	if len(d2.Patch) != 0 {
+		p2, _ := d2.PatchJSON()
+		t.Fatalf("not idempotent: %s patched again with %s (%s)", obj, p2, statesOf(d2))
+	}
 }

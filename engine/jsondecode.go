@@ -14,10 +14,11 @@ import (
 // sigs.k8s.io/json's UnmarshalCaseSensitivePreserveInts produces, which the
 // tests check differentially. It exists because decoding the object is most
 // of the cost of an admission request: this single-pass parser allocates
-// only the values themselves and interns common Kubernetes field names.
+// only the maps, lists and the boxes of scalar values.
 func decodeJSON(data []byte) (any, error) {
-	// One copy of the input backs every unescaped string value: slicing it
-	// costs no allocation, and the caller may reuse data afterwards.
+	// One copy of the input backs every unescaped key and string value:
+	// slicing it costs no allocation, and the caller may reuse data
+	// afterwards.
 	p := jsonParser{data: data, text: string(data)}
 	p.skipSpace()
 	v, err := p.value(0)
@@ -71,7 +72,7 @@ func (p *jsonParser) value(depth int) (any, error) {
 	case c == '[':
 		return p.array(depth)
 	case c == '"':
-		return p.str(false)
+		return p.str()
 	case c == 't':
 		return true, p.literal("true")
 	case c == 'f':
@@ -109,7 +110,7 @@ func (p *jsonParser) object(depth int) (any, error) {
 		if p.data[p.pos] != '"' {
 			return nil, p.errorf("expected a string key, got %q", p.data[p.pos])
 		}
-		key, err := p.str(true)
+		key, err := p.str()
 		if err != nil {
 			return nil, err
 		}
@@ -174,32 +175,37 @@ func (p *jsonParser) array(depth int) (any, error) {
 	}
 }
 
-// str parses a string. Keys are interned: the same few dozen field names
-// recur in every Kubernetes object.
-func (p *jsonParser) str(key bool) (string, error) {
-	p.pos++ // '"'
-	start := p.pos
-	for p.pos < len(p.data) {
-		c := p.data[p.pos]
-		switch {
-		case c == '"':
-			s := p.text[start:p.pos]
-			p.pos++
-			if key {
-				if k, ok := commonKeys[s]; ok {
-					return k, nil
-				}
-			}
-			return s, nil
-		case c == '\\' || c >= utf8.RuneSelf:
-			p.pos = start
-			return p.slowStr()
-		case c < 0x20:
-			return "", p.errorf("control character in string")
-		}
-		p.pos++
+// plainByte marks the bytes a string holds as they are: not '"', '\\', a
+// control character or part of a multi-byte sequence.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
 	}
-	return "", errJSONEnd
+	return t
+}()
+
+// str parses a string. One without escapes or non-ASCII text, which is
+// nearly every string of a Kubernetes object, is a slice of the input's
+// copy: no allocation.
+func (p *jsonParser) str() (string, error) {
+	start := p.pos + 1 // after '"'
+	i := start
+	for i < len(p.data) && plainByte[p.data[i]] {
+		i++
+	}
+	switch {
+	case i >= len(p.data):
+		p.pos = i
+		return "", errJSONEnd
+	case p.data[i] == '"':
+		p.pos = i + 1
+		return p.text[start:i], nil
+	case p.data[i] < 0x20:
+		p.pos = i
+		return "", p.errorf("control character in string")
+	}
+	p.pos = start
+	return p.slowStr()
 }
 
 // slowStr handles escapes and non-ASCII text; invalid UTF-8 becomes U+FFFD,
@@ -364,39 +370,3 @@ func (p *jsonParser) number() (any, error) {
 	}
 	return f, nil
 }
-
-// commonKeys interns the field names found in most Kubernetes objects.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"apiVersion", "kind", "metadata", "name", "namespace", "generateName", "uid",
-		"resourceVersion", "generation", "creationTimestamp", "labels", "annotations",
-		"ownerReferences", "controller", "blockOwnerDeletion", "finalizers", "managedFields",
-		"spec", "status", "containers", "initContainers", "ephemeralContainers", "image",
-		"imagePullPolicy", "command", "args", "env", "envFrom", "value", "valueFrom",
-		"fieldRef", "fieldPath", "secretKeyRef", "configMapKeyRef", "key", "resources",
-		"requests", "limits", "cpu", "memory", "ports", "containerPort", "protocol",
-		"volumeMounts", "mountPath", "readOnly", "volumes", "emptyDir", "configMap",
-		"secret", "persistentVolumeClaim", "claimName", "securityContext", "readinessProbe",
-		"livenessProbe", "startupProbe", "httpGet", "path", "port", "periodSeconds",
-		"initialDelaySeconds", "failureThreshold", "timeoutSeconds", "restartPolicy",
-		"serviceAccountName", "nodeName", "nodeSelector", "affinity", "tolerations",
-		"operator", "effect", "tolerationSeconds", "selector", "matchLabels",
-		"matchExpressions", "values", "template", "replicas", "type", "lifecycle",
-		"postStart", "preStop", "exec", "hostname", "subdomain", "terminationGracePeriodSeconds",
-		"dnsPolicy", "schedulerName", "priority", "enableServiceLinks", "preemptionPolicy",
-		"terminationMessagePath", "terminationMessagePolicy", "capabilities", "drop", "add",
-		"runAsUser", "runAsNonRoot", "fsGroup", "seccompProfile", "allowPrivilegeEscalation",
-		"readOnlyRootFilesystem", "topologyKey", "labelSelector", "weight", "podAffinityTerm",
-		"projected", "sources", "serviceAccountToken", "expirationSeconds", "items",
-		"downwardAPI", "defaultMode", "conditions", "phase", "rules", "backend", "service",
-		"number", "pathType", "host", "http", "paths", "tls", "secretName", "ingressClassName",
-		"targetPort", "clusterIP", "clusterIPs", "sessionAffinity", "ipFamilies", "ipFamilyPolicy",
-		"strategy", "rollingUpdate", "maxSurge", "maxUnavailable", "revisionHistoryLimit",
-		"progressDeadlineSeconds", "serviceName", "podManagementPolicy", "updateStrategy",
-		"volumeClaimTemplates", "accessModes", "storage", "storageClassName",
-	} {
-		m[k] = k
-	}
-	return m
-}()

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -291,7 +293,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 	case annotations == nil:
 		ops = append(ops, engine.Op("add", "/metadata/annotations", inflatePlain(setAnn)))
 	default:
-		for _, k := range inflateSortedKeys(setAnn) {
+		for _, k := range slices.Sorted(maps.Keys(setAnn)) {
 			op := "add"
 			if _, ok := annotations[k]; ok {
 				op = "replace"
@@ -439,15 +441,6 @@ func inflatePlain(m map[string]string) map[string]any {
 		out[k] = v
 	}
 	return out
-}
-
-func inflateSortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func inflateResourceName(group, res, sub string) string {

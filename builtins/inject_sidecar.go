@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -449,7 +451,7 @@ func sidecarCompile(c *engine.CompileContext, field string, v any) (*sidecarTmpl
 	case map[string]any:
 		obj := make(map[string]*sidecarTmpl, len(v))
 		templated := false
-		for _, k := range sidecarSortedKeys(v) { // the first error found is stable
+		for _, k := range slices.Sorted(maps.Keys(v)) { // the first error found is stable
 			t, err := sidecarCompile(c, field+"."+k, v[k])
 			if err != nil {
 				return nil, err
@@ -908,7 +910,7 @@ func sidecarDiffs(want, have any, path string, quantity bool, out *[]string) {
 			differ()
 			return
 		}
-		for _, k := range sidecarSortedKeys(w) {
+		for _, k := range slices.Sorted(maps.Keys(w)) {
 			p := k
 			if path != "" {
 				p = path + "." + k
@@ -923,7 +925,7 @@ func sidecarDiffs(want, have any, path string, quantity bool, out *[]string) {
 			// quantities.
 			if wm, ok := w[k].(map[string]any); ok && (k == "limits" || k == "requests") {
 				hm, _ := h[k].(map[string]any)
-				for _, rk := range sidecarSortedKeys(wm) {
+				for _, rk := range slices.Sorted(maps.Keys(wm)) {
 					sidecarDiffs(wm[rk], hm[rk], p+"."+rk, true, out)
 				}
 				continue
@@ -990,15 +992,6 @@ func sidecarSubsequence(want, have []any, quantity bool) bool {
 		j++
 	}
 	return true
-}
-
-func sidecarSortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func sidecarScalarEqual(a, b any) bool {

@@ -246,19 +246,27 @@ var (
 )
 
 func (l *lateCluster) Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
-	c := l.c.Load()
-	if c == nil {
-		return nil, apierrors.NewServiceUnavailable("celadon: the cluster cache is not started")
+	c, err := l.cache()
+	if err != nil {
+		return nil, err
 	}
 	return c.Get(ctx, gvr, namespace, name)
 }
 
 func (l *lateCluster) GetLive(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
-	c := l.c.Load()
-	if c == nil {
-		return nil, apierrors.NewServiceUnavailable("celadon: the cluster cache is not started")
+	c, err := l.cache()
+	if err != nil {
+		return nil, err
 	}
 	return c.GetLive(ctx, gvr, namespace, name)
+}
+
+// cache returns the connected ClusterCache, or a 503 before Start.
+func (l *lateCluster) cache() (*ClusterCache, error) {
+	if c := l.c.Load(); c != nil {
+		return c, nil
+	}
+	return nil, apierrors.NewServiceUnavailable("celadon: the cluster cache is not started")
 }
 
 // startCluster connects the late ObjectGetter to a ClusterCache running

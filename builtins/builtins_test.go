@@ -188,8 +188,12 @@ func checkMutation(t testing.TB, snap *engine.Snapshot, req *admissionv1.Admissi
 		p, _ := d.PatchJSON()
 		t.Fatalf("patched object:\n%s\nwant:\n%s\npatch: %s", indentJSON(patched), indentJSON(want), p)
 	}
-	if d.Object != nil {
-		engineObj, err := json.Marshal(d.Object)
+	obj, err := d.Object()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obj != nil {
+		engineObj, err := json.Marshal(obj)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -191,19 +191,20 @@ func ingressToCheck(ac *engine.ActionContext) (map[string]any, string) {
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
 		return nil, fmt.Sprintf("Ingresses are checked on CREATE and UPDATE, not on %s", ac.Request.Operation)
 	}
-	if ac.Object == nil {
+	obj, old := ac.Object(), ac.OldObject()
+	if obj == nil {
 		return nil, "there is no object"
 	}
-	if kind, _ := ac.Object["kind"].(string); kind != "" && kind != "Ingress" {
+	if kind, _ := obj["kind"].(string); kind != "" && kind != "Ingress" {
 		return nil, fmt.Sprintf("the object is a %s, not an Ingress", kind)
 	}
-	if av, _ := ac.Object["apiVersion"].(string); av != "" && av != "networking.k8s.io/v1" {
+	if av, _ := obj["apiVersion"].(string); av != "" && av != "networking.k8s.io/v1" {
 		return nil, fmt.Sprintf("only networking.k8s.io/v1 Ingresses are checked, not %s", av)
 	}
-	if ac.OldObject != nil && reflect.DeepEqual(ac.Object["spec"], ac.OldObject["spec"]) {
+	if old != nil && reflect.DeepEqual(obj["spec"], old["spec"]) {
 		return nil, "the Ingress's spec is unchanged"
 	}
-	return ac.Object, ""
+	return obj, ""
 }
 
 // ingressBackends returns the service backends of spec, defaultBackend

@@ -55,15 +55,24 @@ func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, R
 // podOnCreate returns the pod of a CREATE request, or why a pod builtin does
 // not apply: another operation (a pod's spec is immutable), no object, or
 // another kind. change says what the builtin does, e.g. "env can only be set".
-func podOnCreate(ac *engine.ActionContext, change string) (map[string]any, string) {
+func podOnCreate(ac *engine.ActionContext, change string) (engine.Value, string) {
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
-		return nil, fmt.Sprintf("%s when a pod is created, not on %s", change, ac.Request.Operation)
+		return engine.Value{}, fmt.Sprintf("%s when a pod is created, not on %s", change, ac.Request.Operation)
 	}
-	if ac.Object == nil {
-		return nil, "there is no object"
+	obj := ac.ObjectValue()
+	if !obj.Exists() {
+		return engine.Value{}, "there is no object"
 	}
-	if kind, _ := ac.Object["kind"].(string); kind != "" && kind != "Pod" {
-		return nil, fmt.Sprintf("the object is a %s, not a Pod", kind)
+	if kind, _ := obj.Get("kind").Str(); kind != "" && kind != "Pod" {
+		return engine.Value{}, fmt.Sprintf("the object is a %s, not a Pod", kind)
 	}
-	return ac.Object, ""
+	return obj, ""
+}
+
+// podMapOnCreate is podOnCreate for builtins that work on the decoded pod.
+func podMapOnCreate(ac *engine.ActionContext, change string) (map[string]any, string) {
+	if obj, why := podOnCreate(ac, change); !obj.Exists() {
+		return nil, why
+	}
+	return ac.Object(), ""
 }

@@ -525,7 +525,7 @@ type consulRegistration struct {
 // hooked container that lacks them, so a second run on the patched pod
 // returns none.
 func (a *consulLifecycleAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	obj, why := podOnCreate(ac, "lifecycle hooks can only be added")
+	obj, why := podMapOnCreate(ac, "lifecycle hooks can only be added")
 	if obj == nil {
 		return skip(why), nil
 	}

@@ -214,7 +214,7 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
 		return skip(fmt.Sprintf("Secrets are created for a namespace on CREATE or UPDATE, not on %s", ac.Request.Operation)), nil
 	}
-	obj := ac.Object
+	obj := ac.Object()
 	if obj == nil {
 		return skip("there is no object"), nil
 	}

@@ -126,7 +126,11 @@ func checkPatchPromises(t *testing.T, snap *engine.Snapshot, req *admissionv1.Ad
 	if err != nil {
 		t.Fatalf("patch %s does not apply to %s: %v", p, obj, err)
 	}
-	seen, _ := json.Marshal(d.Object)
+	engineObj, err := d.Object()
+	if err != nil {
+		t.Fatalf("the engine's object: %v", err)
+	}
+	seen, _ := json.Marshal(engineObj)
 	if !sameJSON(t, patched, seen) {
 		t.Fatalf("the library's result\n%s\ndiffers from the engine's\n%s", patched, seen)
 	}

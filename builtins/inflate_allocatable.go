@@ -156,7 +156,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 			return skip(fmt.Sprintf("nothing to inflate on %s of %s", op, inflateResourceName(r.Group, r.Resource, sub))), nil
 		}
 	}
-	obj := ac.Object
+	obj := ac.Object()
 	if obj == nil {
 		return skip("there is no object"), nil
 	}
@@ -179,8 +179,8 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
 	}
 	oldStatus := map[string]any{}
-	if ac.OldObject != nil {
-		oldStatus, _ = ac.OldObject["status"].(map[string]any)
+	if old := ac.OldObject(); old != nil {
+		oldStatus, _ = old["status"].(map[string]any)
 	}
 
 	var (

@@ -97,23 +97,22 @@ type injectEnvIndexAction struct {
 // with overwrite), so a second run on the patched pod returns none.
 func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	obj, why := podOnCreate(ac, "env can only be set")
-	if obj == nil {
+	if !obj.Exists() {
 		return skip(why), nil
 	}
-	md, _ := obj["metadata"].(map[string]any)
+	md := obj.Get("metadata")
 	if !envIndexOwnedByStatefulSet(md) {
 		return skip("the pod is not owned by a StatefulSet"), nil
 	}
 
 	// The label is what the StatefulSet controller meant; the name is a
 	// fallback for clusters older than 1.28.
-	podName, _ := md["name"].(string)
-	labels, _ := md["labels"].(map[string]any)
-	label, hasLabel := labels[appsv1.PodIndexLabel]
+	podName, _ := md.Get("name").Str()
+	label := md.Get("labels").Get(appsv1.PodIndexLabel)
 	var ordinal string
 	switch {
-	case hasLabel:
-		s, ok := label.(string)
+	case label.Exists():
+		s, ok := label.Str()
 		if !ok {
 			return a.skipWarn(ac, fmt.Sprintf("the label %s=%v is not a string", appsv1.PodIndexLabel, label))
 		}
@@ -131,8 +130,8 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 		ordinal = podName[i+1:]
 	}
 
-	spec, ok := obj["spec"].(map[string]any)
-	if !ok {
+	spec := obj.Get("spec")
+	if !spec.IsObject() {
 		return skip("the pod has no spec"), nil
 	}
 	lists := []string{"containers"}
@@ -145,20 +144,18 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 		seen                         int
 	)
 	for _, list := range lists {
-		raw := spec[list]
-		if raw == nil {
+		raw := spec.Get(list)
+		if raw.IsNull() {
 			continue
 		}
-		items, ok := raw.([]any)
-		if !ok {
-			return engine.Outcome{}, fmt.Errorf("spec.%s is a %T, not a list", list, raw)
+		if !raw.IsList() {
+			return engine.Outcome{}, fmt.Errorf("spec.%s is a %T, not a list", list, raw.Interface())
 		}
-		for i, item := range items {
-			c, ok := item.(map[string]any)
-			if !ok {
-				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %T, not an object", list, i, item)
+		for i, c := range raw.Elements() {
+			if !c.IsObject() {
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %T, not an object", list, i, c.Interface())
 			}
-			cname, _ := c["name"].(string)
+			cname, _ := c.Get("name").Str()
 			if a.containers != nil && !a.containers[cname] {
 				continue
 			}
@@ -168,19 +165,20 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 				who += " (init)"
 			}
 			base := fmt.Sprintf("/spec/%s/%d/env", list, i)
-			if c["env"] == nil {
+			env := c.Get("env")
+			if env.IsNull() {
 				ops = append(ops, engine.Op("add", base, []any{a.entry(ordinal)}))
 				added = append(added, who)
 				continue
 			}
-			env, ok := c["env"].([]any)
-			if !ok {
-				return engine.Outcome{}, fmt.Errorf("spec.%s[%d].env is a %T, not a list", list, i, c["env"])
+			if !env.IsList() {
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d].env is a %T, not a list", list, i, env.Interface())
 			}
+			entries := env.Elements()
 			// With duplicate names the last entry wins, in Kubernetes too.
 			j := -1
-			for k, e := range env {
-				if m, ok := e.(map[string]any); ok && m["name"] == a.name {
+			for k, e := range entries {
+				if name, ok := e.Get("name").Str(); ok && name == a.name {
 					j = k
 				}
 			}
@@ -188,7 +186,7 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 			case j < 0:
 				ops = append(ops, engine.Op("add", base+"/-", a.entry(ordinal)))
 				added = append(added, who)
-			case a.matches(env[j].(map[string]any), ordinal):
+			case a.matches(entries[j].Interface().(map[string]any), ordinal):
 				equal = append(equal, who)
 			case a.overwrite:
 				ops = append(ops, engine.Op("replace", base+"/"+strconv.Itoa(j), a.entry(ordinal)))
@@ -278,10 +276,9 @@ func (a *injectEnvIndexAction) skipWarn(ac *engine.ActionContext, why string) (e
 
 // envIndexOwnedByStatefulSet reports whether metadata has an owner reference of kind
 // StatefulSet, of any API group, so look-alikes such as OpenKruise's count.
-func envIndexOwnedByStatefulSet(md map[string]any) bool {
-	refs, _ := md["ownerReferences"].([]any)
-	for _, r := range refs {
-		if ref, ok := r.(map[string]any); ok && ref["kind"] == "StatefulSet" {
+func envIndexOwnedByStatefulSet(md engine.Value) bool {
+	for _, ref := range md.Get("ownerReferences").Elements() {
+		if kind, _ := ref.Get("kind").Str(); kind == "StatefulSet" {
 			return true
 		}
 	}

@@ -618,7 +618,7 @@ type sidecarContainer struct {
 // Run returns the operations that add what the pod lacks. The patched pod
 // holds every item, so a second run returns none.
 func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	obj, why := podOnCreate(ac, "containers can only be added")
+	obj, why := podMapOnCreate(ac, "containers can only be added")
 	if obj == nil {
 		return skip(why), nil
 	}

@@ -173,7 +173,7 @@ var scaleRequestsResources = []string{"cpu", "memory"}
 // Run returns the operations that lower the requests and record the
 // originals; with the record present, a second run changes nothing.
 func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	obj, why := podOnCreate(ac, "requests can only be scaled")
+	obj, why := podMapOnCreate(ac, "requests can only be scaled")
 	if obj == nil {
 		return skip(why), nil
 	}

@@ -105,12 +105,6 @@ type ActionContext struct {
 	// Request is the admission request. Use Object and OldObject rather than
 	// its raw Object fields: they carry earlier policies' mutations.
 	Request *admissionv1.AdmissionRequest
-	// Object is the working copy of the object with earlier mutating
-	// policies' patches applied; nil for DELETE and CONNECT. Actions must not
-	// modify it: they return patch operations instead.
-	Object map[string]any
-	// OldObject is the object before an UPDATE or DELETE; nil otherwise.
-	OldObject map[string]any
 	// Namespace is the request's namespace, or nil for cluster-scoped
 	// requests or when it is unknown.
 	Namespace *corev1.Namespace
@@ -121,9 +115,23 @@ type ActionContext struct {
 	// Policy is the name of the policy being run.
 	Policy string
 
-	eval *evaluation
-	act  *activation
+	object, oldObject *workingObject
+	eval              *evaluation
+	act               *activation
 }
+
+// Object returns the working copy of the object with earlier mutating
+// policies' patches applied; nil for DELETE and CONNECT. Actions must not
+// modify it: they return patch operations instead. The first call decodes
+// the object; an action that reads a few fields should use ObjectValue.
+func (ac *ActionContext) Object() map[string]any { return ac.object.Map() }
+
+// ObjectValue returns the same object as Object as a read-only Value, which
+// reads fields without decoding the whole object; absent when there is none.
+func (ac *ActionContext) ObjectValue() Value { return ac.object.Value() }
+
+// OldObject returns the object before an UPDATE or DELETE; nil otherwise.
+func (ac *ActionContext) OldObject() map[string]any { return ac.oldObject.Map() }
 
 // Eval evaluates a compiled expression against this request, charging its
 // cost to the request's budget. The result is a plain Go value: string,

@@ -95,10 +95,10 @@ type Decision struct {
 	Warnings []string
 	// AuditAnnotations are recorded in the API server's audit log.
 	AuditAnnotations map[string]string
-	// Object is the object with Patch applied; nil when no policy looked at it.
-	Object map[string]any
 	// CostRemaining is what is left of the request's CEL cost budget.
 	CostRemaining int64
+
+	object *workingObject
 }
 
 // PatchJSON returns the composed patch as JSON: "[]" when there is none.
@@ -107,6 +107,17 @@ func (d *Decision) PatchJSON() ([]byte, error) {
 		return []byte("[]"), nil
 	}
 	return json.Marshal(d.Patch)
+}
+
+// Object returns the object with Patch applied; nil when there is none or no
+// policy looked at it. It decodes the object on first use: the webhook never
+// calls it.
+func (d *Decision) Object() (map[string]any, error) {
+	if d.object == nil {
+		return nil, nil
+	}
+	m := d.object.Map()
+	return m, d.object.err
 }
 
 // EvalOptions configure one call to Evaluate.
@@ -173,7 +184,7 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		res, out := ev.run(ctx, p)
 		d.Warnings = append(d.Warnings, out.Warnings...)
 		if res.State == StatePass && len(out.Patch) > 0 {
-			if err := applyPatch(ev.object, out.Patch); err != nil {
+			if err := ev.object.patch(out.Patch); err != nil {
 				res.State, res.Reason = StateError, fmt.Sprintf("builtin produced a patch that does not apply: %v", err)
 			} else {
 				d.Patch = append(d.Patch, out.Patch...)
@@ -246,7 +257,10 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.Patch = nil
 	}
 	d.Warnings = dedupe(d.Warnings) // a reinvoked policy may warn twice
-	d.Object = ev.object
+	if ev.object.err != nil {
+		return nil, ev.object.err
+	}
+	d.object = ev.object
 	d.CostRemaining = ev.budget
 	return d, nil
 }
@@ -281,8 +295,8 @@ type evaluation struct {
 	req       *admissionv1.AdmissionRequest
 	opts      EvalOptions
 	budget    int64
-	object    map[string]any
-	oldObject map[string]any
+	object    *workingObject
+	oldObject *workingObject
 
 	objVal, oldObjVal, reqVal, nsVal ref.Val
 	ns                               *corev1.Namespace
@@ -293,60 +307,29 @@ type evaluation struct {
 func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts EvalOptions) (*evaluation, error) {
 	ev := &evaluation{ctx: ctx, req: req, opts: opts, budget: budgetOf(opts)}
 	var err error
-	if ev.object, err = decodeObject(req.Object.Raw, req.Object.Object); err != nil {
+	if ev.object, err = newWorkingObject(req.Object.Raw, req.Object.Object); err != nil {
 		return nil, fmt.Errorf("request.object: %w", err)
 	}
-	if ev.oldObject, err = decodeObject(req.OldObject.Raw, req.OldObject.Object); err != nil {
+	if ev.oldObject, err = newWorkingObject(req.OldObject.Raw, req.OldObject.Object); err != nil {
 		return nil, fmt.Errorf("request.oldObject: %w", err)
 	}
 	return ev, nil
-}
-
-func decodeObject(raw []byte, obj any) (map[string]any, error) {
-	if len(raw) == 0 && obj != nil {
-		var err error
-		if raw, err = json.Marshal(obj); err != nil {
-			return nil, err
-		}
-	}
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	v, err := decodeJSON(raw)
-	if err != nil {
-		return nil, err
-	}
-	if v == nil {
-		return nil, nil // "null"
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("not a JSON object")
-	}
-	return m, nil
 }
 
 func (ev *evaluation) objectChanged() { ev.objVal = nil }
 
 func (ev *evaluation) objectVal() ref.Val {
 	if ev.objVal == nil {
-		ev.objVal = nativeOrNull(ev.object)
+		ev.objVal = ev.object.celValue()
 	}
 	return ev.objVal
 }
 
 func (ev *evaluation) oldObjectVal() ref.Val {
 	if ev.oldObjVal == nil {
-		ev.oldObjVal = nativeOrNull(ev.oldObject)
+		ev.oldObjVal = ev.oldObject.celValue()
 	}
 	return ev.oldObjVal
-}
-
-func nativeOrNull(m map[string]any) ref.Val {
-	if m == nil {
-		return types.NullValue
-	}
-	return types.DefaultTypeAdapter.NativeToValue(m)
 }
 
 func (ev *evaluation) requestVal() ref.Val {
@@ -456,8 +439,8 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 	ac := &ActionContext{
 		Context:   ctx,
 		Request:   ev.req,
-		Object:    ev.object,
-		OldObject: ev.oldObject,
+		object:    ev.object,
+		oldObject: ev.oldObject,
 		Cluster:   ev.opts.Cluster,
 		DryRun:    ev.req.DryRun != nil && *ev.req.DryRun,
 		Policy:    p.Name(),
@@ -542,23 +525,22 @@ func (ev *evaluation) selectorsMatch(ctx context.Context, p *CompiledPolicy) (bo
 
 // selectorMatchesEither matches the labels of the object or the old object,
 // as admission webhooks' objectSelector does.
-func selectorMatchesEither(s labels.Selector, obj, old map[string]any) bool {
-	for _, o := range []map[string]any{obj, old} {
-		if o != nil && s.Matches(labels.Set(labelsOf(o))) {
+func selectorMatchesEither(s labels.Selector, obj, old *workingObject) bool {
+	for _, o := range []*workingObject{obj, old} {
+		if v := o.Value(); v.Exists() && s.Matches(labels.Set(labelsOf(v))) {
 			return true
 		}
 	}
 	return false
 }
 
-func labelsOf(obj map[string]any) map[string]string {
-	md, _ := obj["metadata"].(map[string]any)
-	raw, _ := md["labels"].(map[string]any)
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		if s, ok := v.(string); ok {
+func labelsOf(obj Value) map[string]string {
+	raw := obj.Get("metadata").Get("labels")
+	out := make(map[string]string, raw.Len())
+	raw.Range(func(k string, v Value) {
+		if s, ok := v.Str(); ok {
 			out[k] = s
 		}
-	}
+	})
 	return out
 }

@@ -177,12 +177,40 @@ func TestMutationsCompose(t *testing.T) {
 	if !jsonEqualBytes(t, patched, want) {
 		t.Fatalf("patched object\n%s\nwant\n%v", patched, want)
 	}
-	if !reflect.DeepEqual(normalize(t, d.Object), normalize(t, want)) {
-		t.Errorf("decision object %v differs from the patched one", d.Object)
+	obj, err := d.Object()
+	must(t, err)
+	if !reflect.DeepEqual(normalize(t, obj), normalize(t, want)) {
+		t.Errorf("decision object %v differs from the patched one", obj)
 	}
 	again := evaluate(t, snap, podRequest(t, admissionv1.Create, decode(t, patched), nil), EvalOptions{})
 	if len(again.Patch) != 0 {
 		t.Errorf("second pass patched again: %v", again.Patch)
+	}
+}
+
+// TestLastMutationIsNotDecoded: the object is parsed, read by CEL and the
+// builtin without decoding, and the only patch is deferred; Decision.Object
+// applies it on demand. TestMutationsCompose covers a read after a patch.
+func TestLastMutationIsNotDecoded(t *testing.T) {
+	snap := mustCompile(t,
+		policyYAML("team", "  match:\n    resources: [pods]\n    conditions: [{expression: 'object.metadata.name.startsWith(\"web\")'}]\n  action: setLabel\n  with: {key: team, value: blue}\n"),
+	)
+	req := podRequest(t, admissionv1.Create, pod("web-0", map[string]string{"app": "web"}), nil)
+	d := evaluate(t, snap, req, EvalOptions{})
+	if got := states(d); got != "team=pass" {
+		t.Fatalf("states %s: %+v", got, d.Results)
+	}
+	if d.object.doc == nil || len(d.object.pending) != 1 {
+		t.Fatalf("the object was decoded (pending %v)", d.object.pending)
+	}
+	obj, err := d.Object()
+	must(t, err)
+	want := pod("web-0", map[string]string{"app": "web", "team": "blue"})
+	if !reflect.DeepEqual(normalize(t, obj), normalize(t, want)) {
+		t.Errorf("decision object %v, want %v", obj, want)
+	}
+	if !jsonEqualBytes(t, applyWithLibrary(t, req.Object.Raw, d), want) {
+		t.Errorf("the patch gives another object than Decision.Object")
 	}
 }
 

@@ -61,12 +61,13 @@ func (setLabel) Compile(c *CompileContext) (Action, error) {
 			}
 			value = value + v
 		}
-		md, _ := ac.Object["metadata"].(map[string]any)
-		labels, hasLabels := md["labels"].(map[string]any)
-		if labels[args.Key] == value {
+		// Through ObjectValue, as builtins that read a few fields do: the
+		// object is decoded only when a later reader needs the patch applied.
+		labels := ac.ObjectValue().Get("metadata").Get("labels")
+		if s, ok := labels.Get(args.Key).Str(); ok && s == value {
 			return Outcome{Reason: "label already set"}, nil
 		}
-		if !hasLabels {
+		if !labels.IsObject() {
 			return Outcome{Patch: []JSONPatchOp{Op("add", "/metadata/labels", map[string]any{args.Key: value})}, Reason: "labels added"}, nil
 		}
 		return Outcome{Patch: []JSONPatchOp{Op("add", "/metadata/labels/"+EscapePointer(args.Key), value)}, Reason: "label set"}, nil

@@ -5,31 +5,73 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
-// decodeJSON parses a JSON document into plain values: map[string]any,
-// []any, string, int64 (integers that fit), float64, bool and nil — what
-// sigs.k8s.io/json's UnmarshalCaseSensitivePreserveInts produces, which the
-// tests check differentially. It exists because decoding the object is most
-// of the cost of an admission request: this single-pass parser allocates
-// only the maps, lists and the boxes of scalar values.
-func decodeJSON(data []byte) (any, error) {
+// jsonDoc is a parsed JSON document as a tape: one node per value and per
+// object key, in document order, with no Go map or boxed value. It exists
+// because decoding the object into maps was most of the cost of an
+// admission request; most requests read a few fields of it, through Value
+// and the CEL values in jsoncel.go, and never need the maps.
+type jsonDoc struct {
+	// text is one copy of the input: unescaped strings are slices of it.
+	text  string
+	nodes []jsonNode
+	// strs holds the strings that had escapes or non-ASCII text, decoded.
+	strs []string
+	// dupKeys is set when some object repeats a key. Such documents are
+	// only read through native(), which keeps the last value as
+	// encoding/json does.
+	dupKeys bool
+}
+
+// jsonNode is one value (or object key) of a jsonDoc. It holds no pointer,
+// so the tape is a single allocation the garbage collector does not scan.
+type jsonNode struct {
+	kind jsonKind
+	// a and b are, for a string or number, its span in text (a string's
+	// without quotes); for an escaped string, a is its index in strs; for an
+	// object, a is its number of members and b the index of the node after
+	// the object; for a list, the same with elements.
+	a, b int32
+}
+
+type jsonKind uint8
+
+const (
+	jsonNull jsonKind = iota
+	jsonFalse
+	jsonTrue
+	jsonNumber
+	jsonString
+	jsonEscapedString
+	jsonObject // followed by a key node and a value per member
+	jsonList   // followed by its elements
+)
+
+// parseJSON parses and validates a document into a tape.
+func parseJSON(data []byte) (*jsonDoc, error) {
+	if len(data) > math.MaxInt32 {
+		return nil, fmt.Errorf("JSON document of %d bytes is too large", len(data))
+	}
 	// One copy of the input backs every unescaped key and string value:
 	// slicing it costs no allocation, and the caller may reuse data
 	// afterwards.
-	p := jsonParser{data: data, text: string(data)}
+	d := &jsonDoc{text: string(data)}
+	// A Kubernetes object has about one node per 7 bytes of compact JSON.
+	d.nodes = make([]jsonNode, 0, len(data)/6+4)
+	p := jsonParser{data: data, text: d.text, doc: d}
 	p.skipSpace()
-	v, err := p.value(0)
-	if err != nil {
+	if err := p.value(0); err != nil {
 		return nil, err
 	}
 	p.skipSpace()
 	if p.pos != len(p.data) {
 		return nil, p.errorf("unexpected %q after the top-level value", p.data[p.pos])
 	}
-	return v, nil
+	return d, nil
 }
 
 // maxJSONDepth bounds nesting, as encoding/json does, so a hostile body
@@ -40,6 +82,7 @@ type jsonParser struct {
 	data []byte
 	text string // the same bytes as data
 	pos  int
+	doc  *jsonDoc
 }
 
 var errJSONEnd = errors.New("unexpected end of JSON input")
@@ -59,12 +102,22 @@ func (p *jsonParser) skipSpace() {
 	}
 }
 
-func (p *jsonParser) value(depth int) (any, error) {
+func (p *jsonParser) push(kind jsonKind, a, b int) int {
+	p.doc.nodes = append(p.doc.nodes, jsonNode{kind: kind, a: int32(a), b: int32(b)})
+	return len(p.doc.nodes) - 1
+}
+
+// close records the size and extent of the object or list at node at.
+func (p *jsonParser) close(at, n int) {
+	p.doc.nodes[at].a, p.doc.nodes[at].b = int32(n), int32(len(p.doc.nodes))
+}
+
+func (p *jsonParser) value(depth int) error {
 	if p.pos >= len(p.data) {
-		return nil, errJSONEnd
+		return errJSONEnd
 	}
 	if depth > maxJSONDepth {
-		return nil, p.errorf("nested too deeply")
+		return p.errorf("nested too deeply")
 	}
 	switch c := p.data[p.pos]; {
 	case c == '{':
@@ -74,15 +127,18 @@ func (p *jsonParser) value(depth int) (any, error) {
 	case c == '"':
 		return p.str()
 	case c == 't':
-		return true, p.literal("true")
+		p.push(jsonTrue, 0, 0)
+		return p.literal("true")
 	case c == 'f':
-		return false, p.literal("false")
+		p.push(jsonFalse, 0, 0)
+		return p.literal("false")
 	case c == 'n':
-		return nil, p.literal("null")
+		p.push(jsonNull, 0, 0)
+		return p.literal("null")
 	case c == '-' || (c >= '0' && c <= '9'):
 		return p.number()
 	default:
-		return nil, p.errorf("unexpected %q", c)
+		return p.errorf("unexpected %q", c)
 	}
 }
 
@@ -94,83 +150,130 @@ func (p *jsonParser) literal(word string) error {
 	return nil
 }
 
-func (p *jsonParser) object(depth int) (any, error) {
+func (p *jsonParser) object(depth int) error {
 	p.pos++ // '{'
-	m := make(map[string]any)
+	at := p.push(jsonObject, 0, 0)
+	n := 0
+	var seen map[string]struct{} // the keys so far, once there are many
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
-		return m, nil
+		p.close(at, n)
+		return nil
 	}
 	for {
 		p.skipSpace()
 		if p.pos >= len(p.data) {
-			return nil, errJSONEnd
+			return errJSONEnd
 		}
 		if p.data[p.pos] != '"' {
-			return nil, p.errorf("expected a string key, got %q", p.data[p.pos])
+			return p.errorf("expected a string key, got %q", p.data[p.pos])
 		}
-		key, err := p.str()
-		if err != nil {
-			return nil, err
+		if err := p.str(); err != nil {
+			return err
 		}
+		p.noteKey(at, n, len(p.doc.nodes)-1, &seen)
+		n++
 		p.skipSpace()
 		if p.pos >= len(p.data) {
-			return nil, errJSONEnd
+			return errJSONEnd
 		}
 		if p.data[p.pos] != ':' {
-			return nil, p.errorf("expected ':' after a key, got %q", p.data[p.pos])
+			return p.errorf("expected ':' after a key, got %q", p.data[p.pos])
 		}
 		p.pos++
 		p.skipSpace()
-		v, err := p.value(depth + 1)
-		if err != nil {
-			return nil, err
+		if err := p.value(depth + 1); err != nil {
+			return err
 		}
-		m[key] = v
 		p.skipSpace()
 		if p.pos >= len(p.data) {
-			return nil, errJSONEnd
+			return errJSONEnd
 		}
 		switch p.data[p.pos] {
 		case ',':
 			p.pos++
 		case '}':
 			p.pos++
-			return m, nil
+			p.close(at, n)
+			return nil
 		default:
-			return nil, p.errorf("expected ',' or '}', got %q", p.data[p.pos])
+			return p.errorf("expected ',' or '}', got %q", p.data[p.pos])
 		}
 	}
 }
 
-func (p *jsonParser) array(depth int) (any, error) {
+// pairwiseKeys is how many keys of an object noteKey compares pairwise
+// before it switches to a set.
+const pairwiseKeys = 32
+
+// noteKey sets dupKeys when key, the n-th key of the object at node obj,
+// repeats an earlier one. seen is the object's set of keys, made when the
+// object has pairwiseKeys of them.
+func (p *jsonParser) noteKey(obj, n, key int, seen *map[string]struct{}) {
+	d := p.doc
+	if d.dupKeys || n == 0 {
+		return
+	}
+	k := d.str(int32(key))
+	if n < pairwiseKeys {
+		kn := d.nodes[key]
+		j := int32(obj + 1)
+		for range n {
+			// Two plain keys of different lengths differ: skip the compare.
+			jn := d.nodes[j]
+			if (jn.kind != jsonString || kn.kind != jsonString || jn.b-jn.a == kn.b-kn.a) && d.str(j) == k {
+				d.dupKeys = true
+				return
+			}
+			j = d.next(j + 1)
+		}
+		return
+	}
+	if n == pairwiseKeys {
+		*seen = make(map[string]struct{}, 2*pairwiseKeys)
+		j := int32(obj + 1)
+		for range n {
+			(*seen)[d.str(j)] = struct{}{}
+			j = d.next(j + 1)
+		}
+	}
+	if _, dup := (*seen)[k]; dup {
+		d.dupKeys = true
+		return
+	}
+	(*seen)[k] = struct{}{}
+}
+
+func (p *jsonParser) array(depth int) error {
 	p.pos++ // '['
-	a := make([]any, 0, 4)
+	at := p.push(jsonList, 0, 0)
+	n := 0
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
-		return a, nil
+		p.close(at, n)
+		return nil
 	}
 	for {
 		p.skipSpace()
-		v, err := p.value(depth + 1)
-		if err != nil {
-			return nil, err
+		if err := p.value(depth + 1); err != nil {
+			return err
 		}
-		a = append(a, v)
+		n++
 		p.skipSpace()
 		if p.pos >= len(p.data) {
-			return nil, errJSONEnd
+			return errJSONEnd
 		}
 		switch p.data[p.pos] {
 		case ',':
 			p.pos++
 		case ']':
 			p.pos++
-			return a, nil
+			p.close(at, n)
+			return nil
 		default:
-			return nil, p.errorf("expected ',' or ']', got %q", p.data[p.pos])
+			return p.errorf("expected ',' or ']', got %q", p.data[p.pos])
 		}
 	}
 }
@@ -184,10 +287,10 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
-// str parses a string. One without escapes or non-ASCII text, which is
-// nearly every string of a Kubernetes object, is a slice of the input's
-// copy: no allocation.
-func (p *jsonParser) str() (string, error) {
+// str parses a string into a node. One without escapes or non-ASCII text,
+// which is nearly every string of a Kubernetes object, is a span of the
+// input's copy: no allocation.
+func (p *jsonParser) str() error {
 	start := p.pos + 1 // after '"'
 	i := start
 	for i < len(p.data) && plainByte[p.data[i]] {
@@ -196,16 +299,23 @@ func (p *jsonParser) str() (string, error) {
 	switch {
 	case i >= len(p.data):
 		p.pos = i
-		return "", errJSONEnd
+		return errJSONEnd
 	case p.data[i] == '"':
 		p.pos = i + 1
-		return p.text[start:i], nil
+		p.push(jsonString, start, i)
+		return nil
 	case p.data[i] < 0x20:
 		p.pos = i
-		return "", p.errorf("control character in string")
+		return p.errorf("control character in string")
 	}
 	p.pos = start
-	return p.slowStr()
+	s, err := p.slowStr()
+	if err != nil {
+		return err
+	}
+	p.doc.strs = append(p.doc.strs, s)
+	p.push(jsonEscapedString, len(p.doc.strs)-1, 0)
+	return nil
 }
 
 // slowStr handles escapes and non-ASCII text; invalid UTF-8 becomes U+FFFD,
@@ -303,9 +413,9 @@ func (p *jsonParser) hex4() (rune, bool) {
 	return r, true
 }
 
-// number parses a JSON number: an int64 when it is an integer that fits,
-// else a float64.
-func (p *jsonParser) number() (any, error) {
+// number checks a JSON number and records its span; numberValue converts
+// it when it is read.
+func (p *jsonParser) number() error {
 	start := p.pos
 	if p.data[p.pos] == '-' {
 		p.pos++
@@ -321,17 +431,17 @@ func (p *jsonParser) number() (any, error) {
 	intStart := p.pos
 	n := digits()
 	if n == 0 {
-		return nil, p.errorf("invalid number")
+		return p.errorf("invalid number")
 	}
 	if n > 1 && p.data[intStart] == '0' {
-		return nil, p.errorf("invalid number: leading zero")
+		return p.errorf("invalid number: leading zero")
 	}
 	integer := true
 	if p.pos < len(p.data) && p.data[p.pos] == '.' {
 		integer = false
 		p.pos++
 		if digits() == 0 {
-			return nil, p.errorf("invalid number: no digits after '.'")
+			return p.errorf("invalid number: no digits after '.'")
 		}
 	}
 	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
@@ -341,32 +451,49 @@ func (p *jsonParser) number() (any, error) {
 			p.pos++
 		}
 		if digits() == 0 {
-			return nil, p.errorf("invalid number: no digits in exponent")
+			return p.errorf("invalid number: no digits in exponent")
 		}
 	}
-	text := p.data[start:p.pos]
-	if integer && n <= 18 {
+	// A number too large for float64 is an error now, not when it is read.
+	if text := p.text[start:p.pos]; !integer || n > 18 {
+		if _, isInt := numberValue(text).(int64); !isInt {
+			f, err := strconv.ParseFloat(text, 64)
+			if err != nil && !errors.Is(err, strconv.ErrRange) {
+				return p.errorf("invalid number %q", text)
+			}
+			if math.IsInf(f, 0) {
+				return p.errorf("number %s out of range", text)
+			}
+		}
+	}
+	p.push(jsonNumber, start, p.pos)
+	return nil
+}
+
+// numberValue converts a valid JSON number: an int64 when it is an integer
+// that fits, else a float64.
+func numberValue(text string) any {
+	integer := strings.IndexAny(text, ".eE") < 0
+	digits := len(text)
+	if text[0] == '-' {
+		digits--
+	}
+	if integer && digits <= 18 {
 		// Fits int64 without overflow checks.
 		var v int64
-		for _, c := range text[intStart-start:] {
+		for _, c := range []byte(text[len(text)-digits:]) {
 			v = v*10 + int64(c-'0')
 		}
 		if text[0] == '-' {
 			v = -v
 		}
-		return v, nil
+		return v
 	}
 	if integer {
-		if v, err := strconv.ParseInt(string(text), 10, 64); err == nil {
-			return v, nil
+		if v, err := strconv.ParseInt(text, 10, 64); err == nil {
+			return v
 		}
 	}
-	f, err := strconv.ParseFloat(string(text), 64)
-	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return nil, p.errorf("invalid number %q", text)
-	}
-	if math.IsInf(f, 0) {
-		return nil, p.errorf("number %s out of range", text)
-	}
-	return f, nil
+	f, _ := strconv.ParseFloat(text, 64) // checked when parsed
+	return f
 }

@@ -63,7 +63,7 @@ func (setLabelBuiltin) Compile(c *engine.CompileContext) (engine.Action, error) 
 		if args.Warn != "" {
 			warnings = []string{args.Warn}
 		}
-		md, _ := ac.Object["metadata"].(map[string]any)
+		md, _ := ac.Object()["metadata"].(map[string]any)
 		labels, ok := md["labels"].(map[string]any)
 		if labels[args.Key] == args.Value {
 			return engine.Outcome{Warnings: warnings}, nil

@@ -94,14 +94,15 @@ type evalCase struct {
 	req        *admissionv1.AdmissionRequest
 	before     map[string]any // the object as sent; nil for DELETE
 	decision   *engine.Decision
-	resourceOK bool // the kind is known to client-go, so the resource is not a guess
+	patched    map[string]any // the decision's object
+	resourceOK bool           // the kind is known to client-go, so the resource is not a guess
 }
 
 // after returns the object as the API server would persist it: with the
 // patch applied when allowed, unchanged when denied; nil for DELETE.
 func (c *evalCase) after() map[string]any {
-	if c.decision.Allowed && c.decision.Object != nil {
-		return c.decision.Object
+	if c.decision.Allowed && c.patched != nil {
+		return c.patched
 	}
 	return c.before
 }
@@ -144,6 +145,9 @@ func (o *evalOptions) run(cmd *cobra.Command) error {
 			return &exitError{code: 2, err: fmt.Errorf("%s: %v", c.source, err)}
 		}
 		c.decision = d
+		if c.patched, err = d.Object(); err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("%s: %v", c.source, err)}
+		}
 		if !d.Allowed {
 			denied++
 		}

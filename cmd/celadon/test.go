@@ -497,8 +497,12 @@ func (s *suite) check(ctx context.Context, c *suiteCase) ([]string, *engine.Deci
 	}
 	if c.want != nil {
 		got := c.before
-		if d.Allowed && d.Object != nil {
-			got = d.Object
+		patched, err := d.Object()
+		if err != nil {
+			return append(problems, "evaluation failed: "+err.Error()), d
+		}
+		if d.Allowed && patched != nil {
+			got = patched
 		}
 		if p := comparePatched(c.want.Object, got, c.wantFrom); p != "" {
 			problems = append(problems, p)

@@ -1,0 +1,232 @@
+package engine
+
+import "fmt"
+
+// str returns the text of a string node.
+func (d *jsonDoc) str(i int32) string {
+	n := d.nodes[i]
+	if n.kind == jsonEscapedString {
+		return d.strs[n.a]
+	}
+	return d.text[n.a:n.b]
+}
+
+// next returns the index of the node after value i and its subtree.
+func (d *jsonDoc) next(i int32) int32 {
+	switch n := d.nodes[i]; n.kind {
+	case jsonObject, jsonList:
+		return n.b
+	}
+	return i + 1
+}
+
+// member returns the value node of key in object i.
+func (d *jsonDoc) member(i int32, key string) (int32, bool) {
+	j := i + 1
+	for range d.nodes[i].a {
+		if d.str(j) == key {
+			return j + 1, true
+		}
+		j = d.next(j + 1)
+	}
+	return 0, false
+}
+
+// element returns the value node of element k of list i.
+func (d *jsonDoc) element(i int32, k int) (int32, bool) {
+	if k < 0 || k >= int(d.nodes[i].a) {
+		return 0, false
+	}
+	j := i + 1
+	for range k {
+		j = d.next(j)
+	}
+	return j, true
+}
+
+// native builds the plain Go value of node i: map[string]any, []any,
+// string, int64, float64, bool or nil.
+func (d *jsonDoc) native(i int32) any {
+	switch n := d.nodes[i]; n.kind {
+	case jsonObject:
+		m := make(map[string]any, n.a)
+		j := i + 1
+		for range n.a {
+			m[d.str(j)] = d.native(j + 1)
+			j = d.next(j + 1)
+		}
+		return m
+	case jsonList:
+		l := make([]any, n.a)
+		j := i + 1
+		for k := range l {
+			l[k] = d.native(j)
+			j = d.next(j)
+		}
+		return l
+	case jsonString, jsonEscapedString:
+		return d.str(i)
+	case jsonNumber:
+		return numberValue(d.text[n.a:n.b])
+	case jsonTrue:
+		return true
+	case jsonFalse:
+		return false
+	}
+	return nil
+}
+
+// Value is a read-only view of a JSON value: of the request's object as the
+// API server sent it, parsed but not decoded into Go maps, or of a plain Go
+// value (map[string]any, []any, string, int64, float64, bool or nil) once
+// the object has been decoded. Reading a few fields through a Value costs
+// no allocation; Interface decodes.
+//
+// The zero Value is absent: a missing key or index yields it, and every
+// method of it returns the zero result.
+type Value struct {
+	doc    *jsonDoc // nil: plain holds the value
+	i      int32
+	plain  any
+	exists bool
+}
+
+// PlainValue returns a Value over a plain Go value as the engine's working
+// object holds them.
+func PlainValue(v any) Value { return Value{plain: v, exists: true} }
+
+// Exists reports whether the value is present; a JSON null is present.
+func (v Value) Exists() bool { return v.exists }
+
+// IsNull reports whether the value is absent or JSON null.
+func (v Value) IsNull() bool {
+	if v.doc != nil {
+		return v.doc.nodes[v.i].kind == jsonNull
+	}
+	return v.plain == nil
+}
+
+// IsObject reports whether the value is a JSON object.
+func (v Value) IsObject() bool {
+	if v.doc != nil {
+		return v.doc.nodes[v.i].kind == jsonObject
+	}
+	_, ok := v.plain.(map[string]any)
+	return ok
+}
+
+// IsList reports whether the value is a JSON list.
+func (v Value) IsList() bool {
+	if v.doc != nil {
+		return v.doc.nodes[v.i].kind == jsonList
+	}
+	_, ok := v.plain.([]any)
+	return ok
+}
+
+// Str returns the value if it is a string.
+func (v Value) Str() (string, bool) {
+	if v.doc != nil {
+		if k := v.doc.nodes[v.i].kind; k == jsonString || k == jsonEscapedString {
+			return v.doc.str(v.i), true
+		}
+		return "", false
+	}
+	s, ok := v.plain.(string)
+	return s, ok
+}
+
+// Get returns the member key of an object; absent if there is none or v is
+// not an object.
+func (v Value) Get(key string) Value {
+	if v.doc != nil {
+		if v.doc.nodes[v.i].kind == jsonObject {
+			if j, ok := v.doc.member(v.i, key); ok {
+				return Value{doc: v.doc, i: j, exists: true}
+			}
+		}
+		return Value{}
+	}
+	m, _ := v.plain.(map[string]any)
+	e, ok := m[key]
+	return Value{plain: e, exists: ok}
+}
+
+// Len returns the number of members of an object or elements of a list;
+// 0 for anything else.
+func (v Value) Len() int {
+	if v.doc != nil {
+		if k := v.doc.nodes[v.i].kind; k == jsonObject || k == jsonList {
+			return int(v.doc.nodes[v.i].a)
+		}
+		return 0
+	}
+	switch p := v.plain.(type) {
+	case map[string]any:
+		return len(p)
+	case []any:
+		return len(p)
+	}
+	return 0
+}
+
+// Range calls fn for each member of an object: in document order for a
+// parsed one, in map order for a decoded one.
+func (v Value) Range(fn func(key string, e Value)) {
+	if v.doc != nil {
+		n := v.doc.nodes[v.i]
+		if n.kind != jsonObject {
+			return
+		}
+		j := v.i + 1
+		for range n.a {
+			fn(v.doc.str(j), Value{doc: v.doc, i: j + 1, exists: true})
+			j = v.doc.next(j + 1)
+		}
+		return
+	}
+	m, _ := v.plain.(map[string]any)
+	for k, e := range m {
+		fn(k, PlainValue(e))
+	}
+}
+
+// Elements returns the elements of a list; nil if v is not a list.
+func (v Value) Elements() []Value {
+	if v.doc != nil {
+		n := v.doc.nodes[v.i]
+		if n.kind != jsonList {
+			return nil
+		}
+		out := make([]Value, n.a)
+		j := v.i + 1
+		for k := range out {
+			out[k] = Value{doc: v.doc, i: j, exists: true}
+			j = v.doc.next(j)
+		}
+		return out
+	}
+	l, _ := v.plain.([]any)
+	if l == nil {
+		return nil
+	}
+	out := make([]Value, len(l))
+	for k, e := range l {
+		out[k] = PlainValue(e)
+	}
+	return out
+}
+
+// Interface returns the value as plain Go values (nil when absent). For a
+// parsed object that decodes it: a new map each call.
+func (v Value) Interface() any {
+	if v.doc != nil {
+		return v.doc.native(v.i)
+	}
+	return v.plain
+}
+
+// Format shows the value as %v would show its Interface.
+func (v Value) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, fmt.FormatString(f, verb), v.Interface())
+}

@@ -1,0 +1,162 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"gomodules.xyz/jsonpatch/v2"
+)
+
+// workingObject is the request's object (or old object) as the policies see
+// it. It starts as the parsed document, which CEL and Value read without
+// decoding, and is decoded into plain Go maps only when something needs
+// them: a builtin that asks for Object, or a read after a patch. Patches
+// that surely apply are deferred while nothing reads the result, so a
+// request whose only mutation is the last step never decodes its object.
+type workingObject struct {
+	doc     *jsonDoc // the parsed object while it is not decoded
+	pending []jsonpatch.JsonPatchOperation
+	decoded map[string]any // the decoded object; nil while doc is set
+	// err is a deferred patch that failed to apply after all. canDefer
+	// rules that out; it is kept so that it cannot pass silently.
+	err error
+}
+
+// newWorkingObject parses an object. raw may be empty (no object) or
+// "null"; obj is used when raw is empty, as RawExtension allows.
+func newWorkingObject(raw []byte, obj any) (*workingObject, error) {
+	if len(raw) == 0 && obj != nil {
+		var err error
+		if raw, err = json.Marshal(obj); err != nil {
+			return nil, err
+		}
+	}
+	if len(raw) == 0 {
+		return &workingObject{}, nil
+	}
+	d, err := parseJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch d.nodes[0].kind {
+	case jsonNull:
+		return &workingObject{}, nil
+	case jsonObject:
+	default:
+		return nil, fmt.Errorf("not a JSON object")
+	}
+	if d.dupKeys {
+		// Only the decoded map says which of the repeated keys counts.
+		return &workingObject{decoded: d.native(0).(map[string]any)}, nil
+	}
+	return &workingObject{doc: d}, nil
+}
+
+// Map returns the object decoded, with deferred patches applied; nil when
+// there is no object.
+func (w *workingObject) Map() map[string]any {
+	if w.doc != nil {
+		w.decoded = w.doc.native(0).(map[string]any)
+		w.doc = nil
+		if err := applyPatch(w.decoded, w.pending); err != nil && w.err == nil {
+			w.err = fmt.Errorf("a deferred patch did not apply: %w", err)
+		}
+		w.pending = nil
+	}
+	return w.decoded
+}
+
+// parsed returns the document while it can be read as it is: parsed and
+// not patched.
+func (w *workingObject) parsed() *jsonDoc {
+	if len(w.pending) > 0 {
+		return nil
+	}
+	return w.doc
+}
+
+// Value returns the object for reading; absent when there is none.
+func (w *workingObject) Value() Value {
+	if d := w.parsed(); d != nil {
+		return Value{doc: d, exists: true}
+	}
+	if m := w.Map(); m != nil {
+		return PlainValue(m)
+	}
+	return Value{}
+}
+
+// celValue returns the object for CEL: null when there is none.
+func (w *workingObject) celValue() ref.Val {
+	if d := w.parsed(); d != nil {
+		return d.celValue(0)
+	}
+	if m := w.Map(); m != nil {
+		return types.DefaultTypeAdapter.NativeToValue(m)
+	}
+	return types.NullValue
+}
+
+// patch applies ops, or defers them when they surely apply.
+func (w *workingObject) patch(ops []jsonpatch.JsonPatchOperation) error {
+	if w.doc != nil && canDefer(w.doc, append(w.pending[:len(w.pending):len(w.pending)], ops...)) {
+		w.pending = append(w.pending, ops...)
+		return nil
+	}
+	return applyPatch(w.Map(), ops)
+}
+
+// canDefer reports whether applyPatch would surely succeed on the document
+// with ops. It accepts only "add" operations of plain values whose parent
+// exists in the document, and no operation into a container that an
+// earlier one changed: then each parent exists when its turn comes, as it
+// did in the document. Anything else is applied at once.
+func canDefer(d *jsonDoc, ops []jsonpatch.JsonPatchOperation) bool {
+	changed := make([][]string, 0, len(ops)) // each earlier operation's parent
+	for _, op := range ops {
+		if op.Operation != "add" || !isPlain(op.Value) {
+			return false
+		}
+		segs, err := splitPointer(op.Path)
+		if err != nil || len(segs) == 0 {
+			return false
+		}
+		for _, c := range changed {
+			if len(c) <= len(segs) && slices.Equal(c, segs[:len(c)]) {
+				return false
+			}
+		}
+		parent, last := segs[:len(segs)-1], segs[len(segs)-1]
+		i := int32(0)
+		for _, s := range parent {
+			var ok bool
+			switch d.nodes[i].kind {
+			case jsonObject:
+				i, ok = d.member(i, s)
+			case jsonList:
+				var k int
+				if k, err = strconv.Atoi(s); err == nil {
+					i, ok = d.element(i, k)
+				}
+			}
+			if !ok {
+				return false
+			}
+		}
+		switch d.nodes[i].kind {
+		case jsonObject:
+		case jsonList:
+			if k, err := strconv.Atoi(last); last != "-" && (err != nil || k < 0 || k > int(d.nodes[i].a)) {
+				return false
+			}
+		default:
+			return false
+		}
+		changed = append(changed, parent)
+	}
+	return true
+}

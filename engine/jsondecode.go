@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -287,12 +288,27 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
+// hasStringSpecial reports whether any of the eight bytes in x is not a
+// plainByte: '"', '\\', a control character or a byte >= 0x80. It lets str
+// skip plain text eight bytes at a time.
+func hasStringSpecial(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	// (v - ones) & ^v has a byte's high bit set where v's byte is zero;
+	// (x - ones*0x20) & ^x where x's byte is below 0x20.
+	return ((x-ones*0x20)&^x|(quote-ones)&^quote|(backslash-ones)&^backslash|x)&highs != 0
+}
+
 // str parses a string into a node. One without escapes or non-ASCII text,
 // which is nearly every string of a Kubernetes object, is a span of the
 // input's copy: no allocation.
 func (p *jsonParser) str() error {
 	start := p.pos + 1 // after '"'
 	i := start
+	for i+8 <= len(p.data) && !hasStringSpecial(binary.LittleEndian.Uint64(p.data[i:])) {
+		i += 8
+	}
 	for i < len(p.data) && plainByte[p.data[i]] {
 		i++
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"reflect"
@@ -109,6 +110,28 @@ var celExpressions = []string{
 	`[object.metadata.labels].exists(m, m.app == 'web')`,
 	`{'l': object.spec.nums}.l[2]`,
 	`object.spec.containers.all(c, c.all(k, k != ''))`,
+	// bigDoc: lookups through the index of a large object and list.
+	`object.data['k0'] + object.data['k20'] + object.data['k99']`,
+	`object.data.all(k, object.data[k].startsWith('v'))`,
+	`object.data['nope']`,
+	`'k50' in object.data && !('k100' in object.data)`,
+	`size(object.data)`,
+	`object.items[0] + object.items[17] + object.items[99]`,
+	`object.items[100]`,
+	`object.items == object.items && object.data == object.data`,
+	`object.items.filter(i, i % 10 == 0)`,
+	`object.items.map(i, object.items[99 - i]) == object.items.map(i, 99 - i)`,
+}
+
+// bigDoc has an object and a list larger than indexedSize.
+func bigDoc() string {
+	data, items := map[string]string{}, make([]int, 100)
+	for i := range items {
+		data[fmt.Sprintf("k%d", i)] = fmt.Sprintf("v%d", i)
+		items[i] = i
+	}
+	b, _ := json.Marshal(map[string]any{"data": data, "items": items})
+	return string(b)
 }
 
 // TestTapeCELMatchesDecoded checks that every expression gives the same
@@ -121,7 +144,7 @@ func TestTapeCELMatchesDecoded(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	for _, doc := range []string{celDoc, string(pod)} {
+	for _, doc := range []string{celDoc, string(pod), bigDoc()} {
 		d, err := parseJSON([]byte(doc))
 		must(t, err)
 		for _, expr := range celExpressions {
@@ -151,9 +174,11 @@ func TestTapeCELMatchesDecoded(t *testing.T) {
 // TestValueMatchesPlain reads a parsed document and its decoded copy
 // through Value and expects the same everywhere.
 func TestValueMatchesPlain(t *testing.T) {
-	d, err := parseJSON([]byte(celDoc))
-	must(t, err)
-	checkValueMatchesPlain(t, d)
+	for _, doc := range []string{celDoc, bigDoc()} {
+		d, err := parseJSON([]byte(doc))
+		must(t, err)
+		checkValueMatchesPlain(t, d)
+	}
 }
 
 func checkValueMatchesPlain(t *testing.T, d *jsonDoc) {

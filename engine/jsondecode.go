@@ -26,7 +26,18 @@ type jsonDoc struct {
 	// only read through native(), which keeps the last value as
 	// encoding/json does.
 	dupKeys bool
+	// keyIndex and elemIndex map the keys of objects and the positions of
+	// lists larger than indexedSize to their value nodes. They are built on
+	// first lookup, so that reading many members of a large object (a
+	// ConfigMap's data in a comprehension) stays linear, as with a map.
+	// A jsonDoc is read by one goroutine: the evaluation's.
+	keyIndex  map[int32]map[string]int32
+	elemIndex map[int32][]int32
 }
+
+// indexedSize is the size above which an object or list gets an index
+// rather than a linear scan per lookup.
+const indexedSize = 16
 
 // jsonNode is one value (or object key) of a jsonDoc. It holds no pointer,
 // so the tape is a single allocation the garbage collector does not scan.

@@ -22,8 +22,26 @@ func (d *jsonDoc) next(i int32) int32 {
 
 // member returns the value node of key in object i.
 func (d *jsonDoc) member(i int32, key string) (int32, bool) {
+	n := d.nodes[i].a
+	if n > indexedSize {
+		idx := d.keyIndex[i]
+		if idx == nil {
+			idx = make(map[string]int32, n)
+			j := i + 1
+			for range n {
+				idx[d.str(j)] = j + 1
+				j = d.next(j + 1)
+			}
+			if d.keyIndex == nil {
+				d.keyIndex = map[int32]map[string]int32{}
+			}
+			d.keyIndex[i] = idx
+		}
+		j, ok := idx[key]
+		return j, ok
+	}
 	j := i + 1
-	for range d.nodes[i].a {
+	for range n {
 		if d.str(j) == key {
 			return j + 1, true
 		}
@@ -34,8 +52,25 @@ func (d *jsonDoc) member(i int32, key string) (int32, bool) {
 
 // element returns the value node of element k of list i.
 func (d *jsonDoc) element(i int32, k int) (int32, bool) {
-	if k < 0 || k >= int(d.nodes[i].a) {
+	n := d.nodes[i].a
+	if k < 0 || k >= int(n) {
 		return 0, false
+	}
+	if n > indexedSize {
+		idx := d.elemIndex[i]
+		if idx == nil {
+			idx = make([]int32, n)
+			j := i + 1
+			for e := range idx {
+				idx[e] = j
+				j = d.next(j)
+			}
+			if d.elemIndex == nil {
+				d.elemIndex = map[int32][]int32{}
+			}
+			d.elemIndex[i] = idx
+		}
+		return idx[k], true
 	}
 	j := i + 1
 	for range k {

@@ -17,5 +17,11 @@
 //     actions return a violation that the policy's enforcement turns into a
 //     denial, a warning or an audit annotation.
 //
+// The object is parsed once into a tape that CEL and Value read in place;
+// it is decoded into Go maps only for a builtin that calls
+// ActionContext.Object, or for a read after a patch. A patch that surely
+// applies waits until something reads the object, so a request's last
+// mutation is usually returned without ever being applied in the server.
+//
 // Every matched or skipped policy yields a PolicyResult with an explicit State.
 package engine

@@ -117,8 +117,8 @@ func (d *jsonDoc) native(i int32) any {
 // the object has been decoded. Reading a few fields through a Value costs
 // no allocation; Interface decodes.
 //
-// The zero Value is absent: a missing key or index yields it, and every
-// method of it returns the zero result.
+// The zero Value is absent: Get of a missing key yields it. Its methods
+// return their zero results, except IsNull, which is true.
 type Value struct {
 	doc    *jsonDoc // nil: plain holds the value
 	i      int32

@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -27,6 +24,7 @@ import (
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/internal/controlplane"
 	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
 
@@ -392,31 +390,16 @@ spec:
 	})
 }
 
-// metricValue returns the value of the series of metric whose labels are
-// labels (as written in /metrics, e.g. `policy="p"`), from the server's
-// /metrics; 0 when absent.
+// metricValue returns the value of the series of metric whose labels
+// include labels (as written in /metrics, e.g. `policy="p"`), from the
+// server's /metrics; 0 when absent.
 func metricValue(t *testing.T, s *celadon, metric, labels string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	v, _, err := loadgen.ScrapeMetric("http://"+s.metrics+"/metrics", metric, labels)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	prefix := metric + "{" + labels + "} "
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return 0
+	return v
 }
 
 // installCreateSecretRBAC applies the RBAC of deploy/base and of

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -14,11 +13,9 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
 
@@ -301,26 +299,14 @@ func TestSelfSignedCerts(t *testing.T) {
 // /metrics; it fails t when there is none.
 func scrapeGauge(t *testing.T, s *celadon, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	v, found, err := loadgen.ScrapeMetric("http://"+s.metrics+"/metrics", name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+	if !found {
+		t.Fatalf("no %s in /metrics", name)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	t.Fatalf("no %s in /metrics", name)
-	return 0
+	return v
 }
 
 // verifySecretCert checks the Secret's tls.crt matches tls.key and

@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -125,30 +123,9 @@ func (s *server) status() webhook.Status {
 // include labels (name="value" pairs as written there).
 func (s *server) metric(name string, labels ...string) float64 {
 	s.t.Helper()
-	resp, err := http.Get(s.MetricsURL + "/metrics")
+	sum, _, err := loadgen.ScrapeMetric(s.MetricsURL+"/metrics", name, labels...)
 	if err != nil {
 		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-line:
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, name+" ") && !strings.HasPrefix(l, name+"{") {
-			continue
-		}
-		for _, lv := range labels {
-			if !strings.Contains(l, lv) {
-				continue line
-			}
-		}
-		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-		if err != nil {
-			s.t.Fatalf("/metrics: %q: %v", l, err)
-		}
-		sum += v
 	}
 	return sum
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -402,6 +403,40 @@ func TestRunStopAndTolerate(t *testing.T) {
 			}
 		case <-time.After(20 * time.Second):
 			t.Fatal("the run did not stop")
+		}
+	}
+}
+
+func TestScrapeMetric(t *testing.T) {
+	page := `# HELP celadon_reloads_total Reloads.
+# TYPE celadon_reloads_total counter
+celadon_reloads_total{result="success"} 3
+celadon_reloads_total{result="failure"} 2
+celadon_policy_errors_total{policy="a",kind="cel"} 1
+celadon_policy_errors_total{policy="a",kind="panic"} 4
+celadon_policy_errors_total{policy="b",kind="cel"} 8
+go_goroutines 42
+go_goroutines_max 99
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, page) }))
+	defer srv.Close()
+	for _, c := range []struct {
+		name   string
+		labels []string
+		sum    float64
+		found  bool
+	}{
+		{"go_goroutines", nil, 42, true},
+		{"celadon_reloads_total", []string{`result="failure"`}, 2, true},
+		{"celadon_reloads_total", nil, 5, true},
+		{"celadon_policy_errors_total", []string{`policy="a"`}, 5, true},
+		{"celadon_policy_errors_total", []string{`policy="a"`, `kind="cel"`}, 1, true},
+		{"celadon_policy_errors_total", []string{`policy="c"`}, 0, false},
+		{"celadon_reloads", nil, 0, false},
+	} {
+		sum, found, err := ScrapeMetric(srv.URL, c.name, c.labels...)
+		if err != nil || sum != c.sum || found != c.found {
+			t.Errorf("%s %v: %v, %v, %v; want %v, %v", c.name, c.labels, sum, found, err, c.sum, c.found)
 		}
 	}
 }

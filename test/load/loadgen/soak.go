@@ -133,7 +133,9 @@ func (e *Env) Soak(ctx context.Context, o SoakOptions, logf func(string, ...any)
 	sample := func() {
 		s := SoakSample{At: time.Since(start).Seconds(), Requests: live.OK.Load() + live.Errors.Load(), Errors: live.Errors.Load()}
 		s.RSSKiB, _ = procStatusKiB(srv.PID, "VmRSS")
-		s.Goroutines, _ = metricValue(srv.MetricsURL+"/metrics", "go_goroutines")
+		if g, found, err := ScrapeMetric(srv.MetricsURL+"/metrics", "go_goroutines"); err == nil && found {
+			s.Goroutines = int64(g)
+		}
 		res.Samples = append(res.Samples, s)
 		logf("soak %4.0fs: %d requests, %d errors, RSS %.1f MiB, %d goroutines", s.At, s.Requests, s.Errors, float64(s.RSSKiB)/1024, s.Goroutines)
 	}
@@ -236,20 +238,33 @@ func statusHash(metricsURL string) (string, error) {
 	return st.Hash, nil
 }
 
-// metricValue reads an unlabelled gauge from a Prometheus text page.
-func metricValue(url, name string) (int64, error) {
+// ScrapeMetric reads the Prometheus text page at url and sums the samples
+// of metric name whose labels include every one of labels (name="value"
+// pairs as written there). found is false when no sample matched.
+func ScrapeMetric(url, name string, labels ...string) (sum float64, found bool, err error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+line:
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			return int64(f), err
+		l := sc.Text()
+		if !strings.HasPrefix(l, name+" ") && !strings.HasPrefix(l, name+"{") {
+			continue
 		}
+		for _, lv := range labels {
+			if !strings.Contains(l, lv) {
+				continue line
+			}
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("%s: %q: %v", url, l, err)
+		}
+		sum, found = sum+v, true
 	}
-	return 0, fmt.Errorf("%s: no %s", url, name)
+	return sum, found, sc.Err()
 }

@@ -38,6 +38,20 @@ func (w *warningRecorder) take() []string {
 	return out
 }
 
+// warningClient returns a client of the suite's API server that records
+// the warnings of its responses.
+func warningClient(t *testing.T) (client.Client, *warningRecorder) {
+	t.Helper()
+	warnings := &warningRecorder{}
+	cfg := rest.CopyConfig(suite.cp.Config)
+	cfg.WarningHandler = warnings
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, warnings
+}
+
 // TestHotReload replaces the policy directory's content the way the
 // kubelet updates a mounted ConfigMap (a new ..data directory swapped in by
 // one rename) and checks, through the API server, that the new policy is in
@@ -79,13 +93,7 @@ func TestHotReload(t *testing.T) {
 		})
 	})
 
-	warnings := &warningRecorder{}
-	cfg := rest.CopyConfig(suite.cp.Config)
-	cfg.WarningHandler = warnings
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, warnings := warningClient(t)
 	ns := newNamespace(ctx, t, "reload", map[string]string{"e2e.celadon.io/reload": "true"})
 	// createPod creates a pod and returns the warnings and the error.
 	createPod := func(ctx context.Context) ([]string, error) {

@@ -114,13 +114,7 @@ func TestIngressBackends(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
 	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress", ingressBackendsPolicies, nil)
-	warnings := &warningRecorder{}
-	cfg := rest.CopyConfig(suite.cp.Config)
-	cfg.WarningHandler = warnings
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, warnings := warningClient(t)
 	ns := newNamespace(ctx, t, "ingress", map[string]string{ingressBackendsLabel: "deny"})
 	for _, svc := range []*corev1.Service{newService(ns, "api", "http:80", "grpc:9090"), newService(ns, "web", "http:80")} {
 		if err := c.Create(ctx, svc); err != nil {

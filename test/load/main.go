@@ -277,9 +277,7 @@ func run(o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		if o.json {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(r)
+			return writeJSON(stdout, r)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "pod CREATE through kube-apiserver\tpods\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
@@ -340,11 +338,16 @@ func run(o options, stdout, stderr io.Writer) error {
 	return report(o, stdout, results)
 }
 
+// writeJSON writes v as indented JSON, for -json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 func report(o options, w io.Writer, results []*loadgen.Result) error {
 	if o.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(results)
+		return writeJSON(w, results)
 	}
 	PrintTable(w, results)
 	return nil
@@ -352,9 +355,7 @@ func report(o options, w io.Writer, results []*loadgen.Result) error {
 
 func reportSoak(o options, w io.Writer, r *loadgen.SoakResult) error {
 	if o.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return writeJSON(w, r)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "at s\trequests\terrors\tserver RSS MiB\tgoroutines\t")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -176,6 +177,28 @@ func indentJSON(b []byte) string {
 	}
 	out, _ := json.MarshalIndent(v, "", "  ")
 	return string(out)
+}
+
+// checkWarnings fails t unless the decision warns exactly want, or does
+// not warn when want is "".
+func checkWarnings(t testing.TB, d *engine.Decision, want string) {
+	t.Helper()
+	var warnings []string
+	if want != "" {
+		warnings = []string{want}
+	}
+	if fmt.Sprint(d.Warnings) != fmt.Sprint(warnings) {
+		t.Errorf("warnings %q, want %q", d.Warnings, warnings)
+	}
+}
+
+// checkUnchanged fails t if the decision patches.
+func checkUnchanged(t testing.TB, d *engine.Decision) {
+	t.Helper()
+	if len(d.Patch) != 0 {
+		p, _ := d.PatchJSON()
+		t.Fatalf("patched, want no change: %s", p)
+	}
 }
 
 // checkMutation is tiers 2 of the mutating tests: the emitted patch, applied

@@ -287,13 +287,7 @@ func TestCheckIngressBackends(t *testing.T) {
 			if c.reason != "" && r.Reason != c.reason {
 				t.Errorf("reason %q, want %q", r.Reason, c.reason)
 			}
-			var warnings []string
-			if c.warning != "" {
-				warnings = []string{c.warning}
-			}
-			if fmt.Sprint(d.Warnings) != fmt.Sprint(warnings) {
-				t.Errorf("warnings %q, want %q", d.Warnings, warnings)
-			}
+			checkWarnings(t, d, c.warning)
 			if len(d.Patch) != 0 {
 				t.Errorf("a validating builtin patched: %v", d.Patch)
 			}

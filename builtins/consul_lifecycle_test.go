@@ -378,10 +378,7 @@ func TestConsulLifecycle(t *testing.T) {
 				t.Errorf("reason\n%q, want\n%q", r.Reason, c.reason)
 			}
 			if c.wantSpec == "" {
-				if len(d.Patch) != 0 {
-					p, _ := d.PatchJSON()
-					t.Fatalf("patched %s; want no change", p)
-				}
+				checkUnchanged(t, d)
 				return
 			}
 			checkMutation(t, snap, req, d, yamlJSON(t, consulPod(c.annotations, c.wantSpec)), engine.EvalOptions{})

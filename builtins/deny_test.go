@@ -1,7 +1,6 @@
 package builtins
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -179,13 +178,7 @@ func TestDeny(t *testing.T) {
 			if c.reason != "" && r.Reason != c.reason {
 				t.Errorf("reason %q, want %q", r.Reason, c.reason)
 			}
-			var warnings []string
-			if c.warning != "" {
-				warnings = []string{c.warning}
-			}
-			if fmt.Sprint(d.Warnings) != fmt.Sprint(warnings) {
-				t.Errorf("warnings %q, want %q", d.Warnings, warnings)
-			}
+			checkWarnings(t, d, c.warning)
 			if d.AuditAnnotations["protect"] != c.audit || (c.audit == "" && len(d.AuditAnnotations) > 0) {
 				t.Errorf("audit annotations %v, want %q", d.AuditAnnotations, c.audit)
 			}

@@ -287,18 +287,9 @@ func TestInflateAllocatable(t *testing.T) {
 			if r.Reason != c.reason {
 				t.Errorf("reason\n%q, want\n%q", r.Reason, c.reason)
 			}
-			var warnings []string
-			if c.warning != "" {
-				warnings = []string{c.warning}
-			}
-			if fmt.Sprint(d.Warnings) != fmt.Sprint(warnings) {
-				t.Errorf("warnings %q, want %q", d.Warnings, warnings)
-			}
+			checkWarnings(t, d, c.warning)
 			if c.wantStat == "" {
-				if len(d.Patch) != 0 {
-					p, _ := d.PatchJSON()
-					t.Fatalf("patched, want no change: %s", p)
-				}
+				checkUnchanged(t, d)
 				return
 			}
 			checkMutation(t, snap, req, d, yamlJSON(t, inflateNode(c.wantMeta, c.wantStat)), engine.EvalOptions{})

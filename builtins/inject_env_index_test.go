@@ -416,17 +416,9 @@ func TestInjectEnvIndex(t *testing.T) {
 			if c.reason != "" && r.Reason != c.reason {
 				t.Errorf("reason\n%q, want\n%q", r.Reason, c.reason)
 			}
-			var warnings []string
-			if c.warning != "" {
-				warnings = []string{c.warning}
-			}
-			if fmt.Sprint(d.Warnings) != fmt.Sprint(warnings) {
-				t.Errorf("warnings %q, want %q", d.Warnings, warnings)
-			}
+			checkWarnings(t, d, c.warning)
 			if c.wantSpec == "" {
-				if len(d.Patch) != 0 {
-					t.Fatalf("patched, want no change: %v", d.Patch)
-				}
+				checkUnchanged(t, d)
 				return
 			}
 			if r.Patch == 0 {

@@ -308,10 +308,7 @@ func TestScaleRequests(t *testing.T) {
 				t.Errorf("warnings %q", d.Warnings)
 			}
 			if c.wantSpec == "" {
-				if len(d.Patch) != 0 {
-					p, _ := d.PatchJSON()
-					t.Fatalf("patched, want no change: %s", p)
-				}
+				checkUnchanged(t, d)
 				return
 			}
 			checkMutation(t, snap, req, d, yamlJSON(t, scalePod(c.wantMeta, c.wantSpec)), engine.EvalOptions{})

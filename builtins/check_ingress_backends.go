@@ -191,13 +191,10 @@ func ingressToCheck(ac *engine.ActionContext) (map[string]any, string) {
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
 		return nil, fmt.Sprintf("Ingresses are checked on CREATE and UPDATE, not on %s", ac.Request.Operation)
 	}
+	if v, why := objectOfKind(ac, "Ingress"); !v.Exists() {
+		return nil, why
+	}
 	obj, old := ac.Object(), ac.OldObject()
-	if obj == nil {
-		return nil, "there is no object"
-	}
-	if kind, _ := obj["kind"].(string); kind != "" && kind != "Ingress" {
-		return nil, fmt.Sprintf("the object is a %s, not an Ingress", kind)
-	}
 	if av, _ := obj["apiVersion"].(string); av != "" && av != "networking.k8s.io/v1" {
 		return nil, fmt.Sprintf("only networking.k8s.io/v1 Ingresses are checked, not %s", av)
 	}

@@ -389,6 +389,8 @@ func TestCheckIngressBackendsOperations(t *testing.T) {
 		{"DELETE", admissionv1.Delete, "", broken, engine.StateSkip, "Ingresses are checked on CREATE and UPDATE, not on DELETE"},
 		{"an older Ingress version", admissionv1.Create, strings.Replace(broken, "networking.k8s.io/v1", "networking.k8s.io/v1beta1", 1), "",
 			engine.StateSkip, "only networking.k8s.io/v1 Ingresses are checked, not networking.k8s.io/v1beta1"},
+		{"another kind", admissionv1.Create, strings.Replace(broken, "kind: Ingress", "kind: Service", 1), "",
+			engine.StateSkip, "the object is a Service, not an Ingress"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := evaluate(t, snap, ingressRequest(t, c.op, c.obj, c.old), engine.EvalOptions{Cluster: cluster})

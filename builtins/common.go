@@ -59,12 +59,23 @@ func podOnCreate(ac *engine.ActionContext, change string) (engine.Value, string)
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
 		return engine.Value{}, fmt.Sprintf("%s when a pod is created, not on %s", change, ac.Request.Operation)
 	}
+	return objectOfKind(ac, "Pod")
+}
+
+// objectOfKind returns the request's object, or why a builtin for kind does
+// not apply to it: there is none, or it is of another kind. An object that
+// does not say its kind is taken to be of kind.
+func objectOfKind(ac *engine.ActionContext, kind string) (engine.Value, string) {
 	obj := ac.ObjectValue()
 	if !obj.Exists() {
 		return engine.Value{}, "there is no object"
 	}
-	if kind, _ := obj.Get("kind").Str(); kind != "" && kind != "Pod" {
-		return engine.Value{}, fmt.Sprintf("the object is a %s, not a Pod", kind)
+	if k, _ := obj.Get("kind").Str(); k != "" && k != kind {
+		article := "a"
+		if strings.ContainsRune("AEIOU", rune(kind[0])) {
+			article = "an"
+		}
+		return engine.Value{}, fmt.Sprintf("the object is a %s, not %s %s", k, article, kind)
 	}
 	return obj, ""
 }

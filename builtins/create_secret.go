@@ -214,13 +214,10 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
 		return skip(fmt.Sprintf("Secrets are created for a namespace on CREATE or UPDATE, not on %s", ac.Request.Operation)), nil
 	}
+	if v, why := objectOfKind(ac, "Namespace"); !v.Exists() {
+		return skip(why), nil
+	}
 	obj := ac.Object()
-	if obj == nil {
-		return skip("there is no object"), nil
-	}
-	if kind, _ := obj["kind"].(string); kind != "" && kind != "Namespace" {
-		return skip(fmt.Sprintf("the object is a %s, not a Namespace", kind)), nil
-	}
 	md, _ := obj["metadata"].(map[string]any)
 	if md["deletionTimestamp"] != nil {
 		return skip("the namespace is terminating"), nil

@@ -156,13 +156,10 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 			return skip(fmt.Sprintf("nothing to inflate on %s of %s", op, inflateResourceName(r.Group, r.Resource, sub))), nil
 		}
 	}
+	if v, why := objectOfKind(ac, "Node"); !v.Exists() {
+		return skip(why), nil
+	}
 	obj := ac.Object()
-	if obj == nil {
-		return skip("there is no object"), nil
-	}
-	if kind, _ := obj["kind"].(string); kind != "" && kind != "Node" {
-		return skip(fmt.Sprintf("the object is a %s, not a Node", kind)), nil
-	}
 	status, ok := obj["status"].(map[string]any)
 	if !ok {
 		return skip("the node has no status"), nil

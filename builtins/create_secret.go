@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -208,8 +207,9 @@ func (a *createSecretAction) source() string {
 // Run records the intent on a namespace being created or updated: the
 // annotation entry "<policy>/<secret>" and a reason naming the Secret. The
 // stringData templates are rendered, so that eval shows one that fails, in
-// the reason. Under PlanSecrets, it hands the rendered Secret to the
-// reconciler, and a template that fails is an error.
+// the reason. Under PlanSecrets (ActionContext.PlanEffects), it plans the
+// rendered Secret (an Effect) for the reconciler, and a template that
+// fails is an error.
 func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
 		return skip(fmt.Sprintf("Secrets are created for a namespace on CREATE or UPDATE, not on %s", ac.Request.Operation)), nil
@@ -229,7 +229,6 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	if md["annotations"] != nil && !isMap {
 		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
 	}
-	plans := plansFrom(ac.Context)
 	stringData := make(map[string]string, len(a.keys))
 	var renderErr error
 	for _, k := range a.keys {
@@ -241,11 +240,12 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 		stringData[k], _ = v.(string)
 	}
 	name, _ := md["name"].(string)
-	if plans != nil {
+	var effects []any
+	if ac.PlanEffects {
 		if renderErr != nil {
 			return engine.Outcome{}, renderErr
 		}
-		plans.add(a.plan(ac.Policy, name, stringData))
+		effects = []any{a.plan(ac.Policy, name, stringData)}
 	}
 
 	where := "namespace " + name
@@ -278,7 +278,7 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	default:
 		reason += " (already recorded in " + NamespaceSecretsAnnotation + ")"
 	}
-	return engine.Outcome{Patch: ops, Reason: reason}, nil
+	return engine.Outcome{Patch: ops, Reason: reason, Effects: effects}, nil
 }
 
 // hasEntry reports whether the comma-separated list holds entry.
@@ -354,29 +354,6 @@ func (p *SecretPlan) Source(celadonNamespace string) string {
 	return ns + "/" + p.From.Name
 }
 
-// secretPlans collects the plans of one PlanSecrets evaluation, by policy:
-// a policy run again on reinvocation replaces its plan.
-type secretPlans struct {
-	mu       sync.Mutex
-	byPolicy map[string]SecretPlan
-}
-
-func (s *secretPlans) add(p SecretPlan) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.byPolicy[p.Policy] = p
-}
-
-type secretPlansKey struct{}
-
-func plansFrom(ctx context.Context) *secretPlans {
-	if ctx == nil {
-		return nil
-	}
-	p, _ := ctx.Value(secretPlansKey{}).(*secretPlans)
-	return p
-}
-
 // PlanSecrets returns the Secrets that the createSecret policies of snap
 // selecting ns want in it, in policy order, and those policies' results
 // (an error result names a policy whose Secret cannot be planned now).
@@ -402,12 +379,18 @@ func PlanSecrets(ctx context.Context, snap *engine.Snapshot, ns *corev1.Namespac
 		Operation: admissionv1.Create,
 		Object:    runtime.RawExtension{Raw: raw},
 	}
-	plans := &secretPlans{byPolicy: map[string]SecretPlan{}}
 	opts.Phase = engine.PhaseMutating
+	opts.PlanEffects = true
 	opts.Namespaces = selfNamespace{ns: obj, next: opts.Namespaces}
-	d, err := snap.Evaluate(context.WithValue(ctx, secretPlansKey{}, plans), req, opts)
+	d, err := snap.Evaluate(ctx, req, opts)
 	if err != nil {
 		return nil, nil, err
+	}
+	planned := map[string]SecretPlan{} // by policy
+	for _, e := range d.Effects {
+		if p, ok := e.Value.(SecretPlan); ok {
+			planned[e.Policy] = p
+		}
 	}
 	var out []SecretPlan
 	var results []engine.PolicyResult
@@ -416,7 +399,7 @@ func PlanSecrets(ctx context.Context, snap *engine.Snapshot, ns *corev1.Namespac
 			continue
 		}
 		results = append(results, r)
-		if p, ok := plans.byPolicy[r.Policy]; ok && r.State == engine.StatePass {
+		if p, ok := planned[r.Policy]; ok {
 			out = append(out, p)
 		}
 	}

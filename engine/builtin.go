@@ -77,6 +77,9 @@ type Outcome struct {
 	Reason string
 	// Skipped says the action did not apply to this object; Reason says why.
 	Skipped bool
+	// Effects are side effects planned for the caller to carry out, when
+	// ActionContext.PlanEffects asks for them; see Effect.
+	Effects []any
 }
 
 // NamespaceGetter looks up namespaces, usually from an informer cache.
@@ -114,6 +117,10 @@ type ActionContext struct {
 	DryRun bool
 	// Policy is the name of the policy being run.
 	Policy string
+	// PlanEffects is true when the caller carries out the effects the
+	// action plans (Outcome.Effects), e.g. a controller asking what a
+	// policy wants; an effect that cannot be planned is then an error.
+	PlanEffects bool
 
 	object, oldObject *workingObject
 	eval              *evaluation

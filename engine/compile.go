@@ -38,6 +38,7 @@ type CompiledPolicy struct {
 	objSelector labels.Selector // nil matches everything
 	conditions  []*Expression
 	env         *policyEnv
+	builtin     Builtin
 	action      Action
 }
 
@@ -180,7 +181,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	case !ok:
 		errs = append(errs, d.errorf("spec.action", "unknown builtin %q; builtins: %s", pol.Spec.Action, strings.Join(reg.Names(), ", ")))
 	default:
-		p.Type = b.Type()
+		p.Type, p.builtin = b.Type(), b
 	}
 
 	if err := pol.Spec.FailurePolicy.validate(); err != nil {

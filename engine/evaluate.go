@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,6 +98,9 @@ type Decision struct {
 	AuditAnnotations map[string]string
 	// CostRemaining is what is left of the request's CEL cost budget.
 	CostRemaining int64
+	// Effects are the side effects planned by the policies that passed,
+	// in dispatch order, when EvalOptions.PlanEffects asked for them.
+	Effects []Effect
 
 	object *workingObject
 }
@@ -136,6 +140,9 @@ type EvalOptions struct {
 	// failurePolicy: the generated webhook configurations register one
 	// webhook per failurePolicy, each served by its own path.
 	FailurePolicy FailurePolicy
+	// PlanEffects asks builtins for the side effects they plan, returned
+	// in Decision.Effects, rather than only describing them.
+	PlanEffects bool
 }
 
 // Evaluate runs the snapshot's policies on one admission request. It returns
@@ -191,6 +198,9 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 				res.Patch = len(out.Patch)
 				ev.objectChanged()
 			}
+		}
+		if opts.PlanEffects {
+			d.setEffects(p.Name(), res.State, out.Effects)
 		}
 		res.Duration = time.Since(start)
 		return res, out
@@ -263,6 +273,18 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 	d.object = ev.object
 	d.CostRemaining = ev.budget
 	return d, nil
+}
+
+// setEffects replaces the effects a policy planned: a reinvoked policy's
+// last run counts, and a run that did not pass plans nothing.
+func (d *Decision) setEffects(policy string, state State, effects []any) {
+	d.Effects = slices.DeleteFunc(d.Effects, func(e Effect) bool { return e.Policy == policy })
+	if state != StatePass {
+		return
+	}
+	for _, e := range effects {
+		d.Effects = append(d.Effects, Effect{Policy: policy, Value: e})
+	}
 }
 
 // dedupe drops repeated strings, keeping the first of each in order.
@@ -437,15 +459,16 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 		}
 	}
 	ac := &ActionContext{
-		Context:   ctx,
-		Request:   ev.req,
-		object:    ev.object,
-		oldObject: ev.oldObject,
-		Cluster:   ev.opts.Cluster,
-		DryRun:    ev.req.DryRun != nil && *ev.req.DryRun,
-		Policy:    p.Name(),
-		eval:      ev,
-		act:       a,
+		Context:     ctx,
+		Request:     ev.req,
+		object:      ev.object,
+		oldObject:   ev.oldObject,
+		Cluster:     ev.opts.Cluster,
+		DryRun:      ev.req.DryRun != nil && *ev.req.DryRun,
+		Policy:      p.Name(),
+		PlanEffects: ev.opts.PlanEffects,
+		eval:        ev,
+		act:         a,
 	}
 	ac.Namespace, _ = ev.namespace(ctx)
 	out, err := runAction(p.action, ac)

@@ -283,15 +283,6 @@ func (s *Server) startCluster(ctx context.Context, cfg *rest.Config) (ready func
 	}
 	ready = c.Start(ctx, s.Snapshot().ClusterReads())
 	s.lateCl.c.Store(c)
+	s.store.Subscribe(func(snap *engine.Snapshot) { c.Ensure(snap.ClusterReads()) })
 	return ready, c.Wait, nil
-}
-
-// ensureClusterReads starts the informers a newly loaded snapshot needs.
-func (s *Server) ensureClusterReads(snap *engine.Snapshot) {
-	if s.lateCl == nil {
-		return
-	}
-	if c := s.lateCl.c.Load(); c != nil {
-		c.Ensure(snap.ClusterReads())
-	}
 }

@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"celadon.io/celadon/engine"
 )
 
 // Defaults of the webhook configuration management.
@@ -189,6 +191,15 @@ type configSyncer struct {
 	c      client.Client
 	r      client.Reader
 	caFile string
+	wake   chan struct{} // a new set, or a new CA
+}
+
+// newConfigSyncer returns the syncer, woken by every new policy set.
+func newConfigSyncer(s *Server, c client.Client, r client.Reader, caFile string) *configSyncer {
+	y := &configSyncer{s: s, c: c, r: r, caFile: caFile, wake: make(chan struct{}, 1)}
+	s.syncer.Store(y)
+	s.store.Subscribe(func(*engine.Snapshot) { y.signal() })
+	return y
 }
 
 func (*configSyncer) NeedLeaderElection() bool { return true }
@@ -221,7 +232,7 @@ func (y *configSyncer) Start(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-y.s.configSync:
+		case <-y.wake:
 		case <-retryAfter.C:
 		case <-tick:
 		}
@@ -262,13 +273,17 @@ func (o *Options) caBundleFile() string {
 	return filepath.Join(dir, CABundleName)
 }
 
+// signal asks the syncer to sync; it never blocks.
+func (y *configSyncer) signal() {
+	select {
+	case y.wake <- struct{}{}:
+	default: // pending already
+	}
+}
+
 // signalConfigSync asks the syncer, if any, to sync; it never blocks.
 func (s *Server) signalConfigSync() {
-	if s.configSync == nil {
-		return
-	}
-	select {
-	case s.configSync <- struct{}{}:
-	default: // a sync is pending already
+	if y := s.syncer.Load(); y != nil {
+		y.signal()
 	}
 }

@@ -15,7 +15,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 )
 
@@ -50,8 +49,8 @@ type Options struct {
 	// subPath is never updated by the kubelet: mount the whole ConfigMap as
 	// a directory for hot reload to work.
 	PoliciesDir string
-	// Registry holds the builtins policies may name. Default
-	// builtins.Registry(); tests pass their own.
+	// Registry holds the builtins policies may name: builtins.Registry()
+	// in `celadon serve`. Required.
 	Registry *engine.Registry
 
 	// Host is the address the webhook server listens on; "" is every
@@ -189,11 +188,11 @@ type Options struct {
 	// to write the webhook configurations and run the createSecret
 	// reconciler; serving admission requests does not need it.
 	LeaderElection bool
-	// ElectForSecrets turns LeaderElection on when the policy set the
-	// server starts with has a createSecret policy, so that one replica
-	// writes the Secrets. `celadon serve` sets it unless --leader-elect is
-	// given.
-	ElectForSecrets bool
+	// ElectForControllers turns LeaderElection on when the policy set the
+	// server starts with uses a builtin that runs a controller (such as
+	// createSecret), so that one replica runs it. `celadon serve` sets it
+	// unless --leader-elect is given.
+	ElectForControllers bool
 	// LeaderElectionID names the Lease. Default "celadon-webhooks".
 	LeaderElectionID string
 	// LeaderElectionNamespace holds the Lease. Required with LeaderElection
@@ -209,9 +208,6 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.Registry == nil {
-		o.Registry = builtins.Registry()
-	}
 	if o.Port == 0 {
 		o.Port = DefaultPort
 	}

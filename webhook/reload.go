@@ -66,30 +66,22 @@ func (e *LoadError) Error() string {
 
 func (e *LoadError) Unwrap() error { return e.Err }
 
-// compile reads and compiles the policy directory.
-func (s *Server) compile() (hash string, files []engine.File, snap *engine.Snapshot, err error) {
-	files, err = engine.ReadFiles(s.opts.PoliciesDir)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	hash = engine.Hash(files)
-	snap, err = engine.Compile(files, engine.Options{Registry: s.opts.Registry})
-	return hash, files, snap, err
-}
-
 // loadInitial loads the set the server starts with; any error is fatal.
+// From then on, the store's subscribers derive what the server keeps per
+// set: the served policySet, the metrics, the caches and the controllers.
 func (s *Server) loadInitial() error {
-	_, _, snap, err := s.compile()
-	if err != nil {
+	s.store.Subscribe(s.swap)
+	s.store.SubscribeFailures(s.reloadFailed)
+	if _, err := s.store.Load(); err != nil {
 		return &LoadError{Dir: s.opts.PoliciesDir, Err: err}
 	}
-	s.swap(snap, time.Now())
 	releaseCompileMemory()
 	return nil
 }
 
-// swap makes snap the served set.
-func (s *Server) swap(snap *engine.Snapshot, now time.Time) {
+// swap makes snap the served set; the store calls it for each new set.
+func (s *Server) swap(snap *engine.Snapshot) {
+	now := time.Now()
 	set := &policySet{
 		snap:      snap,
 		observers: s.metrics.observersFor(snap),
@@ -99,10 +91,9 @@ func (s *Server) swap(snap *engine.Snapshot, now time.Time) {
 	old := s.set.Swap(set)
 	if old != nil {
 		s.metrics.forgetPolicies(old.observers, set.observers)
+		s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
 	}
 	s.metrics.setLoaded(snap, now)
-	s.ensureClusterReads(snap)
-	s.metrics.lastFailed.Set(0)
 	s.log.Info("policies loaded", "dir", s.opts.PoliciesDir, "hash", snap.Hash, "policies", len(snap.Policies))
 }
 
@@ -122,56 +113,46 @@ func releaseCompileMemory() { debug.FreeOSMemory() }
 // The reloader calls Reload on file-system events and every
 // ReloadInterval; tests may call it directly.
 func (s *Server) Reload() (bool, error) {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	now := time.Now()
-	cur := s.set.Load()
-
-	files, err := engine.ReadFiles(s.opts.PoliciesDir)
+	changed, err := s.store.Load()
 	if err != nil {
-		return false, s.reloadFailed(now, "read:"+err.Error(), "", err)
+		return false, s.reloadError()
 	}
-	hash := engine.Hash(files)
-	if hash == cur.snap.Hash {
-		if s.reloadErr != nil {
-			s.log.Info("policy content is back to the served set; clearing the reload error", "hash", hash)
-			s.reloadErr, s.failedKey = nil, ""
-			s.metrics.lastFailed.Set(0)
-		}
-		return false, nil
+	if changed {
+		releaseCompileMemory()
 	}
-	if hash == s.failedKey {
-		return false, s.reloadErr
-	}
-	snap, err := engine.Compile(files, engine.Options{Registry: s.opts.Registry})
-	if err != nil {
-		return false, s.reloadFailed(now, hash, hash, err)
-	}
-	s.reloadErr, s.failedKey = nil, ""
-	s.swap(snap, now)
-	s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
-	s.signalConfigSync()
-	s.signalSecrets()
-	releaseCompileMemory()
-	return true, nil
+	return changed, nil
 }
 
-// reloadFailed records a failed reload, keyed so that the same failure is
-// reported once. It returns the recorded error.
-func (s *Server) reloadFailed(now time.Time, key, hash string, err error) error {
-	if key == s.failedKey && s.reloadErr != nil {
-		return s.reloadErr
+// reloadFailed records a failed reload (f) or the end of one (nil); the
+// store calls it once per broken content.
+func (s *Server) reloadFailed(f *engine.LoadFailure) {
+	if f == nil {
+		s.log.Info("policy content is back to the served set; clearing the reload error", "hash", s.Snapshot().Hash)
+		s.reloadErr.Store(nil)
+		s.metrics.lastFailed.Set(0)
+		return
 	}
-	re := newReloadError(now, hash, s.opts.PoliciesDir, err)
-	s.reloadErr, s.failedKey = re, key
+	re := newReloadError(f.Time, f.Hash, s.opts.PoliciesDir, f.Err)
+	s.reloadErr.Store(re)
+	if s.set.Load() == nil {
+		return // the initial load: NewServer reports it
+	}
 	s.metrics.reloads.WithLabelValues(reloadFailure).Inc()
 	s.metrics.lastFailed.Set(1)
-	serving := s.set.Load().snap.Hash
+	serving := s.Snapshot().Hash
 	for _, e := range re.Errors {
 		s.log.Error(errors.New(e.Text), "policy reload failed; still serving the last good set",
-			"file", e.File, "line", e.Line, "policy", e.Policy, "hash", hash, "serving", serving)
+			"file", e.File, "line", e.Line, "policy", e.Policy, "hash", f.Hash, "serving", serving)
 	}
-	return re
+}
+
+// reloadError returns the recorded failure as a *ReloadError; nil when the
+// served set is the newest content.
+func (s *Server) reloadError() error {
+	if re := s.reloadErr.Load(); re != nil {
+		return re
+	}
+	return nil
 }
 
 // watch runs the reloader until ctx is done.

@@ -22,7 +22,6 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 )
 
@@ -56,7 +55,9 @@ type Server struct {
 	metrics *metrics
 	limiter *Limiter
 
-	set        atomic.Pointer[policySet]
+	store      *engine.Store
+	set        atomic.Pointer[policySet] // derived from store's current set
+	reloadErr  atomic.Pointer[ReloadError]
 	namespaces engine.NamespaceGetter
 	late       *lateNamespaces // nil when Options.Namespaces is set
 	cluster    engine.ObjectGetter
@@ -64,19 +65,10 @@ type Server struct {
 
 	handlers map[string]http.Handler // by path
 
-	reloadMu  sync.Mutex
-	reloadErr *ReloadError
-	failedKey string
-
-	// configSync signals the webhook configuration syncer (ManageWebhooks)
-	// that a new set was swapped in; nil when not managing them.
-	configSync chan struct{}
-
-	// secretSync signals the createSecret reconciler (secrets.go) that a
-	// new set was swapped in; secrets is that reconciler once Start made it.
-	secretSync    chan struct{}
-	secretMetrics *secretMetrics
-	secrets       atomic.Pointer[secretController]
+	// syncer writes the webhook configurations (ManageWebhooks) once Start
+	// made it; controllers runs the builtins' controllers.
+	syncer      atomic.Pointer[configSyncer]
+	controllers atomic.Pointer[builtinControllers]
 
 	started   atomic.Bool
 	readiness atomic.Pointer[readiness]
@@ -99,6 +91,9 @@ func NewServer(opts Options) (*Server, error) {
 	opts.setDefaults()
 	if opts.PoliciesDir == "" {
 		return nil, errors.New("webhook: Options.PoliciesDir is required")
+	}
+	if opts.Registry == nil {
+		return nil, errors.New("webhook: Options.Registry is required")
 	}
 	sa, err := ServiceAccountUsername(opts.ServiceAccount)
 	if err != nil {
@@ -134,21 +129,17 @@ func NewServer(opts Options) (*Server, error) {
 		s.lateCl = &lateCluster{}
 		s.cluster = s.lateCl
 	}
-	if opts.ManageWebhooks {
-		s.configSync = make(chan struct{}, 1)
-	}
-	s.secretSync = make(chan struct{}, 1)
-	s.secretMetrics = newSecretMetrics(opts.MetricsRegisterer)
+	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry})
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}
-	if s.opts.ElectForSecrets && builtins.UsesCreateSecret(s.Snapshot()) && !s.opts.LeaderElection {
+	if users := controllerBuiltins(s.Snapshot()); s.opts.ElectForControllers && len(users) > 0 && !s.opts.LeaderElection {
 		if s.opts.LeaderElectionNamespace == "" {
 			s.opts.LeaderElectionNamespace = s.opts.Namespace
 		}
 		if s.opts.LeaderElectionNamespace == "" {
-			return nil, errors.New("webhook: the policies use createSecret, whose Secrets one elected replica writes: " +
-				"set the leader election namespace (--leader-election-namespace, $POD_NAMESPACE), or turn leader election off (--leader-elect=false) for a single replica")
+			return nil, fmt.Errorf("webhook: the policies use %s, whose controller runs on one elected replica: "+
+				"set the leader election namespace (--leader-election-namespace, $POD_NAMESPACE), or turn leader election off (--leader-elect=false) for a single replica", strings.Join(users, ", "))
 		}
 		s.opts.LeaderElection = true
 	}
@@ -173,7 +164,10 @@ func NewServer(opts Options) (*Server, error) {
 func (s *Server) Options() Options { return s.opts }
 
 // Snapshot returns the served policy set.
-func (s *Server) Snapshot() *engine.Snapshot { return s.set.Load().snap }
+func (s *Server) Snapshot() *engine.Snapshot { return s.store.Current() }
+
+// Store returns the store of the served policy sets.
+func (s *Server) Store() *engine.Store { return s.store }
 
 // MutateHandler serves /mutate: mutating policies only.
 func (s *Server) MutateHandler() http.Handler { return s.handlers[MutatePath] }
@@ -406,16 +400,25 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if o.ManageWebhooks {
-		y := &configSyncer{s: s, c: mgr.GetClient(), r: mgr.GetAPIReader(), caFile: o.caBundleFile()}
+		y := newConfigSyncer(s, mgr.GetClient(), mgr.GetAPIReader(), o.caBundleFile())
 		if err := mgr.Add(y); err != nil {
 			return err
 		}
 	}
-	sc := &secretController{s: s, cfg: cfg, apiRead: mgr.GetAPIReader(), recorder: mgr.GetEventRecorder("celadon")}
-	if err := mgr.Add(sc); err != nil {
+	bc := newBuiltinControllers(engine.ControllerContext{
+		Config:     cfg,
+		Policies:   s.store,
+		Namespaces: s.namespaces,
+		Cluster:    s.cluster,
+		Namespace:  o.Namespace,
+		Events:     mgr.GetEventRecorder("celadon"),
+		Metrics:    o.MetricsRegisterer,
+		Log:        s.log,
+	})
+	if err := mgr.Add(bc); err != nil {
 		return err
 	}
-	s.secrets.Store(sc)
+	s.controllers.Store(bc)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watch(ctx) })

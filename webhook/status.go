@@ -26,9 +26,10 @@ type Status struct {
 	// LastReloadError is why the newest content on disk is not served;
 	// null when the served set is the newest content.
 	LastReloadError *ReloadError `json:"lastReloadError"`
-	// Secrets is the createSecret reconciler's state, on the replica that
-	// runs it (the leader); absent elsewhere.
-	Secrets *SecretStatus `json:"secrets,omitempty"`
+	// Controllers is the state the builtins' controllers report, by
+	// builtin name (createSecret: its Secrets' issues), on the replica that
+	// runs them (the leader); absent elsewhere.
+	Controllers map[string]any `json:"controllers,omitempty"`
 }
 
 // PolicyStatus describes one served policy.
@@ -112,9 +113,7 @@ func policyStatuses(snap *engine.Snapshot) []PolicyStatus {
 // Status returns the served set and the last reload's outcome.
 func (s *Server) Status() Status {
 	set := s.set.Load()
-	s.reloadMu.Lock()
-	re := s.reloadErr
-	s.reloadMu.Unlock()
+	re := s.reloadErr.Load()
 	st := Status{
 		PoliciesDir:     s.opts.PoliciesDir,
 		Hash:            set.snap.Hash,
@@ -122,8 +121,8 @@ func (s *Server) Status() Status {
 		LastReload:      set.loadedAt.UTC(),
 		LastReloadError: re,
 	}
-	if sc := s.secrets.Load(); sc != nil {
-		st.Secrets = sc.status()
+	if bc := s.controllers.Load(); bc != nil {
+		st.Controllers = bc.status()
 	}
 	return st
 }

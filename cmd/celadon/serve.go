@@ -22,6 +22,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/webhook"
 )
 
@@ -310,7 +311,8 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 		WebhookSyncInterval:     o.webhookSync,
 		LeaderElection:          leaderElect,
 		LeaderElectionNamespace: leNS,
-		ElectForSecrets:         !o.leaderElectSet,
+		ElectForControllers:     !o.leaderElectSet,
+		Registry:                builtins.Registry(),
 		Namespace:               ns,
 		PoliciesDir:             o.policies,
 		CertDir:                 o.certDir,

@@ -401,12 +401,12 @@ func TestServeSecretOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Without --leader-elect, a createSecret policy turns it on.
-	if !opts.ElectForSecrets || opts.LeaderElection || opts.Namespace != "celadon-system" {
-		t.Errorf("ElectForSecrets %v, LeaderElection %v, Namespace %q; want true, false, celadon-system", opts.ElectForSecrets, opts.LeaderElection, opts.Namespace)
+	if !opts.ElectForControllers || opts.LeaderElection || opts.Namespace != "celadon-system" {
+		t.Errorf("ElectForControllers %v, LeaderElection %v, Namespace %q; want true, false, celadon-system", opts.ElectForControllers, opts.LeaderElection, opts.Namespace)
 	}
 	o.leaderElectSet, o.namespace = true, "shared"
-	if opts, _ := o.options(testr.New(t)); opts.ElectForSecrets || opts.Namespace != "shared" {
-		t.Errorf("--leader-elect=false --namespace shared: ElectForSecrets %v, Namespace %q", opts.ElectForSecrets, opts.Namespace)
+	if opts, _ := o.options(testr.New(t)); opts.ElectForControllers || opts.Namespace != "shared" {
+		t.Errorf("--leader-elect=false --namespace shared: ElectForControllers %v, Namespace %q", opts.ElectForControllers, opts.Namespace)
 	}
 }
 

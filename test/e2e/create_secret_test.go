@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -254,20 +255,20 @@ func TestCreateSecret(t *testing.T) {
 			sec, err := getSecret(ctx, ns, "team-config")
 			return sec != nil, err
 		})
-		var issue *webhook.SecretIssue
+		var issue *builtins.SecretIssue
 		waitFor(ctx, t, "the conflict at /status", func(ctx context.Context) (bool, error) {
 			st, err := s.status(ctx)
-			if err != nil || st.Secrets == nil {
+			if err != nil || secretsOf(t, st) == nil {
 				return false, err
 			}
-			for i, is := range st.Secrets.Issues {
+			for i, is := range secretsOf(t, st).Issues {
 				if is.Namespace == ns && is.Secret == "regcred" {
-					issue = &st.Secrets.Issues[i]
+					issue = &secretsOf(t, st).Issues[i]
 				}
 			}
 			return issue != nil, nil
 		})
-		if issue.Reason != webhook.SecretConflict || issue.Policy != "e2e-pull-secret" || !strings.Contains(issue.Message, "not managed by Celadon") {
+		if issue.Reason != builtins.SecretConflict || issue.Policy != "e2e-pull-secret" || !strings.Contains(issue.Message, "not managed by Celadon") {
 			t.Errorf("issue %+v", issue)
 		}
 		waitFor(ctx, t, "a SecretConflict Event on namespace "+ns, func(ctx context.Context) (bool, error) {
@@ -276,7 +277,7 @@ func TestCreateSecret(t *testing.T) {
 				return false, err
 			}
 			for _, e := range events.Items {
-				if e.Regarding.Kind == "Namespace" && e.Regarding.Name == ns && e.Reason == webhook.SecretConflict &&
+				if e.Regarding.Kind == "Namespace" && e.Regarding.Name == ns && e.Reason == builtins.SecretConflict &&
 					e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, "regcred") {
 					return true, nil
 				}
@@ -298,8 +299,8 @@ func TestCreateSecret(t *testing.T) {
 		if len(sa.ImagePullSecrets) != 0 {
 			t.Errorf("the ServiceAccount lists %v: a conflicting Secret must not be added", sa.ImagePullSecrets)
 		}
-		if n := metricValue(t, s, webhook.MetricSecretConflicts, `policy="e2e-pull-secret"`); n < 1 {
-			t.Errorf("%s = %v, want at least 1", webhook.MetricSecretConflicts, n)
+		if n := metricValue(t, s, builtins.MetricSecretConflicts, `policy="e2e-pull-secret"`); n < 1 {
+			t.Errorf("%s = %v, want at least 1", builtins.MetricSecretConflicts, n)
 		}
 	})
 
@@ -321,13 +322,13 @@ func TestCreateSecret(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, err := s.status(ctx)
-		if err != nil || st.Secrets == nil {
+		if err != nil || secretsOf(t, st) == nil {
 			t.Fatalf("status: %+v, %v", st, err)
 		}
 		if len(list.Items) != 0 {
 			t.Errorf("Secrets in %s: %d", ns.Name, len(list.Items))
 		}
-		for _, is := range st.Secrets.Issues {
+		for _, is := range secretsOf(t, st).Issues {
 			if is.Namespace == ns.Name {
 				t.Errorf("issue for the dry-run namespace: %+v", is)
 			}
@@ -370,11 +371,11 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st2.Secrets != nil {
-			t.Fatalf("the second server runs the reconciler while the first leads: %+v", st2.Secrets)
+		if secretsOf(t, st2) != nil {
+			t.Fatalf("the second server runs the reconciler while the first leads: %+v", secretsOf(t, st2))
 		}
 		st1, err := s.status(ctx)
-		if err != nil || st1.Secrets == nil {
+		if err != nil || secretsOf(t, st1) == nil {
 			t.Fatalf("the first server's reconciler: %+v, %v", st1, err)
 		}
 		// The leader stops, handing the Lease over: the second takes over.
@@ -383,7 +384,7 @@ spec:
 		}
 		waitFor(ctx, t, "the second server's reconciler", func(ctx context.Context) (bool, error) {
 			st, err := s2.status(ctx)
-			return err == nil && st.Secrets != nil, err
+			return err == nil && secretsOf(t, st) != nil, err
 		})
 		ns := newNamespace(ctx, t, "secrets-takeover", selected)
 		waitCopy(t, ns, v1)
@@ -535,8 +536,8 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Secrets != nil {
-		t.Fatalf("the reconciler runs with no createSecret policy: %+v", st.Secrets)
+	if secretsOf(t, st) != nil {
+		t.Fatalf("the reconciler runs with no createSecret policy: %+v", secretsOf(t, st))
 	}
 	files := map[string][]byte{"secrets.yaml": fmt.Appendf(nil, `apiVersion: celadon.io/v1alpha1
 kind: Policy
@@ -561,7 +562,26 @@ spec:
 		}
 		return err == nil && string(sec.Data["text"]) == "hello "+ns, err
 	})
-	if st, err := s.status(ctx); err != nil || st.Secrets == nil || len(st.Secrets.Issues) != 0 {
+	if st, err := s.status(ctx); err != nil || secretsOf(t, st) == nil || len(secretsOf(t, st).Issues) != 0 {
 		t.Errorf("status after the reload: %+v, %v; want the reconciler running, no issues", st, err)
 	}
+}
+
+// secretsOf returns createSecret's controller status from /status; nil
+// when the controller does not run on that replica.
+func secretsOf(t *testing.T, st *webhook.Status) *builtins.SecretStatus {
+	t.Helper()
+	raw, ok := st.Controllers["createSecret"]
+	if !ok || raw == nil {
+		return nil
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &builtins.SecretStatus{}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("createSecret status %s: %v", b, err)
+	}
+	return out
 }

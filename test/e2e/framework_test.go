@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/controlplane"
 	"celadon.io/celadon/internal/devenv"
@@ -233,6 +234,7 @@ func (s *celadon) start(ctx context.Context) error {
 	s.health = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
 	opts := webhook.Options{
 		PoliciesDir:             s.policyDir,
+		Registry:                builtins.Registry(),
 		Host:                    "127.0.0.1",
 		Port:                    s.port,
 		CertDir:                 s.certDir,

@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
@@ -43,6 +44,7 @@ func benchServer(b *testing.B, policies string) *webhook.Server {
 	b.Helper()
 	srv, err := webhook.NewServer(webhook.Options{
 		PoliciesDir:       policies,
+		Registry:          builtins.Registry(),
 		Namespaces:        namespaces{},
 		MetricsRegisterer: prometheus.NewRegistry(),
 		Logger:            crzap.New(crzap.WriteTo(io.Discard)),

@@ -1,4 +1,4 @@
-package webhook
+package builtins
 
 // The createSecret reconciler: admission only records which Secrets a
 // namespace should hold (a namespace being created does not exist yet, so
@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -35,14 +34,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	crrecorder "sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 )
 
-// Timings of the secret reconciler.
+// Timings of the secret reconciler. A failed controller is restarted by the
+// server, after a pause of its own.
 const (
 	// secretResync re-reconciles every namespace this often: a source
 	// Secret outside Celadon's namespace is not watched, so its copies
@@ -52,8 +50,6 @@ const (
 	// missing source this often: an unmanaged Secret outside Celadon's
 	// namespace is not watched either.
 	secretConflictRecheck = time.Minute
-	// secretRestart is the pause before a failed controller is restarted.
-	secretRestart = 30 * time.Second
 )
 
 // Secret metrics.
@@ -107,72 +103,80 @@ type secretMetrics struct {
 }
 
 func newSecretMetrics(reg prometheus.Registerer) *secretMetrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry() // nowhere to report: count anyway
+	}
 	return &secretMetrics{
-		conflicts: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		conflicts: registerMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSecretConflicts,
 			Help: "Secrets createSecret found taken by a Secret Celadon does not manage (counted when first seen), by policy.",
 		}, []string{"policy"})),
-		writes: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		writes: registerMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSecretWrites,
 			Help: "Writes of the createSecret reconciler, by operation: create, update (a Secret), serviceaccount (imagePullSecrets).",
 		}, []string{"operation"})),
-		issues: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		issues: registerMetric(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricSecretIssues,
 			Help: "Secrets the createSecret reconciler cannot make as their policy wants now (conflicts, missing sources, errors).",
 		})),
 	}
 }
 
-// secretController is the manager Runnable behind createSecret. It needs
-// leader election: only the leader writes. It stays idle, with no watch and
-// no cache, until the served set has a createSecret policy, so a server
-// without one needs no RBAC on Secrets.
-type secretController struct {
-	s        *Server
-	cfg      *rest.Config
-	apiRead  client.Reader // uncached reads
-	recorder crrecorder.EventRecorder
-
-	mu     sync.Mutex
-	issues map[string][]SecretIssue // by namespace; nil until started
+// registerMetric registers c, or returns the collector already registered
+// under its name: a controller made again reports into the same series.
+func registerMetric[T prometheus.Collector](reg prometheus.Registerer, c T) T {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
-func (*secretController) NeedLeaderElection() bool { return true }
+// secretController is createSecret's controller (engine.ControllerBuiltin):
+// the server runs it on the elected leader once a served policy uses
+// createSecret. A server without such a policy needs no RBAC on Secrets.
+type secretController struct {
+	cc      engine.ControllerContext
+	apiRead client.Reader // uncached reads
+	metrics *secretMetrics
+	resync  chan struct{} // a new policy set
+	mu      sync.Mutex
+	issues  map[string][]SecretIssue // by namespace; nil until started
+}
 
-// Start waits for a createSecret policy, then runs the controller until ctx
-// is done. A controller that fails (e.g. its caches never sync for lack of
-// RBAC) is logged and restarted after secretRestart: it never stops the
-// server, which keeps serving admission requests.
+// NewController returns createSecret's reconciler.
+func (createSecret) NewController(cc engine.ControllerContext) (engine.Controller, error) {
+	apiRead, err := client.New(cc.Config, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("createSecret: client: %w", err)
+	}
+	r := &secretController{cc: cc, apiRead: apiRead, metrics: newSecretMetrics(cc.Metrics), resync: make(chan struct{}, 1)}
+	cc.Policies.Subscribe(func(*engine.Snapshot) {
+		select {
+		case r.resync <- struct{}{}:
+		default: // pending already
+		}
+	})
+	return r, nil
+}
+
+// Start runs the reconciler until ctx is done or it fails.
 func (r *secretController) Start(ctx context.Context) error {
-	log := r.s.log.WithName("secrets")
-	for !builtins.UsesCreateSecret(r.s.Snapshot()) {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.s.secretSync:
-		}
-	}
-	for {
-		err := r.run(ctx, log)
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Error(err, "the createSecret reconciler stopped; restarting it", "after", secretRestart)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(secretRestart):
-		}
-	}
+	return r.run(ctx, r.cc.Log.WithName("secrets"))
 }
 
 // run runs the controller, with caches of its own, until ctx is done or
 // it fails.
 func (r *secretController) run(ctx context.Context, log logr.Logger) error {
-	ns := r.s.opts.Namespace
+	ns := r.cc.Namespace
 	log.Info("reconciling the Secrets of createSecret policies", "namespace", ns)
 
-	managed := labels.SelectorFromSet(labels.Set{builtins.SecretManagedByLabel: builtins.SecretManagedByValue})
+	managed := labels.SelectorFromSet(labels.Set{SecretManagedByLabel: SecretManagedByValue})
 	secrets := cache.ByObject{Label: managed}
 	if ns != "" {
 		// Sources in Celadon's namespace are watched; elsewhere only the
@@ -182,18 +186,18 @@ func (r *secretController) run(ctx context.Context, log logr.Logger) error {
 			cache.AllNamespaces: {LabelSelector: managed},
 		}}
 	}
-	c, err := cache.New(r.cfg, cache.Options{
+	c, err := cache.New(r.cc.Config, cache.Options{
 		Scheme: clientgoscheme.Scheme,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:         secrets,
-			&corev1.ServiceAccount{}: {Field: fields.OneTermEqualSelector("metadata.name", builtins.DefaultServiceAccount)},
+			&corev1.ServiceAccount{}: {Field: fields.OneTermEqualSelector("metadata.name", DefaultServiceAccount)},
 		},
 		DefaultTransform: cache.TransformStripManagedFields(),
 	})
 	if err != nil {
 		return fmt.Errorf("secrets: cache: %w", err)
 	}
-	cl, err := client.New(r.cfg, client.Options{Scheme: clientgoscheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
+	cl, err := client.New(r.cc.Config, client.Options{Scheme: clientgoscheme.Scheme, Cache: &client.CacheOptions{Reader: c}})
 	if err != nil {
 		return fmt.Errorf("secrets: client: %w", err)
 	}
@@ -243,7 +247,7 @@ func (r *secretController) run(ctx context.Context, log logr.Logger) error {
 					select {
 					case <-ctx.Done():
 						return
-					case <-r.s.secretSync:
+					case <-r.resync:
 					case <-t.C:
 					}
 					enqueueAll(ctx, q)
@@ -274,15 +278,15 @@ func (r *secretController) run(ctx context.Context, log logr.Logger) error {
 	return err
 }
 
-// status returns the reconciler's part of /status; nil when it is not
-// running on this replica.
-func (r *secretController) status() *SecretStatus {
+// Status returns the reconciler's part of /status (engine.StatusReporter);
+// nil until it runs.
+func (r *secretController) Status() any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.issues == nil {
 		return nil
 	}
-	st := &SecretStatus{Namespace: r.s.opts.Namespace, Issues: []SecretIssue{}}
+	st := &SecretStatus{Namespace: r.cc.Namespace, Issues: []SecretIssue{}}
 	for _, ns := range slices.Sorted(maps.Keys(r.issues)) {
 		st.Issues = append(st.Issues, r.issues[ns]...)
 	}
@@ -320,7 +324,7 @@ func (r *secretController) setIssues(ns string, issues []SecretIssue) []SecretIs
 	for _, l := range r.issues {
 		total += len(l)
 	}
-	r.s.secretMetrics.issues.Set(float64(total))
+	r.metrics.issues.Set(float64(total))
 	return fresh
 }
 
@@ -336,10 +340,10 @@ type secretReconciler struct {
 // secretChanged enqueues what a Secret event concerns: a managed copy's
 // namespace; every namespace when it is a source of the served policies.
 func (rec *secretReconciler) secretChanged(ctx context.Context, s *corev1.Secret, q workqueue.TypedRateLimitingInterface[reconcile.Request], enqueueAll func(context.Context, workqueue.TypedRateLimitingInterface[reconcile.Request])) {
-	if s.Labels[builtins.SecretManagedByLabel] == builtins.SecretManagedByValue {
+	if s.Labels[SecretManagedByLabel] == SecretManagedByValue {
 		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: s.Namespace}})
 	}
-	for _, src := range builtins.SecretSources(rec.ctl.s.Snapshot()) {
+	for _, src := range SecretSources(rec.ctl.cc.Policies.Current()) {
 		ns := src.Namespace
 		if ns == "" {
 			ns = rec.namespace
@@ -367,8 +371,8 @@ func (rec *secretReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		rec.ctl.setIssues(ns.Name, nil)
 		return reconcile.Result{}, nil
 	}
-	s := rec.ctl.s
-	plans, results, err := builtins.PlanSecrets(ctx, s.Snapshot(), ns, engine.EvalOptions{Namespaces: s.namespaces, Cluster: s.cluster})
+	cc := rec.ctl.cc
+	plans, results, err := PlanSecrets(ctx, cc.Policies.Current(), ns, engine.EvalOptions{Namespaces: cc.Namespaces, Cluster: cc.Cluster})
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -401,9 +405,9 @@ func (rec *secretReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	for _, i := range rec.ctl.setIssues(ns.Name, issues) {
 		rec.log.Info("createSecret: "+i.Message, "namespace", i.Namespace, "secret", i.Secret, "policy", i.Policy, "reason", i.Reason)
 		if i.Reason == SecretConflict {
-			s.secretMetrics.conflicts.WithLabelValues(i.Policy).Inc()
+			rec.ctl.metrics.conflicts.WithLabelValues(i.Policy).Inc()
 		}
-		rec.ctl.recorder.Eventf(ns, nil, corev1.EventTypeWarning, i.Reason, "CreateSecret", "%s", i.Message)
+		cc.Events.Eventf(ns, nil, corev1.EventTypeWarning, i.Reason, "CreateSecret", "%s", i.Message)
 	}
 	if len(errs) > 0 {
 		return reconcile.Result{}, errors.Join(errs...)
@@ -416,7 +420,7 @@ func (rec *secretReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 
 // apply makes one planned Secret, then adds it to the ServiceAccount when
 // asked. A failure returns the issue's reason with the error.
-func (rec *secretReconciler) apply(ctx context.Context, ns *corev1.Namespace, p *builtins.SecretPlan) (string, error) {
+func (rec *secretReconciler) apply(ctx context.Context, ns *corev1.Namespace, p *SecretPlan) (string, error) {
 	desired, reason, err := rec.desired(ctx, p)
 	if err != nil || desired == nil {
 		return reason, err
@@ -428,8 +432,8 @@ func (rec *secretReconciler) apply(ctx context.Context, ns *corev1.Namespace, p 
 	case apierrors.IsNotFound(err):
 		err = rec.c.Create(ctx, desired)
 		if err == nil {
-			rec.ctl.s.secretMetrics.writes.WithLabelValues("create").Inc()
-			rec.ctl.recorder.Eventf(ns, nil, corev1.EventTypeNormal, "SecretCreated", "CreateSecret", "created Secret %s from %s (policy %s)", p.Name, desired.Annotations[builtins.SecretSourceAnnotation], p.Policy)
+			rec.ctl.metrics.writes.WithLabelValues("create").Inc()
+			rec.ctl.cc.Events.Eventf(ns, nil, corev1.EventTypeNormal, "SecretCreated", "CreateSecret", "created Secret %s from %s (policy %s)", p.Name, desired.Annotations[SecretSourceAnnotation], p.Policy)
 			break
 		}
 		if !apierrors.IsAlreadyExists(err) {
@@ -456,7 +460,7 @@ func (rec *secretReconciler) apply(ctx context.Context, ns *corev1.Namespace, p 
 
 // desired returns the Secret the plan wants, reading its source; nil with
 // no error when the plan's target is its own source.
-func (rec *secretReconciler) desired(ctx context.Context, p *builtins.SecretPlan) (*corev1.Secret, string, error) {
+func (rec *secretReconciler) desired(ctx context.Context, p *SecretPlan) (*corev1.Secret, string, error) {
 	if p.From == nil {
 		return desiredSecret(p, rec.namespace, nil), "", nil
 	}
@@ -487,16 +491,16 @@ func (rec *secretReconciler) desired(ctx context.Context, p *builtins.SecretPlan
 // desiredSecret is the Secret a plan wants: a copy of from's type and data,
 // or the plan's inline ones when from is nil, with the plan's labels and
 // annotations and Celadon's own.
-func desiredSecret(p *builtins.SecretPlan, celadonNamespace string, from *corev1.Secret) *corev1.Secret {
+func desiredSecret(p *SecretPlan, celadonNamespace string, from *corev1.Secret) *corev1.Secret {
 	s := &corev1.Secret{}
 	s.Namespace, s.Name = p.Namespace, p.Name
 	s.Labels = map[string]string{}
 	maps.Copy(s.Labels, p.Labels)
-	s.Labels[builtins.SecretManagedByLabel] = builtins.SecretManagedByValue
+	s.Labels[SecretManagedByLabel] = SecretManagedByValue
 	s.Annotations = map[string]string{}
 	maps.Copy(s.Annotations, p.Annotations)
-	s.Annotations[builtins.SecretPolicyAnnotation] = p.Policy
-	s.Annotations[builtins.SecretSourceAnnotation] = p.Source(celadonNamespace)
+	s.Annotations[SecretPolicyAnnotation] = p.Policy
+	s.Annotations[SecretSourceAnnotation] = p.Source(celadonNamespace)
 	if from == nil {
 		s.Type, s.Data = p.Type, p.Data
 	} else {
@@ -507,7 +511,7 @@ func desiredSecret(p *builtins.SecretPlan, celadonNamespace string, from *corev1
 
 // update brings a live Secret to desired when Celadon manages it for the
 // same policy; anything else is a conflict, and live is left alone.
-func (rec *secretReconciler) update(ctx context.Context, ns *corev1.Namespace, p *builtins.SecretPlan, desired, live *corev1.Secret) (string, error) {
+func (rec *secretReconciler) update(ctx context.Context, ns *corev1.Namespace, p *SecretPlan, desired, live *corev1.Secret) (string, error) {
 	want, reason, err := secretUpdate(p, desired, live)
 	if err != nil || want == nil {
 		return reason, err
@@ -515,8 +519,8 @@ func (rec *secretReconciler) update(ctx context.Context, ns *corev1.Namespace, p
 	if err := rec.c.Update(ctx, want); err != nil {
 		return SecretError, fmt.Errorf("updating Secret %s/%s: %w", ns.Name, p.Name, err)
 	}
-	rec.ctl.s.secretMetrics.writes.WithLabelValues("update").Inc()
-	rec.ctl.recorder.Eventf(ns, nil, corev1.EventTypeNormal, "SecretUpdated", "CreateSecret", "updated Secret %s from %s (policy %s)", p.Name, desired.Annotations[builtins.SecretSourceAnnotation], p.Policy)
+	rec.ctl.metrics.writes.WithLabelValues("update").Inc()
+	rec.ctl.cc.Events.Eventf(ns, nil, corev1.EventTypeNormal, "SecretUpdated", "CreateSecret", "updated Secret %s from %s (policy %s)", p.Name, desired.Annotations[SecretSourceAnnotation], p.Policy)
 	return "", nil
 }
 
@@ -524,12 +528,12 @@ func (rec *secretReconciler) update(ctx context.Context, ns *corev1.Namespace, p
 // date. Data is replaced whole; labels and annotations are set, others'
 // kept. A Secret Celadon does not manage, or manages for another policy, is
 // a conflict; a type that differs is an error (it is immutable).
-func secretUpdate(p *builtins.SecretPlan, desired, live *corev1.Secret) (*corev1.Secret, string, error) {
+func secretUpdate(p *SecretPlan, desired, live *corev1.Secret) (*corev1.Secret, string, error) {
 	name := live.Namespace + "/" + live.Name
-	if live.Labels[builtins.SecretManagedByLabel] != builtins.SecretManagedByValue {
-		return nil, SecretConflict, fmt.Errorf("Secret %s exists and is not managed by Celadon (no label %s=%s); policy %s leaves it alone", name, builtins.SecretManagedByLabel, builtins.SecretManagedByValue, p.Policy)
+	if live.Labels[SecretManagedByLabel] != SecretManagedByValue {
+		return nil, SecretConflict, fmt.Errorf("Secret %s exists and is not managed by Celadon (no label %s=%s); policy %s leaves it alone", name, SecretManagedByLabel, SecretManagedByValue, p.Policy)
 	}
-	if owner := live.Annotations[builtins.SecretPolicyAnnotation]; owner != p.Policy {
+	if owner := live.Annotations[SecretPolicyAnnotation]; owner != p.Policy {
 		return nil, SecretConflict, fmt.Errorf("Secret %s is managed by policy %q, not %s; %s leaves it alone", name, owner, p.Policy, p.Policy)
 	}
 	if live.Type != desired.Type {
@@ -558,7 +562,7 @@ func sameData(a, b map[string][]byte) bool {
 // addToServiceAccount lists the Secret in the namespace's default
 // ServiceAccount's imagePullSecrets. A ServiceAccount not created yet is
 // handled when it appears (it is watched).
-func (rec *secretReconciler) addToServiceAccount(ctx context.Context, ns string, p *builtins.SecretPlan) (string, error) {
+func (rec *secretReconciler) addToServiceAccount(ctx context.Context, ns string, p *SecretPlan) (string, error) {
 	sa := &corev1.ServiceAccount{}
 	if err := rec.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: p.AddToServiceAccount}, sa); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -578,15 +582,6 @@ func (rec *secretReconciler) addToServiceAccount(ctx context.Context, ns string,
 	if err := rec.c.Patch(ctx, patched, client.MergeFromWithOptions(sa, client.MergeFromWithOptimisticLock{})); err != nil {
 		return SecretError, fmt.Errorf("adding Secret %s to the imagePullSecrets of ServiceAccount %s/%s: %w", p.Name, ns, p.AddToServiceAccount, err)
 	}
-	rec.ctl.s.secretMetrics.writes.WithLabelValues("serviceaccount").Inc()
+	rec.ctl.metrics.writes.WithLabelValues("serviceaccount").Inc()
 	return "", nil
-}
-
-// signalSecrets asks the secret reconciler to re-reconcile every
-// namespace; it never blocks.
-func (s *Server) signalSecrets() {
-	select {
-	case s.secretSync <- struct{}{}:
-	default: // pending already
-	}
 }

@@ -1,4 +1,4 @@
-package webhook
+package builtins
 
 import (
 	"strings"
@@ -10,68 +10,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/engine"
 )
 
-const createSecretPolicy = `apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata:
-  name: pull-secret
-spec:
-  match:
-    resources: [namespaces]
-  action: createSecret
-  with:
-    name: regcred
-    from: {name: regcred}
-`
-
-func TestElectForSecrets(t *testing.T) {
-	withSecrets := map[string]string{"p.yaml": createSecretPolicy}
-	cases := []struct {
-		name  string
-		files map[string]string
-		elect bool
-		want  bool
-	}{
-		{"a createSecret policy turns leader election on", withSecrets, true, true},
-		{"unless leader election was decided", withSecrets, false, false},
-		{"no createSecret policy: off", map[string]string{"p.yaml": policy("deny-all", "  match: {resources: [pods]}\n  action: deny\n  with: {message: no}\n")}, true, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s, _ := newTestServer(t, tc.files, func(o *Options) {
-				o.Registry = builtins.Registry()
-				o.ElectForSecrets = tc.elect
-				o.Namespace = "celadon"
-			})
-			if got := s.Options().LeaderElection; got != tc.want {
-				t.Errorf("LeaderElection = %v, want %v", got, tc.want)
-			}
-			if tc.want && s.Options().LeaderElectionNamespace != "celadon" {
-				t.Errorf("LeaderElectionNamespace = %q, want Celadon's namespace", s.Options().LeaderElectionNamespace)
-			}
-		})
-	}
-	// No namespace for the Lease: a clear error rather than a server that
-	// fails later.
-	_, err := NewServer(Options{PoliciesDir: writePolicies(t, withSecrets), Registry: builtins.Registry(), Namespaces: staticNamespaces{},
-		MetricsRegisterer: prometheus.NewRegistry(), ElectForSecrets: true})
-	if err == nil || !strings.Contains(err.Error(), "--leader-election-namespace") {
-		t.Errorf("NewServer without a namespace: %v, want an error naming --leader-election-namespace", err)
-	}
-	if !(&secretController{}).NeedLeaderElection() {
-		t.Error("the secret reconciler must run on the leader only")
-	}
-}
-
 func TestSecretIssues(t *testing.T) {
-	s, reg := newTestServer(t, map[string]string{"p.yaml": createSecretPolicy}, func(o *Options) {
-		o.Registry = builtins.Registry()
-		o.Namespace = "celadon"
-	})
-	r := &secretController{s: s}
-	if r.status() != nil {
+	reg := prometheus.NewRegistry()
+	r := &secretController{cc: engine.ControllerContext{Namespace: "celadon"}, metrics: newSecretMetrics(reg)}
+	if r.Status() != nil {
 		t.Fatal("status before the reconciler started: want nil")
 	}
 	r.issues = map[string][]SecretIssue{}
@@ -84,7 +29,7 @@ func TestSecretIssues(t *testing.T) {
 	if fresh := r.setIssues("team-a", []SecretIssue{missing}); len(fresh) != 1 {
 		t.Fatalf("fresh %v: want the missing source", fresh)
 	}
-	if got := counter(t, reg, MetricSecretIssues, nil); got != 2 {
+	if got := gaugeValue(t, reg, MetricSecretIssues); got != 2 {
 		t.Errorf("%s = %v, want 2", MetricSecretIssues, got)
 	}
 	// Seen again: not fresh, and it keeps its first time.
@@ -93,46 +38,46 @@ func TestSecretIssues(t *testing.T) {
 	if fresh := r.setIssues("team-b", []SecretIssue{again}); len(fresh) != 0 {
 		t.Errorf("fresh %v: want none, the conflict is known", fresh)
 	}
-	st := r.status()
+	st := r.Status().(*SecretStatus)
 	if st.Namespace != "celadon" || len(st.Issues) != 2 || st.Issues[0] != missing || st.Issues[1] != conflict {
 		t.Errorf("status %+v: want team-a's then team-b's issue, with their first times", st)
 	}
 	// Resolved: gone from the status and the gauge.
 	r.setIssues("team-b", nil)
-	if st := r.status(); len(st.Issues) != 1 || st.Issues[0].Namespace != "team-a" {
+	if st := r.Status().(*SecretStatus); len(st.Issues) != 1 || st.Issues[0].Namespace != "team-a" {
 		t.Errorf("status %+v after the conflict was resolved", st)
 	}
-	if got := counter(t, reg, MetricSecretIssues, nil); got != 1 {
+	if got := gaugeValue(t, reg, MetricSecretIssues); got != 1 {
 		t.Errorf("%s = %v, want 1", MetricSecretIssues, got)
 	}
 }
 
 func TestDesiredSecret(t *testing.T) {
-	copyPlan := &builtins.SecretPlan{Policy: "pull-secret", Namespace: "team-a", Name: "regcred",
-		From: &builtins.SecretRef{Name: "regcred"}, Labels: map[string]string{"tier": "x"}, Annotations: map[string]string{"note": "n"}}
+	copyPlan := &SecretPlan{Policy: "pull-secret", Namespace: "team-a", Name: "regcred",
+		From: &SecretRef{Name: "regcred"}, Labels: map[string]string{"tier": "x"}, Annotations: map[string]string{"note": "n"}}
 	source := &corev1.Secret{Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{".dockerconfigjson": []byte("{}")}}
 	got := desiredSecret(copyPlan, "celadon", source)
 	want := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "regcred",
-			Labels:      map[string]string{"tier": "x", builtins.SecretManagedByLabel: builtins.SecretManagedByValue},
-			Annotations: map[string]string{"note": "n", builtins.SecretPolicyAnnotation: "pull-secret", builtins.SecretSourceAnnotation: "celadon/regcred"}},
+			Labels:      map[string]string{"tier": "x", SecretManagedByLabel: SecretManagedByValue},
+			Annotations: map[string]string{"note": "n", SecretPolicyAnnotation: "pull-secret", SecretSourceAnnotation: "celadon/regcred"}},
 		Type: corev1.SecretTypeDockerConfigJson, Data: source.Data,
 	}
 	if !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("copy:\n%+v\nwant:\n%+v", got, want)
 	}
-	if copyPlan.Labels[builtins.SecretManagedByLabel] != "" {
+	if copyPlan.Labels[SecretManagedByLabel] != "" {
 		t.Error("desiredSecret changed the plan's labels")
 	}
-	inline := &builtins.SecretPlan{Policy: "cfg", Namespace: "team-a", Name: "cfg", Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"k": []byte("v")}}
+	inline := &SecretPlan{Policy: "cfg", Namespace: "team-a", Name: "cfg", Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"k": []byte("v")}}
 	got = desiredSecret(inline, "celadon", nil)
-	if got.Type != corev1.SecretTypeOpaque || string(got.Data["k"]) != "v" || got.Annotations[builtins.SecretSourceAnnotation] != "inline" {
+	if got.Type != corev1.SecretTypeOpaque || string(got.Data["k"]) != "v" || got.Annotations[SecretSourceAnnotation] != "inline" {
 		t.Errorf("inline: %+v", got)
 	}
 }
 
 func TestSecretUpdate(t *testing.T) {
-	plan := &builtins.SecretPlan{Policy: "pull-secret", Namespace: "team-a", Name: "regcred", From: &builtins.SecretRef{Name: "regcred"}}
+	plan := &SecretPlan{Policy: "pull-secret", Namespace: "team-a", Name: "regcred", From: &SecretRef{Name: "regcred"}}
 	desired := desiredSecret(plan, "celadon", &corev1.Secret{Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"k": []byte("v2")}})
 	managed := func(mod func(*corev1.Secret)) *corev1.Secret {
 		s := desired.DeepCopy()
@@ -158,7 +103,7 @@ func TestSecretUpdate(t *testing.T) {
 		},
 		{
 			name: "Celadon's annotation removed: restored",
-			live: managed(func(s *corev1.Secret) { delete(s.Annotations, builtins.SecretSourceAnnotation) }),
+			live: managed(func(s *corev1.Secret) { delete(s.Annotations, SecretSourceAnnotation) }),
 			want: managed(func(*corev1.Secret) {}),
 		},
 		{
@@ -169,7 +114,7 @@ func TestSecretUpdate(t *testing.T) {
 		},
 		{
 			name:   "managed for another policy: a conflict",
-			live:   managed(func(s *corev1.Secret) { s.Annotations[builtins.SecretPolicyAnnotation] = "other" }),
+			live:   managed(func(s *corev1.Secret) { s.Annotations[SecretPolicyAnnotation] = "other" }),
 			reason: SecretConflict,
 			err:    `Secret team-a/regcred is managed by policy "other", not pull-secret`,
 		},
@@ -195,4 +140,20 @@ func TestSecretUpdate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gaugeValue returns the value of an unlabelled gauge of reg.
+func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }

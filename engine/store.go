@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Store holds the served policy set of a directory. Load reads, hashes,
+// compiles and publishes; Subscribe is the only way to hear of a new set.
+// A set that does not load is never published: the last good one stays,
+// and Failure says why the newest content is not served.
+type Store struct {
+	dir  string
+	opts Options
+
+	cur atomic.Pointer[Snapshot]
+
+	loadMu  sync.Mutex // serializes Load
+	failure atomic.Pointer[LoadFailure]
+
+	subMu      sync.Mutex
+	subs       []func(*Snapshot)
+	failureSub []func(*LoadFailure)
+}
+
+// LoadFailure is content that did not load.
+type LoadFailure struct {
+	Time time.Time
+	// Hash identifies the content; empty when it could not be read.
+	Hash string
+	// Err is an ErrorList when the policies do not compile.
+	Err error
+}
+
+// NewStore returns a store of the policies in dir (a directory or one
+// file), compiled with opts. Nothing is read before Load.
+func NewStore(dir string, opts Options) *Store { return &Store{dir: dir, opts: opts} }
+
+// Dir returns the directory the store reads.
+func (s *Store) Dir() string { return s.dir }
+
+// Current returns the served set; nil before the first successful Load.
+func (s *Store) Current() *Snapshot { return s.cur.Load() }
+
+// Failure returns why the newest content is not served; nil when the
+// served set is the newest content.
+func (s *Store) Failure() *LoadFailure { return s.failure.Load() }
+
+// Subscribe calls fn with every set published from now on, in the order
+// of subscription, and at once with the current set when there is one.
+// fn runs on the loading goroutine: it must not block, nor call Load.
+func (s *Store) Subscribe(fn func(*Snapshot)) {
+	s.subMu.Lock()
+	s.subs = append(s.subs, fn)
+	s.subMu.Unlock()
+	if cur := s.Current(); cur != nil {
+		fn(cur)
+	}
+}
+
+// SubscribeFailures calls fn when content fails to load, once per content,
+// and with nil when the failure is over (the content on disk is served).
+func (s *Store) SubscribeFailures(fn func(*LoadFailure)) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.failureSub = append(s.failureSub, fn)
+}
+
+// Load reads the directory and, when its content differs from the served
+// set's, compiles it and publishes it. It reports whether a new set was
+// published. Content that does not load returns its *LoadFailure's error,
+// and the served set stays; the same broken content is reported to the
+// failure subscribers once.
+func (s *Store) Load() (bool, error) {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	now := time.Now()
+	files, err := ReadFiles(s.dir)
+	if err != nil {
+		return false, s.failed(&LoadFailure{Time: now, Err: err}, "read:"+err.Error())
+	}
+	hash := Hash(files)
+	if cur := s.Current(); cur != nil && cur.Hash == hash {
+		if s.failure.Swap(nil) != nil {
+			s.notifyFailure(nil)
+		}
+		return false, nil
+	}
+	if f := s.failure.Load(); f != nil && f.Hash == hash && hash != "" {
+		return false, f.Err
+	}
+	snap, err := Compile(files, s.opts)
+	if err != nil {
+		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err}, hash)
+	}
+	s.cur.Store(snap)
+	if s.failure.Swap(nil) != nil {
+		s.notifyFailure(nil)
+	}
+	s.subMu.Lock()
+	subs := s.subs
+	s.subMu.Unlock()
+	for _, fn := range subs {
+		fn(snap)
+	}
+	return true, nil
+}
+
+// failed records f unless the same content (key) failed last time, and
+// returns the recorded error.
+func (s *Store) failed(f *LoadFailure, key string) error {
+	if prev := s.failure.Load(); prev != nil && failureKey(prev) == key {
+		return prev.Err
+	}
+	s.failure.Store(f)
+	s.notifyFailure(f)
+	return f.Err
+}
+
+func failureKey(f *LoadFailure) string {
+	if f.Hash == "" {
+		return "read:" + f.Err.Error()
+	}
+	return f.Hash
+}
+
+func (s *Store) notifyFailure(f *LoadFailure) {
+	s.subMu.Lock()
+	subs := s.failureSub
+	s.subMu.Unlock()
+	for _, fn := range subs {
+		fn(f)
+	}
+}

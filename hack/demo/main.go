@@ -14,11 +14,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -33,7 +35,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -42,8 +43,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"celadon.io/celadon/builtins"
-	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/controlplane"
 	"celadon.io/celadon/internal/devenv"
 	"celadon.io/celadon/webhook"
@@ -284,6 +283,11 @@ func (d *demo) startCeladon(ctx context.Context, bin string) error {
 		"--health-probe-bind-address", d.health,
 		"--kubeconfig", d.cp.KubeconfigPath,
 		"--reload-interval", "2s",
+		// celadon writes the webhook configurations generated from the
+		// policies, and rewrites them after every edit that compiles.
+		"--manage-webhooks",
+		"--webhook-url", d.webhookURL(),
+		"--leader-elect=false", // one replica
 		"--log-format", "console",
 	}
 	step("starting celadon serve on https://127.0.0.1:%d (log: %s)", d.port, d.logPath)
@@ -317,33 +321,22 @@ func (d *demo) startCeladon(ctx context.Context, bin string) error {
 	return nil
 }
 
-// compilePolicies compiles the served directory as the server does.
-func (d *demo) compilePolicies() (*engine.Snapshot, error) {
-	files, err := engine.ReadFiles(d.policyDir)
-	if err != nil {
-		return nil, err
-	}
-	return engine.Compile(files, engine.Options{Registry: builtins.Registry()})
-}
+// webhookURL is the address celadon serves at, written into the webhook
+// configurations.
+func (d *demo) webhookURL() string { return "https://127.0.0.1:" + strconv.Itoa(d.port) }
 
-// installWebhooks generates the webhook configurations from the policies,
-// applies them and waits until the API server uses them.
+// installWebhooks waits for the webhook configurations celadon writes from
+// the policies (--manage-webhooks), until the API server uses them, and
+// prints them.
 func (d *demo) installWebhooks(ctx context.Context) error {
-	snap, err := d.compilePolicies()
+	m, v, err := d.waitConfigurations(ctx, "")
 	if err != nil {
-		return err
-	}
-	m, v, err := d.configurations(snap)
-	if err != nil {
-		return err
-	}
-	if err := devenv.ApplyWebhookConfigurations(ctx, d.c, m, v); err != nil {
 		return err
 	}
 	if err := devenv.SyncWebhookConfigurations(ctx, d.c, metav1.NamespaceDefault, waitTimeout); err != nil {
 		return err
 	}
-	step("webhook configurations %q generated from the policies, calling https://127.0.0.1:%d:", m.Name, d.port)
+	step("webhook configurations %q written by celadon from the policies, calling %s:", m.Name, d.webhookURL())
 	for _, w := range m.Webhooks {
 		say("    mutating    %-26s %-16s %s", w.Name, urlPath(*w.ClientConfig.URL), describeRules(w.Rules))
 	}
@@ -351,6 +344,28 @@ func (d *demo) installWebhooks(ctx context.Context) error {
 		say("    validating  %-26s %-16s %s", w.Name, urlPath(*w.ClientConfig.URL), describeRules(w.Rules))
 	}
 	return nil
+}
+
+// waitConfigurations waits until both webhook configurations exist and
+// carry a resourceVersion other than after, and returns them.
+func (d *demo) waitConfigurations(ctx context.Context, after string) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration, error) {
+	m := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	err := devenv.WaitFor(ctx, waitTimeout, "the webhook configurations celadon writes", func(ctx context.Context) (bool, error) {
+		if err := d.c.Get(ctx, client.ObjectKey{Name: webhook.DefaultConfigName}, m); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		if err := d.c.Get(ctx, client.ObjectKey{Name: webhook.DefaultConfigName}, v); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		return configVersion(m, v) != after, nil
+	})
+	return m, v, err
+}
+
+// configVersion identifies the pair of configurations as written.
+func configVersion(m *admissionregistrationv1.MutatingWebhookConfiguration, v *admissionregistrationv1.ValidatingWebhookConfiguration) string {
+	return m.ResourceVersion + "/" + v.ResourceVersion
 }
 
 // urlPath returns the path of a webhook URL.
@@ -361,13 +376,6 @@ func urlPath(u string) string {
 		}
 	}
 	return u
-}
-
-func (d *demo) configurations(snap *engine.Snapshot) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration, error) {
-	return webhook.Configurations(snap, webhook.ConfigOptions{
-		URL:      "https://127.0.0.1:" + strconv.Itoa(d.port),
-		CABundle: d.ca.CertPEM,
-	})
 }
 
 // describeRules renders rules as "CREATE pods; DELETE apps/deployments, services",
@@ -572,19 +580,15 @@ func (d *demo) printTryIt() {
 	say("Policy edits that compile also regenerate the webhook configurations. Press Ctrl-C to stop.")
 }
 
-// serve runs until ctx is done or celadon exits, regenerating the webhook
-// configurations when the policies change.
+// serve runs until ctx is done or celadon exits, reporting each policy
+// edit as celadon's /status and the webhook configurations show it.
 func (d *demo) serve(ctx context.Context) error {
-	snap, err := d.compilePolicies()
+	last, lastErr := "", ""
+	m, v, err := d.waitConfigurations(ctx, "")
 	if err != nil {
 		return err
 	}
-	lastM, lastV, err := d.configurations(snap)
-	if err != nil {
-		return err
-	}
-	last := snap.Hash
-	lastErr := ""
+	written := configVersion(m, v)
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -600,41 +604,49 @@ func (d *demo) serve(ctx context.Context) error {
 			if err := d.cp.Exited(); err != nil {
 				return err
 			}
-			files, err := engine.ReadFiles(d.policyDir)
+			st, err := d.status(ctx)
 			if err != nil {
-				continue // mid-update
-			}
-			hash := engine.Hash(files)
-			if hash == last {
 				continue
 			}
-			snap, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()})
-			if err != nil {
-				if msg := err.Error(); msg != lastErr {
+			if st.LastReloadError != nil {
+				if msg := st.LastReloadError.Error(); msg != lastErr {
 					lastErr = msg
 					step("the policies do not compile; celadon keeps serving the last good set (see /status):\n%s", msg)
 				}
 				continue
 			}
 			lastErr = ""
-			m, v, err := d.configurations(snap)
-			if err != nil {
-				step("regenerating the webhook configurations: %v", err)
+			if last == "" || st.Hash == last {
+				last = st.Hash
 				continue
 			}
-			last = hash
-			if equality.Semantic.DeepEqual(m, lastM) && equality.Semantic.DeepEqual(v, lastV) {
-				step("policies changed (hash %s, %d policies); the webhook configurations they generate are unchanged", hash, len(snap.Policies))
-				continue
+			last = st.Hash
+			if m, v, err = d.waitConfigurations(ctx, ""); err != nil {
+				return err
 			}
-			if err := devenv.ApplyWebhookConfigurations(ctx, d.c, m, v); err != nil {
-				step("applying the webhook configurations: %v", err)
-				continue
+			if now := configVersion(m, v); now != written {
+				written = now
+				step("policies changed (hash %s, %d policies): celadon regenerated the webhook configurations", st.Hash, len(st.Policies))
+			} else {
+				step("policies changed (hash %s, %d policies); the webhook configurations they generate are unchanged", st.Hash, len(st.Policies))
 			}
-			lastM, lastV = m, v
-			step("policies changed (hash %s, %d policies): webhook configurations regenerated and applied", hash, len(snap.Policies))
 		}
 	}
+}
+
+// status reads celadon's /status.
+func (d *demo) status(ctx context.Context) (*webhook.Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metrics+webhook.StatusPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	st := &webhook.Status{}
+	return st, json.NewDecoder(resp.Body).Decode(st)
 }
 
 // cleanup stops celadon, then the control plane, and removes the working

@@ -88,7 +88,8 @@ image:
 # the package's testdata/fuzz/ and becomes a regression test.
 FUZZTIME ?= 30s
 FUZZMINIMIZETIME ?= 5s
-FUZZ_TARGETS := engine:FuzzDecodeJSON engine:FuzzCompile builtins:FuzzMutatingBuiltins builtins:FuzzCreateSecret webhook:FuzzReview
+# Every fuzz target of the module, found in the sources: package:FuzzName.
+FUZZ_TARGETS := $(shell grep -rHo --include='*_test.go' --exclude-dir=bin '^func Fuzz[A-Za-z0-9_]*' . | sed -E 's|^\./(.*)/[^/]*:func |\1:|' | sort -u)
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "=== $$t ($(FUZZTIME))"; \

@@ -17,61 +17,17 @@ import (
 	"celadon.io/celadon/engine"
 )
 
-// fuzzPolicies runs every mutating builtin on pods, in one set, so their
-// patches also compose.
-const fuzzPolicies = `
-apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: index}
-spec:
-  match: {resources: [pods], operations: [CREATE]}
-  action: injectEnvIndex
-  with: {initContainers: true}
----
-apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: sidecar}
-spec:
-  match: {resources: [pods], operations: [CREATE]}
-  action: injectSidecar
-  with:
-    initContainers:
-    - {name: prepare, image: busybox, command: [sh, -c, "cp /agent /shared/"], volumeMounts: [{name: shared, mountPath: /shared}]}
-    containers:
-    - name: proxy
-      image: envoy
-      env: [{name: POD, value: "${{ object.?metadata.?name.orValue('unnamed') }}"}]
-    volumes:
-    - {name: shared, emptyDir: {}}
-    volumeMounts:
-    - mount: {name: shared, mountPath: /opt/agent, readOnly: true}
----
-apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: scale}
-spec:
-  match: {resources: [pods], operations: [CREATE]}
-  action: scaleRequests
-  with: {cpu: 0.5, memory: 0.8, minimum: {cpu: 10m}}
----
-apiVersion: celadon.io/v1alpha1
-kind: Policy
-metadata: {name: consul}
-spec:
-  match: {resources: [pods], operations: [CREATE]}
-  action: consulLifecycle
-  with: {service: web, port: 8080, containers: [a, app], aclTokenSecret: {name: consul, key: token}}
-`
-
 // FuzzMutatingBuiltins checks, on arbitrary pods, the two promises every
 // mutating builtin makes: the patch applies cleanly to the input with a
 // standard JSON-patch library, giving the object the engine saw; and running
 // the policies again on the result yields no patch (when none errored).
+//
+// The policies are derived from the registry: every golden example of a
+// registered mutating builtin that applies to pod CREATEs, each on its own,
+// and the first example of each builtin composed in one set, so that their
+// patches also compose.
 func FuzzMutatingBuiltins(f *testing.F) {
-	snap, err := engine.Compile([]engine.File{{Name: "fuzz.yaml", Data: []byte(fuzzPolicies)}}, engine.Options{Registry: Registry()})
-	if err != nil {
-		f.Fatal(err)
-	}
+	sets := podMutationSets(f)
 	if pod, err := os.ReadFile("../engine/testdata/pod.json"); err == nil {
 		f.Add(pod)
 	}
@@ -99,8 +55,59 @@ func FuzzMutatingBuiltins(f *testing.F) {
 			UserInfo:  authenticationv1.UserInfo{Username: "fuzz"},
 			Object:    runtime.RawExtension{Raw: obj},
 		}
-		checkPatchPromises(t, snap, req)
+		for _, snap := range sets {
+			checkPatchPromises(t, snap, req)
+		}
 	})
+}
+
+// podMutationSets returns the policy sets FuzzMutatingBuiltins runs: one
+// per example of a registered mutating builtin applying to pod CREATEs,
+// then one composing the first example of each such builtin.
+func podMutationSets(tb testing.TB) []*engine.Snapshot {
+	tb.Helper()
+	var sets []*engine.Snapshot
+	var composed []engine.File
+	for _, name := range Registry().Names() {
+		b, _ := Registry().Lookup(name)
+		if b.Type() != engine.Mutating {
+			continue
+		}
+		first := true
+		for _, ex := range examplesOf(tb, name) {
+			snap, err := engine.Compile(ex.files, engine.Options{Registry: Registry()})
+			if err != nil {
+				tb.Fatalf("example %s: %v", ex.dir, err)
+			}
+			if !mutatesPodCreates(snap) {
+				continue
+			}
+			sets = append(sets, snap)
+			if first {
+				first = false
+				composed = append(composed, ex.files...)
+			}
+		}
+	}
+	if len(sets) == 0 {
+		tb.Fatal("no example of a mutating builtin applies to pods")
+	}
+	snap, err := engine.Compile(composed, engine.Options{Registry: Registry()})
+	if err != nil {
+		tb.Fatalf("the first examples of the pod builtins, composed: %v", err)
+	}
+	return append(sets, snap)
+}
+
+// mutatesPodCreates reports whether every policy of snap mutates and one
+// applies to pod CREATEs.
+func mutatesPodCreates(snap *engine.Snapshot) bool {
+	for _, p := range snap.Policies {
+		if p.Type != engine.Mutating {
+			return false
+		}
+	}
+	return len(snap.Candidates("", "pods", "", "CREATE")) > 0
 }
 
 // checkPatchPromises evaluates req and checks the two promises every

@@ -58,6 +58,21 @@ func (checkIngressBackends) Compile(c *engine.CompileContext) (engine.Action, er
 	return ingressBackendsAction{args}, nil
 }
 
+// Access implements engine.Accessor: what the informer caches behind
+// ClusterReads list and watch, and get for the re-read of a miss.
+func (checkIngressBackends) Access() []engine.Access {
+	return []engine.Access{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"},
+			Why: "the Services an Ingress names (an informer cache; get re-reads a miss before denying)"},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingressclasses"}, Verbs: []string{"get", "list", "watch"},
+			Why: "the IngressClass an Ingress names, with checkIngressClass"},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}, Optional: true,
+			Why: "with checkTLSSecrets: true, the Secrets an Ingress's tls names. Only their metadata is read (metadata.k8s.io), " +
+				"but RBAC cannot tell: list and watch on Secrets let the holder read every Secret's data. Not granted by default; " +
+				"a policy with checkTLSSecrets errors (its failurePolicy decides) and the server is not ready until this is granted"},
+	}
+}
+
 // ingressBackendsAction is a compiled checkIngressBackends.
 type ingressBackendsAction struct{ args checkIngressBackendsArgs }
 

@@ -89,6 +89,22 @@ func (createSecret) Name() string { return "createSecret" }
 // annotation.
 func (createSecret) Type() engine.ActionType { return engine.Mutating }
 
+// Access implements engine.Accessor: what the reconciler (its controller)
+// does. RBAC cannot limit it by name or label: the Secrets' names come from
+// the policies and live in every namespace. No delete, no patch of Secrets.
+func (createSecret) Access() []engine.Access {
+	return []engine.Access{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update"},
+			Why: "list and watch feed the cache of the copies (label " + SecretManagedByLabel + "=" + SecretManagedByValue + ") and of the sources " +
+				"in Celadon's namespace; get reads a Secret the cache does not hold (a name already taken by a Secret Celadon does not " +
+				"manage, a source in another namespace); create and update write the copies"},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"list", "watch", "patch"},
+			Why: "addToServiceAccount: the cache of the ServiceAccounts named default, and the patch adding the Secret to their imagePullSecrets"},
+		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"},
+			Why: "Events on the namespaces (SecretCreated, SecretConflict...): a Namespace is cluster-scoped, so its Events go to the namespace default"},
+	}
+}
+
 // createSecretAction is a compiled createSecret policy.
 type createSecretAction struct {
 	args       createSecretArgs

@@ -9,6 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"celadon.io/celadon/builtins"
 )
 
 // TestCreateSecretComponent builds an overlay of deploy/base with the
@@ -40,10 +42,13 @@ func TestCreateSecretComponent(t *testing.T) {
 
 	var cr rbacv1.ClusterRole
 	b.get("ClusterRole", "celadon-create-secret", &cr)
-	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
-		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"list", "watch", "patch"}},
-		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	createSecret, ok := builtins.Registry().Lookup("createSecret")
+	if !ok {
+		t.Fatal("no createSecret builtin")
+	}
+	want := ComponentRules(createSecret) // what the builtin declares
+	if len(want) == 0 {
+		t.Fatal("createSecret declares no access, yet its controller writes Secrets")
 	}
 	if !equalRules(cr.Rules, want) {
 		t.Errorf("ClusterRole celadon-create-secret rules:\n%+v\nwant:\n%+v", cr.Rules, want)
@@ -57,11 +62,7 @@ func TestCreateSecretComponent(t *testing.T) {
 	if role.Namespace != Namespace {
 		t.Errorf("Role in namespace %q, want %q", role.Namespace, Namespace)
 	}
-	wantRole := []rbacv1.PolicyRule{
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"celadon-webhooks"}, Verbs: []string{"get", "update"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-	}
+	wantRole := LeaderElectionRules()
 	if !equalRules(role.Rules, wantRole) {
 		t.Errorf("Role celadon-create-secret rules:\n%+v\nwant:\n%+v", role.Rules, wantRole)
 	}

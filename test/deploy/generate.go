@@ -133,5 +133,5 @@ configMapGenerator:
 		}
 		out = append(out, File{Path: path.Join(g.dir, WebhookConfigFile), Data: b.Bytes()})
 	}
-	return out, nil
+	return append(out, rbacFiles(builtins.Registry())...), nil
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 )
 
@@ -340,18 +341,14 @@ func checkServices(b built) {
 	}
 }
 
-// checkBaseRBAC checks the base grants only what the server uses today.
+// checkBaseRBAC checks the base grants exactly what the server and the
+// builtins without a controller declare.
 func checkBaseRBAC(b built) {
 	t := b.t
 	t.Helper()
 	var cr rbacv1.ClusterRole
 	b.get("ClusterRole", "celadon", &cr)
-	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"}},
-		// checkIngressBackends.
-		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingressclasses"}, Verbs: []string{"get", "list", "watch"}},
-	}
+	want := BaseRules(builtins.Registry()) // what the server and the builtins declare
 	if !equalRules(cr.Rules, want) {
 		t.Errorf("ClusterRole celadon: rules %+v, want only %+v", cr.Rules, want)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -69,8 +70,18 @@ func (l FieldErrors) Within(prefix string) FieldErrors {
 	return l
 }
 
-// Decode strictly decodes the document into v; see Decode.
-func (d *Document) Decode(v any) FieldErrors { return Decode(d.JSON, v) }
+// Decode strictly decodes the document into v; see Decode. A key given
+// twice is an error wherever it is, even in a part that v keeps as raw
+// JSON.
+func (d *Document) Decode(v any) FieldErrors {
+	errs := Decode(d.JSON, v)
+	for _, path := range d.dups {
+		if !slices.ContainsFunc(errs, func(e *FieldError) bool { return e.Path == path && e.Msg == DuplicateField }) {
+			errs = append(errs, &FieldError{Path: path, Msg: DuplicateField})
+		}
+	}
+	return errs
+}
 
 // Decode strictly decodes JSON into v, as sigs.k8s.io/json does for
 // Kubernetes objects (case-sensitive, integers kept). It returns nil, or

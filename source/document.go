@@ -30,6 +30,7 @@ type Document struct {
 
 	data  []byte               // the whole file, for quoting its lines
 	nodes map[string]fieldNode // by field path; "" is the document itself
+	dups  []string             // paths of keys given twice, the second time
 }
 
 // fieldNode is where a field is written: its key in a mapping (nil for a
@@ -42,8 +43,8 @@ type fieldNode struct {
 // syntax error ends the file: the documents before it are returned with
 // an *Error.
 //
-// Each document is converted to JSON as written, duplicate keys included,
-// so that Decode reports them as it does for a JSON file. Scalars that JSON
+// Each document is converted to JSON as written, duplicate keys included;
+// Decode reports them. Scalars that JSON
 // has no value for (.inf, .nan, timestamps, binary) become strings, as
 // keys of other types do.
 func Parse(file string, data []byte) ([]*Document, error) {
@@ -96,10 +97,15 @@ func (c *converter) value(path string, key, n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.MappingNode:
 		c.buf = append(c.buf, '{')
+		seen := map[string]bool{}
 		for i, e := range mappingEntries(n, nil) {
 			if i > 0 {
 				c.buf = append(c.buf, ',')
 			}
+			if seen[e.name] {
+				c.doc.dups = append(c.doc.dups, joinPath(path, e.name))
+			}
+			seen[e.name] = true
 			c.buf = appendString(c.buf, e.name)
 			c.buf = append(c.buf, ':')
 			if err := c.value(joinPath(path, e.name), e.key, e.value); err != nil {

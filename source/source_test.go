@@ -1,6 +1,7 @@
 package source
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -172,6 +173,7 @@ type decodeTarget struct {
 	Meta map[string]string `json:"meta"`
 	On   *bool             `json:"on"`
 	Data []byte            `json:"data"`
+	Raw  json.RawMessage   `json:"raw"`
 }
 
 func TestDecode(t *testing.T) {
@@ -179,6 +181,8 @@ func TestDecode(t *testing.T) {
 		{"fine", "name: a\nitems: [{port: 1}]\n", ""},
 		{"unknown fields, every one", "name: a\nnmae: b\nitems: [{port: 1}, {prot: 2}]\n", "nmae: unknown field; items[1].prot: unknown field"},
 		{"duplicate key", "name: a\nname: b\n", "name: duplicate field"},
+		{"duplicate key where v keeps raw JSON", "raw: {a: 1, a: 2}\n", "raw.a: duplicate field"},
+		{"duplicate key in a map", "meta: {a: b, a: c}\n", "meta.a: duplicate field"},
 		{"a list for a string", "name: [a]\n", "name: expected a string, got a list"},
 		{"a string for a list, in the second item", "items:\n- {hosts: [a]}\n- {hosts: a}\n", "items[1].hosts: expected a list, got a string"},
 		{"a string for a number", "items: [{port: 1}, {port: http}]\n", "items[1].port: expected a number, got a string"},

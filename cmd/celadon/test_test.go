@@ -189,7 +189,7 @@ func TestTestMalformedSuites(t *testing.T) {
 		file: "bad-policy.yaml",
 		want: []string{
 			dir + "bad-policy.yaml:4: policies: 1 error in the policies:",
-			dir + `policies/broken.yaml:10: policy "broken": match.conditions[0].expression: CEL: Syntax error: missing ')' at '<EOF>'`,
+			dir + `policies/broken.yaml:10:79: policy "broken": match.conditions[0].expression: CEL: Syntax error: missing ')' at '<EOF>'`,
 		},
 	}, {
 		file: "references.yaml",

@@ -125,9 +125,9 @@ spec:
 			t.Fatalf("exit %d, want 2; stdout %q", code, out)
 		}
 		want := []string{
-			p("bad/1.yaml") + `:12: policy "bad-cel": match.conditions[0].expression: CEL: Syntax error: `,
-			p("bad/2.yaml") + `:12: policy "bad-with": with.containers[1]: container "app" is listed twice`,
-			p("bad/2.yaml") + `:21: policy "unknown": unknown builtin "mutateEverything"; builtins: checkIngressBackends, `,
+			p("bad/1.yaml") + `:12:17: policy "bad-cel": match.conditions[0].expression: CEL: Syntax error: `,
+			p("bad/2.yaml") + `:12:23: policy "bad-with": with.containers[1]: container "app" is listed twice`,
+			p("bad/2.yaml") + `:21:3: policy "unknown": unknown builtin "mutateEverything"; builtins: checkIngressBackends, `,
 			"celadon: " + p("bad") + ": 3 errors in policies",
 		}
 		got := strings.Split(strings.TrimRight(stderr, "\n"), "\n")

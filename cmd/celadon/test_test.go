@@ -190,6 +190,8 @@ func TestTestMalformedSuites(t *testing.T) {
 		want: []string{
 			dir + "bad-policy.yaml:4: policies: 1 error in the policies:",
 			dir + `policies/broken.yaml:10:79: policy "broken": match.conditions[0].expression: CEL: Syntax error: missing ')' at '<EOF>'`,
+			` |       expression: object.spec.containers.exists(c, c.image.endsWith(':latest')`,
+			` | ..............................................................................^`,
 		},
 	}, {
 		file: "references.yaml",

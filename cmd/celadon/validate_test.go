@@ -119,15 +119,21 @@ spec:
 		}
 	})
 
-	t.Run("every error, one per line", func(t *testing.T) {
+	t.Run("every error, with its source line", func(t *testing.T) {
 		code, out, stderr := runCLI(t, "validate", "-p", p("bad"))
 		if code != 2 || out != "" {
 			t.Fatalf("exit %d, want 2; stdout %q", code, out)
 		}
 		want := []string{
 			p("bad/1.yaml") + `:12:17: policy "bad-cel": match.conditions[0].expression: CEL: Syntax error: `,
+			` |           'a' &&`,
+			` | ................^`,
 			p("bad/2.yaml") + `:12:23: policy "bad-with": with.containers[1]: container "app" is listed twice`,
+			` |     containers: [app, app]`,
+			` | ......................^`,
 			p("bad/2.yaml") + `:21:3: policy "unknown": unknown builtin "mutateEverything"; builtins: checkIngressBackends, `,
+			` |   action: mutateEverything`,
+			` | ..^`,
 			"celadon: " + p("bad") + ": 3 errors in policies",
 		}
 		got := strings.Split(strings.TrimRight(stderr, "\n"), "\n")

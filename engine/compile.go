@@ -121,7 +121,7 @@ type Options struct {
 }
 
 // Compile parses and compiles a policy set into a Snapshot. Every error is
-// reported, each located at file:line. A policy whose expressions or
+// reported, each located at file:line:col. A policy whose expressions or
 // arguments fail to compile is kept in the snapshot with its error, so a
 // caller may choose to serve the rest; most callers refuse a set with errors.
 func Compile(files []File, opts Options) (*Snapshot, error) {

@@ -51,7 +51,7 @@ func (d *Document) PosIn(path, text string, offset int) Pos {
 func scalarPositions(data []byte, node *yaml.Node, n int) []Pos {
 	value := []rune(node.Value)
 	lines := strings.Split(string(data), "\n")
-	if node.Line < 1 || node.Line > len(lines) {
+	if n > len(value) || node.Line < 1 || node.Line > len(lines) {
 		return nil
 	}
 	r := &scalarReader{lines: lines, line: node.Line - 1}

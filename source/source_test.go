@@ -229,3 +229,36 @@ func TestErrorForms(t *testing.T) {
 		t.Errorf("ErrorList:\n%s", got)
 	}
 }
+
+// FuzzParse feeds arbitrary files to Parse: every document must be valid
+// JSON, and every position Pos and PosIn give must be in the file.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(policyYAML))
+	f.Add([]byte("e: |\n  has(a) &&\n    b + 1\n---\nf: >\n  a\n\n  b\n"))
+	f.Add([]byte("e: \"\\\"a\\\" + \\u00e9\"\nl: ['it''s', \"x-${{ a }}\"]\nm: {<<: {a: 1}, b: 2}\n"))
+	f.Add([]byte(`{"a": [1, {"b": "c"}], "a": 2}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		docs, _ := Parse("f.yaml", data)
+		lines := strings.Count(string(data), "\n") + 1
+		for _, d := range docs {
+			if !json.Valid(d.JSON) {
+				t.Fatalf("invalid JSON %s", d.JSON)
+			}
+			inFile := func(p Pos) bool { return p == Pos{} || p.Line >= 1 && p.Line <= lines+1 && p.Column >= 1 }
+			for path, f := range d.nodes {
+				if p := d.Pos(path); !inFile(p) {
+					t.Fatalf("Pos(%q) = %v, outside the file", path, p)
+				}
+				v := f.value.Value
+				for _, text := range []string{v, v[len(v)/2:]} {
+					for _, offset := range []int{-1, 0, 1, len(text) / 2, len(text), len(text) + 5} {
+						if p := d.PosIn(path, text, offset); !inFile(p) {
+							t.Fatalf("PosIn(%q, %q, %d) = %v, outside the file", path, text, offset, p)
+						}
+					}
+				}
+				_ = d.ErrorAt(d.Pos(path), "m").Display()
+			}
+		}
+	})
+}

@@ -188,11 +188,11 @@ func (c *CompileContext) DecodeField(field string, raw json.RawMessage, v any) e
 	if len(raw) == 0 {
 		return nil
 	}
-	errs := source.Decode(raw, v)
+	errs := source.Decode(raw, v).Within(withField(field))
 	if len(errs) == 0 {
 		return nil
 	}
-	c.noted(errs.Within(withField(field))[0])
+	c.noted(errs[0])
 	return errs
 }
 

@@ -54,8 +54,9 @@ func (l FieldErrors) Unwrap() []error {
 	return errs
 }
 
-// Within returns the errors with prefix, a field path, put before their
-// paths: what a part of a value reports, as the whole value's errors.
+// Within puts prefix, a field path, before the path of each error, in
+// place, and returns l: what a part of a value reports becomes the whole
+// value's errors.
 func (l FieldErrors) Within(prefix string) FieldErrors {
 	for _, e := range l {
 		switch {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -44,9 +45,8 @@ type fieldNode struct {
 // an *Error.
 //
 // Each document is converted to JSON as written, duplicate keys included;
-// Decode reports them. Scalars that JSON
-// has no value for (.inf, .nan, timestamps, binary) become strings, as
-// keys of other types do.
+// Decode reports them. Scalars that JSON has no value for (.inf, .nan,
+// timestamps, binary) become strings, as keys of other types do.
 func Parse(file string, data []byte) ([]*Document, error) {
 	var docs []*Document
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -65,8 +65,7 @@ func Parse(file string, data []byte) ([]*Document, error) {
 		d := &Document{File: file, data: data, nodes: map[string]fieldNode{}}
 		c := &converter{doc: d, budget: aliasBudget(data)}
 		if err := c.value("", nil, root.Content[0]); err != nil {
-			e := d.ErrorAt(d.Pos(""), "YAML: "+err.Error())
-			return docs, e
+			return docs, d.ErrorAt(d.Pos(""), "YAML: "+err.Error())
 		}
 		d.JSON = c.buf
 		docs = append(docs, d)
@@ -96,9 +95,13 @@ func (c *converter) value(path string, key, n *yaml.Node) error {
 	c.doc.nodes[path] = fieldNode{key: key, value: n}
 	switch n.Kind {
 	case yaml.MappingNode:
+		entries, err := c.entries(n, nil)
+		if err != nil {
+			return err
+		}
 		c.buf = append(c.buf, '{')
-		seen := map[string]bool{}
-		for i, e := range mappingEntries(n, nil) {
+		seen := make(map[string]bool, len(entries))
+		for i, e := range entries {
 			if i > 0 {
 				c.buf = append(c.buf, ',')
 			}
@@ -136,41 +139,46 @@ type entry struct {
 	key, value *yaml.Node
 }
 
-// mappingEntries returns a mapping's entries in order, duplicates kept,
-// with those of merge keys ("<<: *base") in place of the merge key, unless
-// the mapping sets them itself. taken holds the names that the mapping
-// merging this one sets.
-func mappingEntries(n *yaml.Node, taken map[string]bool) []entry {
-	own := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := n.Content[i]; !isMergeKey(k) {
-			own[keyName(k)] = true
-		}
-	}
+// entries returns a mapping's own entries in order, duplicates kept, then
+// those that its merge keys ("<<: *base") bring and it does not set itself.
+// taken holds the names set by a mapping that merges this one.
+func (c *converter) entries(n *yaml.Node, taken map[string]bool) ([]entry, error) {
 	var out []entry
+	var merged []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
+		if c.budget--; c.budget < 0 {
+			return nil, errTooManyAliases // merges of merges, too
+		}
 		k, v := n.Content[i], n.Content[i+1]
-		if !isMergeKey(k) {
-			out = append(out, entry{name: keyName(k), key: k, value: v})
+		if isMergeKey(k) {
+			merged = append(merged, mergedMappings(v)...)
 			continue
 		}
-		skip := map[string]bool{}
-		for name := range own {
-			skip[name] = true
+		out = append(out, entry{name: keyName(k), key: k, value: v})
+	}
+	if len(merged) == 0 {
+		return out, nil
+	}
+	skip := maps.Clone(taken)
+	if skip == nil {
+		skip = map[string]bool{}
+	}
+	for _, e := range out {
+		skip[e.name] = true
+	}
+	for _, m := range merged {
+		more, err := c.entries(m, skip)
+		if err != nil {
+			return nil, err
 		}
-		for name := range taken {
-			skip[name] = true
-		}
-		for _, m := range mergedMappings(v) {
-			for _, e := range mappingEntries(m, skip) {
-				if !skip[e.name] {
-					skip[e.name] = true
-					out = append(out, e)
-				}
+		for _, e := range more {
+			if !skip[e.name] {
+				skip[e.name] = true
+				out = append(out, e)
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func isMergeKey(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" }

@@ -3,6 +3,7 @@ package source
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -28,7 +29,7 @@ func TestParseJSON(t *testing.T) {
 		{"duplicate keys kept for Decode to report", "a: 1\na: 2\n", `{"a":1,"a":2}`},
 		{"non-string keys", "1: a\ntrue: b\n", `{"1":"a","true":"b"}`},
 		{"aliases", "a: &x [1, 2]\nb: *x\n", `{"a":[1,2],"b":[1,2]}`},
-		{"merge keys, own keys first", "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n", `{"base":{"x":1,"y":2},"m":{"x":1,"y":3}}`},
+		{"merge keys, own keys first", "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n", `{"base":{"x":1,"y":2},"m":{"y":3,"x":1}}`},
 		{"merge of a list", "a: &a {x: 1}\nb: &b {x: 2, y: 2}\nm: {<<: [*a, *b]}\n", `{"a":{"x":1},"b":{"x":2,"y":2},"m":{"x":1,"y":2}}`},
 		{"JSON", `{"a": [1, {"b": null}]}`, `{"a":[1,{"b":null}]}`},
 	} {
@@ -78,15 +79,25 @@ func TestParseSyntaxError(t *testing.T) {
 }
 
 func TestParseAliasBomb(t *testing.T) {
-	src := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-	prev := "a"
-	for _, name := range []string{"b", "c", "d", "e", "f", "g", "h"} {
-		src += name + ": &" + name + " [*" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n"
-		prev = name
-	}
-	_, err := Parse("f.yaml", []byte(src))
-	if err == nil || !strings.Contains(err.Error(), "aliases expand the document") {
-		t.Fatalf("want the alias budget error, got %v", err)
+	for _, c := range []struct{ name, first, next string }{
+		{"nested lists", "a: &a [x, x, x, x, x, x, x, x, x, x]\n", "%s: &%s [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]\n"},
+		{"merges of merges", "a: &a {x: 1}\n", "%s: &%s {<<: [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]}\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src, prev := c.first, "a"
+			for _, name := range []string{"b", "c", "d", "e", "f", "g", "h", "i", "j"} {
+				args := []any{name, name}
+				for range 10 {
+					args = append(args, prev)
+				}
+				src += fmt.Sprintf(c.next, args...)
+				prev = name
+			}
+			_, err := Parse("f.yaml", []byte(src))
+			if err == nil || !strings.Contains(err.Error(), "aliases expand the document") {
+				t.Fatalf("want the alias budget error, got %v", err)
+			}
+		})
 	}
 }
 

@@ -18,9 +18,12 @@
 // source line and a caret under the column, in the style of cel-go, for
 // people at a terminal:
 //
-//	policies.yaml:10:39: policy "broken": match.conditions[0].expression: CEL: Syntax error: ...
+//	policies.yaml:10:43: policy "broken": match.conditions[0].expression: CEL: Syntax error: ...
 //	 |       expression: "object.metadata.name =="
-//	 | ......................................^
+//	 | ..........................................^
 //
-// An ErrorList prints the Display form of each of its errors.
+// Parts that are unknown are left out: a YAML syntax error has no column,
+// as yaml.v3 reports lines only, so it prints file:line and quotes the line
+// without a caret. An ErrorList prints the Display form of each of its
+// errors.
 package source

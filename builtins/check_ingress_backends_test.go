@@ -420,9 +420,9 @@ func TestCheckIngressBackendsMalformed(t *testing.T) {
 
 func TestCheckIngressBackendsLoadErrors(t *testing.T) {
 	errs := compileErrors(t, ingressBackendsPolicy("  with: {checkTLSSecret: true}\n"))
-	checkLoadError(t, errs, `p.yaml:10: policy "backends": with: unknown field "checkTLSSecret"`)
+	checkLoadError(t, errs, `p.yaml:10:10: policy "backends": with.checkTLSSecret: unknown field`)
 	errs = compileErrors(t, ingressBackendsPolicy("  with: {checkIngressClass: yes please}\n"))
-	checkLoadError(t, errs, `p.yaml:10: policy "backends": with.checkIngressClass`)
+	checkLoadError(t, errs, `p.yaml:10:10: policy "backends": with.checkIngressClass`)
 }
 
 // TestCheckIngressBackendsClusterReads: the policy set declares what it

@@ -157,22 +157,22 @@ func TestCreateSecretSkipsOtherObjects(t *testing.T) {
 
 func TestCreateSecretLoadErrors(t *testing.T) {
 	cases := []struct{ with, want string }{
-		{"    from: {name: regcred}\n", `p.yaml:12: policy "s": with.name: is required`},
-		{"    name: Reg_Cred\n    from: {name: regcred}\n", `p.yaml:13: policy "s": with.name: "Reg_Cred" is not a valid Secret name`},
-		{"    name: x\n", `p.yaml:12: policy "s": with: one of from (a source Secret to copy) or data/stringData is required`},
-		{"    name: x\n    from: {name: y}\n    stringData: {a: b}\n", `p.yaml:14: policy "s": with.from: give either from`},
-		{"    name: x\n    from: {namespace: y}\n", `p.yaml:14: policy "s": with.from.name: is required`},
-		{"    name: x\n    from: {name: y, namespace: Bad_NS}\n", `p.yaml:14: policy "s": with.from.namespace: "Bad_NS" is not a valid namespace name`},
-		{"    name: x\n    from: {name: y}\n    type: kubernetes.io/tls\n", `p.yaml:15: policy "s": with.type: is copied from the source Secret`},
-		{"    name: x\n    data: {k: \"not base64!\"}\n", `p.yaml:14: policy "s": with.data.k: is not base64`},
-		{"    name: x\n    data: {\"a/b\": eA==}\n", `p.yaml:14: policy "s": with.data.a/b: "a/b" is not a valid key`},
-		{"    name: x\n    data: {k: eA==}\n    stringData: {k: x}\n", `p.yaml:15: policy "s": with.stringData.k: key "k" is in data too`},
-		{"    name: x\n    stringData: {k: \"${{ object.metadata.name\"}\n", `p.yaml:14: policy "s": with.stringData.k: "${{ object.metadata.name" has no closing }}`},
-		{"    name: x\n    stringData: {k: \"${{ object.metadata.nme + 1 }}\"}\n", `p.yaml:14: policy "s": with.stringData.k: CEL`},
-		{"    name: x\n    from: {name: y}\n    addToServiceAccount: builder\n", `p.yaml:15: policy "s": with.addToServiceAccount: "builder": only "default"`},
-		{"    name: x\n    from: {name: y}\n    labels: {app.kubernetes.io/managed-by: me}\n", `p.yaml:15: policy "s": with.labels.app.kubernetes.io/managed-by: is set by Celadon`},
-		{"    name: x\n    from: {name: y}\n    annotations: {celadon.io/policy: me}\n", `p.yaml:15: policy "s": with.annotations.celadon.io/policy: is set by Celadon`},
-		{"    name: x\n    from: {name: y}\n    nmae: z\n", `p.yaml:15: policy "s": with: unknown field "nmae"`},
+		{"    from: {name: regcred}\n", `p.yaml:12:3: policy "s": with.name: is required`},
+		{"    name: Reg_Cred\n    from: {name: regcred}\n", `p.yaml:13:5: policy "s": with.name: "Reg_Cred" is not a valid Secret name`},
+		{"    name: x\n", `p.yaml:12:3: policy "s": with: one of from (a source Secret to copy) or data/stringData is required`},
+		{"    name: x\n    from: {name: y}\n    stringData: {a: b}\n", `p.yaml:14:5: policy "s": with.from: give either from`},
+		{"    name: x\n    from: {namespace: y}\n", `p.yaml:14:5: policy "s": with.from.name: is required`},
+		{"    name: x\n    from: {name: y, namespace: Bad_NS}\n", `p.yaml:14:21: policy "s": with.from.namespace: "Bad_NS" is not a valid namespace name`},
+		{"    name: x\n    from: {name: y}\n    type: kubernetes.io/tls\n", `p.yaml:15:5: policy "s": with.type: is copied from the source Secret`},
+		{"    name: x\n    data: {k: \"not base64!\"}\n", `p.yaml:14:12: policy "s": with.data.k: is not base64`},
+		{"    name: x\n    data: {\"a/b\": eA==}\n", `p.yaml:14:12: policy "s": with.data.a/b: "a/b" is not a valid key`},
+		{"    name: x\n    data: {k: eA==}\n    stringData: {k: x}\n", `p.yaml:15:18: policy "s": with.stringData.k: key "k" is in data too`},
+		{"    name: x\n    stringData: {k: \"${{ object.metadata.name\"}\n", `p.yaml:14:18: policy "s": with.stringData.k: "${{ object.metadata.name" has no closing }}`},
+		{"    name: x\n    stringData: {k: \"${{ object.metadata.nme + 1 }}\"}\n", `p.yaml:14:26: policy "s": with.stringData.k: CEL`},
+		{"    name: x\n    from: {name: y}\n    addToServiceAccount: builder\n", `p.yaml:15:5: policy "s": with.addToServiceAccount: "builder": only "default"`},
+		{"    name: x\n    from: {name: y}\n    labels: {app.kubernetes.io/managed-by: me}\n", `p.yaml:15:14: policy "s": with.labels.app.kubernetes.io/managed-by: is set by Celadon`},
+		{"    name: x\n    from: {name: y}\n    annotations: {celadon.io/policy: me}\n", `p.yaml:15:19: policy "s": with.annotations.celadon.io/policy: is set by Celadon`},
+		{"    name: x\n    from: {name: y}\n    nmae: z\n", `p.yaml:15:5: policy "s": with.nmae: unknown field`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.want, func(t *testing.T) {

@@ -236,15 +236,15 @@ func TestDenyLoadErrors(t *testing.T) {
 	cases := []struct {
 		name, with, want string
 	}{
-		{"no with at all", "", `p.yaml:8: policy "x": with: message or messageExpression is required`},
-		{"empty with", "  with: {}\n", `p.yaml:9: policy "x": with: message or messageExpression is required`},
-		{"empty message", "  with:\n    message: \"\"\n", `p.yaml:9: policy "x": with: message or messageExpression is required`},
-		{"blank message", "  with:\n    message: \"  \"\n", `p.yaml:10: policy "x": with.message: is blank`},
-		{"unknown field", "  with:\n    message: no\n    reason: because\n", `p.yaml:11: policy "x": with: unknown field "reason"`},
-		{"wrong type", "  with:\n    messageExpression: x\n    message: [a, b]\n", `p.yaml:11: policy "x": with.message: expected a string, got an array`},
-		{"expression does not compile", "  with:\n    messageExpression: '\"deployment \" + oldObject.metadata.name +'\n", `p.yaml:10: policy "x": with.messageExpression: CEL: Syntax error`},
-		{"expression is not a string", "  with:\n    messageExpression: 'size(oldObject.metadata.name)'\n", `p.yaml:10: policy "x": with.messageExpression: CEL: must evaluate to string, not int`},
-		{"expression error on its third line", "  with:\n    message: m\n    messageExpression: |\n      \"deployment \" +\n      oldObject.metadata.name +\n      nosuchvar\n", `p.yaml:14: policy "x": with.messageExpression: CEL: undeclared reference to 'nosuchvar'`},
+		{"no with at all", "", `p.yaml:8:3: policy "x": with: message or messageExpression is required`},
+		{"empty with", "  with: {}\n", `p.yaml:9:3: policy "x": with: message or messageExpression is required`},
+		{"empty message", "  with:\n    message: \"\"\n", `p.yaml:9:3: policy "x": with: message or messageExpression is required`},
+		{"blank message", "  with:\n    message: \"  \"\n", `p.yaml:10:5: policy "x": with.message: is blank`},
+		{"unknown field", "  with:\n    message: no\n    reason: because\n", `p.yaml:11:5: policy "x": with.reason: unknown field`},
+		{"wrong type", "  with:\n    messageExpression: x\n    message: [a, b]\n", `p.yaml:11:5: policy "x": with.message: expected a string, got a list`},
+		{"expression does not compile", "  with:\n    messageExpression: '\"deployment \" + oldObject.metadata.name +'\n", `p.yaml:10:66: policy "x": with.messageExpression: CEL: Syntax error`},
+		{"expression is not a string", "  with:\n    messageExpression: 'size(oldObject.metadata.name)'\n", `p.yaml:10:25: policy "x": with.messageExpression: CEL: must evaluate to string, not int`},
+		{"expression error on its third line", "  with:\n    message: m\n    messageExpression: |\n      \"deployment \" +\n      oldObject.metadata.name +\n      nosuchvar\n", `p.yaml:14:7: policy "x": with.messageExpression: CEL: undeclared reference to 'nosuchvar'`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -484,13 +484,13 @@ func TestInflateAllocatableLoadErrors(t *testing.T) {
 	cases := []struct {
 		name, with, want string
 	}{
-		{"no with", "", `p.yaml:9: policy "overcommit-nodes": with: at least one of cpu, memory or pods (a ratio ≥ 1) is required`},
-		{"no ratio", "    inflateCapacity: true\n", `p.yaml:10: policy "overcommit-nodes": with: at least one of cpu, memory or pods (a ratio ≥ 1) is required`},
-		{"unknown field", "    cpu: 1.5\n    storage: 2\n", `p.yaml:12: policy "overcommit-nodes": with: unknown field "storage"`},
-		{"ratio below 1", "    cpu: 0.5\n", `p.yaml:11: policy "overcommit-nodes": with.cpu: must be a ratio from 1 to 10, not 0.5`},
-		{"a percentage", "    cpu: 1.5\n    memory: 150\n", `p.yaml:12: policy "overcommit-nodes": with.memory: must be a ratio from 1 to 10, not 150`},
-		{"ratio as a string", "    pods: \"2\"\n", `p.yaml:11: policy "overcommit-nodes": with.pods: expected a number, got a string`},
-		{"inflateCapacity not a bool", "    cpu: 2\n    inflateCapacity: yes\n", `p.yaml:12: policy "overcommit-nodes": with.inflateCapacity: expected a boolean, got a string`},
+		{"no with", "", `p.yaml:9:3: policy "overcommit-nodes": with: at least one of cpu, memory or pods (a ratio ≥ 1) is required`},
+		{"no ratio", "    inflateCapacity: true\n", `p.yaml:10:3: policy "overcommit-nodes": with: at least one of cpu, memory or pods (a ratio ≥ 1) is required`},
+		{"unknown field", "    cpu: 1.5\n    storage: 2\n", `p.yaml:12:5: policy "overcommit-nodes": with.storage: unknown field`},
+		{"ratio below 1", "    cpu: 0.5\n", `p.yaml:11:5: policy "overcommit-nodes": with.cpu: must be a ratio from 1 to 10, not 0.5`},
+		{"a percentage", "    cpu: 1.5\n    memory: 150\n", `p.yaml:12:5: policy "overcommit-nodes": with.memory: must be a ratio from 1 to 10, not 150`},
+		{"ratio as a string", "    pods: \"2\"\n", `p.yaml:11:5: policy "overcommit-nodes": with.pods: expected a number, got a string`},
+		{"inflateCapacity not a bool", "    cpu: 2\n    inflateCapacity: yes\n", `p.yaml:12:5: policy "overcommit-nodes": with.inflateCapacity: expected a boolean, got a string`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -504,6 +504,6 @@ func TestInflateAllocatableLoadErrors(t *testing.T) {
 	// It must fail open: failurePolicy Fail is refused at its own line.
 	t.Run("failurePolicy Fail", func(t *testing.T) {
 		policy := inflatePolicy("{cpu: 2}") + "  failurePolicy: Fail\n" // line 11
-		checkLoadError(t, compileErrors(t, policy), `p.yaml:11: policy "overcommit-nodes": failurePolicy: inflateAllocatable must fail open`)
+		checkLoadError(t, compileErrors(t, policy), `p.yaml:11:3: policy "overcommit-nodes": failurePolicy: inflateAllocatable must fail open`)
 	})
 }

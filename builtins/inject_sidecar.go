@@ -6,20 +6,17 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
-	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/google/cel-go/cel"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
-	kjson "sigs.k8s.io/json"
 
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/source"
 )
 
 func init() { register(injectSidecar{}) }
@@ -267,27 +264,16 @@ func (injectSidecar) Compile(c *engine.CompileContext) (engine.Action, error) {
 // sidecarDecode strictly decodes one template into its typed form, to
 // validate it, and returns it as plain JSON for emission.
 func sidecarDecode(c *engine.CompileContext, field string, raw json.RawMessage, typed any) (map[string]any, error) {
-	strict, err := kjson.UnmarshalStrict(raw, typed)
-	if err != nil {
-		sub, msg := sidecarDecodeError(err)
-		if sub != "" {
-			field += "." + sub
+	if err := c.DecodeField(field, raw, typed); err != nil {
+		var errs source.FieldErrors
+		if strings.Contains(string(raw), "${{") && errors.As(err, &errs) {
+			for _, e := range errs {
+				if e.Msg != source.UnknownField && e.Msg != source.DuplicateField && !strings.HasPrefix(e.Msg, "expected an object") {
+					e.Msg += " (${{ }} templates are allowed in string fields only: not in quantities, numbers or booleans)"
+				}
+			}
 		}
-		if strings.Contains(string(raw), "${{") && !strings.HasPrefix(msg, "expected an object") {
-			msg += " (${{ }} templates are allowed in string fields only: not in quantities, numbers or booleans)"
-		}
-		return nil, c.FieldError(field, "%s", msg)
-	}
-	if len(strict) > 0 {
-		msgs := make([]string, len(strict))
-		for i, e := range strict {
-			msgs[i] = strings.TrimPrefix(e.Error(), "json: ")
-		}
-		sort.Strings(msgs)
-		if sub := sidecarUnknownField(msgs[0]); sub != "" && len(msgs) == 1 {
-			return nil, c.FieldError(field+"."+sub, "unknown field")
-		}
-		return nil, c.FieldError(field, "%s", strings.Join(msgs, "; "))
+		return nil, err
 	}
 	v, err := engine.ToJSONValue(raw)
 	if err != nil {
@@ -298,70 +284,6 @@ func sidecarDecode(c *engine.CompileContext, field string, raw json.RawMessage, 
 		return nil, c.FieldError(field, "expected an object")
 	}
 	return m, nil
-}
-
-var (
-	sidecarTypeMismatch = regexp.MustCompile(`cannot unmarshal (\w+) into Go (?:struct field \S*?\.(\S+)|value) of type (\S+)`)
-	sidecarUnknownRe    = regexp.MustCompile(`(?:unknown|duplicate) field "([^"]+)"`)
-)
-
-// sidecarDecodeError turns a decoding error into the sub-field it is about
-// and a message in JSON's terms rather than Go's.
-func sidecarDecodeError(err error) (sub, msg string) {
-	m := sidecarTypeMismatch.FindStringSubmatch(err.Error())
-	if m == nil {
-		return "", strings.TrimPrefix(err.Error(), "json: ")
-	}
-	got := map[string]string{"number": "a number", "array": "a list", "object": "an object", "string": "a string", "bool": "a boolean"}[m[1]]
-	if got == "" {
-		got = m[1]
-	}
-	// The error is a json.UnmarshalTypeError of sigs.k8s.io/json's internal
-	// copy of encoding/json: read its Type field by reflection.
-	want := m[3]
-	if rv := reflect.ValueOf(err); rv.Kind() == reflect.Pointer && rv.Elem().Kind() == reflect.Struct {
-		if f := rv.Elem().FieldByName("Type"); f.IsValid() && f.CanInterface() {
-			if t, ok := f.Interface().(reflect.Type); ok && t != nil {
-				want = sidecarJSONKind(t)
-			}
-		}
-	}
-	// Nested values name the Go struct path ("Container.ports"); the part
-	// after the type name is the JSON path.
-	return m[2], fmt.Sprintf("expected %s, got %s", want, got)
-}
-
-// sidecarJSONKind names the JSON a Go type decodes from.
-func sidecarJSONKind(t reflect.Type) string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t {
-	case reflect.TypeFor[resource.Quantity](), reflect.TypeFor[intstr.IntOrString]():
-		return "a string or a number"
-	}
-	switch t.Kind() {
-	case reflect.Slice, reflect.Array:
-		return "a list"
-	case reflect.Map, reflect.Struct:
-		return "an object"
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-		reflect.Float32, reflect.Float64:
-		return "a number"
-	}
-	return t.String()
-}
-
-func sidecarUnknownField(msg string) string {
-	if m := sidecarUnknownRe.FindStringSubmatch(msg); m != nil {
-		return m[1]
-	}
-	return ""
 }
 
 // sidecarCheckName checks the name of a container or volume template: a

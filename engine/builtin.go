@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/google/cel-go/cel"
@@ -13,7 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	kjson "sigs.k8s.io/json"
+
+	"celadon.io/celadon/source"
 )
 
 // ActionType says in which admission phase a builtin runs.
@@ -167,11 +167,9 @@ type CompileContext struct {
 	with          json.RawMessage
 	failurePolicy FailurePolicy
 	cel           *policyEnv
-	// errField is set by DecodeWith/CompileExpression so the loader can point
-	// at the offending line of spec.with; errSpecField likewise for a field
-	// of spec outside with.
-	errField     string
-	errSpecField string
+	// firstField is the first field error this context made: it locates a
+	// builtin's error that wraps one with %v, out of errors.As's sight.
+	firstField *source.FieldError
 }
 
 // FailurePolicy returns the policy's failurePolicy, defaults applied.
@@ -180,53 +178,50 @@ func (c *CompileContext) FailurePolicy() FailurePolicy { return c.failurePolicy 
 // SpecError returns an error about a field of the policy's spec outside
 // with (e.g. "failurePolicy"), for builtins that constrain it.
 func (c *CompileContext) SpecError(field string, format string, args ...any) error {
-	if c.errSpecField == "" {
-		c.errSpecField = "spec." + field
-	}
-	return fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...))
+	return c.noted(&source.FieldError{Path: field, Msg: fmt.Sprintf(format, args...)})
 }
 
 // With returns the raw JSON of spec.with; nil when absent.
 func (c *CompileContext) With() json.RawMessage { return c.with }
 
 // DecodeWith strictly decodes spec.with into v: unknown fields, duplicate
-// fields and type mismatches are errors naming the field.
-func (c *CompileContext) DecodeWith(v any) error {
-	if len(c.with) == 0 {
+// fields and type mismatches are errors naming the field. The error is a
+// source.FieldErrors, each of which the loader reports at its line.
+func (c *CompileContext) DecodeWith(v any) error { return c.DecodeField("", c.with, v) }
+
+// DecodeField strictly decodes raw, the part of spec.with at field (e.g.
+// "containers[1]"), as DecodeWith decodes the whole.
+func (c *CompileContext) DecodeField(field string, raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
 		return nil
 	}
-	strict, err := kjson.UnmarshalStrict(c.with, v)
-	if err != nil {
-		field, msg := decodeErrorMessage(err)
-		if c.errField == "" {
-			c.errField = field
-		}
-		if field != "" {
-			return fmt.Errorf("with.%s", msg)
-		}
-		return fmt.Errorf("with: %s", msg)
+	errs := source.Decode(raw, v).Within(withField(field))
+	if len(errs) == 0 {
+		return nil
 	}
-	if len(strict) > 0 {
-		msgs := make([]string, 0, len(strict))
-		for _, e := range strict {
-			msgs = append(msgs, e.Error())
-			if c.errField == "" {
-				c.errField = fieldFromStrictError(e.Error())
-			}
-		}
-		sort.Strings(msgs)
-		return fmt.Errorf("with: %s", strings.Join(msgs, "; "))
-	}
-	return nil
+	c.noted(errs[0])
+	return errs
 }
 
 // FieldError returns an error about a field of spec.with (a dotted path such
 // as "containers[1].name"), so the loader can point at its line.
 func (c *CompileContext) FieldError(field string, format string, args ...any) error {
-	if c.errField == "" {
-		c.errField = field
+	return c.noted(&source.FieldError{Path: withField(field), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *CompileContext) noted(e *source.FieldError) *source.FieldError {
+	if c.firstField == nil {
+		c.firstField = e
 	}
-	return fmt.Errorf("with.%s: %s", field, fmt.Sprintf(format, args...))
+	return e
+}
+
+// withField is the path in spec of a field of spec.with.
+func withField(field string) string {
+	if field == "" || strings.HasPrefix(field, "[") {
+		return "with" + field
+	}
+	return "with." + field
 }
 
 // CompileExpression compiles a CEL expression found at field of spec.with,

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
@@ -142,34 +143,42 @@ func (e *Expression) Source() string { return e.source }
 
 // exprError is a CEL compile error located within its expression.
 type exprError struct {
-	field        string
-	line, column int // 1-based within the expression; 0 when unknown
-	msg          string
-}
-
-// clampLine keeps a reported line within the expression's text: CEL
-// reports an unexpected end of input one past a block scalar's final
-// newline.
-func clampLine(line int, expr string) int {
-	if n := strings.Count(strings.TrimRight(expr, "\n"), "\n") + 1; line > n {
-		return n
-	}
-	return line
+	field  string
+	expr   string
+	offset int // of the character CEL points at, from the start of expr; 0 when it does not say
+	msg    string
 }
 
 func (e *exprError) Error() string { return e.msg }
 
+// exprOffset returns the character offset in expr of a CEL location: a
+// 1-based line and a 0-based column, both in characters. A location past
+// the last line, as CEL gives for an unexpected end after a block
+// scalar's final newline, is the end of expr.
+func exprOffset(expr string, line, column int) int {
+	lines := strings.SplitAfter(expr, "\n")
+	if line > len(lines) {
+		return utf8.RuneCountInString(expr)
+	}
+	offset := column
+	for _, l := range lines[:line-1] {
+		offset += utf8.RuneCountInString(l)
+	}
+	return offset
+}
+
 func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, error) {
 	if strings.TrimSpace(expr) == "" {
-		return nil, &exprError{field: field, msg: "expression is empty"}
+		return nil, &exprError{field: field, expr: expr, msg: "expression is empty"}
 	}
 	ast, issues := p.env.Compile(expr)
 	if issues != nil && issues.Err() != nil {
-		e := &exprError{field: field}
+		e := &exprError{field: field, expr: expr}
 		var msgs []string
+		located := false
 		for _, ce := range issues.Errors() {
-			if e.line == 0 && ce.Location != nil {
-				e.line, e.column = clampLine(ce.Location.Line(), expr), ce.Location.Column()+1
+			if !located && ce.Location != nil && ce.Location.Line() > 0 {
+				e.offset, located = exprOffset(expr, ce.Location.Line(), ce.Location.Column()), true
 			}
 			msgs = append(msgs, ce.Message)
 		}
@@ -177,11 +186,11 @@ func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, er
 		return nil, e
 	}
 	if want != nil && !ast.OutputType().IsExactType(want) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, &exprError{field: field, msg: fmt.Sprintf("CEL: must evaluate to %s, not %s", want, ast.OutputType())}
+		return nil, &exprError{field: field, expr: expr, msg: fmt.Sprintf("CEL: must evaluate to %s, not %s", want, ast.OutputType())}
 	}
 	prog, err := p.env.Program(ast, cel.InterruptCheckFrequency(celconfig.CheckFrequency))
 	if err != nil {
-		return nil, &exprError{field: field, msg: "CEL program: " + err.Error()}
+		return nil, &exprError{field: field, expr: expr, msg: "CEL program: " + err.Error()}
 	}
 	return &Expression{field: field, source: expr, program: prog, outputType: ast.OutputType(), env: p}, nil
 }

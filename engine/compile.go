@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"celadon.io/celadon/source"
 )
 
 // Operations a policy can match.
@@ -119,7 +122,7 @@ type Options struct {
 }
 
 // Compile parses and compiles a policy set into a Snapshot. Every error is
-// reported, each located at file:line. A policy whose expressions or
+// reported, each located at file:line:col. A policy whose expressions or
 // arguments fail to compile is kept in the snapshot with its error, so a
 // caller may choose to serve the rest; most callers refuse a set with errors.
 func Compile(files []File, opts Options) (*Snapshot, error) {
@@ -142,7 +145,7 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 			continue
 		}
 		if prev, dup := seen[p.Name()]; dup {
-			errs = append(errs, d.errorf("metadata.name", "duplicate policy name, first defined at %s:%d", prev.file, prev.pos.line("")))
+			errs = append(errs, d.errorf("metadata.name", "duplicate policy name, first defined at %s:%d", prev.src.File, prev.line()))
 			continue
 		}
 		seen[p.Name()] = d
@@ -172,7 +175,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	if msgs := validation.IsQualifiedName(name); len(msgs) > 0 || strings.Contains(name, "/") {
 		return nil, ErrorList{d.errorf("metadata.name", "invalid name: %s", strings.Join(msgs, "; "))}
 	}
-	p := &CompiledPolicy{Policy: *pol, File: d.file, Line: d.pos.line("")}
+	p := &CompiledPolicy{Policy: *pol, File: d.src.File, Line: d.line()}
 
 	b, ok := reg.Lookup(pol.Spec.Action)
 	switch {
@@ -287,21 +290,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	cc := &CompileContext{Policy: name, with: pol.Spec.With, failurePolicy: p.Policy.Spec.FailurePolicy, cel: env}
 	action, err := b.Compile(cc)
 	if err != nil {
-		var ee *exprError
-		if asExprError(err, &ee) {
-			errs = append(errs, d.exprError(ee))
-		} else {
-			path := "spec.with"
-			switch {
-			case cc.errSpecField != "":
-				path = cc.errSpecField
-			case cc.errField != "":
-				path = "spec.with." + cc.errField
-			case len(pol.Spec.With) == 0:
-				path = "spec.action" // no with at all: point at the builtin's name
-			}
-			errs = append(errs, d.errorf(path, "%v", err))
-		}
+		errs = append(errs, d.builtinErrors(err, cc)...)
 	} else if action == nil {
 		errs = append(errs, d.errorf("spec.with", "builtin %q compiled to no action", b.Name()))
 	}
@@ -312,28 +301,44 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	return p, errs
 }
 
+// exprError locates a CEL compile error at its character in the expression
+// when CEL says where, else at the expression's start.
 func (d *document) exprError(err error) *Error {
 	var ee *exprError
-	if !asExprError(err, &ee) {
+	if !errors.As(err, &ee) {
 		return d.errorf("", "%v", err)
 	}
-	return &Error{File: d.file, Line: d.pos.exprLine(ee.field, ee.line), Column: ee.column, Policy: d.policy.Metadata.Name,
-		Msg: fmt.Sprintf("%s: %s", strings.TrimPrefix(ee.field, "spec."), ee.msg)}
+	e := d.src.ErrorAt(d.src.PosIn(ee.field, ee.expr, ee.offset), strings.TrimPrefix(ee.field, "spec.")+": "+ee.msg)
+	e.Policy = d.policy.Metadata.Name
+	return e
 }
 
-func asExprError(err error, target **exprError) bool {
-	for err != nil {
-		if e, ok := err.(*exprError); ok {
-			*target = e
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
+// builtinErrors locates the error of a builtin's Compile: a CEL error in its
+// expression, each error of DecodeWith at its field, another field error at
+// its field, anything else at spec.with (spec.action when there is no with).
+func (d *document) builtinErrors(err error, cc *CompileContext) ErrorList {
+	var ee *exprError
+	if errors.As(err, &ee) {
+		return ErrorList{d.exprError(ee)}
 	}
-	return false
+	if list, ok := err.(source.FieldErrors); ok {
+		errs := make(ErrorList, len(list))
+		for i, fe := range list {
+			errs[i] = d.errorf("spec."+fe.Path, "%v", fe)
+		}
+		return errs
+	}
+	path := "spec.with"
+	var fe *source.FieldError
+	switch {
+	case errors.As(err, &fe):
+		path = "spec." + fe.Path
+	case cc.firstField != nil:
+		path = "spec." + cc.firstField.Path
+	case len(d.policy.Spec.With) == 0:
+		path = "spec.action" // no with at all: point at the builtin's name
+	}
+	return ErrorList{d.errorf(path, "%v", err)}
 }
 
 func selector(s *metav1.LabelSelector) (labels.Selector, error) {

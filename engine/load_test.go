@@ -9,12 +9,13 @@ import (
 )
 
 // TestLoadErrorsPointAtTheLine checks that every kind of broken policy is
-// reported at the right file:line and names the policy.
+// reported at the right file:line:col and names the policy, and that
+// Display quotes that line with a caret under the column.
 func TestLoadErrorsPointAtTheLine(t *testing.T) {
 	cases := []struct {
 		name string
 		yaml string
-		want string // substring of the single expected error, with its line
+		want string // substring of the single expected error, with its line and column
 	}{
 		{"cel syntax error", `apiVersion: celadon.io/v1alpha1
 kind: Policy
@@ -28,7 +29,7 @@ spec:
       expression: "object.metadata.name =="
   action: setLabel
   with: {key: a}
-`, `policies.yaml:10: policy "broken": match.conditions[0].expression: CEL: Syntax error`},
+`, `policies.yaml:10:43: policy "broken": match.conditions[0].expression: CEL: Syntax error`},
 		{"cel type error in block scalar, second line", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata:
@@ -42,7 +43,7 @@ spec:
         object.metadata.name + 1
   action: setLabel
   with: {key: a}
-`, `policies.yaml:11: policy "typed": match.conditions[0].expression: CEL: expected type 'bool' but found 'int'`},
+`, `policies.yaml:11:30: policy "typed": match.conditions[0].expression: CEL: expected type 'bool' but found 'int'`},
 		{"syntax error at the end of a block scalar", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: blockend}
@@ -54,7 +55,7 @@ spec:
         object.metadata.name ==
   action: setLabel
   with: {key: a}
-`, `policies.yaml:9: policy "blockend": match.conditions[0].expression: CEL: Syntax error`},
+`, `policies.yaml:9:32: policy "blockend": match.conditions[0].expression: CEL: Syntax error`},
 		{"condition not bool", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: notbool}
@@ -65,7 +66,7 @@ spec:
     - expression: "'a'"
   action: setLabel
   with: {key: a}
-`, `policies.yaml:8: policy "notbool": match.conditions[0].expression: CEL: must evaluate to bool, not string`},
+`, `policies.yaml:8:20: policy "notbool": match.conditions[0].expression: CEL: must evaluate to bool, not string`},
 		{"unknown field", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: unknown}
@@ -75,14 +76,14 @@ spec:
     namespaces: [a]
   action: setLabel
   with: {key: a}
-`, `policies.yaml:7: policy "unknown": unknown field "spec.match.namespaces"`},
+`, `policies.yaml:7:5: policy "unknown": spec.match.namespaces: unknown field`},
 		{"unknown builtin", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: nob}
 spec:
   match: {resources: [pods]}
   action: noSuchThing
-`, `policies.yaml:6: policy "nob": unknown builtin "noSuchThing"; builtins: badPatch, explode, setLabel, violate`},
+`, `policies.yaml:6:3: policy "nob": unknown builtin "noSuchThing"; builtins: badPatch, explode, setLabel, violate`},
 		{"bad with: unknown field", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badwith}
@@ -92,7 +93,7 @@ spec:
   with:
     key: a
     colour: red
-`, `policies.yaml:9: policy "badwith": with: unknown field "colour"`},
+`, `policies.yaml:9:5: policy "badwith": with.colour: unknown field`},
 		{"bad with: builtin field error", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: nokey}
@@ -101,7 +102,7 @@ spec:
   action: setLabel
   with:
     value: x
-`, `policies.yaml:7: policy "nokey": with.key: is required`},
+`, `policies.yaml:7:3: policy "nokey": with.key: is required`},
 		{"bad with: expression", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badexpr}
@@ -111,7 +112,7 @@ spec:
   with:
     key: a
     valueExpression: "object.metadata.name.size()"
-`, `policies.yaml:9: policy "badexpr": with.valueExpression: CEL: must evaluate to string, not int`},
+`, `policies.yaml:9:23: policy "badexpr": with.valueExpression: CEL: must evaluate to string, not int`},
 		{"bad operation", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badop}
@@ -121,7 +122,7 @@ spec:
     operations: [CREATE, PATCH]
   action: setLabel
   with: {key: a}
-`, `policies.yaml:7: policy "badop": unknown operation "PATCH"`},
+`, `policies.yaml:7:26: policy "badop": unknown operation "PATCH"`},
 		{"bad resource", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badres}
@@ -132,7 +133,7 @@ spec:
     - a/b/c/d
   action: setLabel
   with: {key: a}
-`, `policies.yaml:8: policy "badres": resource "a/b/c/d" has too many segments`},
+`, `policies.yaml:8:7: policy "badres": resource "a/b/c/d" has too many segments`},
 		{"bad selector", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badsel}
@@ -144,7 +145,7 @@ spec:
       - {key: env, operator: Sometimes}
   action: setLabel
   with: {key: a}
-`, `policies.yaml:7: policy "badsel": namespaceSelector: "Sometimes" is not a valid label selector operator`},
+`, `policies.yaml:7:5: policy "badsel": namespaceSelector: "Sometimes" is not a valid label selector operator`},
 		{"enforcement on a mutating builtin", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: enf}
@@ -153,7 +154,7 @@ spec:
   action: setLabel
   with: {key: a}
   enforcement: Warn
-`, `policies.yaml:8: policy "enf": enforcement applies to validating builtins only`},
+`, `policies.yaml:8:3: policy "enf": enforcement applies to validating builtins only`},
 		{"bad failure policy", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: fp}
@@ -161,7 +162,7 @@ spec:
   match: {resources: [pods]}
   action: violate
   failurePolicy: Sometimes
-`, `policies.yaml:7: policy "fp": failurePolicy must be Fail or Ignore`},
+`, `policies.yaml:7:3: policy "fp": failurePolicy must be Fail or Ignore`},
 		{"timeout out of range", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: slow}
@@ -169,25 +170,25 @@ spec:
   match: {resources: [pods]}
   action: violate
   timeoutSeconds: 31
-`, `policies.yaml:7: policy "slow": timeoutSeconds must be between 1 and 30, not 31`},
+`, `policies.yaml:7:3: policy "slow": timeoutSeconds must be between 1 and 30, not 31`},
 		{"wrong kind", `apiVersion: celadon.io/v1alpha1
 kind: ConfigMap
 metadata: {name: cm}
-`, `policies.yaml:1: policy "cm": apiVersion/kind must be celadon.io/v1alpha1/Policy`},
+`, `policies.yaml:1:1: policy "cm": apiVersion/kind must be celadon.io/v1alpha1/Policy`},
 		{"missing name", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {}
 spec:
   match: {resources: [pods]}
   action: violate
-`, `policies.yaml:3: metadata.name is required`},
+`, `policies.yaml:3:1: metadata.name is required`},
 		{"missing resources", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: nores}
 spec:
   match: {operations: [CREATE]}
   action: violate
-`, `policies.yaml:5: policy "nores": spec.match.resources is required`},
+`, `policies.yaml:5:3: policy "nores": spec.match.resources is required`},
 		{"yaml parser error", "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata: {name: [}\n", `policies.yaml:3: YAML: did not find expected node content`},
 		{"yaml scanner error", "apiVersion: celadon.io/v1alpha1\nkind: Policy\n  metadata: x\n", `policies.yaml:3: YAML: mapping values are not allowed`},
 		{"wrong type", `apiVersion: celadon.io/v1alpha1
@@ -197,7 +198,7 @@ spec:
   match:
     resources: pods
   action: violate
-`, `policies.yaml:6: policy "wt": spec.match.resources: expected a list, got a string`},
+`, `policies.yaml:6:5: policy "wt": spec.match.resources: expected a list, got a string`},
 		{"bad with: wrong type", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: wrongtype}
@@ -207,7 +208,7 @@ spec:
   with:
     key: a
     value: [x]
-`, `policies.yaml:9: policy "wrongtype": with.value: expected a string, got an array`},
+`, `policies.yaml:9:5: policy "wrongtype": with.value: expected a string, got a list`},
 		{"variable error", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: vars}
@@ -219,7 +220,7 @@ spec:
     expression: "variables.missing"
   match: {resources: [pods]}
   action: violate
-`, `policies.yaml:9: policy "vars": variables[1].expression: CEL: undefined field 'missing'`},
+`, `policies.yaml:9:27: policy "vars": variables[1].expression: CEL: undefined field 'missing'`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,8 +232,16 @@ spec:
 			if len(list) != 1 {
 				t.Fatalf("want 1 error, got %d:\n%v", len(list), err)
 			}
-			if !strings.Contains(list[0].Error(), tc.want) {
-				t.Fatalf("error\n  %s\ndoes not contain\n  %s", list[0].Error(), tc.want)
+			e := list[0]
+			if !strings.Contains(e.Error(), tc.want) {
+				t.Fatalf("error\n  %s\ndoes not contain\n  %s", e.Error(), tc.want)
+			}
+			quoted := e.Error() + "\n | " + strings.Split(tc.yaml, "\n")[e.Line-1]
+			if e.Column > 0 {
+				quoted += "\n | " + strings.Repeat(".", e.Column-1) + "^"
+			}
+			if got := e.Display(); got != quoted {
+				t.Errorf("Display:\n%s\nwant:\n%s", got, quoted)
 			}
 		})
 	}
@@ -249,7 +258,7 @@ func TestEveryErrorIsReported(t *testing.T) {
 	if !errors.As(err, &list) || len(list) != 3 {
 		t.Fatalf("want 3 errors, got %v", err)
 	}
-	if !strings.Contains(list[2].Error(), `b.yaml:4: policy "one": duplicate policy name, first defined at a.yaml:1`) {
+	if !strings.Contains(list[2].Error(), `b.yaml:4:3: policy "one": duplicate policy name, first defined at a.yaml:1`) {
 		t.Errorf("duplicate not reported right: %v", list[2])
 	}
 	// Broken policies stay in the snapshot with their error.

@@ -29,7 +29,7 @@ import (
 // is unchanged; otherwise it compiles the whole new set and only then swaps
 // it in with one atomic pointer store. A request evaluates entirely on the
 // set it loaded when it started. A set that does not compile is not served:
-// the last good set stays, and the error, located at file:line, is logged,
+// the last good set stays, and the error, located at file:line:col, is logged,
 // counted (celadon_policy_reloads_total{result="failure"}) and shown at
 // /status until the content changes again.
 //
@@ -142,7 +142,7 @@ func (s *Server) reloadFailed(f *engine.LoadFailure) {
 	serving := s.Snapshot().Hash
 	for _, e := range re.Errors {
 		s.log.Error(errors.New(e.Text), "policy reload failed; still serving the last good set",
-			"file", e.File, "line", e.Line, "policy", e.Policy, "hash", f.Hash, "serving", serving)
+			"file", e.File, "line", e.Line, "column", e.Column, "policy", e.Policy, "hash", f.Hash, "serving", serving)
 	}
 }
 

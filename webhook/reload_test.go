@@ -219,8 +219,8 @@ func TestBrokenEditKeepsTheLastGoodSet(t *testing.T) {
 	}
 	e := st.LastReloadError.Errors[0]
 	wantFile := filepath.Join(cm.dir, "policy.yaml")
-	if e.File != wantFile || e.Line != 9 || e.Policy != "deny-all" || !strings.Contains(e.Message, "match.conditions[0].expression") ||
-		!strings.HasPrefix(e.Text, wantFile+":9: policy \"deny-all\": ") {
+	if e.File != wantFile || e.Line != 9 || e.Column != 43 || e.Policy != "deny-all" || !strings.Contains(e.Message, "match.conditions[0].expression") ||
+		!strings.HasPrefix(e.Text, wantFile+":9:43: policy \"deny-all\": ") || strings.Contains(e.Text, "\n") {
 		t.Errorf("located error = %+v", e)
 	}
 	if st.LastReloadError.Hash == "" || st.LastReloadError.Hash == good {
@@ -290,7 +290,7 @@ func TestStartingWithBrokenPoliciesFails(t *testing.T) {
 		t.Fatalf("NewServer error = %v, want a LoadError with 2 errors", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{"(2 errors)", filepath.Join(dir, "a.yaml") + ":9: ", filepath.Join(dir, "b.yaml") + ":7: ", `unknown builtin "nosuchbuiltin"`} {
+	for _, want := range []string{"(2 errors)", filepath.Join(dir, "a.yaml") + ":9:43: ", filepath.Join(dir, "b.yaml") + ":7:3: ", `unknown builtin "nosuchbuiltin"`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not contain %q:\n%s", want, msg)
 		}

@@ -85,8 +85,8 @@ type readiness struct {
 }
 
 // NewServer checks opts, applies defaults and loads the policy set. A set
-// that does not load is an error (a *LoadError listing every file:line
-// error); nothing is served then.
+// that does not load is an error (a *LoadError listing every
+// file:line:col error); nothing is served then.
 func NewServer(opts Options) (*Server, error) {
 	opts.setDefaults()
 	if opts.PoliciesDir == "" {

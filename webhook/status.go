@@ -59,12 +59,17 @@ type ReloadError struct {
 
 // LocatedError is one error, located in a policy file when it can be.
 type LocatedError struct {
-	File    string `json:"file"`
-	Line    int    `json:"line,omitempty"`
+	File string `json:"file"`
+	Line int    `json:"line,omitempty"`
+	// Column is 1-based, in characters; absent when unknown (YAML syntax
+	// errors).
 	Column  int    `json:"column,omitempty"`
 	Policy  string `json:"policy,omitempty"`
 	Message string `json:"message"`
-	// Text is the error as printed: `file:line: policy "name": message`.
+	// Text is the error on one line, `file:line:col: policy "name":
+	// message`, as logs print it. The source line and caret that the CLI
+	// prints under it are left out: a JSON string or a log line is read by
+	// programs, and File, Line and Column locate it for them.
 	Text string `json:"text"`
 }
 

@@ -161,13 +161,13 @@ spec:
 		want []string // substrings of stderr
 	}{
 		{"bad CEL", []string{"-p", p("bad-cel.yaml"), "-f", p("pod.yaml")},
-			[]string{p("bad-cel.yaml") + `:9: policy "bad-cel": match.conditions[0].expression: CEL: `, "1 error in policies"}},
+			[]string{p("bad-cel.yaml") + `:9:62: policy "bad-cel": match.conditions[0].expression: CEL: `, "1 error in policies"}},
 		{"unknown builtin", []string{"-p", p("unknown-builtin.yaml"), "-f", p("pod.yaml")},
-			[]string{p("unknown-builtin.yaml") + `:8: policy "mystery": unknown builtin "frobnicate"; builtins: `, "deny", "injectEnvIndex"}},
+			[]string{p("unknown-builtin.yaml") + `:8:3: policy "mystery": unknown builtin "frobnicate"; builtins: `, "deny", "injectEnvIndex"}},
 		{"bad with: unknown field", []string{"-p", p("bad-with.yaml"), "-f", p("pod.yaml")},
-			[]string{p("bad-with.yaml") + `:10: policy "typo": with: `, `unknown field "mesage"`}},
+			[]string{p("bad-with.yaml") + `:10:5: policy "typo": with.mesage: unknown field`}},
 		{"bad with: bad value", []string{"-p", p("bad-with-value.yaml"), "-f", p("pod.yaml")},
-			[]string{p("bad-with-value.yaml") + `:11: policy "bad-name": with.name: "1-INDEX" is not a valid environment variable name`}},
+			[]string{p("bad-with-value.yaml") + `:11:5: policy "bad-name": with.name: "1-INDEX" is not a valid environment variable name`}},
 		{"missing policies", []string{"-p", p("nope.yaml"), "-f", p("pod.yaml")},
 			[]string{"nope.yaml: no such file or directory"}},
 		{"no policy files", []string{"-p", p("emptydir"), "-f", p("pod.yaml")},
@@ -246,8 +246,9 @@ spec:
 	}
 }
 
-// TestEvalPolicyErrorLines checks that every policy error is printed on a
-// line of its own as file:line: policy "name": message.
+// TestEvalPolicyErrorLines checks that every policy error is printed as
+// file:line:col: policy "name": message, followed by the source line and
+// a caret under the column.
 func TestEvalPolicyErrorLines(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
 		"a.yaml": `apiVersion: celadon.io/v1alpha1
@@ -278,20 +279,25 @@ spec:
 		t.Fatalf("exit %d, want 2", code)
 	}
 	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("want 2 error lines and a summary, got:\n%s", stderr)
+	if len(lines) != 7 {
+		t.Fatalf("want 2 errors of 3 lines and a summary, got:\n%s", stderr)
 	}
-	re := regexp.MustCompile(`^` + regexp.QuoteMeta(filepath.Join(dir, "a.yaml")) + `:\d+: policy "(one|two)": \S`)
-	for _, l := range lines[:2] {
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(filepath.Join(dir, "a.yaml")) + `:\d+:\d+: policy "(one|two)": \S`)
+	for _, l := range []string{lines[0], lines[3]} {
 		if !re.MatchString(l) {
-			t.Errorf("error line %q is not file:line: policy \"name\": message", l)
+			t.Errorf("error line %q is not file:line:col: policy \"name\": message", l)
 		}
 	}
-	if !strings.HasPrefix(lines[0], filepath.Join(dir, "a.yaml")+`:8: policy "one"`) || !strings.HasPrefix(lines[1], filepath.Join(dir, "a.yaml")+`:18: policy "two"`) {
+	if !strings.HasPrefix(lines[0], filepath.Join(dir, "a.yaml")+`:8:3: policy "one"`) || !strings.HasPrefix(lines[3], filepath.Join(dir, "a.yaml")+`:18:23: policy "two"`) {
 		t.Errorf("errors not in file order:\n%s", stderr)
 	}
-	if lines[2] != "celadon: "+filepath.Join(dir, "a.yaml")+": 2 errors in policies" {
-		t.Errorf("summary line %q", lines[2])
+	for i, want := range map[int]string{1: ` |   action: nope`, 2: ` | ..^`, 4: ` |     - expression: "1 +"`, 5: ` | ......................^`} {
+		if lines[i] != want {
+			t.Errorf("line %d: got %q, want %q", i+1, lines[i], want)
+		}
+	}
+	if lines[6] != "celadon: "+filepath.Join(dir, "a.yaml")+": 2 errors in policies" {
+		t.Errorf("summary line %q", lines[6])
 	}
 }
 

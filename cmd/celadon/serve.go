@@ -119,7 +119,7 @@ reloaded when they change.
 
 The policy directory is watched and re-read every --reload-interval; a new
 set is compiled whole and swapped in atomically. An edit that does not
-compile keeps the last good set and is reported, at file:line, in the log,
+compile keeps the last good set and is reported, at file:line:col, in the log,
 in the metrics and at /status. Starting with a set that does not compile
 fails, listing every error. Mount the policies ConfigMap as a directory: a
 ConfigMap mounted with subPath is never updated.

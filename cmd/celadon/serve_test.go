@@ -120,7 +120,7 @@ func TestServeFailsFastOnBrokenPolicies(t *testing.T) {
 		t.Fatalf("exit code %d (%v), want 2", exitCode(err), err)
 	}
 	file := filepath.Join(dir, "policy.yaml")
-	for _, want := range []string{"(2 errors)", file + ":9: policy \"broken\"", file + ":19: policy \"unknown\": unknown builtin \"nosuchbuiltin\""} {
+	for _, want := range []string{"(2 errors)", file + ":9:43: policy \"broken\"", file + ":19:3: policy \"unknown\": unknown builtin \"nosuchbuiltin\""} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

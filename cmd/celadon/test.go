@@ -123,8 +123,9 @@ package main
 // Output: a line per case, `PASS suite.yaml: name` or `FAIL suite.yaml:
 // name` followed by what differed, then `N passed, M failed`. Exit status:
 // 0 when every case passes, 1 when one fails, 2 when a suite cannot be run
-// (unknown fields, missing files, policy errors, ...; reported as
-// `file:line: message`, the suite's other cases not run). --run REGEXP runs
+// (unknown fields, missing files, policy errors, ...; each reported as
+// `file:line:col: message` followed by the source line and a caret, the
+// suite's other cases not run). --run REGEXP runs
 // only the cases whose "suite: name" matches; -v prints every case's request
 // and policy results.
 
@@ -132,6 +133,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -140,12 +142,10 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	yaml "go.yaml.in/yaml/v3"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -154,6 +154,7 @@ import (
 
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/source"
 )
 
 func init() { rootCmd.AddCommand(newTestCmd()) }
@@ -186,7 +187,7 @@ a summary "N passed, M failed" ends the output.
 
 Exit status: 0 when every case passes, 1 when one fails, 2 when a suite cannot
 be run (unknown fields, missing files, policy errors: each printed as
-file:line: message).`,
+file:line:col: message, followed by the source line and a caret).`,
 		Example: `  celadon test policies/tests
   celadon test policies/tests/sts-index.yaml -v
   celadon test policies/tests --run 'protected'`,
@@ -353,19 +354,16 @@ func isSuiteFile(path string) bool {
 	if err != nil {
 		return true // reported when the suite loads
 	}
-	docs, err := splitDocuments(path, data)
-	if err != nil {
-		return suiteKindLine.Match(data)
-	}
+	docs, err := source.Parse(path, data)
 	for _, d := range docs {
 		var head struct {
 			Kind string `json:"kind"`
 		}
-		if json.Unmarshal(d.json, &head) == nil && head.Kind == suiteKind {
+		if json.Unmarshal(d.JSON, &head) == nil && head.Kind == suiteKind {
 			return true
 		}
 	}
-	return false
+	return err != nil && suiteKindLine.Match(data)
 }
 
 // The suite file's schema.
@@ -555,22 +553,24 @@ func plainJSONValue(v any) (any, error) {
 type suiteLoader struct {
 	file  string
 	dir   string
-	pos   suitePositions
+	doc   *source.Document // nil until the file is parsed
 	errs  []string
 	cache map[string][]inputObject
 	pool  []inputObject // the suite's resources
 }
 
+// errorf records an error about the field at path, printed as
+// `file:line:col: path: message` with the source line and a caret.
 func (l *suiteLoader) errorf(path, format string, args ...any) {
-	loc := l.file
-	if line := l.pos.line(path); line > 0 {
-		loc += ":" + strconv.Itoa(line)
-	}
 	msg := fmt.Sprintf(format, args...)
 	if path != "" {
 		msg = path + ": " + msg
 	}
-	l.errs = append(l.errs, loc+": "+msg)
+	if l.doc == nil {
+		l.errs = append(l.errs, l.file+": "+msg)
+		return
+	}
+	l.errs = append(l.errs, l.doc.ErrorAt(l.doc.Pos(path), msg).Display())
 }
 
 // loadSuite reads a suite, its policies and its objects. It returns every
@@ -627,9 +627,10 @@ func (l *suiteLoader) parse() (*suiteSpec, bool) {
 		l.errs = append(l.errs, err.Error())
 		return nil, false
 	}
-	docs, err := splitDocuments(l.file, data)
-	if err != nil {
-		l.errs = append(l.errs, err.Error())
+	docs, err := source.Parse(l.file, data)
+	var syntax *source.Error
+	if errors.As(err, &syntax) {
+		l.errs = append(l.errs, syntax.Display())
 		return nil, false
 	}
 	switch len(docs) {
@@ -638,27 +639,14 @@ func (l *suiteLoader) parse() (*suiteSpec, bool) {
 		return nil, false
 	case 1:
 	default:
-		l.errs = append(l.errs, fmt.Sprintf("%s:%d: a suite file holds one %s; document %d is one too many", l.file, docs[1].line, suiteKind, docs[1].index))
+		l.doc = docs[1]
+		l.errorf("", "a suite file holds one %s; document 2 is one too many", suiteKind)
 		return nil, false
 	}
-	var root yaml.Node
-	if yaml.Unmarshal(data, &root) == nil && len(root.Content) > 0 {
-		l.pos = indexSuitePositions(root.Content[0])
-	}
+	l.doc = docs[0]
 	spec := &suiteSpec{}
-	strict, err := kjson.UnmarshalStrict(docs[0].json, spec)
-	if err != nil {
-		path, msg := suiteDecodeError(err)
-		l.errorf(l.pos.find(path), "%s", msg)
-		return nil, false
-	}
-	for _, e := range strict {
-		msg := strings.TrimPrefix(e.Error(), "json: ")
-		if path := suiteStrictField(msg); path != "" {
-			l.errorf(path, "unknown field")
-		} else {
-			l.errorf("", "%s", msg)
-		}
+	for _, e := range l.doc.Decode(spec) {
+		l.errorf(e.Path, "%s", e.Msg)
 	}
 	if spec.APIVersion != suiteAPIVersion || spec.Kind != suiteKind {
 		l.errorf("kind", "want apiVersion %s and kind %s, got %q and %q", suiteAPIVersion, suiteKind, spec.APIVersion, spec.Kind)
@@ -666,50 +654,8 @@ func (l *suiteLoader) parse() (*suiteSpec, bool) {
 	return spec, len(l.errs) == 0
 }
 
-var (
-	strictFieldRE  = regexp.MustCompile(`^(?:unknown|duplicate) field "([^"]*)"`)
-	typeMismatchRE = regexp.MustCompile(`cannot unmarshal (\w+) into Go (?:struct field \S*?\.(\S+)|value) of type (\S+)`)
-)
-
-func suiteStrictField(msg string) string {
-	if m := strictFieldRE.FindStringSubmatch(msg); m != nil {
-		return m[1]
-	}
-	return ""
-}
-
-// suiteDecodeError turns a JSON type error into the field it is about
-// (without list indexes) and a message in YAML's terms.
-func suiteDecodeError(err error) (field, msg string) {
-	m := typeMismatchRE.FindStringSubmatch(err.Error())
-	if m == nil {
-		return "", strings.TrimPrefix(err.Error(), "json: ")
-	}
-	want := m[3]
-	switch {
-	case strings.HasPrefix(want, "[]"):
-		want = "a list"
-	case strings.HasPrefix(want, "map["), strings.HasPrefix(want, "main."), strings.HasPrefix(want, "struct"):
-		want = "a mapping"
-	case want == "string":
-		want = "a string"
-	case want == "bool", want == "*bool":
-		want = "true or false"
-	}
-	got := m[1]
-	switch got {
-	case "array":
-		got = "a list"
-	case "object":
-		got = "a mapping"
-	case "number", "string", "bool":
-		got = "a " + got
-	}
-	return m[2], fmt.Sprintf("want %s, got %s", want, got)
-}
-
 // policies loads and compiles the suite's policies. Compile errors are
-// reported as `file:line: policy "name": message`.
+// reported as printPolicyErrors prints them.
 func (l *suiteLoader) policies(paths []string) *engine.Snapshot {
 	if len(paths) == 0 {
 		l.errorf("policies", "required: policy files or directories, relative to the suite")
@@ -835,11 +781,7 @@ func (l *suiteLoader) decodeRef(path string, raw json.RawMessage) any {
 		return v
 	case map[string]any:
 		if _, inline := v["apiVersion"]; inline {
-			src := l.file
-			if line := l.pos.line(path); line > 0 {
-				src += ":" + strconv.Itoa(line)
-			}
-			o := &inputObject{Source: src + " (" + path + ")", Raw: raw, Object: v}
+			o := &inputObject{Source: l.file + ":" + l.doc.Pos(path).String() + " (" + path + ")", Raw: raw, Object: v}
 			if err := o.check(); err != nil {
 				l.errorf(path, "%s", strings.TrimPrefix(err.Error(), o.Source+": "))
 				return nil
@@ -847,15 +789,12 @@ func (l *suiteLoader) decodeRef(path string, raw json.RawMessage) any {
 			return o
 		}
 		sel := &suiteSelector{}
-		strict, err := kjson.UnmarshalStrict(raw, sel)
-		if err != nil {
-			field, msg := suiteDecodeError(err)
-			l.errorf(fieldPath(path, field), "%s", msg)
-			return nil
-		}
-		if len(strict) > 0 {
-			field := suiteStrictField(strings.TrimPrefix(strict[0].Error(), "json: "))
-			l.errorf(fieldPath(path, field), "unknown field: a selector has file, kind, name and namespace; an inline object needs apiVersion and kind")
+		if errs := source.Decode(raw, sel).Within(path); len(errs) > 0 {
+			msg := errs[0].Msg
+			if msg == source.UnknownField {
+				msg += ": a selector has file, kind, name and namespace; an inline object needs apiVersion and kind"
+			}
+			l.errorf(errs[0].Path, "%s", msg)
 			return nil
 		}
 		if *sel == (suiteSelector{}) {
@@ -866,13 +805,6 @@ func (l *suiteLoader) decodeRef(path string, raw json.RawMessage) any {
 	}
 	l.errorf(path, "want a file name, a selector {file, kind, name, namespace} or an inline object, not %s", jsonKind(v))
 	return nil
-}
-
-func fieldPath(path, field string) string {
-	if field == "" {
-		return path
-	}
-	return path + "." + field
 }
 
 // selectObject picks the one object that a selector matches.
@@ -1128,66 +1060,4 @@ func (l *suiteLoader) expectations(path string, c *suiteCase, e expectSpec, snap
 			c.wantFrom = c.want.Source
 		}
 	}
-}
-
-// suitePositions maps field paths ("tests[0].expect.results[1].policy") to
-// their lines in the suite file.
-type suitePositions map[string]int
-
-func indexSuitePositions(n *yaml.Node) suitePositions {
-	p := suitePositions{}
-	var walk func(path string, n *yaml.Node)
-	walk = func(path string, n *yaml.Node) {
-		if _, ok := p[path]; !ok {
-			p[path] = n.Line
-		}
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				child := fieldPath(path, n.Content[i].Value)
-				if path == "" {
-					child = n.Content[i].Value
-				}
-				p[child] = n.Content[i].Line
-				walk(child, n.Content[i+1])
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				walk(path+"["+strconv.Itoa(i)+"]", c)
-			}
-		}
-	}
-	walk("", n)
-	return p
-}
-
-// line returns the line of a field, or of its closest ancestor present.
-func (p suitePositions) line(path string) int {
-	for {
-		if l, ok := p[path]; ok {
-			return l
-		}
-		if path == "" {
-			return 0
-		}
-		if i := strings.LastIndexAny(path, ".["); i >= 0 {
-			path = path[:i]
-		} else {
-			path = ""
-		}
-	}
-}
-
-var listIndexRE = regexp.MustCompile(`\[\d+\]`)
-
-// find returns the first path, by line, that is field once list indexes
-// are dropped: type errors name fields without them.
-func (p suitePositions) find(field string) string {
-	best, bestLine := field, 0
-	for path, line := range p {
-		if listIndexRE.ReplaceAllString(path, "") == field && (bestLine == 0 || line < bestLine) {
-			best, bestLine = path, line
-		}
-	}
-	return best
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -166,53 +167,54 @@ func TestTestFailingSuite(t *testing.T) {
 }
 
 // TestTestMalformedSuites checks that suites that cannot run exit 2, with
-// every error located at file:line.
+// every error located at file:line:col and followed by its source line and
+// a caret.
 func TestTestMalformedSuites(t *testing.T) {
 	const dir = "testdata/suites/malformed/"
 	for _, c := range []struct {
 		file string
-		want []string // stderr lines, in order
+		want []string // stderr's error lines, in order, each followed by its source line
 	}{{
 		file: "unknown-fields.yaml",
 		want: []string{
-			dir + "unknown-fields.yaml:5: resource: unknown field",
-			dir + "unknown-fields.yaml:10: tests[0].expect.allow: unknown field",
-			dir + "unknown-fields.yaml:12: tests[0].expect.results[0].mesage: unknown field",
+			dir + "unknown-fields.yaml:5:1: resource: unknown field",
+			dir + "unknown-fields.yaml:10:5: tests[0].expect.allow: unknown field",
+			dir + "unknown-fields.yaml:12:37: tests[0].expect.results[0].mesage: unknown field",
 		},
 	}, {
 		file: "types.yaml",
-		want: []string{dir + "types.yaml:7: tests[0].groups: want a list, got a string"},
+		want: []string{dir + "types.yaml:7:3: tests[0].groups: expected a list, got a string"},
 	}, {
 		file: "syntax.yaml",
-		want: []string{dir + "syntax.yaml:3: document 1: invalid YAML: did not find expected ',' or ']'"},
+		want: []string{dir + "syntax.yaml:3: YAML: did not find expected ',' or ']'"},
 	}, {
 		file: "bad-policy.yaml",
 		want: []string{
-			dir + "bad-policy.yaml:4: policies: 1 error in the policies:",
-			dir + `policies/broken.yaml:10: policy "broken": match.conditions[0].expression: CEL: Syntax error: missing ')' at '<EOF>'`,
+			dir + "bad-policy.yaml:4:1: policies: 1 error in the policies:",
+			dir + `policies/broken.yaml:10:79: policy "broken": match.conditions[0].expression: CEL: Syntax error: missing ')' at '<EOF>'`,
 		},
 	}, {
 		file: "references.yaml",
 		want: []string{
-			dir + "references.yaml:8: resources[1]: open " + dir + "missing.yaml: no such file or directory",
-			dir + "references.yaml:9: resources[2]: want a file name or an inline object (with apiVersion and kind), not a selector",
-			dir + `references.yaml:11: namespaces[0].name: invalid namespace name "Team_A": `,
-			dir + `references.yaml:12: namespaces[1].labels: invalid label key "bad key!": `,
-			dir + "references.yaml:15: tests[0].object: 2 objects in the suite's resources have kind Pod, name latest (testdata/suites/passing/resources/pods.yaml: document 2, item 1; testdata/suites/passing/resources/pods.yaml: document 2, item 2): add kind, name or namespace",
-			dir + "references.yaml:18: tests[1].object: no object in the suite's resources has kind Pod, name nope",
-			dir + "references.yaml:21: tests[2].object: ../passing/resources/pods.yaml holds 3 objects: select one, e.g. {file: ../passing/resources/pods.yaml, kind: Pod, name: web-1}",
-			dir + "references.yaml:26: tests[3].object.metadata: unknown field: a selector has file, kind, name and namespace; an inline object needs apiVersion and kind",
-			dir + `references.yaml:32: tests[4].expect.results[0].policy: no policy "no-such-policy"; the suite's policies are index, no-latest, team-label, audit-root, owner-annotation, admins-only-delete`,
-			dir + `references.yaml:33: tests[4].expect.results[1].result: want pass, fail, warn, error or skip, not "passed"`,
-			dir + "references.yaml:34: tests[4].expect.results[2].message: error parsing regexp: missing closing ): `(unclosed`",
-			dir + "references.yaml:35: tests[4].expect.warnings[0]: error parsing regexp: invalid character class range: `z-a`",
-			dir + `references.yaml:36: tests[5].name: another case is named "bad expectations"`,
-			dir + "references.yaml:36: tests[5].expect: nothing to check: give results, allowed, warnings, patched or patchedResource",
-			dir + "references.yaml:38: tests[6]: DELETE has no new object: give the object being deleted as oldObject",
-			dir + "references.yaml:44: tests[7].object: cannot be combined with review: the review's request says it",
-			dir + "references.yaml:47: tests[8].review: open " + dir + "nowhere.json: no such file or directory",
-			dir + "references.yaml:52: tests[9].expect.patchedResource: a DELETE has no resulting object",
-			dir + `references.yaml:55: tests[10].namespace: testdata/suites/passing/resources/pods.yaml: document 2, item 2 is in namespace "team-b", not "team-a"`,
+			dir + "references.yaml:8:3: resources[1]: open " + dir + "missing.yaml: no such file or directory",
+			dir + "references.yaml:9:3: resources[2]: want a file name or an inline object (with apiVersion and kind), not a selector",
+			dir + `references.yaml:11:4: namespaces[0].name: invalid namespace name "Team_A": `,
+			dir + `references.yaml:12:18: namespaces[1].labels: invalid label key "bad key!": `,
+			dir + "references.yaml:15:3: tests[0].object: 2 objects in the suite's resources have kind Pod, name latest (testdata/suites/passing/resources/pods.yaml: document 2, item 1; testdata/suites/passing/resources/pods.yaml: document 2, item 2): add kind, name or namespace",
+			dir + "references.yaml:18:3: tests[1].object: no object in the suite's resources has kind Pod, name nope",
+			dir + "references.yaml:21:3: tests[2].object: ../passing/resources/pods.yaml holds 3 objects: select one, e.g. {file: ../passing/resources/pods.yaml, kind: Pod, name: web-1}",
+			dir + "references.yaml:26:5: tests[3].object.metadata: unknown field: a selector has file, kind, name and namespace; an inline object needs apiVersion and kind",
+			dir + `references.yaml:32:8: tests[4].expect.results[0].policy: no policy "no-such-policy"; the suite's policies are index, no-latest, team-label, audit-root, owner-annotation, admins-only-delete`,
+			dir + `references.yaml:33:23: tests[4].expect.results[1].result: want pass, fail, warn, error or skip, not "passed"`,
+			dir + "references.yaml:34:41: tests[4].expect.results[2].message: error parsing regexp: missing closing ): `(unclosed`",
+			dir + "references.yaml:35:16: tests[4].expect.warnings[0]: error parsing regexp: invalid character class range: `z-a`",
+			dir + `references.yaml:36:3: tests[5].name: another case is named "bad expectations"`,
+			dir + "references.yaml:36:3: tests[5].expect: nothing to check: give results, allowed, warnings, patched or patchedResource",
+			dir + "references.yaml:38:3: tests[6]: DELETE has no new object: give the object being deleted as oldObject",
+			dir + "references.yaml:44:3: tests[7].object: cannot be combined with review: the review's request says it",
+			dir + "references.yaml:47:3: tests[8].review: open " + dir + "nowhere.json: no such file or directory",
+			dir + "references.yaml:52:5: tests[9].expect.patchedResource: a DELETE has no resulting object",
+			dir + `references.yaml:55:3: tests[10].namespace: testdata/suites/passing/resources/pods.yaml: document 2, item 2 is in namespace "team-b", not "team-a"`,
 		},
 	}} {
 		t.Run(c.file, func(t *testing.T) {
@@ -223,7 +225,7 @@ func TestTestMalformedSuites(t *testing.T) {
 			if stdout != "0 passed, 0 failed\n" {
 				t.Errorf("stdout:\n%s", stdout)
 			}
-			got := splitLines(stderr)
+			got := displayedErrors(t, stderr)
 			want := append(slices.Clone(c.want), "celadon: 1 suite could not be run")
 			if len(got) != len(want) {
 				t.Fatalf("stderr has %d lines, want %d:\n%s", len(got), len(want), stderr)
@@ -235,6 +237,42 @@ func TestTestMalformedSuites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// displayedErrors returns the lines of stderr that are not quotes of a
+// source line, checking that each error located at file:line quotes that
+// line of the file, with a caret under its column when it has one.
+func displayedErrors(t *testing.T, stderr string) []string {
+	t.Helper()
+	located := regexp.MustCompile(`^(\S+?):(\d+)(?::(\d+))?: `)
+	var out []string
+	lines := splitLines(stderr)
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		out = append(out, l)
+		m := located.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		data, err := os.ReadFile(m[1])
+		if err != nil {
+			t.Errorf("%s: %v", l, err)
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		want := []string{" | " + strings.Split(string(data), "\n")[n-1]}
+		if m[3] != "" {
+			col, _ := strconv.Atoi(m[3])
+			want = append(want, " | "+strings.Repeat(".", col-1)+"^")
+		}
+		for _, w := range want {
+			if i++; i >= len(lines) || lines[i] != w {
+				t.Errorf("after %s:\n got %q\nwant %q", l, lines[min(i, len(lines)-1)], w)
+				return out
+			}
+		}
+	}
+	return out
 }
 
 // TestTestDirectory runs every suite under testdata/suites: broken suites

@@ -3,10 +3,11 @@ package main
 // `celadon validate`: compile and lint a policy set.
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -24,8 +25,10 @@ func newValidateCmd() *cobra.Command {
 		Long: `Validate compiles every policy in POLICIES (a file, or a directory of *.yaml,
 *.yml and *.json files) as the webhook would load them, and lints them.
 
-Errors and warnings are printed on stderr, one per line, as
-  file:line: policy "name": message
+Errors are printed on stderr as
+  file:line:col: policy "name": message
+followed by the source line and a caret under the column; warnings, one
+per line, as
   file:line: policy "name": warning: message
 Exit status: 0 when the policies compile (warnings or not), 2 otherwise.`,
 		Example: `  celadon validate -p policies/`,
@@ -89,23 +92,21 @@ func loadPolicies(cmd *cobra.Command, path string) (*engine.Snapshot, error) {
 	return snap, nil
 }
 
-// printPolicyErrors prints each error of an engine.ErrorList on a line of
-// its own, sorted by file and line, and returns how many there were.
+// printPolicyErrors prints each error of an engine.ErrorList, sorted by
+// file, line and column, as its line followed by the source line and a
+// caret; it returns how many there were.
 func printPolicyErrors(w io.Writer, err error) int {
 	var list engine.ErrorList
 	if !errors.As(err, &list) {
 		fmt.Fprintln(w, err)
 		return 1
 	}
-	sorted := append(engine.ErrorList(nil), list...)
-	sort.SliceStable(sorted, func(i, j int) bool {
-		if sorted[i].File != sorted[j].File {
-			return sorted[i].File < sorted[j].File
-		}
-		return sorted[i].Line < sorted[j].Line
+	sorted := slices.Clone(list)
+	slices.SortStableFunc(sorted, func(a, b *engine.Error) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
 	})
 	for _, e := range sorted {
-		fmt.Fprintln(w, e.Error())
+		fmt.Fprintln(w, e.Display())
 	}
 	return len(sorted)
 }

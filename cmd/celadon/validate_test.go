@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -119,15 +120,21 @@ spec:
 		}
 	})
 
-	t.Run("every error, one per line", func(t *testing.T) {
+	t.Run("every error, with its source line", func(t *testing.T) {
 		code, out, stderr := runCLI(t, "validate", "-p", p("bad"))
 		if code != 2 || out != "" {
 			t.Fatalf("exit %d, want 2; stdout %q", code, out)
 		}
 		want := []string{
-			p("bad/1.yaml") + `:12: policy "bad-cel": match.conditions[0].expression: CEL: Syntax error: `,
-			p("bad/2.yaml") + `:12: policy "bad-with": with.containers[1]: container "app" is listed twice`,
-			p("bad/2.yaml") + `:21: policy "unknown": unknown builtin "mutateEverything"; builtins: checkIngressBackends, `,
+			p("bad/1.yaml") + `:12:17: policy "bad-cel": match.conditions[0].expression: CEL: Syntax error: `,
+			` |           'a' &&`,
+			` | ................^`,
+			p("bad/2.yaml") + `:12:23: policy "bad-with": with.containers[1]: container "app" is listed twice`,
+			` |     containers: [app, app]`,
+			` | ......................^`,
+			p("bad/2.yaml") + `:21:3: policy "unknown": unknown builtin "mutateEverything"; builtins: checkIngressBackends, `,
+			` |   action: mutateEverything`,
+			` | ..^`,
 			"celadon: " + p("bad") + ": 3 errors in policies",
 		}
 		got := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
@@ -163,6 +170,47 @@ spec:
 			}
 			if strings.Contains(stderr, "panic") {
 				t.Errorf("panic:\n%s", stderr)
+			}
+		})
+	}
+}
+
+// TestErrorOutputGolden runs `celadon validate` on each
+// testdata/errors/<case>/policy.yaml and compares its stderr, the errors as
+// people read them, with <case>/stderr.golden (UPDATE_GOLDEN=1 rewrites
+// them).
+func TestErrorOutputGolden(t *testing.T) {
+	policies, err := filepath.Glob("testdata/errors/*/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(policies) < 7 {
+		t.Fatalf("found %d cases in testdata/errors, want at least 7", len(policies))
+	}
+	for _, policy := range policies {
+		dir := filepath.Dir(policy)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, "validate", "-p", policy)
+			if code != 2 || stdout != "" {
+				t.Fatalf("exit %d, want 2; stdout %q", code, stdout)
+			}
+			golden := filepath.Join(dir, "stderr.golden")
+			if os.Getenv("UPDATE_GOLDEN") != "" {
+				if err := os.WriteFile(golden, []byte(stderr), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stderr != string(want) {
+				t.Errorf("stderr differs from %s (UPDATE_GOLDEN=1 regenerates it):\n%s", golden, unifiedDiff(golden, "got", string(want), stderr))
+			}
+			// Whatever the golden file says, it is one located error with
+			// its source line.
+			if lines := splitLines(string(want)); len(lines) < 3 || !strings.HasPrefix(lines[0], policy+":") || !strings.HasPrefix(lines[1], " | ") {
+				t.Errorf("%s does not hold a located error and its source line:\n%s", golden, want)
 			}
 		})
 	}

@@ -213,7 +213,7 @@ spec:
 		{"bad cert-manager reference", []string{"-p", policies, "--service", "celadon/celadon", "--cert-manager-inject-from", "celadon-serving"}, []string{`--cert-manager-inject-from: want NAMESPACE/CERTIFICATE, not "celadon-serving"`}},
 		{"arguments", []string{"-p", policies, "--service", "celadon/celadon", "extra"}, []string{"unknown command"}},
 		{"policy errors", []string{"-p", filepath.Join(dir, "broken"), "--service", "celadon/celadon"},
-			[]string{filepath.Join(dir, "broken", "p.yaml") + `:8: policy "broken": `, `unknown operation "PATCH"`, "1 error in policies"}},
+			[]string{filepath.Join(dir, "broken", "p.yaml") + `:8:26: policy "broken": `, `unknown operation "PATCH"`, "1 error in policies"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runWebhookConfig(t, tc.args...)

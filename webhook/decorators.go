@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"runtime/debug"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -21,29 +20,6 @@ func Chain(h admission.Handler, ds ...Decorator) admission.Handler {
 		h = ds[i](h)
 	}
 	return h
-}
-
-// WithRecover answers with an internal error (code 500, which the API
-// server treats as a denial) when next panics, and counts the panic.
-// Panics in builtins never get here: the engine recovers them into the
-// policy's result, where the policy's failurePolicy decides; panics
-// elsewhere in the engine are decided by the evaluator (see evaluate).
-func WithRecover(log logr.Logger, panics prometheus.Counter) Decorator {
-	return func(next admission.Handler) admission.Handler {
-		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) (resp admission.Response) {
-			defer func() {
-				if p := recover(); p != nil {
-					if panics != nil {
-						panics.Inc()
-					}
-					log.Error(fmt.Errorf("panic: %v", p), "recovered a panic in the admission handler",
-						"uid", req.UID, "stack", string(debug.Stack()))
-					resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: internal error: %v", p))
-				}
-			}()
-			return next.Handle(ctx, req)
-		})
-	}
 }
 
 // WithLogging logs each request and its answer at V(1); at the default

@@ -13,10 +13,11 @@
 //
 // Each endpoint is a chain of small pieces:
 //
-//	instrument         request metrics, HTTP-level panic recovery
+//	instrument         request metrics
 //	ReviewHandler      body cap, content type, decoding, deadline, encoding;
-//	                   4xx for anything that is not a usable AdmissionReview
-//	WithRecover        panics in the admission handler → error response
+//	                   4xx for anything that is not a usable AdmissionReview;
+//	                   the one recover: a panic answering a decoded request
+//	                   is decided by the matching policies' failurePolicy
 //	WithLogging        V(1) request log
 //	WithBypass         Celadon's own service account is allowed untouched
 //	WithLimit          bounded concurrent evaluations

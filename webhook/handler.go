@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +52,13 @@ type ReviewHandler struct {
 	DefaultTimeout time.Duration
 	// Log receives errors; nothing is logged per request at info level.
 	Log logr.Logger
+	// OnPanic answers a decoded request whose handling panicked: this is
+	// the one recover of a request, besides the engine's around each
+	// builtin. Nil: an internal error (code 500). A panic before the
+	// request is decoded, or after its answer is written, is an HTTP 500.
+	OnPanic func(req admission.Request, p any) admission.Response
+	// Panics counts the panics recovered before a request was decoded.
+	Panics prometheus.Counter
 }
 
 var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -100,11 +108,19 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 
 	var req admission.Request
+	var apiVersion string
+	decoded := false
+	defer func() {
+		if p := recover(); p != nil {
+			h.recovered(w, rec, apiVersion, req, decoded, p)
+		}
+	}()
 	apiVersion, bad := readReview(r, buf, &req)
 	if bad != nil {
 		writeStatus(w, bad.code, bad.msg)
 		return
 	}
+	decoded = true
 
 	// The deadline, not the connection, bounds the evaluation: controller-
 	// runtime's server cancels every request's context as soon as shutdown
@@ -113,6 +129,38 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 
 	resp := h.Handler.Handle(ctx, req)
+	h.write(w, rec, apiVersion, req, resp, buf)
+}
+
+// recovered answers a request whose handling panicked with p.
+func (h *ReviewHandler) recovered(w http.ResponseWriter, rec *recorder, apiVersion string, req admission.Request, decoded bool, p any) {
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	if decoded && (rec == nil || !rec.wroteHeader) {
+		resp := admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: internal error: %v", p))
+		if h.OnPanic != nil {
+			resp = h.OnPanic(req, p)
+		}
+		buf := getBuffer()
+		defer putBuffer(buf)
+		h.write(w, rec, apiVersion, req, resp, buf)
+		return
+	}
+	if h.Panics != nil {
+		h.Panics.Inc()
+	}
+	h.Log.Error(fmt.Errorf("panic: %v", p), "recovered a panic serving an admission request", "stack", string(debug.Stack()))
+	if rec == nil || !rec.wroteHeader {
+		writeStatus(w, http.StatusInternalServerError, fmt.Sprintf("celadon: internal error: %v", p))
+	}
+	if rec != nil {
+		rec.decision = DecisionError
+	}
+}
+
+// write completes resp for req and writes it as a review of apiVersion.
+func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion string, req admission.Request, resp admission.Response, buf *bytes.Buffer) {
 	if err := resp.Complete(req); err != nil {
 		h.Log.Error(err, "cannot encode the admission response", "uid", req.UID)
 		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
@@ -312,26 +360,15 @@ func (r *recorder) Write(b []byte) (int, error) {
 var recorderPool = sync.Pool{New: func() any { return new(recorder) }}
 
 // instrument decorates an endpoint's handler with request metrics (count by
-// endpoint, decision and HTTP status; latency) and recovers panics that
-// escape it with an HTTP 500.
-func instrument(endpoint string, m *metrics, log logr.Logger, next http.Handler) http.Handler {
+// endpoint, decision and HTTP status; latency). The ReviewHandler within
+// recovers panics.
+func instrument(endpoint string, m *metrics, next http.Handler) http.Handler {
 	duration := m.requestDuration.WithLabelValues(endpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := recorderPool.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w, code: http.StatusOK, decision: DecisionError}
 		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler {
-					panic(p)
-				}
-				m.panics.WithLabelValues(panicHTTP).Inc()
-				log.Error(fmt.Errorf("panic: %v", p), "recovered a panic serving an admission request", "endpoint", endpoint, "stack", string(debug.Stack()))
-				if !rec.wroteHeader {
-					writeStatus(rec, http.StatusInternalServerError, fmt.Sprintf("celadon: internal error: %v", p))
-				}
-				rec.decision = DecisionError
-			}
 			m.requests.WithLabelValues(endpoint, rec.decision, codeLabel(rec.code)).Inc()
 			duration.Observe(time.Since(start).Seconds())
 			*rec = recorder{}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -430,35 +432,48 @@ func TestEnginePanicIsDecidedByFailurePolicy(t *testing.T) {
 	}
 }
 
-func TestDecoratorsRecoverPanics(t *testing.T) {
+// panicReader panics when read: a bug before the review is decoded.
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("decoder bug") }
+
+// TestOneRecoverAtTheBoundary checks the ReviewHandler's recover, the one
+// of a request besides the engine's around builtins: a panic while a
+// decoded request is answered gets OnPanic's answer, or an internal error
+// in the review; a panic before decoding is an HTTP 500.
+func TestOneRecoverAtTheBoundary(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
 	log := testr.New(t)
-	c := m.panics.WithLabelValues(panicHandler)
-	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { panic("handler bug") }),
-		WithRecover(log, c), WithLogging(log))
-	resp := h.Handle(context.Background(), admission.Request{})
-	if resp.Allowed || resp.Result.Code != 500 || !strings.Contains(resp.Result.Message, "handler bug") {
-		t.Errorf("response = %+v", resp.Result)
-	}
-	// Through the HTTP layer, with the review completed.
-	hh := instrument("/validate", m, log, &ReviewHandler{Handler: h, Log: log})
+	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { panic("handler bug") }), WithLogging(log))
+	panics := m.panics.WithLabelValues(panicHTTP)
+
+	hh := instrument("/validate", m, &ReviewHandler{Handler: h, Log: log, Panics: panics})
 	out := mustReview(t, post(hh, "/validate", review(v1, "bug"), "application/json"))
-	if out.Response.UID != "bug" || out.Response.Allowed || out.Response.Result.Code != 500 {
-		t.Errorf("response = %+v", out.Response)
+	if out.Response.UID != "bug" || out.Response.Allowed || out.Response.Result.Code != 500 || !strings.Contains(out.Response.Result.Message, "handler bug") {
+		t.Errorf("without OnPanic: response = %+v", out.Response)
 	}
-	// A panic escaping the review handler itself is an HTTP 500.
-	hh = instrument("/validate", m, log, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("decoder bug") }))
-	w := post(hh, "/validate", review(v1, "x"), "application/json")
+
+	var gotUID types.UID
+	hh = instrument("/validate", m, &ReviewHandler{Handler: h, Log: log, Panics: panics, OnPanic: func(req admission.Request, p any) admission.Response {
+		gotUID = req.UID
+		return admission.Allowed("").WithWarnings(fmt.Sprintf("recovered: %v", p))
+	}})
+	out = mustReview(t, post(hh, "/validate", review(v1, "decided"), "application/json"))
+	if gotUID != "decided" || out.Response.UID != "decided" || !out.Response.Allowed || len(out.Response.Warnings) != 1 || out.Response.Warnings[0] != "recovered: handler bug" {
+		t.Errorf("with OnPanic (saw uid %q): response = %+v", gotUID, out.Response)
+	}
+
+	r := httptest.NewRequest(http.MethodPost, "/validate", panicReader{})
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	hh.ServeHTTP(w, r)
 	if w.Code != 500 || !strings.Contains(statusMessage(t, w), "decoder bug") {
-		t.Errorf("HTTP %d %s", w.Code, w.Body)
+		t.Errorf("a panic before decoding: HTTP %d %s", w.Code, w.Body)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.panics, m.requests)
-	if got := counter(t, reg, MetricPanics, map[string]string{"where": "handler"}); got != 2 {
-		t.Errorf("handler panics = %v, want 2", got)
-	}
 	if got := counter(t, reg, MetricPanics, map[string]string{"where": "http"}); got != 1 {
-		t.Errorf("http panics = %v, want 1", got)
+		t.Errorf("http panics = %v, want 1 (the decided ones are the OnPanic's to count)", got)
 	}
 	if got := counter(t, reg, MetricRequests, map[string]string{"decision": "error", "code": "500"}); got != 1 {
 		t.Errorf("HTTP 500 requests = %v, want 1", got)

@@ -42,9 +42,8 @@ const (
 // Where label values of MetricPanics.
 const (
 	panicBuiltin = "builtin" // recovered by the engine, decided by the policy's failurePolicy
-	panicEngine  = "engine"  // in Evaluate outside a builtin, decided by the candidates' failurePolicy
-	panicHandler = "handler" // in an admission.Handler decorator
-	panicHTTP    = "http"    // decoding or encoding the review
+	panicEngine  = "engine"  // answering a decoded request, outside a builtin: decided by the candidates' failurePolicy
+	panicHTTP    = "http"    // before the review is decoded
 )
 
 // Reload result label values of MetricReloads.

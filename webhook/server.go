@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -191,18 +192,23 @@ func (s *Server) Paths() []string {
 
 // endpoint builds the handler chain of one endpoint:
 //
-//	instrument (request metrics, HTTP-level recover)
-//	  ReviewHandler (decode, limits, deadline, encode)
-//	    WithRecover → WithLogging → WithBypass → WithLimit → evaluator
+//	instrument (request metrics)
+//	  ReviewHandler (decode, limits, deadline, encode; the one recover)
+//	    WithLogging → WithBypass → WithLimit → evaluator
 func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 	log := s.log.WithValues("endpoint", path)
 	h := Chain(s.evaluator(eo),
-		WithRecover(log, s.metrics.panics.WithLabelValues(panicHandler)),
 		WithLogging(log),
 		WithBypass(s.opts.ServiceAccount),
 		WithLimit(s.limiter, s.metrics.throttled.WithLabelValues(path), s.metrics.inFlight),
 	)
-	return instrument(path, s.metrics, log, &ReviewHandler{Handler: h, DefaultTimeout: s.opts.DefaultTimeout, Log: log})
+	return instrument(path, s.metrics, &ReviewHandler{
+		Handler:        h,
+		DefaultTimeout: s.opts.DefaultTimeout,
+		Log:            log,
+		OnPanic:        func(req admission.Request, p any) admission.Response { return s.panicked(log, req, eo, p) },
+		Panics:         s.metrics.panics.WithLabelValues(panicHTTP),
+	})
 }
 
 // evaluator answers a request from the policy set served when it starts;
@@ -211,7 +217,7 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 	eo.Namespaces, eo.Cluster = s.namespaces, s.cluster
 	return func(ctx context.Context, req admission.Request) admission.Response {
 		set := s.set.Load()
-		d, err := s.evaluate(ctx, set.snap, &req.AdmissionRequest, eo)
+		d, err := set.snap.Evaluate(ctx, &req.AdmissionRequest, eo)
 		if err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
 		}
@@ -227,19 +233,14 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 	}
 }
 
-// evaluate runs the engine. Builtin panics are recovered by the engine
-// into their policy's result; a panic elsewhere in the engine is recovered
-// here and decided by the failurePolicy of the policies the request could
-// have matched: denied if any of them is Fail, else allowed with a warning.
-func (s *Server) evaluate(ctx context.Context, snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions) (d *engine.Decision, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.metrics.panics.WithLabelValues(panicEngine).Inc()
-			s.log.Error(fmt.Errorf("panic: %v", p), "recovered a panic in policy evaluation", "uid", req.UID)
-			d, err = panicDecision(snap, req, eo, p), nil
-		}
-	}()
-	return snap.Evaluate(ctx, req, eo)
+// panicked answers a request whose handling panicked outside a builtin
+// (builtin panics are recovered by the engine into their policy's result).
+// The failurePolicy of the policies the request could have matched
+// decides: denied if any of them is Fail, else allowed with a warning.
+func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.EvalOptions, p any) admission.Response {
+	s.metrics.panics.WithLabelValues(panicEngine).Inc()
+	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", req.UID, "stack", string(debug.Stack()))
+	return Response(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
 }
 
 func panicDecision(snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions, p any) *engine.Decision {

@@ -23,6 +23,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"celadon.io/celadon/cluster"
 	"celadon.io/celadon/engine"
 )
 
@@ -59,10 +60,11 @@ type Server struct {
 	store      *engine.Store
 	set        atomic.Pointer[policySet] // derived from store's current set
 	reloadErr  atomic.Pointer[ReloadError]
+	// cache owns the informers requests read; namespaces and cluster are
+	// it, unless Options.Namespaces or Options.Cluster replace it.
+	cache      *cluster.Cache
 	namespaces engine.NamespaceGetter
-	late       *lateNamespaces // nil when Options.Namespaces is set
 	cluster    engine.ObjectGetter
-	lateCl     *lateCluster // nil when Options.Cluster is set
 
 	handlers map[string]http.Handler // by path
 
@@ -80,9 +82,8 @@ type Server struct {
 }
 
 type readiness struct {
-	namespacesSynced func() bool
-	clusterReady     func() error
-	webhookStarted   healthz.Checker
+	cacheReady     func() error
+	webhookStarted healthz.Checker
 }
 
 // NewServer checks opts, applies defaults and loads the policy set. A set
@@ -118,17 +119,13 @@ func NewServer(opts Options) (*Server, error) {
 		metrics: newMetrics(opts.MetricsRegisterer),
 		limiter: NewLimiter(opts.MaxConcurrent),
 	}
+	s.cache = cluster.New(opts.Namespaces == nil)
+	s.namespaces, s.cluster = s.cache, s.cache
 	if opts.Namespaces != nil {
 		s.namespaces = opts.Namespaces
-	} else {
-		s.late = &lateNamespaces{}
-		s.namespaces = s.late
 	}
 	if opts.Cluster != nil {
 		s.cluster = opts.Cluster
-	} else {
-		s.lateCl = &lateCluster{}
-		s.cluster = s.lateCl
 	}
 	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry})
 	if err := s.loadInitial(); err != nil {
@@ -271,10 +268,7 @@ func (s *Server) Ready() error {
 	if r == nil {
 		return errors.New("server not started")
 	}
-	if !r.namespacesSynced() {
-		return errors.New("namespace cache not synced")
-	}
-	if err := r.clusterReady(); err != nil {
+	if err := r.cacheReady(); err != nil {
 		return err
 	}
 	return r.webhookStarted(nil)
@@ -347,22 +341,17 @@ func (s *Server) Start(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	synced := func() bool { return true }
-	if s.late != nil {
-		lister, hasSynced, shutdown, err := startNamespaceInformer(ctx, cfg)
+	cacheReady := func() error { return nil }
+	if s.opts.Namespaces == nil || s.opts.Cluster == nil {
+		ready, err := s.cache.Start(ctx, cfg, s.Snapshot().ClusterReads())
 		if err != nil {
-			return fmt.Errorf("namespace informer: %w", err)
+			return fmt.Errorf("cluster cache: %w", err)
 		}
-		defer func() { cancel(); shutdown() }() // Shutdown waits for the informer, which waits for ctx
-		synced = hasSynced
-		s.late.set(lister)
+		defer func() { cancel(); s.cache.Wait() }() // the informers stop with ctx
+		s.store.Subscribe(func(snap *engine.Snapshot) { s.cache.Ensure(snap.ClusterReads()) })
+		cacheReady = ready
 	}
-	clusterReady, waitCluster, err := s.startCluster(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer func() { cancel(); waitCluster() }()
-	s.readiness.Store(&readiness{namespacesSynced: synced, clusterReady: clusterReady, webhookStarted: hooks.StartedChecker()})
+	s.readiness.Store(&readiness{cacheReady: cacheReady, webhookStarted: hooks.StartedChecker()})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -374,15 +363,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("namespaces", func(*http.Request) error {
-		if !synced() {
-			return errors.New("namespace cache not synced")
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error { return clusterReady() }); err != nil {
+	if err := mgr.AddReadyzCheck("cluster", func(*http.Request) error { return cacheReady() }); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"celadon.io/celadon/cluster"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/devenv"
 	"celadon.io/celadon/webhook"
@@ -267,13 +268,13 @@ func TestClusterCache(t *testing.T) {
 		configMaps     = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 		ingressClasses = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingressclasses"}
 	)
-	cc, err := webhook.NewClusterCache(suite.cp.Config)
+	cc := cluster.New(true)
+	runCtx, stop := context.WithCancel(ctx)
+	defer func() { stop(); cc.Wait() }()
+	ready, err := cc.Start(runCtx, suite.cp.Config, []engine.ClusterRead{{Resource: services}, {Resource: secrets, MetadataOnly: true}, {Resource: ingressClasses, MetadataOnly: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer func() { stop(); cc.Wait() }()
-	ready := cc.Start(runCtx, []engine.ClusterRead{{Resource: services}, {Resource: secrets, MetadataOnly: true}, {Resource: ingressClasses, MetadataOnly: true}})
 	waitFor(ctx, t, "the cluster cache to sync", func(context.Context) (bool, error) { return ready() == nil, nil })
 
 	ns := newNamespace(ctx, t, "cache", nil)
@@ -353,13 +354,13 @@ func TestClusterCacheForbidden(t *testing.T) {
 	ctx := testContext(t)
 	cfg := rest.CopyConfig(suite.cp.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:default:e2e-nobody"}
-	cc, err := webhook.NewClusterCache(cfg)
+	cc := cluster.New(true)
+	runCtx, stop := context.WithCancel(ctx)
+	defer func() { stop(); cc.Wait() }()
+	ready, err := cc.Start(runCtx, cfg, []engine.ClusterRead{{Resource: schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, MetadataOnly: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer func() { stop(); cc.Wait() }()
-	ready := cc.Start(runCtx, []engine.ClusterRead{{Resource: schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, MetadataOnly: true}})
 	want := `cluster cache: /v1, Resource=secrets not synced: failed to list *v1.PartialObjectMetadata: secrets is forbidden: User "system:serviceaccount:default:e2e-nobody" cannot list resource "secrets"`
 	waitFor(ctx, t, "readiness to name the forbidden list", func(context.Context) (bool, error) {
 		err := ready()
@@ -379,17 +380,17 @@ func TestIngressBackendsCacheLag(t *testing.T) {
 	cfg := rest.CopyConfig(suite.cp.Config)
 	lag := &atomic.Bool{}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return slowWatches{rt: rt, delay: watchDelay, on: lag} })
-	cc, err := webhook.NewClusterCache(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := cluster.New(true)
 	runCtx, stop := context.WithCancel(context.Background())
 	t.Cleanup(func() { stop(); cc.Wait() })
-	ready := cc.Start(runCtx, []engine.ClusterRead{
+	ready, err := cc.Start(runCtx, cfg, []engine.ClusterRead{
 		{Resource: schema.GroupVersionResource{Version: "v1", Resource: "services"}},
 		{Resource: schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingressclasses"}, MetadataOnly: true},
 		{Resource: schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, MetadataOnly: true},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitFor(ctx, t, "the cluster cache to sync", func(context.Context) (bool, error) { return ready() == nil, nil })
 	lag.Store(true) // from now on: the initial sync need not wait
 	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress-lag", ingressBackendsPolicies, func(_ *celadon, o *webhook.Options) { o.Cluster = cc })

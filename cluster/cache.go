@@ -1,4 +1,4 @@
-package webhook
+package cluster
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -15,6 +16,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
@@ -23,16 +26,20 @@ import (
 	"celadon.io/celadon/engine"
 )
 
-// ClusterCache implements engine.ObjectGetter and engine.LiveGetter for
-// builtins that read other objects. Get answers from informer caches: a
-// request costs a map lookup, never an API call. GetLive reads the API
-// server directly, for builtins that re-check a miss before denying.
+// Cache is the one owner of the informers the server reads at admission:
+// the Namespaces behind namespaceSelector and namespaceObject, and the
+// resources builtins read (engine.Snapshot.ClusterReads). It implements
+// engine.NamespaceGetter, engine.ObjectGetter and engine.LiveGetter.
 //
-// Informers run only for the resources the served policies read
-// (engine.Snapshot.ClusterReads): started by Ensure, at start and after
-// every reload, and never stopped while the server runs. A resource read
-// with no informer yet gets one on first use. Until an informer has
-// synced, Get reads directly.
+// Get and GetNamespace answer from the informers: a request costs a map
+// lookup, never an API call. GetLive reads the API server directly, for
+// builtins that re-check a miss before denying. Before Start, every read
+// is a ServiceUnavailable error, so a policy's failurePolicy decides.
+//
+// Informers for builtins run only for the resources the served policies
+// read: started by Ensure, at start and after every reload, and never
+// stopped while the server runs. A resource read with no informer yet gets
+// one on first use. Until an informer has synced, Get reads directly.
 //
 // A resource every reader needs only the metadata of (engine.ClusterRead
 // MetadataOnly, e.g. Secrets to know one exists) is cached as
@@ -40,15 +47,22 @@ import (
 // reaches Celadon's memory. RBAC is the same either way: list and watch,
 // and get for GetLive. Its objects carry apiVersion and metadata only.
 //
+// Full Namespace objects are cached, not metadata only: namespaceObject in
+// CEL exposes status.phase too. Managed fields are stripped on the way in.
+// The objects returned are the cache's own: read them only.
+//
 // Caches follow the API server a moment behind: an object created just
 // before the request that names it may be missing. Builtins that deny on a
 // miss read it again with GetLive first.
-type ClusterCache struct {
-	dyn  dynamic.Interface
-	meta metadata.Interface
+type Cache struct {
+	namespaces bool // run the namespace informer
 
 	mu        sync.Mutex
 	ctx       context.Context // set by Start; informers run until it is done
+	dyn       dynamic.Interface
+	meta      metadata.Interface
+	ns        corev1listers.NamespaceLister
+	nsSynced  func() bool
 	informers map[schema.GroupVersionResource]*clusterInformer
 	wg        sync.WaitGroup
 }
@@ -65,13 +79,29 @@ type clusterInformer struct {
 }
 
 var (
-	_ engine.ObjectGetter = (*ClusterCache)(nil)
-	_ engine.LiveGetter   = (*ClusterCache)(nil)
+	_ engine.NamespaceGetter = (*Cache)(nil)
+	_ engine.ObjectGetter    = (*Cache)(nil)
+	_ engine.LiveGetter      = (*Cache)(nil)
 )
 
-// NewClusterCache returns a cache reaching the API server through cfg. No
-// informer runs before Start.
-func NewClusterCache(cfg *rest.Config) (*ClusterCache, error) {
+// New returns a cache that answers ServiceUnavailable until Start. Without
+// namespaces, it runs no namespace informer: the caller serves them.
+func New(namespaces bool) *Cache {
+	return &Cache{namespaces: namespaces, informers: map[schema.GroupVersionResource]*clusterInformer{}}
+}
+
+// errNotStarted is what the cache answers before Start.
+func errNotStarted(what string) error {
+	return apierrors.NewServiceUnavailable("celadon: the " + what + " cache is not started")
+}
+
+// Start connects the cache to the API server through cfg, runs the
+// namespace informer and those for reads until ctx is done, and returns a
+// readiness check: nil once they have synced, else an error naming the
+// first that has not and why, e.g. RBAC forbids listing it. Informers
+// started later fall back to direct reads until they sync. Start may be
+// called once.
+func (c *Cache) Start(ctx context.Context, cfg *rest.Config, reads []engine.ClusterRead) (func() error, error) {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -80,19 +110,31 @@ func NewClusterCache(cfg *rest.Config) (*ClusterCache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ClusterCache{dyn: dyn, meta: meta, informers: map[schema.GroupVersionResource]*clusterInformer{}}, nil
-}
-
-// Start lets informers run until ctx is done and starts those for reads.
-// It returns a readiness check: nil once they have synced, else an error
-// naming the first that has not and why, e.g. RBAC forbids listing it.
-// Informers started later fall back to direct reads until they sync.
-func (c *ClusterCache) Start(ctx context.Context, reads []engine.ClusterRead) func() error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// A plain client-go informer rather than one of a controller-runtime
+	// manager's caches: the manager waits for its caches to sync before it
+	// starts anything else and cannot be stopped while they have not, which
+	// would tie serving and shutdown to the API server's availability.
+	nsSynced := func() bool { return true }
 	c.mu.Lock()
-	c.ctx = ctx
+	c.ctx, c.dyn, c.meta = ctx, dyn, meta
+	if c.namespaces {
+		factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields))
+		nsInformer := factory.Core().V1().Namespaces()
+		nsSynced = nsInformer.Informer().HasSynced
+		c.ns, c.nsSynced = nsInformer.Lister(), nsSynced
+		factory.Start(ctx.Done())
+		c.wg.Go(func() { <-ctx.Done(); factory.Shutdown() })
+	}
 	c.mu.Unlock()
 	started := c.Ensure(reads)
 	return func() error {
+		if !nsSynced() {
+			return errors.New("cluster cache: namespaces not synced")
+		}
 		for _, inf := range started {
 			if !inf.synced() {
 				msg := "cluster cache: " + inf.resource.String() + " not synced"
@@ -103,16 +145,33 @@ func (c *ClusterCache) Start(ctx context.Context, reads []engine.ClusterRead) fu
 			}
 		}
 		return nil
+	}, nil
+}
+
+// GetNamespace implements engine.NamespaceGetter: a namespace missing from
+// the cache is an apierrors NotFound error.
+func (c *Cache) GetNamespace(_ context.Context, name string) (*corev1.Namespace, error) {
+	c.mu.Lock()
+	ns := c.ns
+	c.mu.Unlock()
+	if ns == nil {
+		return nil, errNotStarted("namespace")
 	}
+	if !c.nsSynced() {
+		// Its misses would be NotFound for namespaces that exist.
+		return nil, apierrors.NewServiceUnavailable("celadon: the namespace cache is not synced yet")
+	}
+	return ns.Get(name)
 }
 
 // Wait waits for every informer to stop, once Start's context is done.
-func (c *ClusterCache) Wait() { c.wg.Wait() }
+func (c *Cache) Wait() { c.wg.Wait() }
 
 // Ensure starts an informer for each resource of reads that has none, or
 // has a metadata-only one while full objects are now needed, and returns
-// those it started. Before Start it does nothing.
-func (c *ClusterCache) Ensure(reads []engine.ClusterRead) []*clusterInformer {
+// those it started. Before Start it does nothing. The server calls it for
+// every new policy set.
+func (c *Cache) Ensure(reads []engine.ClusterRead) []*clusterInformer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var started []*clusterInformer
@@ -126,7 +185,7 @@ func (c *ClusterCache) Ensure(reads []engine.ClusterRead) []*clusterInformer {
 
 // ensureLocked starts an informer for r when needed; nil when none was
 // started.
-func (c *ClusterCache) ensureLocked(r engine.ClusterRead) *clusterInformer {
+func (c *Cache) ensureLocked(r engine.ClusterRead) *clusterInformer {
 	if c.ctx == nil || c.ctx.Err() != nil {
 		return nil
 	}
@@ -172,7 +231,7 @@ func dropManagedFields(obj any) (any, error) {
 
 // informer returns the resource's informer, starting one (for full
 // objects) when there is none.
-func (c *ClusterCache) informer(gvr schema.GroupVersionResource) *clusterInformer {
+func (c *Cache) informer(gvr schema.GroupVersionResource) *clusterInformer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if inf, ok := c.informers[gvr]; ok {
@@ -184,7 +243,10 @@ func (c *ClusterCache) informer(gvr schema.GroupVersionResource) *clusterInforme
 
 // Get implements engine.ObjectGetter. namespace is "" for cluster-scoped
 // objects. The objects returned are the cache's own: read them only.
-func (c *ClusterCache) Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
+func (c *Cache) Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
+	if !c.started() {
+		return nil, errNotStarted("cluster")
+	}
 	inf := c.informer(gvr)
 	if inf == nil || !inf.synced() {
 		return c.GetLive(ctx, gvr, namespace, name)
@@ -204,18 +266,28 @@ func (c *ClusterCache) Get(ctx context.Context, gvr schema.GroupVersionResource,
 
 // GetLive implements engine.LiveGetter with one direct read: of metadata
 // only when the resource is cached that way.
-func (c *ClusterCache) GetLive(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
+func (c *Cache) GetLive(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
 	c.mu.Lock()
-	inf := c.informers[gvr]
+	inf, dyn, meta := c.informers[gvr], c.dyn, c.meta
 	c.mu.Unlock()
+	if dyn == nil {
+		return nil, errNotStarted("cluster")
+	}
 	if inf != nil && inf.metadataOnly {
-		m, err := c.meta.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+		m, err := meta.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return nil, err
 		}
 		return toUnstructured(gvr, m)
 	}
-	return c.dyn.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	return dyn.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// started reports whether Start has run.
+func (c *Cache) started() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dyn != nil
 }
 
 // toUnstructured returns a cached or read object as an Unstructured: a
@@ -232,57 +304,4 @@ func toUnstructured(gvr schema.GroupVersionResource, obj runtime.Object) (*unstr
 		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": gvr.GroupVersion().String(), "metadata": md}}, nil
 	}
 	return nil, fmt.Errorf("cluster cache: unexpected %T for %s", obj, gvr)
-}
-
-// lateCluster is the server's ObjectGetter until and after Start connects
-// it to a ClusterCache.
-type lateCluster struct {
-	c atomic.Pointer[ClusterCache]
-}
-
-var (
-	_ engine.ObjectGetter = (*lateCluster)(nil)
-	_ engine.LiveGetter   = (*lateCluster)(nil)
-)
-
-func (l *lateCluster) Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
-	c, err := l.cache()
-	if err != nil {
-		return nil, err
-	}
-	return c.Get(ctx, gvr, namespace, name)
-}
-
-func (l *lateCluster) GetLive(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
-	c, err := l.cache()
-	if err != nil {
-		return nil, err
-	}
-	return c.GetLive(ctx, gvr, namespace, name)
-}
-
-// cache returns the connected ClusterCache, or a 503 before Start.
-func (l *lateCluster) cache() (*ClusterCache, error) {
-	if c := l.c.Load(); c != nil {
-		return c, nil
-	}
-	return nil, apierrors.NewServiceUnavailable("celadon: the cluster cache is not started")
-}
-
-// startCluster connects the late ObjectGetter to a ClusterCache running
-// until ctx is done, with informers for what the served policies read. It
-// returns the readiness check of those informers and a function waiting
-// for them to stop. It does nothing when Options.Cluster is set.
-func (s *Server) startCluster(ctx context.Context, cfg *rest.Config) (ready func() error, wait func(), err error) {
-	if s.lateCl == nil {
-		return func() error { return nil }, func() {}, nil
-	}
-	c, err := NewClusterCache(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cluster cache: %w", err)
-	}
-	ready = c.Start(ctx, s.Snapshot().ClusterReads())
-	s.lateCl.c.Store(c)
-	s.store.Subscribe(func(snap *engine.Snapshot) { c.Ensure(snap.ClusterReads()) })
-	return ready, c.Wait, nil
 }

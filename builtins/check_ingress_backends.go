@@ -194,7 +194,7 @@ func ingressToCheck(ac *engine.ActionContext) (map[string]any, string) {
 	if v, why := objectOfKind(ac, "Ingress"); !v.Exists() {
 		return nil, why
 	}
-	obj, old := ac.Object(), ac.OldObject()
+	obj, old := decodedObject(ac.Object()), decodedObject(ac.OldObject())
 	if av, _ := obj["apiVersion"].(string); av != "" && av != "networking.k8s.io/v1" {
 		return nil, fmt.Sprintf("only networking.k8s.io/v1 Ingresses are checked, not %s", av)
 	}

@@ -66,7 +66,7 @@ func podOnCreate(ac *engine.ActionContext, change string) (engine.Value, string)
 // not apply to it: there is none, or it is of another kind. An object that
 // does not say its kind is taken to be of kind.
 func objectOfKind(ac *engine.ActionContext, kind string) (engine.Value, string) {
-	obj := ac.ObjectValue()
+	obj := ac.Object()
 	if !obj.Exists() {
 		return engine.Value{}, "there is no object"
 	}
@@ -82,8 +82,19 @@ func objectOfKind(ac *engine.ActionContext, kind string) (engine.Value, string) 
 
 // podMapOnCreate is podOnCreate for builtins that work on the decoded pod.
 func podMapOnCreate(ac *engine.ActionContext, change string) (map[string]any, string) {
-	if obj, why := podOnCreate(ac, change); !obj.Exists() {
+	obj, why := podOnCreate(ac, change)
+	if !obj.Exists() {
 		return nil, why
 	}
-	return ac.Object(), ""
+	return decodedObject(obj), ""
+}
+
+// decodedObject decodes an object, which the engine has checked is one; nil
+// when it is absent.
+func decodedObject(obj engine.Value) map[string]any {
+	var m map[string]any
+	if obj.Exists() {
+		_ = obj.Decode(&m)
+	}
+	return m
 }

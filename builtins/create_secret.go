@@ -217,7 +217,7 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	if v, why := objectOfKind(ac, "Namespace"); !v.Exists() {
 		return skip(why), nil
 	}
-	obj := ac.Object()
+	obj := decodedObject(ac.Object())
 	md, _ := obj["metadata"].(map[string]any)
 	if md["deletionTimestamp"] != nil {
 		return skip("the namespace is terminating"), nil

@@ -159,7 +159,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 	if v, why := objectOfKind(ac, "Node"); !v.Exists() {
 		return skip(why), nil
 	}
-	obj := ac.Object()
+	obj := decodedObject(ac.Object())
 	status, ok := obj["status"].(map[string]any)
 	if !ok {
 		return skip("the node has no status"), nil
@@ -176,7 +176,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
 	}
 	oldStatus := map[string]any{}
-	if old := ac.OldObject(); old != nil {
+	if old := decodedObject(ac.OldObject()); old != nil {
 		oldStatus, _ = old["status"].(map[string]any)
 	}
 

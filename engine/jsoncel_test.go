@@ -329,7 +329,7 @@ func TestDeferredPatchIsAppliedOnRead(t *testing.T) {
 	w, err = newWorkingObject([]byte(celDoc), nil)
 	must(t, err)
 	must(t, w.patch([]JSONPatchOp{Op("replace", "/metadata/name", "web-1")}))
-	if w.doc != nil || w.Map()["metadata"].(map[string]any)["name"] != "web-1" {
+	if w.doc != nil || w.asMap()["metadata"].(map[string]any)["name"] != "web-1" {
 		t.Errorf("replace was not applied at once")
 	}
 	if err := w.patch([]JSONPatchOp{Op("add", "/nope/x", 1)}); err == nil {

@@ -49,6 +49,19 @@ func quantityText(v any) (string, bool) {
 	return "", false
 }
 
+// goType names the Go type a value decodes to, as %T did when builtins
+// read decoded maps: messages say "spec.containers is a string, not a
+// list". It decodes nothing.
+func goType(v engine.Value) string {
+	switch {
+	case v.IsObject():
+		return "map[string]interface {}"
+	case v.IsList():
+		return "[]interface {}"
+	}
+	return fmt.Sprintf("%T", v.Interface())
+}
+
 // skip reports that an action does not apply to this object, and why.
 func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }
 

@@ -62,6 +62,18 @@ func goType(v engine.Value) string {
 	return fmt.Sprintf("%T", v.Interface())
 }
 
+// quantityValue returns the text of a quantity in the object: a string,
+// or a bare JSON number.
+func quantityValue(v engine.Value) (string, bool) {
+	if s, ok := v.Str(); ok {
+		return s, true
+	}
+	if v.IsObject() || v.IsList() {
+		return "", false
+	}
+	return quantityText(v.Interface())
+}
+
 // skip reports that an action does not apply to this object, and why.
 func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }
 

@@ -74,6 +74,40 @@ func quantityValue(v engine.Value) (string, bool) {
 	return quantityText(v.Interface())
 }
 
+// sameValue reports whether two values hold the same JSON, as
+// reflect.DeepEqual of their decoded forms does: absent and null alike,
+// numbers equal when of one kind and value.
+func sameValue(a, b engine.Value) bool {
+	switch {
+	case a.IsObject():
+		if !b.IsObject() || a.Len() != b.Len() {
+			return false
+		}
+		same := true
+		a.Range(func(k string, e engine.Value) {
+			if same {
+				f := b.Get(k)
+				same = f.Exists() && sameValue(e, f)
+			}
+		})
+		return same
+	case a.IsList():
+		if !b.IsList() || a.Len() != b.Len() {
+			return false
+		}
+		be := b.Elements()
+		for i, e := range a.Elements() {
+			if !sameValue(e, be[i]) {
+				return false
+			}
+		}
+		return true
+	case b.IsObject() || b.IsList():
+		return false
+	}
+	return a.Interface() == b.Interface()
+}
+
 // skip reports that an action does not apply to this object, and why.
 func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }
 

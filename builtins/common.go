@@ -138,22 +138,3 @@ func objectOfKind(ac *engine.ActionContext, kind string) (engine.Value, string) 
 	}
 	return obj, ""
 }
-
-// podMapOnCreate is podOnCreate for builtins that work on the decoded pod.
-func podMapOnCreate(ac *engine.ActionContext, change string) (map[string]any, string) {
-	obj, why := podOnCreate(ac, change)
-	if !obj.Exists() {
-		return nil, why
-	}
-	return decodedObject(obj), ""
-}
-
-// decodedObject decodes an object, which the engine has checked is one; nil
-// when it is absent.
-func decodedObject(obj engine.Value) map[string]any {
-	var m map[string]any
-	if obj.Exists() {
-		_ = obj.Decode(&m)
-	}
-	return m
-}

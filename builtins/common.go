@@ -49,6 +49,18 @@ func quantityText(v any) (string, bool) {
 	return "", false
 }
 
+// quantityValue returns the text of a quantity in the object: a string,
+// or a bare JSON number.
+func quantityValue(v engine.Value) (string, bool) {
+	if s, ok := v.Str(); ok {
+		return s, true
+	}
+	if v.IsObject() || v.IsList() {
+		return "", false
+	}
+	return quantityText(v.Interface())
+}
+
 // goType names the Go type a value decodes to, as %T did when builtins
 // read decoded maps: messages say "spec.containers is a string, not a
 // list". It decodes nothing.
@@ -60,18 +72,6 @@ func goType(v engine.Value) string {
 		return "[]interface {}"
 	}
 	return fmt.Sprintf("%T", v.Interface())
-}
-
-// quantityValue returns the text of a quantity in the object: a string,
-// or a bare JSON number.
-func quantityValue(v engine.Value) (string, bool) {
-	if s, ok := v.Str(); ok {
-		return s, true
-	}
-	if v.IsObject() || v.IsList() {
-		return "", false
-	}
-	return quantityText(v.Interface())
 }
 
 // sameValue reports whether two values hold the same JSON, as

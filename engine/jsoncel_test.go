@@ -198,6 +198,22 @@ func checkValueMatchesPlain(t *testing.T, d *jsonDoc) {
 		if fmt.Sprint(a) != fmt.Sprint(b) {
 			t.Fatalf("%s: formatted %v, plain %v", path, a, b)
 		}
+		if a.Exists() {
+			// What Decode reads: both ways, written out, the same values.
+			var ad, bd any
+			if a.Decode(&ad) != nil || b.Decode(&bd) != nil || !reflect.DeepEqual(ad, bd) {
+				t.Fatalf("%s: decodes as %#v, plain %#v", path, ad, bd)
+			}
+			for way, v := range map[string]Value{"parsed": a, "plain": b} {
+				text, err := v.jsonText()
+				if err != nil {
+					t.Fatalf("%s: %s written out: %v", path, way, err)
+				}
+				if back, err := parseJSON(text); err != nil || !reflect.DeepEqual(back.native(0), ad) {
+					t.Fatalf("%s: %s written out as %q: %v", path, way, text, err)
+				}
+			}
+		}
 		if a.IsObject() {
 			walk(path+".nope", a.Get("nope"), b.Get("nope"))
 		}

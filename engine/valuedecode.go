@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -199,10 +200,12 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendPlainJSON appends plain Go values as JSON, as json.Marshal would
-// but for the order of keys, which is the map's: decoding does not care,
-// and not sorting them is most of the saving. Other values go through
-// json.Marshal.
+// appendPlainJSON appends plain Go values as JSON that reads back as the
+// same values: unlike json.Marshal, a float64 keeps a fraction or an
+// exponent, so that 2.0 stays a float64 as it was when its text was
+// parsed. Keys come in the map's order, not sorted: decoding does not
+// care, and sorting is most of json.Marshal's cost. Other values go
+// through json.Marshal.
 func appendPlainJSON(b []byte, v any) ([]byte, error) {
 	var err error
 	switch v := v.(type) {
@@ -222,7 +225,11 @@ func appendPlainJSON(b []byte, v any) ([]byte, error) {
 		if abs := math.Abs(v); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 			return strconv.AppendFloat(b, v, 'e', -1, 64), nil
 		}
-		return strconv.AppendFloat(b, v, 'f', -1, 64), nil
+		start := len(b)
+		if b = strconv.AppendFloat(b, v, 'f', -1, 64); bytes.IndexByte(b[start:], '.') < 0 {
+			b = append(b, ".0"...)
+		}
+		return b, nil
 	case map[string]any:
 		b = append(b, '{')
 		first := true

@@ -122,9 +122,10 @@ type ActionContext struct {
 
 // Object returns the object as the earlier mutating policies left it,
 // their patches applied; absent for DELETE and CONNECT. It is read in
-// place, without decoding: an action reads the fields it needs through
-// Get, Str, Elements and Range, and Decodes a copy only when it needs much
-// of the object. Actions never modify it: they return patch operations.
+// place: an action reads the fields it needs through Get, Str, Elements
+// and Range, and Decodes a copy only when it needs much of the object.
+// (Only a patch waiting to be applied makes the engine decode it first.)
+// Actions never modify it: they return patch operations.
 func (ac *ActionContext) Object() Value { return ac.object.Value() }
 
 // OldObject returns the object before an UPDATE or DELETE; absent otherwise.

@@ -3,7 +3,6 @@ package builtins
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"strconv"
 	"strings"
 
@@ -108,18 +107,17 @@ func (b serviceBackend) portText() string {
 // Run checks the Ingress's references.
 func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	ing, why := ingressToCheck(ac)
-	if ing == nil {
+	if !ing.Exists() {
 		return skip(why), nil
 	}
 	if ac.Cluster == nil {
 		return engine.Outcome{}, errors.New("no cluster state to look Services up in (celadon eval: give it with --cluster)")
 	}
-	md, _ := ing["metadata"].(map[string]any)
-	ns, _ := md["namespace"].(string)
+	ns, _ := ing.Get("metadata").Get("namespace").Str()
 	if ns == "" && ac.Request != nil {
 		ns = ac.Request.Namespace
 	}
-	spec, _ := ing["spec"].(map[string]any)
+	spec := ing.Get("spec")
 	backends, resources, err := ingressBackends(spec)
 	if err != nil {
 		return engine.Outcome{}, err
@@ -151,7 +149,7 @@ func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 			report(fmt.Sprintf("service %q has no port %s", b.name, b.portText()))
 		}
 	}
-	if class, _ := spec["ingressClassName"].(string); a.args.CheckIngressClass && class != "" {
+	if class, _ := spec.Get("ingressClassName").Str(); a.args.CheckIngressClass && class != "" {
 		o, err := l.get(ingressClassesResource, "", class, nil)
 		if err != nil {
 			return engine.Outcome{}, err
@@ -161,10 +159,8 @@ func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 		}
 	}
 	if a.args.CheckTLSSecrets {
-		tls, _ := spec["tls"].([]any)
-		for _, t := range tls {
-			tm, _ := t.(map[string]any)
-			name, _ := tm["secretName"].(string)
+		for _, t := range spec.Get("tls").Elements() {
+			name, _ := t.Get("secretName").Str()
 			if name == "" {
 				continue
 			}
@@ -202,19 +198,19 @@ func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 // there is nothing to check. An UPDATE that leaves spec as it was (labels,
 // finalizers, deletion) is not checked: a Service deleted since must not
 // block the Ingress's own cleanup.
-func ingressToCheck(ac *engine.ActionContext) (map[string]any, string) {
+func ingressToCheck(ac *engine.ActionContext) (engine.Value, string) {
 	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Request.Operation != admissionv1.Update {
-		return nil, fmt.Sprintf("Ingresses are checked on CREATE and UPDATE, not on %s", ac.Request.Operation)
+		return engine.Value{}, fmt.Sprintf("Ingresses are checked on CREATE and UPDATE, not on %s", ac.Request.Operation)
 	}
-	if v, why := objectOfKind(ac, "Ingress"); !v.Exists() {
-		return nil, why
+	obj, why := objectOfKind(ac, "Ingress")
+	if !obj.Exists() {
+		return engine.Value{}, why
 	}
-	obj, old := ac.Object(), ac.OldObject()
-	if av, _ := obj["apiVersion"].(string); av != "" && av != "networking.k8s.io/v1" {
-		return nil, fmt.Sprintf("only networking.k8s.io/v1 Ingresses are checked, not %s", av)
+	if av, _ := obj.Get("apiVersion").Str(); av != "" && av != "networking.k8s.io/v1" {
+		return engine.Value{}, fmt.Sprintf("only networking.k8s.io/v1 Ingresses are checked, not %s", av)
 	}
-	if old != nil && reflect.DeepEqual(obj["spec"], old["spec"]) {
-		return nil, "the Ingress's spec is unchanged"
+	if old := ac.OldObject(); old.Exists() && sameValue(obj.Get("spec"), old.Get("spec")) {
+		return engine.Value{}, "the Ingress's spec is unchanged"
 	}
 	return obj, ""
 }
@@ -222,55 +218,49 @@ func ingressToCheck(ac *engine.ActionContext) (map[string]any, string) {
 // ingressBackends returns the service backends of spec, defaultBackend
 // first, then the rules' paths in order, and the number of resource
 // backends. A backend that is neither is an error naming its field.
-func ingressBackends(spec map[string]any) ([]serviceBackend, int, error) {
+func ingressBackends(spec engine.Value) ([]serviceBackend, int, error) {
 	var out []serviceBackend
 	resources := 0
-	add := func(field string, v any) error {
-		b, ok := v.(map[string]any)
-		if !ok {
+	add := func(field string, b engine.Value) error {
+		if !b.IsObject() {
 			return fmt.Errorf("spec.%s: want an object", field)
 		}
-		if _, ok := b["resource"]; ok {
+		if b.Get("resource").Exists() {
 			resources++
 			return nil
 		}
-		svc, ok := b["service"].(map[string]any)
-		if !ok {
+		svc := b.Get("service")
+		if !svc.IsObject() {
 			return fmt.Errorf("spec.%s: neither service nor resource is set", field)
 		}
 		sb := serviceBackend{}
-		sb.name, _ = svc["name"].(string)
+		sb.name, _ = svc.Get("name").Str()
 		if sb.name == "" {
 			return fmt.Errorf("spec.%s.service.name is required", field)
 		}
-		port, _ := svc["port"].(map[string]any)
-		switch n := port["number"].(type) {
+		port := svc.Get("port")
+		switch n := port.Get("number").Interface().(type) {
 		case int64:
 			sb.port, sb.numeric = strconv.FormatInt(n, 10), true
 		case float64:
 			sb.port, sb.numeric = strconv.FormatFloat(n, 'f', -1, 64), true
 		}
 		if !sb.numeric {
-			if sb.port, _ = port["name"].(string); sb.port == "" {
+			if sb.port, _ = port.Get("name").Str(); sb.port == "" {
 				return fmt.Errorf("spec.%s.service.port: a number or a name is required", field)
 			}
 		}
 		out = append(out, sb)
 		return nil
 	}
-	if d, ok := spec["defaultBackend"]; ok && d != nil {
+	if d := spec.Get("defaultBackend"); !d.IsNull() {
 		if err := add("defaultBackend", d); err != nil {
 			return nil, 0, err
 		}
 	}
-	rules, _ := spec["rules"].([]any)
-	for i, r := range rules {
-		rm, _ := r.(map[string]any)
-		http, _ := rm["http"].(map[string]any)
-		paths, _ := http["paths"].([]any)
-		for j, p := range paths {
-			pm, _ := p.(map[string]any)
-			if err := add(fmt.Sprintf("rules[%d].http.paths[%d].backend", i, j), pm["backend"]); err != nil {
+	for i, r := range spec.Get("rules").Elements() {
+		for j, p := range r.Get("http").Get("paths").Elements() {
+			if err := add(fmt.Sprintf("rules[%d].http.paths[%d].backend", i, j), p.Get("backend")); err != nil {
 				return nil, 0, err
 			}
 		}

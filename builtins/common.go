@@ -49,6 +49,65 @@ func quantityText(v any) (string, bool) {
 	return "", false
 }
 
+// quantityValue returns the text of a quantity in the object: a string,
+// or a bare JSON number.
+func quantityValue(v engine.Value) (string, bool) {
+	if s, ok := v.Str(); ok {
+		return s, true
+	}
+	if v.IsObject() || v.IsList() {
+		return "", false
+	}
+	return quantityText(v.Interface())
+}
+
+// goType names the Go type a value decodes to, as %T did when builtins
+// read decoded maps: messages say "spec.containers is a string, not a
+// list". It decodes nothing.
+func goType(v engine.Value) string {
+	switch {
+	case v.IsObject():
+		return "map[string]interface {}"
+	case v.IsList():
+		return "[]interface {}"
+	}
+	return fmt.Sprintf("%T", v.Interface())
+}
+
+// sameValue reports whether two values hold the same JSON, as
+// reflect.DeepEqual of their decoded forms does: absent and null alike,
+// numbers equal when of one kind and value.
+func sameValue(a, b engine.Value) bool {
+	switch {
+	case a.IsObject():
+		if !b.IsObject() || a.Len() != b.Len() {
+			return false
+		}
+		same := true
+		a.Range(func(k string, e engine.Value) {
+			if same {
+				f := b.Get(k)
+				same = f.Exists() && sameValue(e, f)
+			}
+		})
+		return same
+	case a.IsList():
+		if !b.IsList() || a.Len() != b.Len() {
+			return false
+		}
+		be := b.Elements()
+		for i, e := range a.Elements() {
+			if !sameValue(e, be[i]) {
+				return false
+			}
+		}
+		return true
+	case b.IsObject() || b.IsList():
+		return false
+	}
+	return a.Interface() == b.Interface()
+}
+
 // skip reports that an action does not apply to this object, and why.
 func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, Reason: reason} }
 
@@ -66,7 +125,7 @@ func podOnCreate(ac *engine.ActionContext, change string) (engine.Value, string)
 // not apply to it: there is none, or it is of another kind. An object that
 // does not say its kind is taken to be of kind.
 func objectOfKind(ac *engine.ActionContext, kind string) (engine.Value, string) {
-	obj := ac.ObjectValue()
+	obj := ac.Object()
 	if !obj.Exists() {
 		return engine.Value{}, "there is no object"
 	}
@@ -78,12 +137,4 @@ func objectOfKind(ac *engine.ActionContext, kind string) (engine.Value, string) 
 		return engine.Value{}, fmt.Sprintf("the object is a %s, not %s %s", k, article, kind)
 	}
 	return obj, ""
-}
-
-// podMapOnCreate is podOnCreate for builtins that work on the decoded pod.
-func podMapOnCreate(ac *engine.ActionContext, change string) (map[string]any, string) {
-	if obj, why := podOnCreate(ac, change); !obj.Exists() {
-		return nil, why
-	}
-	return ac.Object(), ""
 }

@@ -525,27 +525,26 @@ type consulRegistration struct {
 // hooked container that lacks them, so a second run on the patched pod
 // returns none.
 func (a *consulLifecycleAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	obj, why := podMapOnCreate(ac, "lifecycle hooks can only be added")
-	if obj == nil {
+	obj, why := podOnCreate(ac, "lifecycle hooks can only be added")
+	if !obj.Exists() {
 		return skip(why), nil
 	}
-	md, _ := obj["metadata"].(map[string]any)
-	annotations, _ := md["annotations"].(map[string]any)
-	spec, ok := obj["spec"].(map[string]any)
-	if !ok {
+	annotations := obj.Get("metadata").Get("annotations")
+	spec := obj.Get("spec")
+	if !spec.IsObject() {
 		return skip("the pod has no spec"), nil
 	}
-	containers, ok := spec["containers"].([]any)
-	if !ok && spec["containers"] != nil {
-		return engine.Outcome{}, fmt.Errorf("spec.containers is a %T, not a list", spec["containers"])
+	list := spec.Get("containers")
+	if !list.IsList() && !list.IsNull() {
+		return engine.Outcome{}, fmt.Errorf("spec.containers is a %s, not a list", goType(list))
 	}
+	containers := list.Elements()
 	var hooked []int // indexes in spec.containers
-	for i, item := range containers {
-		c, ok := item.(map[string]any)
-		if !ok {
-			return engine.Outcome{}, fmt.Errorf("spec.containers[%d] is a %T, not an object", i, item)
+	for i, c := range containers {
+		if !c.IsObject() {
+			return engine.Outcome{}, fmt.Errorf("spec.containers[%d] is a %s, not an object", i, goType(c))
 		}
-		name, _ := c["name"].(string)
+		name, _ := c.Get("name").Str()
 		if (a.containers == nil && i == 0) || a.containers[name] {
 			hooked = append(hooked, i)
 		}
@@ -577,8 +576,8 @@ func (a *consulLifecycleAction) Run(ac *engine.ActionContext) (engine.Outcome, e
 		added, chained, ready []string
 	)
 	for _, i := range hooked {
-		c := containers[i].(map[string]any)
-		name, _ := c["name"].(string)
+		c := containers[i]
+		name, _ := c.Get("name").Str()
 		base := fmt.Sprintf("/spec/containers/%d", i)
 		hookOps, chainedHooks, err := a.hookOps(c, name, base, register, deregister)
 		if err != nil {
@@ -621,7 +620,7 @@ func (a *consulLifecycleAction) checkKind() string {
 // resolve works out what the pod registers, annotations applied. why is
 // non-empty when the pod is skipped; err reports a pod that asks for
 // something impossible.
-func (a *consulLifecycleAction) resolve(annotations map[string]any, containers []any, hooked []int) (reg consulRegistration, why string, err error) {
+func (a *consulLifecycleAction) resolve(annotations engine.Value, containers []engine.Value, hooked []int) (reg consulRegistration, why string, err error) {
 	reg = consulRegistration{service: a.service, tags: a.tags, meta: map[string]string{}}
 	for k, v := range a.meta {
 		reg.meta[k] = v
@@ -631,13 +630,13 @@ func (a *consulLifecycleAction) resolve(annotations map[string]any, containers [
 		if !a.allowAnnotations {
 			return "", false, nil
 		}
-		v, ok := annotations[key]
-		if !ok {
+		v := annotations.Get(key)
+		if !v.Exists() {
 			return "", false, nil
 		}
-		s, isString := v.(string)
+		s, isString := v.Str()
 		if !isString {
-			return "", false, fmt.Errorf("annotation %s is a %T, not a string", key, v)
+			return "", false, fmt.Errorf("annotation %s is a %s, not a string", key, goType(v))
 		}
 		return s, true, nil
 	}
@@ -678,16 +677,20 @@ func (a *consulLifecycleAction) resolve(annotations map[string]any, containers [
 		}
 	}
 	if a.allowAnnotations {
-		for k, v := range annotations {
+		var notString error
+		annotations.Range(func(k string, v engine.Value) {
 			key, ok := strings.CutPrefix(k, consulAnnotationMetaPrefix)
-			if !ok {
-				continue
+			if !ok || notString != nil {
+				return
 			}
-			s, isString := v.(string)
-			if !isString {
-				return reg, "", fmt.Errorf("annotation %s is a %T, not a string", k, v)
+			if s, isString := v.Str(); isString {
+				reg.meta[key] = s
+			} else {
+				notString = fmt.Errorf("annotation %s is a %s, not a string", k, goType(v))
 			}
-			reg.meta[key] = s
+		})
+		if notString != nil {
+			return reg, "", notString
 		}
 		if err := consulValidMeta(reg.meta); err != nil {
 			return reg, "", fmt.Errorf("meta, with the annotations %s*: %v", consulAnnotationMetaPrefix, err)
@@ -708,7 +711,7 @@ func (a *consulLifecycleAction) resolve(annotations map[string]any, containers [
 
 // consulResolvePort turns a port number or name into a number; nil means
 // the first containerPort of the first hooked container.
-func consulResolvePort(p *intstr.IntOrString, containers []any, hooked []int) (int, error) {
+func consulResolvePort(p *intstr.IntOrString, containers []engine.Value, hooked []int) (int, error) {
 	if p != nil && p.Type == intstr.Int {
 		return int(p.IntVal), nil
 	}
@@ -719,17 +722,14 @@ func consulResolvePort(p *intstr.IntOrString, containers []any, hooked []int) (i
 		}
 	}
 	for _, i := range order {
-		c, _ := containers[i].(map[string]any)
-		ports, _ := c["ports"].([]any)
-		for _, raw := range ports {
-			cp, _ := raw.(map[string]any)
-			number, ok := cp["containerPort"].(int64)
-			if !ok {
-				if f, isFloat := cp["containerPort"].(float64); isFloat {
-					number, ok = int64(f), true
-				}
-			}
-			if !ok {
+		for _, cp := range containers[i].Get("ports").Elements() {
+			var number int64
+			switch n := cp.Get("containerPort").Interface().(type) {
+			case int64:
+				number = n
+			case float64:
+				number = int64(n)
+			default:
 				continue
 			}
 			if p == nil {
@@ -738,13 +738,13 @@ func consulResolvePort(p *intstr.IntOrString, containers []any, hooked []int) (i
 				}
 				continue
 			}
-			if cp["name"] == p.StrVal {
+			if name, ok := cp.Get("name").Str(); ok && name == p.StrVal {
 				return int(number), nil
 			}
 		}
 	}
 	if p == nil {
-		name, _ := containers[hooked[0]].(map[string]any)["name"].(string)
+		name, _ := containers[hooked[0]].Get("name").Str()
 		return 0, fmt.Errorf("no service port: container %s declares no containerPort; set with.port or the annotation %s", name, consulAnnotationPort)
 	}
 	return 0, fmt.Errorf("no container of the pod has a port named %q", p.StrVal)
@@ -796,12 +796,12 @@ func (a *consulLifecycleAction) registration(reg consulRegistration) (members, c
 
 // hookOps returns the ops that put our hooks on container c at base, and
 // which of its own hooks they chain.
-func (a *consulLifecycleAction) hookOps(c map[string]any, name, base string, register, deregister []string) ([]engine.JSONPatchOp, []string, error) {
-	lifecycle, ok := c["lifecycle"].(map[string]any)
-	if !ok && c["lifecycle"] != nil {
-		return nil, nil, fmt.Errorf("container %s: lifecycle is a %T, not an object", name, c["lifecycle"])
+func (a *consulLifecycleAction) hookOps(c engine.Value, name, base string, register, deregister []string) ([]engine.JSONPatchOp, []string, error) {
+	lifecycle := c.Get("lifecycle")
+	if !lifecycle.IsObject() && !lifecycle.IsNull() {
+		return nil, nil, fmt.Errorf("container %s: lifecycle is a %s, not an object", name, goType(lifecycle))
 	}
-	if lifecycle == nil {
+	if lifecycle.IsNull() {
 		return []engine.JSONPatchOp{engine.Op("add", base+"/lifecycle", map[string]any{
 			"postStart": consulExecHandler(register),
 			"preStop":   consulExecHandler(deregister),
@@ -820,14 +820,13 @@ func (a *consulLifecycleAction) hookOps(c map[string]any, name, base string, reg
 		{"preStop", deregister, consulDeregisterMarker},
 	} {
 		path := base + "/lifecycle/" + h.field
-		raw := lifecycle[h.field]
-		if raw == nil {
+		handler := lifecycle.Get(h.field)
+		if handler.IsNull() {
 			ops = append(ops, engine.Op("add", path, consulExecHandler(h.command)))
 			continue
 		}
-		handler, ok := raw.(map[string]any)
-		if !ok {
-			return nil, nil, fmt.Errorf("container %s: lifecycle.%s is a %T, not an object", name, h.field, raw)
+		if !handler.IsObject() {
+			return nil, nil, fmt.Errorf("container %s: lifecycle.%s is a %s, not an object", name, h.field, goType(handler))
 		}
 		own, kind, err := consulHookCommand(handler)
 		if err != nil {
@@ -848,32 +847,32 @@ func (a *consulLifecycleAction) hookOps(c map[string]any, name, base string, reg
 	return ops, chained, nil
 }
 
-// consulHookCommand returns the command an existing handler runs, as
-// argv, and its kind; nil when it is not a command (httpGet, tcpSocket).
-func consulHookCommand(handler map[string]any) ([]string, string, error) {
+// consulHookCommand returns the command an existing handler, an object,
+// runs, as argv, and its kind; nil when it is not a command (httpGet,
+// tcpSocket).
+func consulHookCommand(handler engine.Value) ([]string, string, error) {
 	for _, kind := range []string{"exec", "sleep", "httpGet", "tcpSocket"} {
-		v, ok := handler[kind]
-		if !ok || v == nil {
+		m := handler.Get(kind)
+		if m.IsNull() {
 			continue
 		}
-		m, _ := v.(map[string]any)
 		switch kind {
 		case "exec":
-			raw, _ := m["command"].([]any)
+			raw := m.Get("command").Elements()
 			argv := make([]string, 0, len(raw))
 			for i, arg := range raw {
-				s, ok := arg.(string)
+				s, ok := arg.Str()
 				if !ok {
-					return nil, kind, fmt.Errorf("exec.command[%d] is a %T, not a string", i, arg)
+					return nil, kind, fmt.Errorf("exec.command[%d] is a %s, not a string", i, goType(arg))
 				}
 				argv = append(argv, s)
 			}
 			// An exec hook with no command does nothing: chain nothing.
 			return argv, kind, nil
 		case "sleep":
-			seconds, ok := quantityText(m["seconds"])
+			seconds, ok := quantityValue(m.Get("seconds"))
 			if !ok {
-				return nil, kind, fmt.Errorf("sleep.seconds is a %T, not a number", m["seconds"])
+				return nil, kind, fmt.Errorf("sleep.seconds is a %s, not a number", goType(m.Get("seconds")))
 			}
 			return []string{"sleep", seconds}, kind, nil
 		default:
@@ -895,7 +894,7 @@ func consulExecHandler(argv []string) map[string]any {
 // envOps returns the ops that add the variables the hooks read and
 // container c at base lacks. A variable the container sets itself is left
 // as it is.
-func (a *consulLifecycleAction) envOps(c map[string]any, name, base string) ([]engine.JSONPatchOp, error) {
+func (a *consulLifecycleAction) envOps(c engine.Value, name, base string) ([]engine.JSONPatchOp, error) {
 	var want []map[string]any
 	for _, e := range consulDownwardEnv {
 		want = append(want, map[string]any{"name": e.name, "valueFrom": map[string]any{
@@ -909,19 +908,14 @@ func (a *consulLifecycleAction) envOps(c map[string]any, name, base string) ([]e
 			"secretKeyRef": map[string]any{"name": s.Name, "key": s.Key},
 		}})
 	}
-	var env []any
-	if c["env"] != nil {
-		var ok bool
-		if env, ok = c["env"].([]any); !ok {
-			return nil, fmt.Errorf("container %s: env is a %T, not a list", name, c["env"])
-		}
+	env := c.Get("env")
+	if !env.IsList() && !env.IsNull() {
+		return nil, fmt.Errorf("container %s: env is a %s, not a list", name, goType(env))
 	}
 	present := map[string]bool{}
-	for _, e := range env {
-		if m, ok := e.(map[string]any); ok {
-			if n, ok := m["name"].(string); ok {
-				present[n] = true
-			}
+	for _, e := range env.Elements() {
+		if n, ok := e.Get("name").Str(); ok {
+			present[n] = true
 		}
 	}
 	var missing []any
@@ -933,7 +927,7 @@ func (a *consulLifecycleAction) envOps(c map[string]any, name, base string) ([]e
 	switch {
 	case len(missing) == 0:
 		return nil, nil
-	case c["env"] == nil:
+	case env.IsNull():
 		return []engine.JSONPatchOp{engine.Op("add", base+"/env", missing)}, nil
 	}
 	ops := make([]engine.JSONPatchOp, len(missing))

@@ -234,16 +234,16 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 		return skip(why), nil
 	}
 	obj := ac.Object()
-	md, _ := obj["metadata"].(map[string]any)
-	if md["deletionTimestamp"] != nil {
+	md := obj.Get("metadata")
+	if !md.Get("deletionTimestamp").IsNull() {
 		return skip("the namespace is terminating"), nil
 	}
-	if status, _ := obj["status"].(map[string]any); status["phase"] == string(corev1.NamespaceTerminating) {
+	if phase, _ := obj.Get("status").Get("phase").Str(); phase == string(corev1.NamespaceTerminating) {
 		return skip("the namespace is terminating"), nil
 	}
-	annotations, isMap := md["annotations"].(map[string]any)
-	if md["annotations"] != nil && !isMap {
-		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
+	annotations := md.Get("annotations")
+	if !annotations.IsNull() && !annotations.IsObject() {
+		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %s, not an object", goType(annotations))
 	}
 	stringData := make(map[string]string, len(a.keys))
 	var renderErr error
@@ -255,7 +255,7 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 		}
 		stringData[k], _ = v.(string)
 	}
-	name, _ := md["name"].(string)
+	name, _ := md.Get("name").Str()
 	var effects []any
 	if ac.PlanEffects {
 		if renderErr != nil {
@@ -282,10 +282,10 @@ func (a *createSecretAction) Run(ac *engine.ActionContext) (engine.Outcome, erro
 	entry := ac.Policy + "/" + a.args.Name
 	const path = "/metadata/annotations"
 	var ops []engine.JSONPatchOp
-	switch current, has := annotations[NamespaceSecretsAnnotation].(string); {
-	case md == nil:
+	switch current, has := annotations.Get(NamespaceSecretsAnnotation).Str(); {
+	case !md.IsObject():
 		ops = append(ops, engine.Op("add", "/metadata", map[string]any{"annotations": map[string]any{NamespaceSecretsAnnotation: entry}}))
-	case annotations == nil:
+	case annotations.IsNull():
 		ops = append(ops, engine.Op("add", path, map[string]any{NamespaceSecretsAnnotation: entry}))
 	case !has || current == "":
 		ops = append(ops, engine.Op("add", path+"/"+engine.EscapePointer(NamespaceSecretsAnnotation), entry))

@@ -156,29 +156,26 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 			return skip(fmt.Sprintf("nothing to inflate on %s of %s", op, inflateResourceName(r.Group, r.Resource, sub))), nil
 		}
 	}
-	if v, why := objectOfKind(ac, "Node"); !v.Exists() {
+	obj, why := objectOfKind(ac, "Node")
+	if !obj.Exists() {
 		return skip(why), nil
 	}
-	obj := ac.Object()
-	status, ok := obj["status"].(map[string]any)
-	if !ok {
+	status := obj.Get("status")
+	if !status.IsObject() {
 		return skip("the node has no status"), nil
 	}
-	if _, ok := status["allocatable"].(map[string]any); !ok {
+	if !status.Get("allocatable").IsObject() {
 		return skip("the node reports no status.allocatable"), nil
 	}
-	md, hasMD := obj["metadata"].(map[string]any)
-	if obj["metadata"] != nil && !hasMD {
-		return engine.Outcome{}, fmt.Errorf("metadata is a %T, not an object", obj["metadata"])
+	md := obj.Get("metadata")
+	if !md.IsNull() && !md.IsObject() {
+		return engine.Outcome{}, fmt.Errorf("metadata is a %s, not an object", goType(md))
 	}
-	annotations, hasAnnotations := md["annotations"].(map[string]any)
-	if md["annotations"] != nil && !hasAnnotations {
-		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
+	annotations := md.Get("annotations")
+	if !annotations.IsNull() && !annotations.IsObject() {
+		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %s, not an object", goType(annotations))
 	}
-	oldStatus := map[string]any{}
-	if old := ac.OldObject(); old != nil {
-		oldStatus, _ = old["status"].(map[string]any)
-	}
+	oldStatus := ac.OldObject().Get("status")
 
 	var (
 		ops      []engine.JSONPatchOp
@@ -195,17 +192,17 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		// Stop recording capacity once inflateCapacity is off; the kubelet
 		// writes the real capacity back on its next status update.
 		for _, k := range []string{inflateRealCapacity, inflateInflatedCapacity} {
-			if _, ok := annotations[k]; ok {
+			if annotations.Get(k).Exists() {
 				delAnn = append(delAnn, k)
 			}
 		}
 	}
 	for _, f := range fields {
-		values, _ := status[f.name].(map[string]any)
-		if values == nil {
+		values := status.Get(f.name)
+		if !values.IsObject() {
 			continue
 		}
-		oldValues, _ := oldStatus[f.name].(map[string]any)
+		oldValues := oldStatus.Get(f.name)
 		realRec, inflRec, state := inflateReadRecord(annotations, f)
 		if state == inflateRecordCorrupt {
 			warnings = append(warnings, fmt.Sprintf("%s: %s or %s is not a valid record; inflating only the %s values this write changes", ac.Policy, f.real, f.inflated, f.name))
@@ -214,8 +211,8 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		newInfl := map[string]string{}
 		resolved := true
 		for _, r := range a.ratios {
-			raw, ok := values[r.resource]
-			if !ok || raw == nil {
+			raw := values.Get(r.resource)
+			if raw.IsNull() {
 				continue
 			}
 			curText, cur, err := inflateQuantity(raw)
@@ -236,7 +233,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 			case inflateRecordCorrupt:
 				// Without a record, only a value this write changed is
 				// known to be real.
-				if old, ok := oldValues[r.resource]; ok {
+				if old := oldValues.Get(r.resource); old.Exists() {
 					if _, oq, err := inflateQuantity(old); err == nil && oq.Cmp(cur) == 0 {
 						resolved = false
 						kept = append(kept, fmt.Sprintf("%s %s %s (unknown real value)", f.name, r.resource, curText))
@@ -264,7 +261,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 		}
 		for key, m := range map[string]map[string]string{f.real: newReal, f.inflated: newInfl} {
 			if len(m) == 0 {
-				if _, ok := annotations[key]; ok {
+				if annotations.Get(key).Exists() {
 					delAnn = append(delAnn, key)
 				}
 				continue
@@ -273,7 +270,7 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 			if err != nil {
 				return engine.Outcome{}, err
 			}
-			if !inflateSameRecord(annotations[key], m) {
+			if !inflateSameRecord(annotations.Get(key), m) {
 				setAnn[key] = string(b)
 			}
 		}
@@ -285,14 +282,14 @@ func (a *inflateAllocatableAction) Run(ac *engine.ActionContext) (engine.Outcome
 	// Annotations: a whole map when there is none, else one key each.
 	switch {
 	case len(setAnn) == 0:
-	case md == nil:
+	case md.IsNull():
 		ops = append(ops, engine.Op("add", "/metadata", map[string]any{"annotations": inflatePlain(setAnn)}))
-	case annotations == nil:
+	case annotations.IsNull():
 		ops = append(ops, engine.Op("add", "/metadata/annotations", inflatePlain(setAnn)))
 	default:
 		for _, k := range slices.Sorted(maps.Keys(setAnn)) {
 			op := "add"
-			if _, ok := annotations[k]; ok {
+			if annotations.Get(k).Exists() {
 				op = "replace"
 			}
 			ops = append(ops, engine.Op(op, "/metadata/annotations/"+engine.EscapePointer(k), setAnn[k]))
@@ -346,10 +343,10 @@ func inflateScale(res string, q resource.Quantity, ratio *big.Rat) (resource.Qua
 }
 
 // inflateQuantity parses a status value: a quantity string (or a number).
-func inflateQuantity(v any) (string, resource.Quantity, error) {
-	s, ok := quantityText(v)
+func inflateQuantity(v engine.Value) (string, resource.Quantity, error) {
+	s, ok := quantityValue(v)
 	if !ok {
-		return "", resource.Quantity{}, fmt.Errorf("%T is not a quantity", v)
+		return "", resource.Quantity{}, fmt.Errorf("%s is not a quantity", goType(v))
 	}
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
@@ -377,9 +374,9 @@ type inflateRecorded struct {
 }
 
 // inflateReadRecord reads the real and inflated records of a field.
-func inflateReadRecord(annotations map[string]any, f inflateField) (real, inflated map[string]inflateRecorded, state inflateRecordState) {
-	rawReal, hasReal := annotations[f.real]
-	rawInfl, hasInfl := annotations[f.inflated]
+func inflateReadRecord(annotations engine.Value, f inflateField) (real, inflated map[string]inflateRecorded, state inflateRecordState) {
+	rawReal, rawInfl := annotations.Get(f.real), annotations.Get(f.inflated)
+	hasReal, hasInfl := rawReal.Exists(), rawInfl.Exists()
 	if !hasReal && !hasInfl {
 		return nil, nil, inflateRecordNone
 	}
@@ -394,8 +391,8 @@ func inflateReadRecord(annotations map[string]any, f inflateField) (real, inflat
 	return real, inflated, inflateRecordOK
 }
 
-func inflateParseRecord(v any) (map[string]inflateRecorded, bool) {
-	s, ok := v.(string)
+func inflateParseRecord(v engine.Value) (map[string]inflateRecorded, bool) {
+	s, ok := v.Str()
 	if !ok {
 		return nil, false
 	}
@@ -415,8 +412,8 @@ func inflateParseRecord(v any) (map[string]inflateRecorded, bool) {
 }
 
 // inflateSameRecord reports whether an annotation already holds m.
-func inflateSameRecord(v any, m map[string]string) bool {
-	s, ok := v.(string)
+func inflateSameRecord(v engine.Value, m map[string]string) bool {
+	s, ok := v.Str()
 	if !ok {
 		return false
 	}

@@ -149,11 +149,11 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 			continue
 		}
 		if !raw.IsList() {
-			return engine.Outcome{}, fmt.Errorf("spec.%s is a %T, not a list", list, raw.Interface())
+			return engine.Outcome{}, fmt.Errorf("spec.%s is a %s, not a list", list, goType(raw))
 		}
 		for i, c := range raw.Elements() {
 			if !c.IsObject() {
-				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %T, not an object", list, i, c.Interface())
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %s, not an object", list, i, goType(c))
 			}
 			cname, _ := c.Get("name").Str()
 			if a.containers != nil && !a.containers[cname] {
@@ -172,7 +172,7 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 				continue
 			}
 			if !env.IsList() {
-				return engine.Outcome{}, fmt.Errorf("spec.%s[%d].env is a %T, not a list", list, i, env.Interface())
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d].env is a %s, not a list", list, i, goType(env))
 			}
 			entries := env.Elements()
 			// With duplicate names the last entry wins, in Kubernetes too.
@@ -186,7 +186,7 @@ func (a *injectEnvIndexAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 			case j < 0:
 				ops = append(ops, engine.Op("add", base+"/-", a.entry(ordinal)))
 				added = append(added, who)
-			case a.matches(entries[j].Interface().(map[string]any), ordinal):
+			case a.matches(entries[j], ordinal):
 				equal = append(equal, who)
 			case a.overwrite:
 				ops = append(ops, engine.Op("replace", base+"/"+strconv.Itoa(j), a.entry(ordinal)))
@@ -233,30 +233,35 @@ func (a *injectEnvIndexAction) entry(ordinal string) map[string]any {
 	return map[string]any{"name": a.name, "value": ordinal}
 }
 
-// matches reports whether an existing env entry already yields what entry
-// would, up to API-server defaulting.
-func (a *injectEnvIndexAction) matches(e map[string]any, ordinal string) bool {
-	value, _ := e["value"].(string)
-	vf, _ := e["valueFrom"].(map[string]any)
+// matches reports whether an existing env entry, an object, already
+// yields what entry would, up to API-server defaulting.
+func (a *injectEnvIndexAction) matches(e engine.Value, ordinal string) bool {
+	value, _ := e.Get("value").Str()
+	vf, sources := e.Get("valueFrom"), 0
+	if vf.IsObject() {
+		sources = vf.Len()
+	}
 	if !a.fromLabel {
-		return value == ordinal && len(vf) == 0
+		return value == ordinal && sources == 0
 	}
-	if value != "" || len(vf) != 1 {
+	if value != "" || sources != 1 {
 		return false
 	}
-	ref, _ := vf["fieldRef"].(map[string]any)
-	if ref == nil || ref["fieldPath"] != envIndexFieldPath {
+	ref := vf.Get("fieldRef")
+	if path, _ := ref.Get("fieldPath").Str(); !ref.IsObject() || path != envIndexFieldPath {
 		return false
 	}
-	for k, v := range ref {
+	defaulted := true
+	ref.Range(func(k string, v engine.Value) {
+		s, isString := v.Str()
 		switch {
 		case k == "fieldPath":
-		case k == "apiVersion" && (v == nil || v == "" || v == "v1"):
+		case k == "apiVersion" && (v.IsNull() || isString && (s == "" || s == "v1")):
 		default:
-			return false
+			defaulted = false
 		}
-	}
-	return true
+	})
+	return defaulted
 }
 
 // describe starts the reason: the variable and its value.

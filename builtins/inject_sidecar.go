@@ -534,54 +534,54 @@ func sidecarCopy(v any) any {
 type sidecarContainer struct {
 	list  string // "containers" or "initContainers"
 	index int
-	obj   map[string]any
+	obj   engine.Value
 }
 
 // Run returns the operations that add what the pod lacks. The patched pod
 // holds every item, so a second run returns none.
 func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	obj, why := podMapOnCreate(ac, "containers can only be added")
-	if obj == nil {
+	obj, why := podOnCreate(ac, "containers can only be added")
+	if !obj.Exists() {
 		return skip(why), nil
 	}
-	spec, ok := obj["spec"].(map[string]any)
-	if !ok {
+	spec := obj.Get("spec")
+	if !spec.IsObject() {
 		return skip("the pod has no spec"), nil
 	}
-	lists := map[string][]any{}
+	// The pod's lists that are present, each item an object.
+	lists := map[string][]engine.Value{}
 	for _, l := range []string{"containers", "initContainers", "volumes"} {
-		raw := spec[l]
-		if raw == nil {
+		raw := spec.Get(l)
+		if raw.IsNull() {
 			continue
 		}
-		items, ok := raw.([]any)
-		if !ok {
-			return engine.Outcome{}, fmt.Errorf("spec.%s is a %T, not a list", l, raw)
+		if !raw.IsList() {
+			return engine.Outcome{}, fmt.Errorf("spec.%s is a %s, not a list", l, goType(raw))
 		}
+		items := raw.Elements()
 		for i, item := range items {
-			if _, ok := item.(map[string]any); !ok {
-				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %T, not an object", l, i, item)
+			if !item.IsObject() {
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %s, not an object", l, i, goType(item))
 			}
 		}
 		lists[l] = items
 	}
+	has := func(l string) bool { _, ok := lists[l]; return ok }
 	byName := map[string]sidecarContainer{}
 	for _, l := range []string{"containers", "initContainers"} {
 		for i, item := range lists[l] {
-			m := item.(map[string]any)
-			if n, _ := m["name"].(string); n != "" {
+			if n, _ := item.Get("name").Str(); n != "" {
 				if _, dup := byName[n]; !dup {
-					byName[n] = sidecarContainer{list: l, index: i, obj: m}
+					byName[n] = sidecarContainer{list: l, index: i, obj: item}
 				}
 			}
 		}
 	}
-	volumes := map[string]map[string]any{}
+	volumes := map[string]engine.Value{}
 	for _, item := range lists["volumes"] {
-		m := item.(map[string]any)
-		if n, _ := m["name"].(string); n != "" {
+		if n, _ := item.Get("name").Str(); n != "" {
 			if _, dup := volumes[n]; !dup {
-				volumes[n] = m
+				volumes[n] = item
 			}
 		}
 	}
@@ -609,7 +609,7 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		case have.list != target:
 			conflicts = append(conflicts, fmt.Sprintf("%s: the pod has a container of that name in spec.%s", what, have.list))
 		default:
-			if path := sidecarDiff(v, have.obj); path != "" {
+			if path := sidecarDiff(v, have.obj.Interface()); path != "" {
 				conflicts = append(conflicts, fmt.Sprintf("%s: the pod's differs from the template in %s", what, path))
 			} else {
 				present = append(present, what)
@@ -659,7 +659,7 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 			addVolumes = append(addVolumes, v)
 			added = append(added, "volume "+item.name)
 		default:
-			if path := sidecarDiff(v, have); path != "" {
+			if path := sidecarDiff(v, have.Interface()); path != "" {
 				conflicts = append(conflicts, fmt.Sprintf("volume %s: the pod's differs from the template in %s", item.name, path))
 			} else {
 				present = append(present, "volume "+item.name)
@@ -690,9 +690,8 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		var targets []sidecarContainer
 		if item.containers == nil {
 			for i, c := range lists["containers"] {
-				cm := c.(map[string]any)
-				if n, _ := cm["name"].(string); !a.sidecars[n] {
-					targets = append(targets, sidecarContainer{list: "containers", index: i, obj: cm})
+				if n, _ := c.Get("name").Str(); !a.sidecars[n] {
+					targets = append(targets, sidecarContainer{list: "containers", index: i, obj: c})
 				}
 			}
 		} else {
@@ -706,27 +705,24 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		}
 		var into, already []string
 		for _, t := range targets {
-			cname, _ := t.obj["name"].(string)
-			var mounts []any
-			if raw := t.obj["volumeMounts"]; raw != nil {
-				var ok bool
-				if mounts, ok = raw.([]any); !ok {
-					return engine.Outcome{}, fmt.Errorf("spec.%s[%d].volumeMounts is a %T, not a list", t.list, t.index, raw)
-				}
+			cname, _ := t.obj.Get("name").Str()
+			mounts := t.obj.Get("volumeMounts")
+			if !mounts.IsNull() && !mounts.IsList() {
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d].volumeMounts is a %s, not a list", t.list, t.index, goType(mounts))
 			}
-			var have map[string]any
-			for _, e := range mounts {
-				if em, ok := e.(map[string]any); ok && em["mountPath"] == mountPath {
-					have = em
+			var have engine.Value // absent: no mount at mountPath
+			for _, e := range mounts.Elements() {
+				if p, ok := e.Get("mountPath").Str(); ok && p == mountPath {
+					have = e
 					break
 				}
 			}
 			switch {
-			case have == nil:
+			case !have.Exists():
 				mountOps = append(mountOps, mountOp{c: t, value: sidecarCopy(m)})
 				into = append(into, cname)
 			default:
-				if path := sidecarDiff(m, have); path != "" {
+				if path := sidecarDiff(m, have.Interface()); path != "" {
 					conflicts = append(conflicts, fmt.Sprintf("mount at %s in container %s: the pod's differs from the template in %s", mountPath, cname, path))
 				} else {
 					already = append(already, cname)
@@ -753,21 +749,21 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 	// containers, then init containers, whose insertion at the front would
 	// shift the indices of the pod's own.
 	var ops []engine.JSONPatchOp
-	ops = sidecarAppend(ops, "/spec/volumes", lists["volumes"] != nil, addVolumes)
+	ops = sidecarAppend(ops, "/spec/volumes", has("volumes"), addVolumes)
 	created := map[string]bool{}
 	for _, m := range mountOps {
 		base := fmt.Sprintf("/spec/%s/%d/volumeMounts", m.c.list, m.c.index)
-		if m.c.obj["volumeMounts"] == nil && !created[base] {
+		if m.c.obj.Get("volumeMounts").IsNull() && !created[base] {
 			ops = append(ops, engine.Op("add", base, []any{m.value}))
 			created[base] = true
 			continue
 		}
 		ops = append(ops, engine.Op("add", base+"/-", m.value))
 	}
-	ops = sidecarAppend(ops, "/spec/containers", lists["containers"] != nil, addContainers)
+	ops = sidecarAppend(ops, "/spec/containers", has("containers"), addContainers)
 	switch {
-	case !a.first || lists["initContainers"] == nil:
-		ops = sidecarAppend(ops, "/spec/initContainers", lists["initContainers"] != nil, addInits)
+	case !a.first || !has("initContainers"):
+		ops = sidecarAppend(ops, "/spec/initContainers", has("initContainers"), addInits)
 	default:
 		for i, v := range addInits {
 			ops = append(ops, engine.Op("add", "/spec/initContainers/"+strconv.Itoa(i), v))

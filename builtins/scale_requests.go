@@ -173,46 +173,44 @@ var scaleRequestsResources = []string{"cpu", "memory"}
 // Run returns the operations that lower the requests and record the
 // originals; with the record present, a second run changes nothing.
 func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
-	obj, why := podMapOnCreate(ac, "requests can only be scaled")
-	if obj == nil {
+	obj, why := podOnCreate(ac, "requests can only be scaled")
+	if !obj.Exists() {
 		return skip(why), nil
 	}
-	md, hasMD := obj["metadata"].(map[string]any)
-	if obj["metadata"] != nil && !hasMD {
-		return engine.Outcome{}, fmt.Errorf("metadata is a %T, not an object", obj["metadata"])
+	md := obj.Get("metadata")
+	if !md.IsNull() && !md.IsObject() {
+		return engine.Outcome{}, fmt.Errorf("metadata is a %s, not an object", goType(md))
 	}
-	annotations, hasAnnotations := md["annotations"].(map[string]any)
-	if md["annotations"] != nil && !hasAnnotations {
-		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %T, not an object", md["annotations"])
+	annotations := md.Get("annotations")
+	if !annotations.IsNull() && !annotations.IsObject() {
+		return engine.Outcome{}, fmt.Errorf("metadata.annotations is a %s, not an object", goType(annotations))
 	}
-	if _, done := annotations[scaleRequestsAnnotation]; done {
+	if annotations.Get(scaleRequestsAnnotation).Exists() {
 		return skip("requests already scaled: the pod has the annotation " + scaleRequestsAnnotation), nil
 	}
-	spec, ok := obj["spec"].(map[string]any)
-	if !ok {
+	spec := obj.Get("spec")
+	if !spec.IsObject() {
 		return skip("the pod has no spec"), nil
 	}
-	if r, _ := spec["resources"].(map[string]any); len(r) > 0 {
+	if r := spec.Get("resources"); r.IsObject() && r.Len() > 0 {
 		// Pod-level requests, when set, are what the scheduler counts.
 		return skip("the pod sets pod-level resources (spec.resources); its container requests are not what the scheduler counts"), nil
 	}
 
 	var all []scaleRequestsContainer
 	for _, list := range []string{"containers", "initContainers"} {
-		raw := spec[list]
-		if raw == nil {
+		items := spec.Get(list)
+		if items.IsNull() {
 			continue
 		}
-		items, ok := raw.([]any)
-		if !ok {
-			return engine.Outcome{}, fmt.Errorf("spec.%s is a %T, not a list", list, raw)
+		if !items.IsList() {
+			return engine.Outcome{}, fmt.Errorf("spec.%s is a %s, not a list", list, goType(items))
 		}
-		for i, item := range items {
-			m, ok := item.(map[string]any)
-			if !ok {
-				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %T, not an object", list, i, item)
+		for i, item := range items.Elements() {
+			if !item.IsObject() {
+				return engine.Outcome{}, fmt.Errorf("spec.%s[%d] is a %s, not an object", list, i, goType(item))
 			}
-			ctr, err := scaleRequestsRead(list, i, m)
+			ctr, err := scaleRequestsRead(list, i, item)
 			if err != nil {
 				return engine.Outcome{}, err
 			}
@@ -279,7 +277,7 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		changes = append(changes, fmt.Sprintf("%s (%s)", ctr.who(), strings.Join(what, ", ")))
 		base := fmt.Sprintf("/spec/%s/%d/resources", ctr.list, ctr.index)
 		switch {
-		case ctr.rawRequests == nil:
+		case ctr.rawRequests.IsNull():
 			// Requests defaulted from the limits, in a pod the API server
 			// has not defaulted (celadon eval).
 			ops = append(ops, engine.Op("add", base+"/requests", scaleRequestsPlain(newReqs)))
@@ -287,7 +285,7 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 			for _, res := range scaleRequestsResources {
 				if v, ok := newReqs[res]; ok {
 					op := "replace"
-					if _, exists := ctr.rawRequests[res]; !exists {
+					if !ctr.rawRequests.Get(res).Exists() {
 						op = "add"
 					}
 					ops = append(ops, engine.Op(op, base+"/requests/"+res, v))
@@ -309,9 +307,9 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		return engine.Outcome{}, err
 	}
 	switch {
-	case md == nil:
+	case md.IsNull():
 		ops = append(ops, engine.Op("add", "/metadata", map[string]any{"annotations": map[string]any{scaleRequestsAnnotation: string(record)}}))
-	case annotations == nil:
+	case annotations.IsNull():
 		ops = append(ops, engine.Op("add", "/metadata/annotations", map[string]any{scaleRequestsAnnotation: string(record)}))
 	default:
 		ops = append(ops, engine.Op("add", "/metadata/annotations/"+engine.EscapePointer(scaleRequestsAnnotation), string(record)))
@@ -364,10 +362,11 @@ type scaleRequestsQty struct {
 
 // scaleRequestsContainer is the resources of one container of the pod.
 type scaleRequestsContainer struct {
-	list, name  string
-	index       int
-	resources   map[string]any // nil when absent
-	rawRequests map[string]any // nil when absent
+	list, name string
+	index      int
+	// rawRequests is resources.requests as the pod has it: absent or null
+	// when there is none, else an object.
+	rawRequests engine.Value
 	// requests holds the cpu and memory requests, defaulted from the limits
 	// as the API server does; limits the cpu and memory limits.
 	requests map[string]scaleRequestsQty
@@ -381,40 +380,37 @@ func (c scaleRequestsContainer) who() string {
 	return c.name
 }
 
-// scaleRequestsRead reads a container's cpu and memory requests and limits.
-func scaleRequestsRead(list string, i int, m map[string]any) (scaleRequestsContainer, error) {
+// scaleRequestsRead reads the cpu and memory requests and limits of a
+// container, an object.
+func scaleRequestsRead(list string, i int, c engine.Value) (scaleRequestsContainer, error) {
 	ctr := scaleRequestsContainer{list: list, index: i, requests: map[string]scaleRequestsQty{}, limits: map[string]resource.Quantity{}}
-	ctr.name, _ = m["name"].(string)
+	ctr.name, _ = c.Get("name").Str()
 	where := fmt.Sprintf("spec.%s[%d].resources", list, i)
-	if raw := m["resources"]; raw != nil {
-		r, ok := raw.(map[string]any)
-		if !ok {
-			return ctr, fmt.Errorf("%s is a %T, not an object", where, raw)
-		}
-		ctr.resources = r
+	resources := c.Get("resources")
+	if !resources.IsNull() && !resources.IsObject() {
+		return ctr, fmt.Errorf("%s is a %s, not an object", where, goType(resources))
 	}
-	read := func(field string) (map[string]any, map[string]scaleRequestsQty, error) {
-		raw := ctr.resources[field]
-		if raw == nil {
-			return nil, nil, nil
+	read := func(field string) (engine.Value, map[string]scaleRequestsQty, error) {
+		rm := resources.Get(field)
+		if rm.IsNull() {
+			return rm, nil, nil
 		}
-		rm, ok := raw.(map[string]any)
-		if !ok {
-			return nil, nil, fmt.Errorf("%s.%s is a %T, not an object", where, field, raw)
+		if !rm.IsObject() {
+			return rm, nil, fmt.Errorf("%s.%s is a %s, not an object", where, field, goType(rm))
 		}
 		out := map[string]scaleRequestsQty{}
 		for _, res := range scaleRequestsResources {
-			v, ok := rm[res]
-			if !ok || v == nil {
+			v := rm.Get(res)
+			if v.IsNull() {
 				continue
 			}
-			s, ok := quantityText(v)
+			s, ok := quantityValue(v)
 			if !ok {
-				return nil, nil, fmt.Errorf("%s.%s.%s is a %T, not a quantity", where, field, res, v)
+				return rm, nil, fmt.Errorf("%s.%s.%s is a %s, not a quantity", where, field, res, goType(v))
 			}
 			q, err := resource.ParseQuantity(s)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s.%s.%s: %q is not a quantity", where, field, res, s)
+				return rm, nil, fmt.Errorf("%s.%s.%s: %q is not a quantity", where, field, res, s)
 			}
 			out[res] = scaleRequestsQty{q: q, raw: s}
 		}

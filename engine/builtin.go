@@ -127,18 +127,16 @@ type ActionContext struct {
 	act               *activation
 }
 
-// Object returns the working copy of the object with earlier mutating
-// policies' patches applied; nil for DELETE and CONNECT. Actions must not
-// modify it: they return patch operations instead. The first call decodes
-// the object; an action that reads a few fields should use ObjectValue.
-func (ac *ActionContext) Object() map[string]any { return ac.object.Map() }
+// Object returns the object as the earlier mutating policies left it,
+// their patches applied; absent for DELETE and CONNECT. It is read in
+// place: an action reads the fields it needs through Get, Str, Elements
+// and Range, and Decodes a copy only when it needs much of the object.
+// (Only a patch waiting to be applied makes the engine decode it first.)
+// Actions never modify it: they return patch operations.
+func (ac *ActionContext) Object() Value { return ac.object.Value() }
 
-// ObjectValue returns the same object as Object as a read-only Value, which
-// reads fields without decoding the whole object; absent when there is none.
-func (ac *ActionContext) ObjectValue() Value { return ac.object.Value() }
-
-// OldObject returns the object before an UPDATE or DELETE; nil otherwise.
-func (ac *ActionContext) OldObject() map[string]any { return ac.oldObject.Map() }
+// OldObject returns the object before an UPDATE or DELETE; absent otherwise.
+func (ac *ActionContext) OldObject() Value { return ac.oldObject.Value() }
 
 // Eval evaluates a compiled expression against this request, charging its
 // cost to the request's budget. The result is a plain Go value: string,

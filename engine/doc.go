@@ -17,11 +17,13 @@
 //     actions return a violation that the policy's enforcement turns into a
 //     denial, a warning or an audit annotation.
 //
-// The object is parsed once into a tape that CEL and Value read in place;
-// it is decoded into Go maps only for a builtin that calls
-// ActionContext.Object, or for a read after a patch. A patch that surely
-// applies waits until something reads the object, so a request's last
-// mutation is usually returned without ever being applied in the server.
+// The object is parsed once into a tape that CEL and builtins read in
+// place: ActionContext.Object is a Value, whose fields cost no decoding.
+// A builtin that needs much of it Decodes a copy, into a typed struct or
+// plain maps. The engine decodes the object into Go maps only for a read
+// after a patch. A patch that surely applies waits until something reads
+// the object, so a request's last mutation is usually returned without
+// ever being applied in the server.
 //
 // Every matched or skipped policy yields a PolicyResult with an explicit State.
 package engine

@@ -120,7 +120,7 @@ func (d *Decision) Object() (map[string]any, error) {
 	if d.object == nil {
 		return nil, nil
 	}
-	m := d.object.Map()
+	m := d.object.asMap()
 	return m, d.object.err
 }
 

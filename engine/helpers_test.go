@@ -61,9 +61,9 @@ func (setLabel) Compile(c *CompileContext) (Action, error) {
 			}
 			value = value + v
 		}
-		// Through ObjectValue, as builtins that read a few fields do: the
-		// object is decoded only when a later reader needs the patch applied.
-		labels := ac.ObjectValue().Get("metadata").Get("labels")
+		// Through Object, as builtins read a few fields: the object is
+		// decoded only when a later reader needs the patch applied.
+		labels := ac.Object().Get("metadata").Get("labels")
 		if s, ok := labels.Get(args.Key).Str(); ok && s == value {
 			return Outcome{Reason: "label already set"}, nil
 		}

@@ -198,6 +198,22 @@ func checkValueMatchesPlain(t *testing.T, d *jsonDoc) {
 		if fmt.Sprint(a) != fmt.Sprint(b) {
 			t.Fatalf("%s: formatted %v, plain %v", path, a, b)
 		}
+		if a.Exists() {
+			// What Decode reads: both ways, written out, the same values.
+			var ad, bd any
+			if a.Decode(&ad) != nil || b.Decode(&bd) != nil || !reflect.DeepEqual(ad, bd) {
+				t.Fatalf("%s: decodes as %#v, plain %#v", path, ad, bd)
+			}
+			for way, v := range map[string]Value{"parsed": a, "plain": b} {
+				text, err := v.jsonText()
+				if err != nil {
+					t.Fatalf("%s: %s written out: %v", path, way, err)
+				}
+				if back, err := parseJSON(text); err != nil || !reflect.DeepEqual(back.native(0), ad) {
+					t.Fatalf("%s: %s written out as %q: %v", path, way, text, err)
+				}
+			}
+		}
 		if a.IsObject() {
 			walk(path+".nope", a.Get("nope"), b.Get("nope"))
 		}
@@ -329,7 +345,7 @@ func TestDeferredPatchIsAppliedOnRead(t *testing.T) {
 	w, err = newWorkingObject([]byte(celDoc), nil)
 	must(t, err)
 	must(t, w.patch([]JSONPatchOp{Op("replace", "/metadata/name", "web-1")}))
-	if w.doc != nil || w.Map()["metadata"].(map[string]any)["name"] != "web-1" {
+	if w.doc != nil || w.asMap()["metadata"].(map[string]any)["name"] != "web-1" {
 		t.Errorf("replace was not applied at once")
 	}
 	if err := w.patch([]JSONPatchOp{Op("add", "/nope/x", 1)}); err == nil {

@@ -89,9 +89,9 @@ func FuzzDecodeJSON(f *testing.F) {
 }
 
 // BenchmarkDecodePod compares the parser with the library it replaces on a
-// 4 KB pod: "parse" is what every request pays, "decode" adds the maps that
-// a builtin asking for ActionContext.Object gets. Compare them in one run,
-// the machines are noisy. The pod is compacted, as the API server sends it.
+// 4 KB pod: "parse" is what every request pays, "decode" adds the maps the
+// engine builds for a read after a patch. Compare them in one run, the
+// machines are noisy. The pod is compacted, as the API server sends it.
 func BenchmarkDecodePod(b *testing.B) {
 	indented, err := os.ReadFile("testdata/pod.json")
 	if err != nil {

@@ -115,7 +115,8 @@ func (d *jsonDoc) native(i int32) any {
 // API server sent it, parsed but not decoded into Go maps, or of a plain Go
 // value (map[string]any, []any, string, int64, float64, bool or nil) once
 // the object has been decoded. Reading a few fields through a Value costs
-// no allocation; Interface decodes.
+// no allocation; Interface decodes, and Decode gives the caller a copy,
+// typed or plain.
 //
 // The zero Value is absent: Get of a missing key yields it. Its methods
 // return their zero results, except IsNull, which is true.
@@ -252,8 +253,9 @@ func (v Value) Elements() []Value {
 	return out
 }
 
-// Interface returns the value as plain Go values (nil when absent). For a
-// parsed object that decodes it: a new map each call.
+// Interface returns the value as plain Go values (nil when absent), for
+// reading. For a parsed object that decodes it, a new map each call; for a
+// decoded one it is the engine's own: use Decode for a copy to change.
 func (v Value) Interface() any {
 	if v.doc != nil {
 		return v.doc.native(v.i)

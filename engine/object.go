@@ -13,10 +13,10 @@ import (
 
 // workingObject is the request's object (or old object) as the policies see
 // it. It starts as the parsed document, which CEL and Value read without
-// decoding, and is decoded into plain Go maps only when something needs
-// them: a builtin that asks for Object, or a read after a patch. Patches
-// that surely apply are deferred while nothing reads the result, so a
-// request whose only mutation is the last step never decodes its object.
+// decoding, and is decoded into plain Go maps only when something reads it
+// after a patch, or for Decision.Object. Patches that surely apply are
+// deferred while nothing reads the result, so a request whose only
+// mutation is the last step never decodes its object.
 type workingObject struct {
 	doc     *jsonDoc // the parsed object while it is not decoded
 	pending []jsonpatch.JsonPatchOperation
@@ -56,9 +56,10 @@ func newWorkingObject(raw []byte, obj any) (*workingObject, error) {
 	return &workingObject{doc: d}, nil
 }
 
-// Map returns the object decoded, with deferred patches applied; nil when
-// there is no object.
-func (w *workingObject) Map() map[string]any {
+// asMap returns the object decoded, with deferred patches applied; nil
+// when there is no object. Only the engine sees these maps: builtins read
+// the object through Value.
+func (w *workingObject) asMap() map[string]any {
 	if w.doc != nil {
 		w.decoded = w.doc.native(0).(map[string]any)
 		w.doc = nil
@@ -84,7 +85,7 @@ func (w *workingObject) Value() Value {
 	if d := w.parsed(); d != nil {
 		return Value{doc: d, exists: true}
 	}
-	if m := w.Map(); m != nil {
+	if m := w.asMap(); m != nil {
 		return PlainValue(m)
 	}
 	return Value{}
@@ -95,7 +96,7 @@ func (w *workingObject) celValue() ref.Val {
 	if d := w.parsed(); d != nil {
 		return d.celValue(0)
 	}
-	if m := w.Map(); m != nil {
+	if m := w.asMap(); m != nil {
 		return types.DefaultTypeAdapter.NativeToValue(m)
 	}
 	return types.NullValue
@@ -107,7 +108,7 @@ func (w *workingObject) patch(ops []jsonpatch.JsonPatchOperation) error {
 		w.pending = append(w.pending, ops...)
 		return nil
 	}
-	return applyPatch(w.Map(), ops)
+	return applyPatch(w.asMap(), ops)
 }
 
 // canDefer reports whether applyPatch would surely succeed on the document

@@ -110,6 +110,11 @@ func Decode(data []byte, v any) FieldErrors {
 	return errs
 }
 
+// DecodeError words an error of decoding data (sigs.k8s.io/json or
+// encoding/json, strict or not) in JSON's terms, naming the field; see
+// decodeError.
+func DecodeError(data []byte, err error) *FieldError { return decodeError(data, err) }
+
 // decodeError words a decoding error in JSON's terms rather than Go's:
 // `expected a list, got a string`, not `cannot unmarshal string into Go
 // struct field Match.spec.match.resources of type []string`.

@@ -63,12 +63,11 @@ func (setLabelBuiltin) Compile(c *engine.CompileContext) (engine.Action, error) 
 		if args.Warn != "" {
 			warnings = []string{args.Warn}
 		}
-		md, _ := ac.Object()["metadata"].(map[string]any)
-		labels, ok := md["labels"].(map[string]any)
-		if labels[args.Key] == args.Value {
+		labels := ac.Object().Get("metadata").Get("labels")
+		if v, ok := labels.Get(args.Key).Str(); ok && v == args.Value {
 			return engine.Outcome{Warnings: warnings}, nil
 		}
-		if !ok {
+		if !labels.IsObject() {
 			return engine.Outcome{Warnings: warnings, Patch: []engine.JSONPatchOp{engine.Op("add", "/metadata/labels", map[string]any{args.Key: args.Value})}}, nil
 		}
 		return engine.Outcome{Warnings: warnings, Patch: []engine.JSONPatchOp{engine.Op("add", "/metadata/labels/"+engine.EscapePointer(args.Key), args.Value)}}, nil

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -26,7 +27,9 @@ import (
 // ClusterCache implements engine.ObjectGetter and engine.LiveGetter for
 // builtins that read other objects. Get answers from informer caches: a
 // request costs a map lookup, never an API call. GetLive reads the API
-// server directly, for builtins that re-check a miss before denying.
+// server directly, for builtins that re-check a miss before denying. It
+// also implements engine.ObjectPatcher, a direct PATCH, for the builtins
+// that record a step of theirs in the cluster.
 //
 // Informers run only for the resources the served policies read
 // (engine.Snapshot.ClusterReads): started by Ensure, at start and after
@@ -65,8 +68,9 @@ type clusterInformer struct {
 }
 
 var (
-	_ engine.ObjectGetter = (*ClusterCache)(nil)
-	_ engine.LiveGetter   = (*ClusterCache)(nil)
+	_ engine.ObjectGetter  = (*ClusterCache)(nil)
+	_ engine.LiveGetter    = (*ClusterCache)(nil)
+	_ engine.ObjectPatcher = (*ClusterCache)(nil)
 )
 
 // NewClusterCache returns a cache reaching the API server through cfg. No
@@ -218,6 +222,16 @@ func (c *ClusterCache) GetLive(ctx context.Context, gvr schema.GroupVersionResou
 	return c.dyn.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
+// PatchFieldManager is the field manager of the writes builtins make
+// through ClusterCache.Patch, so that managedFields say who wrote what.
+const PatchFieldManager = "celadon"
+
+// Patch implements engine.ObjectPatcher with one direct write; the caches
+// see the result through their watches, a moment later.
+func (c *ClusterCache) Patch(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string, pt types.PatchType, data []byte) (*unstructured.Unstructured, error) {
+	return c.dyn.Resource(gvr).Namespace(namespace).Patch(ctx, name, pt, data, metav1.PatchOptions{FieldManager: PatchFieldManager})
+}
+
 // toUnstructured returns a cached or read object as an Unstructured: a
 // PartialObjectMetadata becomes apiVersion and metadata.
 func toUnstructured(gvr schema.GroupVersionResource, obj runtime.Object) (*unstructured.Unstructured, error) {
@@ -241,8 +255,9 @@ type lateCluster struct {
 }
 
 var (
-	_ engine.ObjectGetter = (*lateCluster)(nil)
-	_ engine.LiveGetter   = (*lateCluster)(nil)
+	_ engine.ObjectGetter  = (*lateCluster)(nil)
+	_ engine.LiveGetter    = (*lateCluster)(nil)
+	_ engine.ObjectPatcher = (*lateCluster)(nil)
 )
 
 func (l *lateCluster) Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
@@ -259,6 +274,14 @@ func (l *lateCluster) GetLive(ctx context.Context, gvr schema.GroupVersionResour
 		return nil, err
 	}
 	return c.GetLive(ctx, gvr, namespace, name)
+}
+
+func (l *lateCluster) Patch(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string, pt types.PatchType, data []byte) (*unstructured.Unstructured, error) {
+	c, err := l.cache()
+	if err != nil {
+		return nil, err
+	}
+	return c.Patch(ctx, gvr, namespace, name, pt, data)
 }
 
 // cache returns the connected ClusterCache, or a 503 before Start.

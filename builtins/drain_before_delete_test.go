@@ -17,12 +17,14 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/internal/consulagent"
 )
 
 // The drain tests run at a fixed time, an hour after the pod's creation.
@@ -560,5 +562,99 @@ func TestDrainBeforeDeleteDeclarations(t *testing.T) {
 	}
 	if want := []string{"[pods] [patch] optional=false", "[secrets] [get] optional=true"}; fmt.Sprint(rules) != fmt.Sprint(want) {
 		t.Errorf("access %q, want %q", rules, want)
+	}
+}
+
+// TestDrainBeforeDeleteConsulAgent runs the consul cleanup against a real
+// Consul agent enforcing ACLs, on a pod that consulLifecycle's own
+// postStart hook registered: the instance is found by the same ID, a token
+// the agent refuses is an error that leaves it listed, the first DELETE
+// deregisters it, an instance registered again is deregistered again, and
+// the DELETE is allowed once the catalog no longer lists it.
+func TestDrainBeforeDeleteConsulAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Consul agent")
+	}
+	const aclToken = "0b6e4f3a-8d2c-4e71-9a5b-3c2d1e0f9a87"
+	httpPort := freePort(t)
+	agent := startConsulAgent(t, httpPort, `acl { enabled = true, default_policy = "deny", tokens { initial_management = "`+aclToken+`" } }`, aclToken)
+	pod := consulHookPod(t, fmt.Sprintf("    service: web\n    port: 8080\n    agentPort: %d\n    aclTokenSecret: {name: consul-acl, key: token}\n", httpPort),
+		"  containers:\n  - {name: app, image: app}\n")
+	kubelet := consulagent.Kubelet{HostIP: consulHostIP, PodIP: consulPodIP, Secrets: map[string]map[string]string{"consul-acl": {"token": aclToken}}}
+	env := environ(t, kubelet, pod, "app", toolDir(t, "curl", "sleep"))
+	register := func() {
+		t.Helper()
+		if code, stdout, stderr := runHook(t, pod.Spec.Containers[0].Lifecycle.PostStart, env, t.TempDir()); code != 0 {
+			t.Fatalf("consulLifecycle's postStart exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		waitCatalog(t, agent, "web", consulID, true)
+	}
+	listed := func() bool {
+		t.Helper()
+		_, ok := services(t, agent)[consulID]
+		return ok
+	}
+	register()
+
+	// The pod as the API server sends it on DELETE.
+	pod.UID = drainTestUID
+	pod.ResourceVersion = "42"
+	pod.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour).Truncate(time.Second))
+	pod.Status.HostIP = consulHostIP
+	deleted := func(annotations map[string]string) []byte {
+		p := pod.DeepCopy()
+		p.Annotations = annotations
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	snap := compilePolicies(t, drainPolicy(fmt.Sprintf("    consul: {service: web, agentPort: %d, aclTokenSecret: {name: consul-acl, key: token}}\n", httpPort)))
+
+	t.Run("a token the agent refuses is an error, and the instance stays", func(t *testing.T) {
+		wrong := &drainCluster{secrets: map[string]map[string]string{"consul-acl": {"token": "00000000-0000-4000-8000-000000000000"}}}
+		d := runDrain(t, snap, deleted(nil), false, wrong)
+		if d.Allowed || d.Results[0].State != engine.StateError || !strings.Contains(d.Message, "deregistering web.shop.web-0: HTTP 403") {
+			t.Errorf("allowed %v, %s: %s", d.Allowed, statesOf(d), d.Message)
+		}
+		if !listed() || len(wrong.patches) != 0 {
+			t.Errorf("listed %v, patches %q: want the instance listed and no start recorded", listed(), wrong.patches)
+		}
+	})
+
+	cluster := &drainCluster{secrets: map[string]map[string]string{"consul-acl": {"token": aclToken}}}
+	d := runDrain(t, snap, deleted(nil), false, cluster)
+	if d.Allowed || !strings.Contains(d.Message, "deregistered service instance web.shop.web-0 from the Consul agent at http://127.0.0.1:") {
+		t.Fatalf("first DELETE: allowed %v, %s: %s", d.Allowed, statesOf(d), d.Message)
+	}
+	if listed() {
+		t.Fatal("the agent still lists the instance after the first DELETE")
+	}
+	if len(cluster.patches) != 1 {
+		t.Fatalf("patches %q, want the start", cluster.patches)
+	}
+	var patch struct {
+		Metadata struct{ Annotations map[string]string }
+	}
+	if err := json.Unmarshal([]byte(cluster.patches[0][strings.Index(cluster.patches[0], "{"):]), &patch); err != nil {
+		t.Fatal(err)
+	}
+	started := patch.Metadata.Annotations
+
+	// A postStart still retrying registers the instance again.
+	register()
+	d = runDrain(t, snap, deleted(started), false, cluster)
+	if d.Allowed || !strings.Contains(d.Message, "the agent listed it again, and it was deregistered again") || listed() {
+		t.Fatalf("DELETE with the instance registered again: allowed %v, listed %v: %s", d.Allowed, listed(), d.Message)
+	}
+
+	waitCatalog(t, agent, "web", consulID, false)
+	d = runDrain(t, snap, deleted(started), false, cluster)
+	if !d.Allowed || len(d.Warnings) != 0 {
+		t.Fatalf("DELETE after the catalog dropped the instance: allowed %v, warnings %q, %s: %s", d.Allowed, d.Warnings, statesOf(d), d.Message)
+	}
+	if len(cluster.patches) != 1 {
+		t.Errorf("patches %q: only the first DELETE records the start", cluster.patches)
 	}
 }

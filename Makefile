@@ -88,7 +88,7 @@ image:
 # the package's testdata/fuzz/ and becomes a regression test.
 FUZZTIME ?= 30s
 FUZZMINIMIZETIME ?= 5s
-FUZZ_TARGETS := engine:FuzzDecodeJSON engine:FuzzCompile builtins:FuzzMutatingBuiltins builtins:FuzzCreateSecret webhook:FuzzReview
+FUZZ_TARGETS := engine:FuzzDecodeJSON engine:FuzzCompile builtins:FuzzMutatingBuiltins builtins:FuzzCreateSecret builtins:FuzzDrainBeforeDelete webhook:FuzzReview
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "=== $$t ($(FUZZTIME))"; \

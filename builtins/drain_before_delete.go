@@ -291,29 +291,34 @@ func (a *drainAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	// Messages name the start rather than the time since, so that the
 	// same pod gives the same message (and eval the same output).
 	since := start.UTC().Format(time.RFC3339)
-	if now.Sub(start) >= a.timeout {
-		warning := fmt.Sprintf("pod %s deleted before its cleanup was confirmed: not seen that %s within timeoutSeconds %d of the start at %s", p, t.awaited, int(a.timeout/time.Second), since)
-		return engine.Outcome{Reason: warning, Warnings: []string{ac.Policy + ": " + warning}}, nil
-	}
-	waiting := fmt.Sprintf("pod %s is draining before it is deleted: waiting until %s (started at %s, at most %s)", p, t.awaited, since, a.timeout)
-	if a.cleanup.callsOut() && (ac.DryRun || offline) {
-		why := "dry run"
-		if offline {
-			why = "no cluster: offline"
+	timedOut := now.Sub(start) >= a.timeout
+	// Past the timeout nothing outside is asked, so that an unreachable
+	// Consul cannot hold the pod longer; a local check (doneWhen) still
+	// runs, as a drained pod deserves no warning.
+	if !timedOut || !a.cleanup.callsOut() {
+		waiting := fmt.Sprintf("pod %s is draining before it is deleted: waiting until %s (started at %s, at most %s)", p, t.awaited, since, a.timeout)
+		if a.cleanup.callsOut() && (ac.DryRun || offline) {
+			why := "dry run"
+			if offline {
+				why = "no cluster: offline"
+			}
+			return engine.Outcome{Violation: waiting + " (" + why + ": not checked)"}, nil
 		}
-		return engine.Outcome{Violation: waiting + " (" + why + ": not checked)"}, nil
+		done, status, err := a.cleanup.done(ac, p, t)
+		switch {
+		case err != nil && !timedOut:
+			return engine.Outcome{}, err
+		case err == nil && done:
+			return engine.Outcome{Reason: fmt.Sprintf("drained: %s (the cleanup started at %s)", t.awaited, since)}, nil
+		case !timedOut:
+			if status != "" {
+				waiting += ": " + status
+			}
+			return engine.Outcome{Violation: waiting + "; retry the delete"}, nil
+		}
 	}
-	done, status, err := a.cleanup.done(ac, p, t)
-	if err != nil {
-		return engine.Outcome{}, err
-	}
-	if done {
-		return engine.Outcome{Reason: fmt.Sprintf("drained: %s (the cleanup started at %s)", t.awaited, since)}, nil
-	}
-	if status != "" {
-		waiting += ": " + status
-	}
-	return engine.Outcome{Violation: waiting + "; retry the delete"}, nil
+	warning := fmt.Sprintf("pod %s deleted before its cleanup was confirmed: not seen that %s within timeoutSeconds %d of the start at %s", p, t.awaited, int(a.timeout/time.Second), since)
+	return engine.Outcome{Reason: warning, Warnings: []string{ac.Policy + ": " + warning}}, nil
 }
 
 // canPatch reports whether the pod can be written: the server's cluster
@@ -368,7 +373,7 @@ func drainStartOf(p *drainPod, now time.Time) (start time.Time, ignored string) 
 	}
 	value, _ := raw.(string)
 	ignore := func(why string) (time.Time, string) {
-		return time.Time{}, fmt.Sprintf(" (ignored the pod's annotation %s=%q: %s; it is rewritten)", drainStartedAnnotation, value, why)
+		return time.Time{}, fmt.Sprintf(" (ignored the pod's annotation %s=%q: %s)", drainStartedAnnotation, value, why)
 	}
 	when, uid, ok := strings.Cut(value, " ")
 	if !ok {

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -66,7 +67,7 @@ func drainStarted(t time.Time) string {
 
 // drainTestPod is pod shop/web-0 as the API server sends it on DELETE,
 // with annotations and, unless "", status.hostIP.
-func drainTestPod(t *testing.T, annotations map[string]string, hostIP string) []byte {
+func drainTestPod(t testing.TB, annotations map[string]string, hostIP string) []byte {
 	t.Helper()
 	md := map[string]any{
 		"name": "web-0", "namespace": "shop", "uid": drainTestUID, "resourceVersion": "42",
@@ -234,12 +235,14 @@ func TestDrainBeforeDeleteAnnotate(t *testing.T) {
 		{name: "a dry run after done is allowed too: doneWhen calls nothing", dryRun: true, annotations: map[string]string{drainStartedAnnotation: started, "example.com/drained": "true"}, want: "allow"},
 		{name: "timed out: allowed with a warning", annotations: map[string]string{drainStartedAnnotation: drainStarted(drainTestNow.Add(-10 * time.Minute))}, want: "allow",
 			warning: "drain: pod shop/web-0 deleted before its cleanup was confirmed: not seen that doneWhen holds"},
+		{name: "timed out but done: allowed with no warning", annotations: map[string]string{drainStartedAnnotation: drainStarted(drainTestNow.Add(-10 * time.Minute)), "example.com/drained": "true"}, want: "allow",
+			message: "drained: doneWhen holds"},
 		{name: "one second before the timeout: denied", annotations: map[string]string{drainStartedAnnotation: drainStarted(drainTestNow.Add(-10*time.Minute + time.Second))}, want: "deny",
 			message: "waiting until doneWhen holds"},
 		// A start the pod's creator wrote (a template's annotation, copied
 		// onto every pod) would skip the wait: it is ignored and rewritten.
 		{name: "forged start without the pod's UID, as a template would carry", annotations: map[string]string{drainStartedAnnotation: "2020-01-01T00:00:00Z"}, want: "deny",
-			message: `(ignored the pod's annotation celadon.io/drain-started="2020-01-01T00:00:00Z": not "<time> <pod UID>" as Celadon writes it; it is rewritten)`, patch: first},
+			message: `(ignored the pod's annotation celadon.io/drain-started="2020-01-01T00:00:00Z": not "<time> <pod UID>" as Celadon writes it)`, patch: first},
 		{name: "forged start with another pod's UID", annotations: map[string]string{drainStartedAnnotation: "2026-01-01T00:00:00Z 11111111-2222-4333-8444-555555555555"}, want: "deny",
 			message: "it names another pod's UID", patch: first},
 		{name: "forged start before the pod was created", annotations: map[string]string{drainStartedAnnotation: drainStarted(drainTestCreated.Add(-time.Hour))}, want: "deny",
@@ -657,4 +660,57 @@ func TestDrainBeforeDeleteConsulAgent(t *testing.T) {
 	if len(cluster.patches) != 1 {
 		t.Errorf("patches %q: only the first DELETE records the start", cluster.patches)
 	}
+}
+
+// FuzzDrainBeforeDelete checks, on arbitrary pods being deleted, the
+// builtin's promise: a pod goes with no warning only when a start it can
+// trust (the pod's own UID) is recorded and doneWhen holds; and a dry run
+// writes nothing.
+func FuzzDrainBeforeDelete(f *testing.F) {
+	snap, err := engine.Compile([]engine.File{{Name: "fuzz.yaml", Data: []byte(drainPolicy(`    annotate:
+      key: example.com/drain
+      doneWhen: oldObject.metadata.?annotations[?"example.com/drained"].orValue("") == "true"
+`))}}, engine.Options{Registry: Registry()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	done := map[string]string{"example.com/drained": "true"}
+	f.Add(drainTestPod(f, nil, ""), false)
+	f.Add(drainTestPod(f, done, ""), true)
+	f.Add(drainTestPod(f, map[string]string{drainStartedAnnotation: drainStarted(time.Now()), "example.com/drained": "true"}, ""), false)
+	f.Add(drainTestPod(f, map[string]string{drainStartedAnnotation: "2020-01-01T00:00:00Z " + drainTestUID, "example.com/drained": "true"}, ""), false)
+	f.Add([]byte(`{"kind":"Pod","metadata":{"name":"x","uid":"","annotations":{"celadon.io/drain-started":"2020-01-01T00:00:00Z ","example.com/drained":"true"}}}`), false)
+	f.Fuzz(func(t *testing.T, pod []byte, dryRun bool) {
+		var probe map[string]any
+		if json.Unmarshal(pod, &probe) != nil || probe == nil {
+			return // not an object: the server would refuse it before the engine
+		}
+		req := &admissionv1.AdmissionRequest{
+			UID:       "fuzz",
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: "default",
+			Operation: admissionv1.Delete,
+			OldObject: runtime.RawExtension{Raw: pod},
+			DryRun:    &dryRun,
+		}
+		cluster := &drainCluster{}
+		d, err := snap.Evaluate(context.Background(), req, engine.EvalOptions{Cluster: cluster})
+		if err != nil || len(d.Results) == 0 {
+			return
+		}
+		if dryRun && len(cluster.patches) > 0 {
+			t.Fatalf("a dry run wrote %q", cluster.patches)
+		}
+		if !d.Allowed || d.Results[0].State != engine.StatePass || len(d.Warnings) > 0 {
+			return
+		}
+		md, _ := probe["metadata"].(map[string]any)
+		uid, _ := md["uid"].(string)
+		annotations, _ := md["annotations"].(map[string]any)
+		start, _ := annotations[drainStartedAnnotation].(string)
+		if uid == "" || !strings.HasSuffix(start, " "+uid) || annotations["example.com/drained"] != "true" {
+			t.Fatalf("allowed with no warning, without a trusted start and done: %s (%s)", pod, d.Results[0].Reason)
+		}
+	})
 }

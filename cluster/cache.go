@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -29,7 +30,9 @@ import (
 // Cache is the one owner of the informers the server reads at admission:
 // the Namespaces behind namespaceSelector and namespaceObject, and the
 // resources builtins read (engine.Snapshot.ClusterReads). It implements
-// engine.NamespaceGetter, engine.ObjectGetter and engine.LiveGetter.
+// engine.NamespaceGetter, engine.ObjectGetter and engine.LiveGetter, and
+// engine.ObjectPatcher, a direct PATCH, for the builtins that record a
+// step of theirs in the cluster.
 //
 // Get and GetNamespace answer from the informers: a request costs a map
 // lookup, never an API call. GetLive reads the API server directly, for
@@ -82,6 +85,7 @@ var (
 	_ engine.NamespaceGetter = (*Cache)(nil)
 	_ engine.ObjectGetter    = (*Cache)(nil)
 	_ engine.LiveGetter      = (*Cache)(nil)
+	_ engine.ObjectPatcher   = (*Cache)(nil)
 )
 
 // New returns a cache that answers ServiceUnavailable until Start. Without
@@ -288,6 +292,22 @@ func (c *Cache) started() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dyn != nil
+}
+
+// PatchFieldManager is the field manager of the writes builtins make
+// through Cache.Patch, so that managedFields say who wrote what.
+const PatchFieldManager = "celadon"
+
+// Patch implements engine.ObjectPatcher with one direct write; the caches
+// see the result through their watches, a moment later.
+func (c *Cache) Patch(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string, pt types.PatchType, data []byte) (*unstructured.Unstructured, error) {
+	c.mu.Lock()
+	dyn := c.dyn
+	c.mu.Unlock()
+	if dyn == nil {
+		return nil, errNotStarted("cluster")
+	}
+	return dyn.Resource(gvr).Namespace(namespace).Patch(ctx, name, pt, data, metav1.PatchOptions{FieldManager: PatchFieldManager})
 }
 
 // toUnstructured returns a cached or read object as an Unstructured: a

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"celadon.io/celadon/source"
 )
@@ -100,6 +101,20 @@ type ObjectGetter interface {
 // for builtins that must re-check before denying on a cache miss.
 type LiveGetter interface {
 	GetLive(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error)
+}
+
+// ObjectPatcher is implemented by ObjectGetters that can also write, for
+// builtins whose admission step must be recorded in the cluster so that
+// every replica, and every later request, sees it (e.g. when a pod's
+// pre-deletion cleanup started). Builtins that use it declare
+// SideEffectsNoneOnDryRun and never patch when ActionContext.DryRun. An
+// ObjectGetter that cannot write (celadon eval's offline cluster) does not
+// implement it; builtins then say what they would have written.
+type ObjectPatcher interface {
+	// Patch applies a patch of type pt (e.g. types.MergePatchType) to the
+	// object and returns it as stored, or the API server's error (a
+	// Conflict when a resourceVersion in the patch is stale).
+	Patch(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string, pt types.PatchType, data []byte) (*unstructured.Unstructured, error)
 }
 
 // ActionContext is what an action sees of one request.

@@ -120,7 +120,9 @@ func webhookName(t engine.ActionType, fp engine.FailurePolicy) string {
 // rules are the union of its policies' resources and operations; its
 // namespaceSelector excludes AlwaysExcludedNamespaces, the Service's
 // namespace and o.ExcludeNamespaces. Policies' own selectors and conditions
-// are evaluated by Celadon, not by the API server.
+// are evaluated by Celadon, not by the API server. A webhook's sideEffects
+// is None unless one of its policies' builtins declares side effects
+// (engine.SideEffectsOf), NoneOnDryRun then.
 //
 // A configuration whose policies need no webhook is returned with an empty
 // list of webhooks, so that applying it clears a previous one. A policy
@@ -180,7 +182,7 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(fp)),
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 				NamespaceSelector:       c.namespaceSelector(),
-				SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+				SideEffects:             ptr.To(mset.sideEffects()),
 				TimeoutSeconds:          ptr.To(c.timeoutFor(mset)),
 				AdmissionReviewVersions: []string{"v1", "v1beta1"},
 				ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
@@ -195,7 +197,7 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(fp)),
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
 				NamespaceSelector:       c.namespaceSelector(),
-				SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+				SideEffects:             ptr.To(vset.sideEffects()),
 				TimeoutSeconds:          ptr.To(c.timeoutFor(vset)),
 				AdmissionReviewVersions: []string{"v1", "v1beta1"},
 			})
@@ -417,11 +419,28 @@ type ruleSet struct {
 	// timeout is the smallest spec.timeoutSeconds of the policies added, 0
 	// when none sets one.
 	timeout int32
+	// sideEffecting is true when a policy added dispatches to a builtin
+	// that acts on other systems (engine.SideEffectsOf).
+	sideEffecting bool
+}
+
+// sideEffects is the webhook's sideEffects: None unless one of its
+// policies' builtins declares side effects, so that the API server knows
+// a dry run of the others is harmless, and NoneOnDryRun, the only other
+// class Celadon's builtins may declare, otherwise.
+func (s *ruleSet) sideEffects() admissionregistrationv1.SideEffectClass {
+	if s.sideEffecting {
+		return admissionregistrationv1.SideEffectClassNoneOnDryRun
+	}
+	return admissionregistrationv1.SideEffectClassNone
 }
 
 func newRuleSet() *ruleSet { return &ruleSet{ops: map[engine.ResourceRule]opSet{}} }
 
 func (s *ruleSet) add(p *engine.CompiledPolicy) {
+	if b := p.Builtin(); b != nil && engine.SideEffectsOf(b) != engine.SideEffectsNone {
+		s.sideEffecting = true
+	}
 	if t := p.Policy.Spec.TimeoutSeconds; t != nil && (s.timeout == 0 || *t < s.timeout) {
 		s.timeout = *t
 	}

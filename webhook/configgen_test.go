@@ -27,7 +27,8 @@ import (
 	"celadon.io/celadon/webhook"
 )
 
-// pol returns a policy document. kind is "deny" (validating) or "mutate"
+// pol returns a policy document. kind is "deny" (validating), "drain"
+// (drainBeforeDelete, validating, with side effects) or "mutate"
 // (injectEnvIndex); fp and ops may be empty for the defaults.
 func pol(name, kind, fp, ops string, resources ...string) string {
 	var b strings.Builder
@@ -39,6 +40,8 @@ func pol(name, kind, fp, ops string, resources ...string) string {
 	switch kind {
 	case "deny":
 		b.WriteString("  action: deny\n  with: {message: x}\n")
+	case "drain":
+		b.WriteString("  action: drainBeforeDelete\n  with: {annotate: {key: example.com/drain, doneWhen: 'true'}}\n")
 	case "mutate":
 		b.WriteString("  action: injectEnvIndex\n  with: {name: INDEX}\n")
 	default:
@@ -285,14 +288,14 @@ func TestConfigurationsWebhookSettings(t *testing.T) {
 	var got []settings
 	for _, w := range mwc.Webhooks {
 		got = append(got, settings{w.Name, *w.ClientConfig.Service.Path, string(*w.FailurePolicy), string(*w.ReinvocationPolicy)})
-		if *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun || *w.MatchPolicy != admissionregistrationv1.Equivalent ||
+		if *w.SideEffects != admissionregistrationv1.SideEffectClassNone || *w.MatchPolicy != admissionregistrationv1.Equivalent ||
 			*w.TimeoutSeconds != 5 || !slices.Equal(w.AdmissionReviewVersions, []string{"v1", "v1beta1"}) {
 			t.Errorf("%s: sideEffects %s, matchPolicy %s, timeoutSeconds %d, admissionReviewVersions %v", w.Name, *w.SideEffects, *w.MatchPolicy, *w.TimeoutSeconds, w.AdmissionReviewVersions)
 		}
 	}
 	for _, w := range vwc.Webhooks {
 		got = append(got, settings{w.Name, *w.ClientConfig.Service.Path, string(*w.FailurePolicy), ""})
-		if *w.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun || *w.MatchPolicy != admissionregistrationv1.Equivalent ||
+		if *w.SideEffects != admissionregistrationv1.SideEffectClassNone || *w.MatchPolicy != admissionregistrationv1.Equivalent ||
 			*w.TimeoutSeconds != 5 || !slices.Equal(w.AdmissionReviewVersions, []string{"v1", "v1beta1"}) {
 			t.Errorf("%s: sideEffects %s, matchPolicy %s, timeoutSeconds %d, admissionReviewVersions %v", w.Name, *w.SideEffects, *w.MatchPolicy, *w.TimeoutSeconds, w.AdmissionReviewVersions)
 		}
@@ -332,6 +335,34 @@ func TestConfigurationsWebhookSettings(t *testing.T) {
 // TestConfigurationsPolicyTimeout: a webhook takes the shortest timeout its
 // policies ask for, never a longer one than configured, and a webhook
 // without such policies keeps the configured one.
+// A webhook declares sideEffects NoneOnDryRun when one of its policies'
+// builtins acts on other systems (drainBeforeDelete), None otherwise: the
+// builtins say, not the configuration generator.
+func TestConfigurationsSideEffects(t *testing.T) {
+	snap := compileSet(t,
+		pol("drain", "drain", "Fail", "DELETE", "pods"),
+		pol("deny-fail", "deny", "Fail", "CREATE", "pods"),
+		pol("deny-ignore", "deny", "Ignore", "DELETE", "pods"),
+		pol("mutate-fail", "mutate", "Fail", "CREATE", "pods"),
+	)
+	mwc, vwc := generate(t, snap, svc)
+	got := map[string]admissionregistrationv1.SideEffectClass{}
+	for _, w := range mwc.Webhooks {
+		got[w.Name] = *w.SideEffects
+	}
+	for _, w := range vwc.Webhooks {
+		got[w.Name] = *w.SideEffects
+	}
+	want := map[string]admissionregistrationv1.SideEffectClass{
+		"fail.mutate.celadon.io":     admissionregistrationv1.SideEffectClassNone,
+		"fail.validate.celadon.io":   admissionregistrationv1.SideEffectClassNoneOnDryRun,
+		"ignore.validate.celadon.io": admissionregistrationv1.SideEffectClassNone,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("sideEffects %v, want %v", got, want)
+	}
+}
+
 func TestConfigurationsPolicyTimeout(t *testing.T) {
 	withTimeout := func(doc string, seconds int) string {
 		return doc + fmt.Sprintf("  timeoutSeconds: %d\n", seconds)

@@ -57,9 +57,9 @@ type Server struct {
 	metrics *metrics
 	limiter *Limiter
 
-	store      *engine.Store
-	set        atomic.Pointer[policySet] // derived from store's current set
-	reloadErr  atomic.Pointer[ReloadError]
+	store     *engine.Store
+	set       atomic.Pointer[policySet] // derived from store's current set
+	reloadErr atomic.Pointer[ReloadError]
 	// cache owns the informers requests read; namespaces and cluster are
 	// it, unless Options.Namespaces or Options.Cluster replace it.
 	cache      *cluster.Cache

@@ -309,7 +309,8 @@ func TestCreateSecret(t *testing.T) {
 		if err := suite.c.Create(ctx, ns, client.DryRunAll); err != nil {
 			t.Fatal(err)
 		}
-		// The webhook ran (dry run included: sideEffects NoneOnDryRun).
+		// The webhook ran (dry run included: sideEffects None, for
+		// createSecret's controller creates the Secrets, not admission).
 		if got := ns.Annotations[builtins.NamespaceSecretsAnnotation]; got != "e2e-pull-secret/regcred,e2e-team-config/team-config" {
 			t.Errorf("dry-run response: annotation %q", got)
 		}

@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/internal/prom"
 )
 
 // Timings of the secret reconciler. A failed controller is restarted by the
@@ -107,34 +108,19 @@ func newSecretMetrics(reg prometheus.Registerer) *secretMetrics {
 		reg = prometheus.NewRegistry() // nowhere to report: count anyway
 	}
 	return &secretMetrics{
-		conflicts: registerMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		conflicts: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSecretConflicts,
 			Help: "Secrets createSecret found taken by a Secret Celadon does not manage (counted when first seen), by policy.",
 		}, []string{"policy"})),
-		writes: registerMetric(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		writes: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSecretWrites,
 			Help: "Writes of the createSecret reconciler, by operation: create, update (a Secret), serviceaccount (imagePullSecrets).",
 		}, []string{"operation"})),
-		issues: registerMetric(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		issues: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricSecretIssues,
 			Help: "Secrets the createSecret reconciler cannot make as their policy wants now (conflicts, missing sources, errors).",
 		})),
 	}
-}
-
-// registerMetric registers c, or returns the collector already registered
-// under its name: a controller made again reports into the same series.
-func registerMetric[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // secretController is createSecret's controller (engine.ControllerBuiltin):

@@ -123,11 +123,16 @@ func (c *Cache) Start(ctx context.Context, cfg *rest.Config, reads []engine.Clus
 	// starts anything else and cannot be stopped while they have not, which
 	// would tie serving and shutdown to the API server's availability.
 	nsSynced := func() bool { return true }
+	var nsErr atomic.Pointer[error] // the namespace informer's last list or watch error
 	c.mu.Lock()
 	c.ctx, c.dyn, c.meta = ctx, dyn, meta
 	if c.namespaces {
 		factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields))
 		nsInformer := factory.Core().V1().Namespaces()
+		_ = nsInformer.Informer().SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+			nsErr.Store(&err)
+			cache.DefaultWatchErrorHandler(ctx, r, err)
+		})
 		nsSynced = nsInformer.Informer().HasSynced
 		c.ns, c.nsSynced = nsInformer.Lister(), nsSynced
 		factory.Start(ctx.Done())
@@ -137,7 +142,11 @@ func (c *Cache) Start(ctx context.Context, cfg *rest.Config, reads []engine.Clus
 	started := c.Ensure(reads)
 	return func() error {
 		if !nsSynced() {
-			return errors.New("cluster cache: namespaces not synced")
+			msg := "cluster cache: namespaces not synced"
+			if err := nsErr.Load(); err != nil {
+				msg += ": " + (*err).Error()
+			}
+			return errors.New(msg)
 		}
 		for _, inf := range started {
 			if !inf.synced() {

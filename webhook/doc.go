@@ -1,37 +1,37 @@
-// Package webhook serves Celadon's policies as Kubernetes admission webhooks:
-// AdmissionReview decoding (admission.k8s.io/v1, v1beta1 accepted), the
-// /mutate and /validate endpoints, TLS with certificate rotation, hot reload
-// of the policy directory, and the namespace cache behind namespaceSelector.
-//
-// NewServer(Options) loads and compiles the policy directory, failing on any
-// error; Server.Start(ctx) runs controller-runtime's webhook server (TLS
-// from CertDir, reloaded on rotation) inside a controller-runtime manager
-// that also serves, over plain HTTP, /metrics and /status on the metrics
-// bind address and /healthz and /readyz on the health probe address. The
-// `celadon serve` command is a flag layer over these two calls, so tests
-// can run the very same server in-process.
+// Package webhook is the HTTP side of Celadon's admission webhook: it reads
+// an AdmissionReview (admission.k8s.io/v1, v1beta1 answered as v1beta1),
+// hands its request to an admission.Handler and writes the answer back. It
+// knows nothing of policy sets, caches or controllers (package server wires
+// them) and no builtin by name.
 //
 // Each endpoint is a chain of small pieces:
 //
-//	instrument         request metrics
+//	Instrument         request metrics
 //	ReviewHandler      body cap, content type, decoding, deadline, encoding;
 //	                   4xx for anything that is not a usable AdmissionReview;
 //	                   the one recover: a panic answering a decoded request
-//	                   is decided by the matching policies' failurePolicy
+//	                   gets the server's answer (OnPanic), decided by the
+//	                   matching policies' failurePolicy
 //	WithLogging        V(1) request log
 //	WithBypass         Celadon's own service account is allowed untouched
 //	WithLimit          bounded concurrent evaluations
-//	evaluator          engine.Snapshot.Evaluate for the endpoint's phase
+//	the evaluator      package server: the served policy set's Evaluate
 //
-// The served policy set is an atomic pointer: a reload compiles the whole
-// new set before swapping it in, and a request evaluates entirely on the
-// set it loaded when it started. See reload.go for how the directory is
-// watched, and why a ConfigMap mounted with subPath never updates.
+// Response turns the engine's Decision into the admission response, and is
+// the only way one is built from a decision.
 //
-// Optionally, the servers keep their webhook configurations in sync with
-// the served set (manage.go, under leader election), and their own CA and
-// serving certificate in a Secret shared by every replica (selfsigned.go,
-// written into CertDir before the webhook starts, renewed before expiry).
-// When the policies use createSecret, the elected leader also runs the
-// reconciler that writes the Secrets those policies want (secrets.go).
+// # A Pod CREATE, from HTTP to patch, in six files
+//
+//  1. webhook/handler.go: ReviewHandler.ServeHTTP reads the review, sets
+//     the deadline from ?timeout= and calls the chain.
+//  2. webhook/decorators.go: WithLogging, WithBypass and WithLimit.
+//  3. server/server.go: the evaluator takes the served set and calls
+//     engine.Snapshot.Evaluate for the endpoint's phase.
+//  4. engine/evaluate.go: Evaluate picks the candidate policies from the
+//     set's index, checks their selectors and CEL conditions, runs their
+//     builtins in order and composes their patches.
+//  5. builtins/inject_env_index.go (or another builtin): Run reads the pod
+//     through ActionContext.Object and returns JSON-patch operations.
+//  6. webhook/response.go: Response puts the patch, warnings and denials
+//     into the admission response, which ReviewHandler writes back.
 package webhook

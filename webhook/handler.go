@@ -22,6 +22,48 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
+
+	"celadon.io/celadon/engine"
+)
+
+// Paths served on the webhook's HTTPS port.
+const (
+	// MutatePath and ValidatePath serve every mutating, or validating,
+	// policy. WebhookPath(type, failurePolicy) adds one path per
+	// failurePolicy below each ("/mutate/fail", "/validate/ignore"...),
+	// running only the policies with that failurePolicy: the generated
+	// webhook configurations register one webhook per failurePolicy there.
+	MutatePath   = "/mutate"
+	ValidatePath = "/validate"
+)
+
+// WebhookPath returns the path serving one phase and failurePolicy, e.g.
+// "/mutate/fail": only the policies of that type and failurePolicy are
+// evaluated there. It returns "" for an unknown type or failurePolicy.
+func WebhookPath(t engine.ActionType, fp engine.FailurePolicy) string {
+	var base string
+	switch t {
+	case engine.Mutating:
+		base = MutatePath
+	case engine.Validating:
+		base = ValidatePath
+	default:
+		return ""
+	}
+	if fp != engine.Fail && fp != engine.Ignore {
+		return ""
+	}
+	return base + "/" + strings.ToLower(string(fp))
+}
+
+// Limits of a request.
+const (
+	// DefaultAPIServerTimeout is the webhook timeout assumed when a request
+	// carries no ?timeout= parameter: the API server's own default.
+	DefaultAPIServerTimeout = 10 * time.Second
+	// MaxRequestBytes caps an AdmissionReview body, as controller-runtime
+	// does: two objects of at most 3 MiB each plus 1 MiB for the rest.
+	MaxRequestBytes = 7 << 20
 )
 
 // Timeout bounds. The API server caps webhook timeouts at 30s.
@@ -359,17 +401,17 @@ func (r *recorder) Write(b []byte) (int, error) {
 
 var recorderPool = sync.Pool{New: func() any { return new(recorder) }}
 
-// instrument decorates an endpoint's handler with request metrics (count by
+// Instrument decorates an endpoint's handler with request metrics (count by
 // endpoint, decision and HTTP status; latency). The ReviewHandler within
 // recovers panics.
-func instrument(endpoint string, m *metrics, next http.Handler) http.Handler {
-	duration := m.requestDuration.WithLabelValues(endpoint)
+func Instrument(endpoint string, m *Metrics, next http.Handler) http.Handler {
+	duration := m.RequestDuration.WithLabelValues(endpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := recorderPool.Get().(*recorder)
 		*rec = recorder{ResponseWriter: w, code: http.StatusOK, decision: DecisionError}
 		defer func() {
-			m.requests.WithLabelValues(endpoint, rec.decision, codeLabel(rec.code)).Inc()
+			m.Requests.WithLabelValues(endpoint, rec.decision, codeLabel(rec.code)).Inc()
 			duration.Observe(time.Since(start).Seconds())
 			*rec = recorder{}
 			recorderPool.Put(rec)

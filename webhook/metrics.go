@@ -1,34 +1,21 @@
 package webhook
 
 import (
-	"errors"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"celadon.io/celadon/engine"
+	"celadon.io/celadon/internal/prom"
 )
 
-// Metric names. They are registered in controller-runtime's registry
-// (sigs.k8s.io/controller-runtime/pkg/metrics.Registry) unless
-// Options.MetricsRegisterer says otherwise, and served at /metrics on the
-// metrics bind address.
+// Metric names of the requests. They are registered where the server says
+// (controller-runtime's registry by default) and served at /metrics.
 const (
-	MetricRequests         = "celadon_admission_requests_total"
-	MetricRequestDuration  = "celadon_admission_request_duration_seconds"
-	MetricThrottled        = "celadon_admission_throttled_total"
-	MetricInFlight         = "celadon_admission_evaluations_in_flight"
-	MetricPanics           = "celadon_panics_total"
-	MetricPolicyEvals      = "celadon_policy_evaluations_total"
-	MetricPolicyErrors     = "celadon_policy_errors_total"
-	MetricPolicyPanics     = "celadon_policy_panics_total"
-	MetricPolicyDuration   = "celadon_policy_evaluation_duration_seconds"
-	MetricReloads          = "celadon_policy_reloads_total"
-	MetricPolicySetInfo    = "celadon_policy_set_info"
-	MetricPoliciesLoaded   = "celadon_policies_loaded"
-	MetricLastReloadTime   = "celadon_policy_set_last_reload_timestamp_seconds"
-	MetricLastReloadFailed = "celadon_policy_reload_last_failed"
+	MetricRequests        = "celadon_admission_requests_total"
+	MetricRequestDuration = "celadon_admission_request_duration_seconds"
+	MetricThrottled       = "celadon_admission_throttled_total"
+	MetricInFlight        = "celadon_admission_evaluations_in_flight"
+	MetricPanics          = "celadon_panics_total"
 )
 
 // Decision label values of MetricRequests.
@@ -41,186 +28,46 @@ const (
 
 // Where label values of MetricPanics.
 const (
-	panicBuiltin = "builtin" // recovered by the engine, decided by the policy's failurePolicy
-	panicEngine  = "engine"  // answering a decoded request, outside a builtin: decided by the candidates' failurePolicy
-	panicHTTP    = "http"    // before the review is decoded
+	PanicBuiltin = "builtin" // recovered by the engine, decided by the policy's failurePolicy
+	PanicEngine  = "engine"  // answering a decoded request, outside a builtin: decided by the candidates' failurePolicy
+	PanicHTTP    = "http"    // before the review is decoded
 )
 
-// Reload result label values of MetricReloads.
-const (
-	reloadSuccess = "success"
-	reloadFailure = "failure"
-)
-
-// metrics holds the server's collectors.
-type metrics struct {
-	requests        *prometheus.CounterVec
-	requestDuration *prometheus.HistogramVec
-	throttled       *prometheus.CounterVec
-	inFlight        prometheus.Gauge
-	panics          *prometheus.CounterVec
-	policyEvals     *prometheus.CounterVec
-	policyErrors    *prometheus.CounterVec
-	policyPanics    *prometheus.CounterVec
-	policyDuration  *prometheus.HistogramVec
-	reloads         *prometheus.CounterVec
-	setInfo         *prometheus.GaugeVec
-	policiesLoaded  prometheus.Gauge
-	lastReload      prometheus.Gauge
-	lastFailed      prometheus.Gauge
+// Metrics are the collectors of admission requests.
+type Metrics struct {
+	Requests        *prometheus.CounterVec
+	RequestDuration *prometheus.HistogramVec
+	Throttled       *prometheus.CounterVec
+	InFlight        prometheus.Gauge
+	Panics          *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	return &metrics{
-		requests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+// NewMetrics registers the request collectors with reg, or finds them
+// registered already.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	return &Metrics{
+		Requests: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRequests,
 			Help: "Admission requests by endpoint, decision (allowed, denied, patched, error) and HTTP status code.",
 		}, []string{"endpoint", "decision", "code"})),
-		requestDuration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		RequestDuration: prom.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricRequestDuration,
 			Help:    "Time to answer an admission request, from the first byte read to the last written.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"endpoint"})),
-		throttled: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Throttled: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricThrottled,
 			Help: "Admission requests that found no free evaluation slot before their deadline.",
 		}, []string{"endpoint"})),
-		inFlight: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		InFlight: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricInFlight,
 			Help: "Policy evaluations running now.",
 		})),
-		panics: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Panics: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricPanics,
-			Help: "Recovered panics, by where they happened: builtin, engine, handler or http.",
+			Help: "Recovered panics, by where they happened: builtin, engine or http.",
 		}, []string{"where"})),
-		policyEvals: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricPolicyEvals,
-			Help: "Policy evaluations by policy and result state (pass, fail, warn, error, skip).",
-		}, []string{"policy", "state"})),
-		policyErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricPolicyErrors,
-			Help: "Policy evaluations that ended in a CEL or builtin error; the policy's failurePolicy decided.",
-		}, []string{"policy"})),
-		policyPanics: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricPolicyPanics,
-			Help: "Builtin panics recovered by the engine, by policy; the policy's failurePolicy decided.",
-		}, []string{"policy"})),
-		policyDuration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    MetricPolicyDuration,
-			Help:    "Time spent evaluating one policy for one request: selectors, conditions and action.",
-			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}, []string{"policy"})),
-		reloads: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricReloads,
-			Help: "Policy reloads that found changed content, by result (success, failure). Unchanged content is not counted.",
-		}, []string{"result"})),
-		setInfo: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: MetricPolicySetInfo,
-			Help: "The loaded policy set: always 1, labelled with the set's content hash.",
-		}, []string{"hash"})),
-		policiesLoaded: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricPoliciesLoaded,
-			Help: "Number of policies in the loaded set.",
-		})),
-		lastReload: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricLastReloadTime,
-			Help: "Unix time at which the loaded policy set was swapped in.",
-		})),
-		lastFailed: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricLastReloadFailed,
-			Help: "1 when the newest policy content on disk failed to load and an older set is being served, else 0.",
-		})),
 	}
-}
-
-// register registers c, or returns the equal collector already registered,
-// so that several Servers in one process (tests, e2e) share the series.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
-}
-
-// policyObservers are one policy's collectors, resolved once per loaded set
-// so that the request path does no label lookups.
-type policyObservers struct {
-	states   map[engine.State]prometheus.Counter
-	errors   prometheus.Counter
-	panics   prometheus.Counter
-	duration prometheus.Observer
-}
-
-var allStates = []engine.State{engine.StatePass, engine.StateFail, engine.StateWarn, engine.StateError, engine.StateSkip}
-
-func (m *metrics) observersFor(snap *engine.Snapshot) map[string]*policyObservers {
-	obs := make(map[string]*policyObservers, len(snap.Policies))
-	for _, p := range snap.Policies {
-		name := p.Name()
-		o := &policyObservers{
-			states:   make(map[engine.State]prometheus.Counter, len(allStates)),
-			errors:   m.policyErrors.WithLabelValues(name),
-			panics:   m.policyPanics.WithLabelValues(name),
-			duration: m.policyDuration.WithLabelValues(name),
-		}
-		for _, st := range allStates {
-			o.states[st] = m.policyEvals.WithLabelValues(name, string(st))
-		}
-		obs[name] = o
-	}
-	return obs
-}
-
-// forgetPolicies drops the series of policies that left the set.
-func (m *metrics) forgetPolicies(old, cur map[string]*policyObservers) {
-	for name := range old {
-		if _, ok := cur[name]; ok {
-			continue
-		}
-		l := prometheus.Labels{"policy": name}
-		m.policyEvals.DeletePartialMatch(l)
-		m.policyErrors.DeletePartialMatch(l)
-		m.policyPanics.DeletePartialMatch(l)
-		m.policyDuration.DeletePartialMatch(l)
-	}
-}
-
-// observeResults records the per-policy results of one decision.
-func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult) {
-	for i := range results {
-		r := &results[i]
-		o := set.observers[r.Policy]
-		if o == nil { // cannot happen: results name policies of the set
-			continue
-		}
-		if c := o.states[r.State]; c != nil {
-			c.Inc()
-		} else {
-			m.policyEvals.WithLabelValues(r.Policy, string(r.State)).Inc()
-		}
-		o.duration.Observe(r.Duration.Seconds())
-		if r.State == engine.StateError {
-			o.errors.Inc()
-		}
-		if r.Panicked {
-			o.panics.Inc()
-			m.panics.WithLabelValues(panicBuiltin).Inc()
-		}
-	}
-}
-
-// setLoaded records a newly swapped-in set.
-func (m *metrics) setLoaded(snap *engine.Snapshot, at time.Time) {
-	m.setInfo.Reset()
-	m.setInfo.WithLabelValues(snap.Hash).Set(1)
-	m.policiesLoaded.Set(float64(len(snap.Policies)))
-	m.lastReload.Set(float64(at.UnixNano()) / 1e9)
 }
 
 // codeLabel avoids an allocation for the usual status codes.

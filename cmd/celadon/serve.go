@@ -1,7 +1,7 @@
 package main
 
 // `celadon serve`: the admission webhook. A thin flag layer over
-// webhook.NewServer and Server.Start.
+// server.NewServer and Server.Start.
 
 import (
 	"errors"
@@ -23,12 +23,13 @@ import (
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"celadon.io/celadon/builtins"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/controllers"
+	"celadon.io/celadon/server"
 )
 
 func init() { rootCmd.AddCommand(newServeCmd()) }
 
-// Defaults of serve's flags that differ from webhook.Options' own.
+// Defaults of serve's flags that differ from server.Options' own.
 const (
 	defaultPoliciesDir = "/etc/celadon/policies"
 	defaultCertDir     = "/etc/celadon/tls"
@@ -188,29 +189,29 @@ usage or policies that do not load.`,
 	f.StringVar(&o.policies, "policies", defaultPoliciesDir, "directory of policy files, typically a mounted ConfigMap")
 	f.StringVar(&o.certDir, "cert-dir", defaultCertDir, "directory holding the serving certificate tls.crt and key tls.key")
 	f.StringVar(&o.host, "host", "", `address the webhook listens on ("" for all)`)
-	f.IntVar(&o.port, "port", webhook.DefaultPort, "HTTPS port of the webhook")
-	f.StringVar(&o.metricsAddr, "metrics-bind-address", webhook.DefaultMetricsBindAddress, `address of /metrics and /status (plain HTTP); "0" disables them`)
-	f.StringVar(&o.probeAddr, "health-probe-bind-address", webhook.DefaultHealthProbeBindAddress, `address of /healthz and /readyz (plain HTTP); "0" disables them`)
+	f.IntVar(&o.port, "port", server.DefaultPort, "HTTPS port of the webhook")
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", server.DefaultMetricsBindAddress, `address of /metrics and /status (plain HTTP); "0" disables them`)
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", server.DefaultHealthProbeBindAddress, `address of /healthz and /readyz (plain HTTP); "0" disables them`)
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log verbosity: error, info, debug, or a number (V-level; debug is 1)")
 	f.StringVar(&o.logFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
 	f.StringVar(&o.serviceAccount, "service-account", "", "Celadon's own service account, whose requests are allowed untouched: NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME (default from $POD_NAMESPACE and $SERVICE_ACCOUNT)")
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
-	f.DurationVar(&o.reloadInterval, "reload-interval", webhook.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
+	f.DurationVar(&o.reloadInterval, "reload-interval", server.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", server.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
 	f.BoolVar(&o.selfSignedCerts, "self-signed-certs", false, "make and renew a CA and a serving certificate, kept in --cert-secret and written into --cert-dir")
-	f.StringVar(&o.certSecret, "cert-secret", webhook.DefaultCertSecretName, "Secret of --self-signed-certs: [NAMESPACE/]NAME (namespace default $POD_NAMESPACE)")
+	f.StringVar(&o.certSecret, "cert-secret", controllers.DefaultCertSecretName, "Secret of --self-signed-certs: [NAMESPACE/]NAME (namespace default $POD_NAMESPACE)")
 	f.StringSliceVar(&o.certDNSNames, "cert-dns-names", nil, "more names (DNS or IP) for the self-signed certificate, besides those of --webhook-service and --webhook-url")
-	f.DurationVar(&o.caValidity, "ca-validity", webhook.DefaultCAValidity, "lifetime of a self-signed CA")
-	f.DurationVar(&o.certValidity, "cert-validity", webhook.DefaultCertValidity, "lifetime of a self-signed serving certificate")
+	f.DurationVar(&o.caValidity, "ca-validity", controllers.DefaultCAValidity, "lifetime of a self-signed CA")
+	f.DurationVar(&o.certValidity, "cert-validity", controllers.DefaultCertValidity, "lifetime of a self-signed serving certificate")
 	f.DurationVar(&o.certRenewBefore, "cert-renew-before", 0, "renew the self-signed serving certificate when this much validity is left (default a third of --cert-validity)")
-	f.DurationVar(&o.certCheckInterval, "cert-check-interval", webhook.DefaultCertCheckInterval, "re-read the --cert-secret Secret this often, renewing what is due and picking up other replicas' renewals")
+	f.DurationVar(&o.certCheckInterval, "cert-check-interval", controllers.DefaultCertCheckInterval, "re-read the --cert-secret Secret this often, renewing what is due and picking up other replicas' renewals")
 	f.BoolVar(&o.manageWebhooks, "manage-webhooks", false, "keep the webhook configurations in sync with the served policies, caBundle included (needs --webhook-service or --webhook-url)")
-	f.StringVar(&o.webhookConfigName, "webhook-config-name", webhook.DefaultConfigName, "name of the managed Mutating- and ValidatingWebhookConfiguration")
+	f.StringVar(&o.webhookConfigName, "webhook-config-name", controllers.DefaultConfigName, "name of the managed Mutating- and ValidatingWebhookConfiguration")
 	f.StringVar(&o.webhookService, "webhook-service", "", "Service the managed configurations point at: NAMESPACE/NAME[:PORT] (port default 443)")
 	f.StringVar(&o.webhookURL, "webhook-url", "", "base URL the managed configurations point at instead of a Service, e.g. https://127.0.0.1:9443")
 	f.StringVar(&o.caBundle, "ca-bundle", "", "PEM file written as the managed configurations' caBundle, re-read on every sync (default <cert-dir>/ca.crt)")
-	f.DurationVar(&o.webhookSync, "webhook-sync-interval", webhook.DefaultWebhookSyncInterval, "also re-check the managed configurations this often, repairing drift; negative: only at start and after reloads")
+	f.DurationVar(&o.webhookSync, "webhook-sync-interval", controllers.DefaultWebhookSyncInterval, "also re-check the managed configurations this often, repairing drift; negative: only at start and after reloads")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect one replica to write the managed configurations and createSecret's Secrets (default true with --manage-webhooks or a createSecret policy)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default $POD_NAMESPACE)")
 	f.StringVar(&o.namespace, "namespace", "", "Celadon's own namespace, where createSecret finds source Secrets by default (default $POD_NAMESPACE)")
@@ -244,50 +245,50 @@ func applyEnv(fs *pflag.FlagSet, env map[string]string) error {
 	return err
 }
 
-// options turns the flags into webhook.Options.
-func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
+// options turns the flags into server.Options.
+func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 	sa := o.serviceAccount
 	if sa == "" {
-		sa = webhook.ServiceAccountFromEnv()
+		sa = server.ServiceAccountFromEnv()
 	}
-	sa, err := webhook.ServiceAccountUsername(sa)
+	sa, err := server.ServiceAccountUsername(sa)
 	if err != nil {
-		return webhook.Options{}, err
+		return server.Options{}, err
 	}
 	if o.port <= 0 || o.port > 65535 {
-		return webhook.Options{}, fmt.Errorf("--port %d: want 1-65535", o.port)
+		return server.Options{}, fmt.Errorf("--port %d: want 1-65535", o.port)
 	}
 	if o.maxConcurrent < 0 {
-		return webhook.Options{}, fmt.Errorf("--max-concurrent %d: want a positive number, or 0 for the default", o.maxConcurrent)
+		return server.Options{}, fmt.Errorf("--max-concurrent %d: want a positive number, or 0 for the default", o.maxConcurrent)
 	}
 	if o.shutdownTimeout <= 0 {
-		return webhook.Options{}, fmt.Errorf("--shutdown-timeout %v: want a positive duration", o.shutdownTimeout)
+		return server.Options{}, fmt.Errorf("--shutdown-timeout %v: want a positive duration", o.shutdownTimeout)
 	}
 	if o.policies == "" {
-		return webhook.Options{}, errors.New("--policies is required")
+		return server.Options{}, errors.New("--policies is required")
 	}
-	var svc *webhook.ServiceRef
+	var svc *controllers.ServiceRef
 	if o.webhookService != "" {
 		if svc, err = parseServiceRef(o.webhookService); err != nil {
-			return webhook.Options{}, fmt.Errorf("--webhook-service: %v", err)
+			return server.Options{}, fmt.Errorf("--webhook-service: %v", err)
 		}
 	}
 	if o.manageWebhooks && (svc == nil) == (o.webhookURL == "") {
-		return webhook.Options{}, errors.New("--manage-webhooks needs exactly one of --webhook-service and --webhook-url")
+		return server.Options{}, errors.New("--manage-webhooks needs exactly one of --webhook-service and --webhook-url")
 	}
 	var secretNS, secretName string
 	if o.selfSignedCerts {
 		if secretNS, secretName, err = parseSecretRef(o.certSecret); err != nil {
-			return webhook.Options{}, fmt.Errorf("--cert-secret: %v", err)
+			return server.Options{}, fmt.Errorf("--cert-secret: %v", err)
 		}
 		if o.certCheckInterval <= 0 {
-			return webhook.Options{}, fmt.Errorf("--cert-check-interval %v: want a positive duration", o.certCheckInterval)
+			return server.Options{}, fmt.Errorf("--cert-check-interval %v: want a positive duration", o.certCheckInterval)
 		}
 		if o.webhookService == "" && o.webhookURL == "" && len(o.certDNSNames) == 0 {
-			return webhook.Options{}, errors.New("--self-signed-certs needs the certificate's names: --webhook-service, --webhook-url or --cert-dns-names")
+			return server.Options{}, errors.New("--self-signed-certs needs the certificate's names: --webhook-service, --webhook-url or --cert-dns-names")
 		}
 		if o.caBundle != "" {
-			return webhook.Options{}, errors.New("--ca-bundle cannot be used with --self-signed-certs: the CA bundle is the Secret's ca.crt")
+			return server.Options{}, errors.New("--ca-bundle cannot be used with --self-signed-certs: the CA bundle is the Secret's ca.crt")
 		}
 	}
 	leaderElect := o.leaderElect
@@ -302,7 +303,7 @@ func (o *serveOptions) options(log logr.Logger) (webhook.Options, error) {
 	if ns == "" {
 		ns = os.Getenv("POD_NAMESPACE")
 	}
-	return webhook.Options{
+	return server.Options{
 		ManageWebhooks:          o.manageWebhooks,
 		WebhookConfigName:       o.webhookConfigName,
 		WebhookService:          svc,
@@ -352,7 +353,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
-	srv, err := webhook.NewServer(opts)
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}

@@ -26,7 +26,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/spf13/pflag"
 
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/controllers"
 )
 
 const brokenServePolicy = `apiVersion: celadon.io/v1alpha1
@@ -235,7 +235,7 @@ func TestServeManageWebhooksOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !opts.ManageWebhooks || opts.WebhookConfigName != "celadon" || opts.CABundleFile != "/ca.pem" ||
-		opts.WebhookService == nil || *opts.WebhookService != (webhook.ServiceRef{Namespace: "celadon-system", Name: "celadon", Port: 8443}) {
+		opts.WebhookService == nil || *opts.WebhookService != (controllers.ServiceRef{Namespace: "celadon-system", Name: "celadon", Port: 8443}) {
 		t.Errorf("options = %+v", opts)
 	}
 	// Leader election follows --manage-webhooks unless given; its namespace
@@ -421,8 +421,8 @@ func TestServeSelfSignedOptions(t *testing.T) {
 	if err := applyEnv(cmd.Flags(), serveEnv); err != nil {
 		t.Fatal(err)
 	}
-	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, shutdownTimeout: time.Minute, certSecret: webhook.DefaultCertSecretName,
-		caValidity: webhook.DefaultCAValidity, certCheckInterval: time.Minute}
+	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, shutdownTimeout: time.Minute, certSecret: controllers.DefaultCertSecretName,
+		caValidity: controllers.DefaultCAValidity, certCheckInterval: time.Minute}
 	o.selfSignedCerts, _ = cmd.Flags().GetBool("self-signed-certs")
 	o.certDNSNames, _ = cmd.Flags().GetStringSlice("cert-dns-names")
 	o.certValidity, _ = cmd.Flags().GetDuration("cert-validity")
@@ -433,7 +433,7 @@ func TestServeSelfSignedOptions(t *testing.T) {
 	}
 	if !opts.SelfSignedCerts || opts.CertSecretNamespace != "celadon-system" || opts.CertSecretName != "celadon-tls" ||
 		strings.Join(opts.CertDNSNames, " ") != "a.example 10.0.0.1" || opts.CertValidity != 720*time.Hour ||
-		opts.CertRenewBefore != 240*time.Hour || opts.CAValidity != webhook.DefaultCAValidity || opts.CertCheckInterval != time.Minute {
+		opts.CertRenewBefore != 240*time.Hour || opts.CAValidity != controllers.DefaultCAValidity || opts.CertCheckInterval != time.Minute {
 		t.Errorf("options = %+v", opts)
 	}
 	o.certSecret = "other/tls"

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
-	"celadon.io/celadon/webhook"
 )
 
 func init() { rootCmd.AddCommand(newWebhookConfigCmd()) }
@@ -64,8 +64,8 @@ success, 2 on bad flags or policy errors.`,
 	f.StringVar(&o.service, "service", "", "the Service in front of Celadon, as NAMESPACE/NAME[:PORT] (port default 443)")
 	f.StringVar(&o.url, "url", "", "base https URL of Celadon instead of a Service, e.g. https://127.0.0.1:9443")
 	f.StringVar(&o.caBundle, "ca-bundle", "", "PEM file of the CA that signed Celadon's serving certificate")
-	f.StringVar(&o.name, "name", webhook.DefaultConfigName, "name of both configurations")
-	f.Int32Var(&o.timeoutSeconds, "timeout-seconds", webhook.DefaultTimeoutSeconds, "webhook timeout, 1 to 30 seconds")
+	f.StringVar(&o.name, "name", controllers.DefaultConfigName, "name of both configurations")
+	f.Int32Var(&o.timeoutSeconds, "timeout-seconds", controllers.DefaultTimeoutSeconds, "webhook timeout, 1 to 30 seconds")
 	f.StringSliceVar(&o.exclude, "exclude-namespace", nil, "namespace never sent to Celadon (repeatable, or comma-separated)")
 	f.StringVar(&o.injectFrom, "cert-manager-inject-from", "", "NAMESPACE/CERTIFICATE whose CA cert-manager injects as caBundle")
 	return cmd
@@ -77,14 +77,14 @@ func (o *webhookConfigOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	// Check the options before spending time on the policies.
-	if _, _, err := webhook.Configurations(&engine.Snapshot{}, opts); err != nil {
+	if _, _, err := controllers.Configurations(&engine.Snapshot{}, opts); err != nil {
 		return usageErrorf("%s: %v", cmd.Name(), err)
 	}
 	snap, err := loadPolicies(cmd, o.policies)
 	if err != nil {
 		return err
 	}
-	mwc, vwc, err := webhook.Configurations(snap, opts)
+	mwc, vwc, err := controllers.Configurations(snap, opts)
 	if err != nil {
 		return usageErrorf("%s: %v", cmd.Name(), err)
 	}
@@ -94,10 +94,10 @@ func (o *webhookConfigOptions) run(cmd *cobra.Command) error {
 	return writeYAMLStream(cmd.OutOrStdout(), mwc, vwc)
 }
 
-// configOptions turns the flags into webhook.ConfigOptions; the checks that
-// webhook.Configurations makes itself are left to it.
-func (o *webhookConfigOptions) configOptions(cmd *cobra.Command) (webhook.ConfigOptions, error) {
-	opts := webhook.ConfigOptions{
+// configOptions turns the flags into controllers.ConfigOptions; the checks that
+// controllers.Configurations makes itself are left to it.
+func (o *webhookConfigOptions) configOptions(cmd *cobra.Command) (controllers.ConfigOptions, error) {
+	opts := controllers.ConfigOptions{
 		Name:              o.name,
 		URL:               o.url,
 		TimeoutSeconds:    o.timeoutSeconds,
@@ -146,12 +146,12 @@ func (o *webhookConfigOptions) configOptions(cmd *cobra.Command) (webhook.Config
 }
 
 // parseServiceRef reads NAMESPACE/NAME[:PORT].
-func parseServiceRef(s string) (*webhook.ServiceRef, error) {
+func parseServiceRef(s string) (*controllers.ServiceRef, error) {
 	ns, rest, ok := strings.Cut(s, "/")
 	if !ok || ns == "" || rest == "" || strings.Contains(rest, "/") {
 		return nil, fmt.Errorf("want NAMESPACE/NAME[:PORT], not %q", s)
 	}
-	ref := &webhook.ServiceRef{Namespace: ns, Name: rest}
+	ref := &controllers.ServiceRef{Namespace: ns, Name: rest}
 	if name, port, ok := strings.Cut(rest, ":"); ok {
 		p, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || p == 0 {

@@ -43,9 +43,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/internal/controlplane"
 	"celadon.io/celadon/internal/devenv"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/server"
 )
 
 // thenAnnotation on an example object asks the demo to do something with
@@ -352,10 +353,10 @@ func (d *demo) waitConfigurations(ctx context.Context, after string) (*admission
 	m := &admissionregistrationv1.MutatingWebhookConfiguration{}
 	v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 	err := devenv.WaitFor(ctx, waitTimeout, "the webhook configurations celadon writes", func(ctx context.Context) (bool, error) {
-		if err := d.c.Get(ctx, client.ObjectKey{Name: webhook.DefaultConfigName}, m); err != nil {
+		if err := d.c.Get(ctx, client.ObjectKey{Name: controllers.DefaultConfigName}, m); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
-		if err := d.c.Get(ctx, client.ObjectKey{Name: webhook.DefaultConfigName}, v); err != nil {
+		if err := d.c.Get(ctx, client.ObjectKey{Name: controllers.DefaultConfigName}, v); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
 		return configVersion(m, v) != after, nil
@@ -635,8 +636,8 @@ func (d *demo) serve(ctx context.Context) error {
 }
 
 // status reads celadon's /status.
-func (d *demo) status(ctx context.Context) (*webhook.Status, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metrics+webhook.StatusPath, nil)
+func (d *demo) status(ctx context.Context) (*server.Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metrics+server.StatusPath, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -645,7 +646,7 @@ func (d *demo) status(ctx context.Context) (*webhook.Status, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	st := &webhook.Status{}
+	st := &server.Status{}
 	return st, json.NewDecoder(resp.Body).Decode(st)
 }
 

@@ -14,18 +14,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/controllers"
 )
 
 // ApplyWebhookConfigurations creates each of the generated configurations
 // given (nil ones are skipped), or replaces the one of the same name: the
 // generated object is the whole desired state, so fields it does not set
 // are cleared, as `kubectl replace` would; an object already up to date is
-// not written. It is webhook.ApplyConfigurations, the code `celadon serve
+// not written. It is controllers.ApplyConfigurations, the code `celadon serve
 // --manage-webhooks` syncs with. The API server starts using them
 // asynchronously: see SyncWebhookConfigurations.
 func ApplyWebhookConfigurations(ctx context.Context, c client.Client, m *admissionregistrationv1.MutatingWebhookConfiguration, v *admissionregistrationv1.ValidatingWebhookConfiguration) error {
-	if _, err := webhook.ApplyConfigurations(ctx, c, c, m, v); err != nil {
+	if _, err := controllers.ApplyConfigurations(ctx, c, c, m, v); err != nil {
 		return fmt.Errorf("devenv: %w", err)
 	}
 	return nil

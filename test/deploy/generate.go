@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
-	"celadon.io/celadon/webhook"
 )
 
 // Where Celadon is installed by deploy/.
@@ -99,22 +99,22 @@ configMapGenerator:
 	}
 	out = append(out, File{Path: path.Join(GeneratedPoliciesDir, "kustomization.yaml"), Data: kust.Bytes()})
 
-	svc := &webhook.ServiceRef{Namespace: Namespace, Name: Service}
+	svc := &controllers.ServiceRef{Namespace: Namespace, Name: Service}
 	for _, g := range []struct {
 		dir, comment string
-		opts         webhook.ConfigOptions
+		opts         controllers.ConfigOptions
 	}{
 		{
 			dir: CertManagerOverlay,
 			comment: "# celadon webhook-config -p policies --service " + Namespace + "/" + Service +
 				" --cert-manager-inject-from " + Namespace + "/" + ServingCertificate + "\n" +
 				"# cert-manager's cainjector fills in every caBundle.\n",
-			opts: webhook.ConfigOptions{Service: svc, Annotations: map[string]string{
+			opts: controllers.ConfigOptions{Service: svc, Annotations: map[string]string{
 				"cert-manager.io/inject-ca-from": Namespace + "/" + ServingCertificate,
 			}},
 		},
 	} {
-		mwc, vwc, err := webhook.Configurations(snap, g.opts)
+		mwc, vwc, err := controllers.Configurations(snap, g.opts)
 		if err != nil {
 			return nil, err
 		}

@@ -9,7 +9,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"celadon.io/celadon/engine"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/server"
 )
 
 // The install's RBAC is generated from what the server and each builtin
@@ -56,7 +56,7 @@ func ComponentRules(b engine.Builtin) []rbacv1.PolicyRule {
 
 // LeaderElectionRules returns the rules of a component's Role.
 func LeaderElectionRules() []rbacv1.PolicyRule {
-	return policyRules(webhook.LeaderElectionAccess(webhook.DefaultLeaderElectionID), false)
+	return policyRules(server.LeaderElectionAccess(server.DefaultLeaderElectionID), false)
 }
 
 // ControllerBuiltins returns the registered builtins with a controller.
@@ -77,7 +77,7 @@ type accessGroup struct {
 }
 
 func baseGroups(reg *engine.Registry) []accessGroup {
-	groups := []accessGroup{{"the server", webhook.ServerAccess()}}
+	groups := []accessGroup{{"the server", server.ServerAccess()}}
 	for _, name := range reg.Names() {
 		b, _ := reg.Lookup(name)
 		if _, ok := b.(engine.ControllerBuiltin); ok {
@@ -132,7 +132,7 @@ func rbacFiles(reg *engine.Registry) []File {
 		clusterRole(&b, role, func(b *strings.Builder) { writeRules(b, name, engine.AccessOf(bc)) })
 		b.WriteString("---\n")
 		fmt.Fprintf(&b, "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: %s\n  namespace: %s\nrules:\n", role, Namespace)
-		writeRules(&b, "leader election", webhook.LeaderElectionAccess(webhook.DefaultLeaderElectionID))
+		writeRules(&b, "leader election", server.LeaderElectionAccess(server.DefaultLeaderElectionID))
 		b.WriteString("---\n")
 		binding(&b, "RoleBinding", "Role", role, true)
 		files = append(files, File{Path: path.Join(ComponentDir(name), "rbac.yaml"), Data: []byte(b.String())})

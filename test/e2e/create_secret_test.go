@@ -25,8 +25,8 @@ import (
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/internal/controlplane"
 	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/server"
 	"celadon.io/celadon/test/load/loadgen"
-	"celadon.io/celadon/webhook"
 )
 
 // secretsLabel selects the namespaces of TestCreateSecret's policies; its
@@ -106,7 +106,7 @@ func TestCreateSecret(t *testing.T) {
 	// The servers run as Celadon's ServiceAccount in home, with the RBAC
 	// of deploy/base and deploy/components/create-secret.
 	cfg := installCreateSecretRBAC(ctx, t, home)
-	configure := func(_ *celadon, o *webhook.Options) {
+	configure := func(_ *celadon, o *server.Options) {
 		o.Config = cfg
 		o.Namespace = home
 		o.LeaderElection = true
@@ -525,7 +525,7 @@ spec:
   with: {message: never}
   failurePolicy: Ignore
 `)}
-	s, err := runCeladon(ctx, "celadon-e2e-secrets-reload", none, func(_ *celadon, o *webhook.Options) {
+	s, err := runCeladon(ctx, "celadon-e2e-secrets-reload", none, func(_ *celadon, o *server.Options) {
 		o.Config = cfg
 		o.Namespace = home
 	})
@@ -570,7 +570,7 @@ spec:
 
 // secretsOf returns createSecret's controller status from /status; nil
 // when the controller does not run on that replica.
-func secretsOf(t *testing.T, st *webhook.Status) *builtins.SecretStatus {
+func secretsOf(t *testing.T, st *server.Status) *builtins.SecretStatus {
 	t.Helper()
 	raw, ok := st.Controllers["createSecret"]
 	if !ok || raw == nil {

@@ -26,10 +26,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/controlplane"
 	"celadon.io/celadon/internal/devenv"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/server"
 )
 
 // Policy files of the main server, besides the shipped policies/: the
@@ -70,7 +71,7 @@ func mainPolicies() (map[string][]byte, error) {
 type celadon struct {
 	// name names its webhook configurations.
 	name      string
-	srv       *webhook.Server
+	srv       *server.Server
 	port      int
 	metrics   string // host:port of /metrics and /status
 	health    string // host:port of /healthz and /readyz
@@ -83,7 +84,7 @@ type celadon struct {
 	kp *devenv.KeyPair
 
 	// configure, when set, adjusts the server's options before it starts.
-	configure func(s *celadon, o *webhook.Options)
+	configure func(s *celadon, o *server.Options)
 
 	cancel   context.CancelFunc
 	done     chan error // Start's result
@@ -193,7 +194,7 @@ func cleanupCeladon(t *testing.T, s *celadon) {
 // runCeladon starts a server for policies, its options adjusted by
 // configure (may be nil), and waits until it is ready. It installs no
 // webhook configurations.
-func runCeladon(ctx context.Context, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options)) (*celadon, error) {
+func runCeladon(ctx context.Context, name string, policies map[string][]byte, configure func(*celadon, *server.Options)) (*celadon, error) {
 	dir, err := os.MkdirTemp("", "celadon-e2e-"+name+"-")
 	if err != nil {
 		return nil, err
@@ -232,7 +233,7 @@ func (s *celadon) start(ctx context.Context) error {
 	s.port = ports[0]
 	s.metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	s.health = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
-	opts := webhook.Options{
+	opts := server.Options{
 		PoliciesDir:             s.policyDir,
 		Registry:                builtins.Registry(),
 		Host:                    "127.0.0.1",
@@ -247,7 +248,7 @@ func (s *celadon) start(ctx context.Context) error {
 	if s.configure != nil {
 		s.configure(s, &opts)
 	}
-	srv, err := webhook.NewServer(opts)
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return err
 	}
@@ -286,7 +287,7 @@ func (s *celadon) addr() string { return net.JoinHostPort("127.0.0.1", strconv.I
 // installConfigs generates the webhook configurations for snap, trusting
 // the CAs given, applies them and waits until the API server uses them.
 func (s *celadon) installConfigs(ctx context.Context, snap *engine.Snapshot, cas ...*devenv.CA) error {
-	m, v, err := webhook.Configurations(snap, webhook.ConfigOptions{
+	m, v, err := controllers.Configurations(snap, controllers.ConfigOptions{
 		Name:     s.name,
 		URL:      s.url(),
 		CABundle: devenv.Bundle(cas...),
@@ -363,8 +364,8 @@ func (s *celadon) setPolicies(t *testing.T, files map[string][]byte) {
 }
 
 // status GETs /status from the metrics address.
-func (s *celadon) status(ctx context.Context) (*webhook.Status, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.metrics+webhook.StatusPath, nil)
+func (s *celadon) status(ctx context.Context) (*server.Status, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.metrics+server.StatusPath, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +381,7 @@ func (s *celadon) status(ctx context.Context) (*webhook.Status, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /status: %s: %s", resp.Status, body)
 	}
-	var st webhook.Status
+	var st server.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, fmt.Errorf("GET /status: %w in %s", err, body)
 	}

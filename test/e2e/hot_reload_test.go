@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/internal/devenv"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/server"
 )
 
 // warningRecorder keeps the warnings of the API server's last answers.
@@ -140,7 +140,7 @@ func TestHotReload(t *testing.T) {
 	// A broken edit: v2 stays in force; /status names file and line.
 	broken := withReload("reload-broken.yaml")
 	s.setPolicies(t, broken)
-	var st *webhook.Status
+	var st *server.Status
 	waitFor(ctx, t, "/status to report the broken reload", func(ctx context.Context) (bool, error) {
 		var err error
 		st, err = s.status(ctx)

@@ -22,7 +22,7 @@ import (
 	"celadon.io/celadon/cluster"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/devenv"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/server"
 )
 
 // ingressBackendsLabel scopes this file's server: its webhooks are called
@@ -64,7 +64,7 @@ spec:
 // the real API server), and installs its webhook configurations limited
 // to namespaces labelled ingressBackendsLabel. Both go away when the test
 // ends.
-func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options)) *celadon {
+func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *server.Options)) *celadon {
 	t.Helper()
 	scope := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: ingressBackendsLabel, Operator: metav1.LabelSelectorOpExists}}}
 	s := startScopedCeladon(ctx, t, name, policies, configure, scope, nil)
@@ -354,7 +354,7 @@ func TestClusterCacheForbidden(t *testing.T) {
 	ctx := testContext(t)
 	cfg := rest.CopyConfig(suite.cp.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:default:e2e-nobody"}
-	cc := cluster.New(true)
+	cc := cluster.New(false) // the object informers' readiness, not the namespaces'
 	runCtx, stop := context.WithCancel(ctx)
 	defer func() { stop(); cc.Wait() }()
 	ready, err := cc.Start(runCtx, cfg, []engine.ClusterRead{{Resource: schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, MetadataOnly: true}})
@@ -393,7 +393,7 @@ func TestIngressBackendsCacheLag(t *testing.T) {
 	}
 	waitFor(ctx, t, "the cluster cache to sync", func(context.Context) (bool, error) { return ready() == nil, nil })
 	lag.Store(true) // from now on: the initial sync need not wait
-	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress-lag", ingressBackendsPolicies, func(_ *celadon, o *webhook.Options) { o.Cluster = cc })
+	startIngressBackendsServer(ctx, t, "celadon-e2e-ingress-lag", ingressBackendsPolicies, func(_ *celadon, o *server.Options) { o.Cluster = cc })
 
 	ns := newNamespace(ctx, t, "ingress-lag", map[string]string{ingressBackendsLabel: "deny"})
 	if err := suite.c.Create(ctx, newService(ns, "web", "http:80")); err != nil {

@@ -15,8 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/server"
 	"celadon.io/celadon/webhook"
 )
 
@@ -44,7 +46,7 @@ func TestManageWebhooks(t *testing.T) {
 	}
 	const name = "celadon-e2e-managed"
 	var bundle []byte
-	s, err := runCeladon(ctx, name, map[string][]byte{"secrets.yaml": read("managed-secrets.yaml")}, func(s *celadon, o *webhook.Options) {
+	s, err := runCeladon(ctx, name, map[string][]byte{"secrets.yaml": read("managed-secrets.yaml")}, func(s *celadon, o *server.Options) {
 		bundle = devenv.Bundle(s.ca)
 		caFile := filepath.Join(s.dir, "ca-bundle.pem")
 		if err := os.WriteFile(caFile, bundle, 0o600); err != nil {
@@ -134,11 +136,11 @@ func TestManageWebhooks(t *testing.T) {
 
 	// The live objects, defaulted by the API server, compare equal to the
 	// generated ones: a sync with nothing new writes nothing.
-	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: name, URL: s.url(), CABundle: bundle})
+	m, v, err := controllers.Configurations(s.srv.Snapshot(), controllers.ConfigOptions{Name: name, URL: s.url(), CABundle: bundle})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if written, err := webhook.ApplyConfigurations(ctx, suite.c, suite.c, m, v); err != nil || written {
+	if written, err := controllers.ApplyConfigurations(ctx, suite.c, suite.c, m, v); err != nil || written {
 		t.Errorf("re-applying the generated configurations: written %v, error %v; want nothing written", written, err)
 	}
 

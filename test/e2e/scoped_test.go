@@ -8,8 +8,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/internal/devenv"
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/server"
 )
 
 // startScopedCeladon starts a Celadon server of the test's own for
@@ -20,14 +21,14 @@ import (
 // namespaceSelector for cluster-scoped objects such as Nodes: scope those
 // with objects. The server is stopped and its configurations removed when
 // the test ends.
-func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *webhook.Options), namespaces, objects *metav1.LabelSelector) *celadon {
+func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *server.Options), namespaces, objects *metav1.LabelSelector) *celadon {
 	t.Helper()
 	s, err := runCeladon(ctx, name, policies, configure)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cleanupCeladon(t, s)
-	m, v, err := webhook.Configurations(s.srv.Snapshot(), webhook.ConfigOptions{Name: s.name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
+	m, v, err := controllers.Configurations(s.srv.Snapshot(), controllers.ConfigOptions{Name: s.name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
 	if err != nil {
 		t.Fatal(err)
 	}

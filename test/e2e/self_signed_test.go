@@ -25,9 +25,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/internal/devenv"
+	"celadon.io/celadon/server"
 	"celadon.io/celadon/test/load/loadgen"
-	"celadon.io/celadon/webhook"
 )
 
 // TestSelfSignedCerts runs two servers with SelfSignedCerts on one Secret
@@ -65,7 +66,7 @@ func TestSelfSignedCerts(t *testing.T) {
 	ns := newNamespace(ctx, t, "self-signed", map[string]string{"e2e.celadon.io/self-signed": "true"})
 	const name = "celadon-e2e-self-signed"
 	secretKey := client.ObjectKey{Namespace: ns, Name: "celadon-e2e-tls"}
-	selfSigned := func(s *celadon, o *webhook.Options) {
+	selfSigned := func(s *celadon, o *server.Options) {
 		// No certificate in cert-dir: the server must write one before
 		// its webhook starts.
 		if err := os.RemoveAll(s.certDir); err != nil {
@@ -98,7 +99,7 @@ func TestSelfSignedCerts(t *testing.T) {
 		wg      sync.WaitGroup
 	)
 	wg.Go(func() {
-		servers[0], errs[0] = runCeladon(ctx, name, policies, func(s *celadon, o *webhook.Options) {
+		servers[0], errs[0] = runCeladon(ctx, name, policies, func(s *celadon, o *server.Options) {
 			selfSigned(s, o)
 			o.ManageWebhooks = true
 			o.WebhookConfigName = name
@@ -109,7 +110,7 @@ func TestSelfSignedCerts(t *testing.T) {
 		})
 	})
 	wg.Go(func() {
-		servers[1], errs[1] = runCeladon(ctx, name+"-2", policies, func(s *celadon, o *webhook.Options) {
+		servers[1], errs[1] = runCeladon(ctx, name+"-2", policies, func(s *celadon, o *server.Options) {
 			selfSigned(s, o)
 			o.CertDNSNames = []string{"127.0.0.1"} // the first one's name, from its URL
 		})
@@ -229,8 +230,8 @@ func TestSelfSignedCerts(t *testing.T) {
 	}
 	loop.waitMore(ctx, t, "pods with the renewed certificate", 5)
 	// The servers share the process's metrics registry: one gauge.
-	if got := scrapeGauge(t, s1, webhook.MetricCertificateExpiry); got != float64(renewed.NotAfter.Unix()) {
-		t.Errorf("%s = %v, want the renewed certificate's expiry %d", webhook.MetricCertificateExpiry, got, renewed.NotAfter.Unix())
+	if got := scrapeGauge(t, s1, controllers.MetricCertificateExpiry); got != float64(renewed.NotAfter.Unix()) {
+		t.Errorf("%s = %v, want the renewed certificate's expiry %d", controllers.MetricCertificateExpiry, got, renewed.NotAfter.Unix())
 	}
 	if trusted, err := configsTrust(ctx, name, caPEM); err != nil || !trusted {
 		t.Errorf("after the renewal, the configurations no longer carry the Secret's CA (%v)", err)

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"celadon.io/celadon/internal/devenv"
+	celadonserver "celadon.io/celadon/server"
 	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
@@ -177,7 +178,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	phase.Store(switching)
 	s.writePolicies(map[string]string{"freeze-ingresses.yaml": freezeIngresses})
 	ctx := testContext(t)
-	var st1 webhook.Status
+	var st1 celadonserver.Status
 	err := devenv.WaitFor(ctx, 30*time.Second, "the good edit to be served", func(context.Context) (bool, error) {
 		st1 = s.status()
 		return st1.Hash != st0.Hash, nil
@@ -195,9 +196,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	phase.Store(frozen)
 	tr.waitOK(t, 200)
 
-	reloadsFailed := s.metric(webhook.MetricReloads, `result="failure"`)
+	reloadsFailed := s.metric(celadonserver.MetricReloads, `result="failure"`)
 	s.writePolicies(map[string]string{"freeze-ingresses.yaml": brokenPolicy})
-	var st2 webhook.Status
+	var st2 celadonserver.Status
 	err = devenv.WaitFor(ctx, 30*time.Second, "the broken edit to be reported", func(context.Context) (bool, error) {
 		st2 = s.status()
 		return st2.LastReloadError != nil, nil
@@ -214,11 +215,11 @@ func TestReloadUnderLoad(t *testing.T) {
 	t.Logf("broken edit reported: %s", st2.LastReloadError.Error())
 	tr.waitOK(t, 200) // still frozen: the checks above hold throughout
 	res := tr.finish(t)
-	if got := s.metric(webhook.MetricLastReloadFailed); got != 1 {
-		t.Errorf("%s = %v, want 1", webhook.MetricLastReloadFailed, got)
+	if got := s.metric(celadonserver.MetricLastReloadFailed); got != 1 {
+		t.Errorf("%s = %v, want 1", celadonserver.MetricLastReloadFailed, got)
 	}
-	if got := s.metric(webhook.MetricReloads, `result="failure"`); got <= reloadsFailed {
-		t.Errorf(`%s{result="failure"} = %v, want more than %v`, webhook.MetricReloads, got, reloadsFailed)
+	if got := s.metric(celadonserver.MetricReloads, `result="failure"`); got <= reloadsFailed {
+		t.Errorf(`%s{result="failure"} = %v, want more than %v`, celadonserver.MetricReloads, got, reloadsFailed)
 	}
 	if len(res) == 2 && res[1].Denied == 0 {
 		t.Error("/validate denied nothing")
@@ -398,12 +399,12 @@ func TestRunawayPolicy(t *testing.T) {
 			busy[i].Path, quiet[i].P50ms, busy[i].P50ms, quiet[i].P99ms, busy[i].P99ms)
 	}
 	for _, p := range []string{"runaway-fail", "runaway-ignore"} {
-		if got := s.metric(webhook.MetricPolicyErrors, `policy="`+p+`"`); got < runaways {
-			t.Errorf(`%s{policy=%q} = %v, want at least %d`, webhook.MetricPolicyErrors, p, got, runaways)
+		if got := s.metric(celadonserver.MetricPolicyErrors, `policy="`+p+`"`); got < runaways {
+			t.Errorf(`%s{policy=%q} = %v, want at least %d`, celadonserver.MetricPolicyErrors, p, got, runaways)
 		}
 	}
-	if got := s.metric(webhook.MetricPolicyErrors, `policy="sts-index"`); got != 0 {
-		t.Errorf(`%s{policy="sts-index"} = %v, want 0`, webhook.MetricPolicyErrors, got)
+	if got := s.metric(celadonserver.MetricPolicyErrors, `policy="sts-index"`); got != 0 {
+		t.Errorf(`%s{policy="sts-index"} = %v, want 0`, celadonserver.MetricPolicyErrors, got)
 	}
 	s.healthz()
 }

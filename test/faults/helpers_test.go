@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"celadon.io/celadon/internal/devenv"
+	celadonserver "celadon.io/celadon/server"
 	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
@@ -105,10 +106,10 @@ func (s *server) writePolicies(files map[string]string) {
 }
 
 // status reads /status.
-func (s *server) status() webhook.Status {
+func (s *server) status() celadonserver.Status {
 	s.t.Helper()
-	var st webhook.Status
-	resp, err := http.Get(s.MetricsURL + webhook.StatusPath)
+	var st celadonserver.Status
+	resp, err := http.Get(s.MetricsURL + celadonserver.StatusPath)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ import (
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/server"
 	"celadon.io/celadon/test/load/loadgen"
 	"celadon.io/celadon/webhook"
 )
@@ -40,9 +41,9 @@ func (namespaces) GetNamespace(_ context.Context, name string) (*corev1.Namespac
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/metadata.name": name, "team": name}}}, nil
 }
 
-func benchServer(b *testing.B, policies string) *webhook.Server {
+func benchServer(b *testing.B, policies string) *server.Server {
 	b.Helper()
-	srv, err := webhook.NewServer(webhook.Options{
+	srv, err := server.NewServer(server.Options{
 		PoliciesDir:       policies,
 		Registry:          builtins.Registry(),
 		Namespaces:        namespaces{},

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/internal/devenv"
-	"celadon.io/celadon/webhook"
 )
 
 // PodLatency is the latency of Pod creation through kube-apiserver, with
@@ -76,7 +76,7 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 		return nil, err
 	}
 	const configName = "celadon-load"
-	mwc, vwc, err := webhook.Configurations(snap, webhook.ConfigOptions{Name: configName, URL: srv.BaseURL, CABundle: caPEM, TimeoutSeconds: 10})
+	mwc, vwc, err := controllers.Configurations(snap, controllers.ConfigOptions{Name: configName, URL: srv.BaseURL, CABundle: caPEM, TimeoutSeconds: 10})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package webhook_test
+package controllers_test
 
 import (
 	"context"
@@ -8,23 +8,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	"celadon.io/celadon/webhook"
+	"celadon.io/celadon/controllers"
 )
 
 func TestApplyConfigurations(t *testing.T) {
 	ctx := context.Background()
 	c := fake.NewClientBuilder().Build()
 	snap := compileSet(t, pol("deny-pods", "deny", "Fail", "CREATE", "pods"), pol("env", "mutate", "Ignore", "", "pods"))
-	gen := func(o webhook.ConfigOptions) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
-		m, v, err := webhook.Configurations(snap, o)
+	gen := func(o controllers.ConfigOptions) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
+		m, v, err := controllers.Configurations(snap, o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return m, v
 	}
-	o := webhook.ConfigOptions{Name: "managed", URL: "https://127.0.0.1:9443"}
+	o := controllers.ConfigOptions{Name: "managed", URL: "https://127.0.0.1:9443"}
 	m, v := gen(o)
-	if written, err := webhook.ApplyConfigurations(ctx, c, nil, m, v); err != nil || !written {
+	if written, err := controllers.ApplyConfigurations(ctx, c, nil, m, v); err != nil || !written {
 		t.Fatalf("create: written %v, error %v", written, err)
 	}
 	rv := func() (string, string) {
@@ -42,7 +42,7 @@ func TestApplyConfigurations(t *testing.T) {
 
 	// Unchanged: nothing written.
 	m, v = gen(o)
-	if written, err := webhook.ApplyConfigurations(ctx, c, nil, m, v); err != nil || written {
+	if written, err := controllers.ApplyConfigurations(ctx, c, nil, m, v); err != nil || written {
 		t.Fatalf("unchanged: written %v, error %v", written, err)
 	}
 	if m1, v1 := rv(); m1 != m0 || v1 != v0 {
@@ -63,32 +63,20 @@ func TestApplyConfigurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, v = gen(o)
-	if written, err := webhook.ApplyConfigurations(ctx, c, nil, m, v); err != nil || !written {
+	if written, err := controllers.ApplyConfigurations(ctx, c, nil, m, v); err != nil || !written {
 		t.Fatalf("drift: written %v, error %v", written, err)
 	}
 	if err := c.Get(ctx, client.ObjectKey{Name: "managed"}, &lv); err != nil {
 		t.Fatal(err)
 	}
-	if len(lv.Webhooks[0].Rules) == 0 || lv.Labels["team"] != "" || lv.Labels[webhook.LabelManagedBy] != "celadon" {
+	if len(lv.Webhooks[0].Rules) == 0 || lv.Labels["team"] != "" || lv.Labels[controllers.LabelManagedBy] != "celadon" {
 		t.Errorf("after repair: rules %v, labels %v", lv.Webhooks[0].Rules, lv.Labels)
 	}
 
 	// A new CA bundle is written.
 	o.CABundle = testCAPEM(t)
 	m, v = gen(o)
-	if written, err := webhook.ApplyConfigurations(ctx, c, nil, m, v); err != nil || !written {
+	if written, err := controllers.ApplyConfigurations(ctx, c, nil, m, v); err != nil || !written {
 		t.Fatalf("new caBundle: written %v, error %v", written, err)
-	}
-}
-
-func TestNewServerChecksManageWebhooks(t *testing.T) {
-	for _, o := range []webhook.Options{
-		{ManageWebhooks: true},
-		{ManageWebhooks: true, WebhookURL: "https://x", WebhookService: &webhook.ServiceRef{Namespace: "a", Name: "b"}},
-	} {
-		o.PoliciesDir = t.TempDir()
-		if _, err := webhook.NewServer(o); err == nil {
-			t.Errorf("webhook.NewServer(%+v): want an error", o)
-		}
 	}
 }

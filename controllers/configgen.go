@@ -1,4 +1,4 @@
-package webhook
+package controllers
 
 // Generation of the MutatingWebhookConfiguration and
 // ValidatingWebhookConfiguration that route requests to Celadon, from the
@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/webhook"
 )
 
 // Defaults and fixed values of the generated configurations.
@@ -79,25 +80,6 @@ type ServiceRef struct {
 	Namespace, Name string
 	// Port is the Service's port. Default 443.
 	Port int32
-}
-
-// WebhookPath returns the path serving one phase and failurePolicy, e.g.
-// "/mutate/fail": only the policies of that type and failurePolicy are
-// evaluated there. It returns "" for an unknown type or failurePolicy.
-func WebhookPath(t engine.ActionType, fp engine.FailurePolicy) string {
-	var base string
-	switch t {
-	case engine.Mutating:
-		base = MutatePath
-	case engine.Validating:
-		base = ValidatePath
-	default:
-		return ""
-	}
-	if fp != engine.Fail && fp != engine.Ignore {
-		return ""
-	}
-	return base + "/" + strings.ToLower(string(fp))
 }
 
 // webhookName returns the name of the webhook serving one phase and
@@ -177,7 +159,7 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 		if rules := mset.rules(); len(rules) > 0 {
 			mwc.Webhooks = append(mwc.Webhooks, admissionregistrationv1.MutatingWebhook{
 				Name:                    webhookName(engine.Mutating, fp),
-				ClientConfig:            c.clientConfig(WebhookPath(engine.Mutating, fp)),
+				ClientConfig:            c.clientConfig(webhook.WebhookPath(engine.Mutating, fp)),
 				Rules:                   rules,
 				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(fp)),
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
@@ -192,7 +174,7 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 		if rules := vset.rules(); len(rules) > 0 {
 			vwc.Webhooks = append(vwc.Webhooks, admissionregistrationv1.ValidatingWebhook{
 				Name:                    webhookName(engine.Validating, fp),
-				ClientConfig:            c.clientConfig(WebhookPath(engine.Validating, fp)),
+				ClientConfig:            c.clientConfig(webhook.WebhookPath(engine.Validating, fp)),
 				Rules:                   rules,
 				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(fp)),
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
@@ -225,6 +207,12 @@ type configGen struct {
 	timeout     int32
 	excluded    []string
 	annotations map[string]string
+}
+
+// Check reports what is wrong with the options, as Configurations would.
+func (o ConfigOptions) Check() error {
+	_, err := newConfigGen(o)
+	return err
 }
 
 func newConfigGen(o ConfigOptions) (*configGen, error) {

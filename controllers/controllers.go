@@ -1,4 +1,4 @@
-package webhook
+package controllers
 
 import (
 	"context"
@@ -13,10 +13,10 @@ import (
 // started again.
 const controllerRestart = 30 * time.Second
 
-// builtinControllers runs, on the elected leader, one controller per builtin
+// BuiltinControllers runs, on the elected leader, one controller per builtin
 // that declares one (engine.ControllerBuiltin), from the first served set
 // that uses the builtin on. Nothing here runs per request.
-type builtinControllers struct {
+type BuiltinControllers struct {
 	cc   engine.ControllerContext
 	wake chan struct{} // a new policy set
 
@@ -24,8 +24,10 @@ type builtinControllers struct {
 	running map[string]engine.Controller // by builtin name
 }
 
-func newBuiltinControllers(cc engine.ControllerContext) *builtinControllers {
-	b := &builtinControllers{cc: cc, wake: make(chan struct{}, 1), running: map[string]engine.Controller{}}
+// NewBuiltinControllers returns the runner of the controllers that the
+// sets of cc.Policies need.
+func NewBuiltinControllers(cc engine.ControllerContext) *BuiltinControllers {
+	b := &BuiltinControllers{cc: cc, wake: make(chan struct{}, 1), running: map[string]engine.Controller{}}
 	cc.Policies.Subscribe(func(*engine.Snapshot) {
 		select {
 		case b.wake <- struct{}{}:
@@ -36,11 +38,11 @@ func newBuiltinControllers(cc engine.ControllerContext) *builtinControllers {
 }
 
 // NeedLeaderElection: builtin controllers write, so one replica runs them.
-func (*builtinControllers) NeedLeaderElection() bool { return true }
+func (*BuiltinControllers) NeedLeaderElection() bool { return true }
 
 // Start starts the controllers the served set needs, and those later sets
 // need, until ctx is done; then waits for them to stop.
-func (b *builtinControllers) Start(ctx context.Context) error {
+func (b *BuiltinControllers) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -56,7 +58,7 @@ func (b *builtinControllers) Start(ctx context.Context) error {
 }
 
 // start makes and runs the controller of one builtin unless it runs.
-func (b *builtinControllers) start(ctx context.Context, wg *sync.WaitGroup, bc engine.Builtin) {
+func (b *BuiltinControllers) start(ctx context.Context, wg *sync.WaitGroup, bc engine.Builtin) {
 	name := bc.Name()
 	b.mu.Lock()
 	_, ok := b.running[name]
@@ -91,9 +93,9 @@ func (b *builtinControllers) start(ctx context.Context, wg *sync.WaitGroup, bc e
 	})
 }
 
-// status returns the state the running controllers report, by builtin
+// Status returns the state the running controllers report, by builtin
 // name; nil when none reports.
-func (b *builtinControllers) status() map[string]any {
+func (b *BuiltinControllers) Status() map[string]any {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out map[string]any
@@ -124,9 +126,9 @@ func controllerBuiltinsOf(snap *engine.Snapshot) []engine.Builtin {
 	return out
 }
 
-// controllerBuiltins names the builtins of snap that declare a controller,
+// ControllerBuiltins names the builtins of snap that declare a controller,
 // sorted.
-func controllerBuiltins(snap *engine.Snapshot) []string {
+func ControllerBuiltins(snap *engine.Snapshot) []string {
 	var names []string
 	for _, b := range controllerBuiltinsOf(snap) {
 		names = append(names, b.Name())

@@ -1,6 +1,8 @@
-package webhook
+package server
 
 import (
+	"celadon.io/celadon/webhook"
+
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -183,7 +185,7 @@ func TestServerEndToEnd(t *testing.T) {
 	}
 	deniedLabels := map[string]string{"endpoint": "/validate", "decision": "denied", "code": "200"}
 	allowedLabels := map[string]string{"endpoint": "/validate", "decision": "allowed"}
-	deniedBefore, allowedBefore := globalCount(MetricRequests, deniedLabels), globalCount(MetricRequests, allowedLabels)
+	deniedBefore, allowedBefore := globalCount(webhook.MetricRequests, deniedLabels), globalCount(webhook.MetricRequests, allowedLabels)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -314,10 +316,10 @@ func TestServerEndToEnd(t *testing.T) {
 		t.Error("a second Start succeeded")
 	}
 	// The metrics went to controller-runtime's registry, which /metrics serves.
-	if got := globalCount(MetricRequests, deniedLabels) - deniedBefore; got != 2 {
+	if got := globalCount(webhook.MetricRequests, deniedLabels) - deniedBefore; got != 2 {
 		t.Errorf("denied /validate requests in the global registry: %v more, want 2", got)
 	}
-	if got := globalCount(MetricRequests, allowedLabels) - allowedBefore; got != 1 {
+	if got := globalCount(webhook.MetricRequests, allowedLabels) - allowedBefore; got != 1 {
 		t.Errorf("allowed /validate requests in the global registry: %v more, want 1", got)
 	}
 }

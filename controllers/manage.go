@@ -1,4 +1,4 @@
-package webhook
+package controllers
 
 // Management of the webhook configurations (Options.ManageWebhooks): the
 // elected leader keeps the Mutating- and ValidatingWebhookConfiguration in
@@ -8,10 +8,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,9 +24,6 @@ import (
 
 // Defaults of the webhook configuration management.
 const (
-	// DefaultLeaderElectionID names the Lease the servers managing the
-	// webhook configurations elect their leader with.
-	DefaultLeaderElectionID = "celadon-webhooks"
 	// DefaultWebhookSyncInterval is how often the leader rewrites the
 	// configurations that drifted from the served set, besides after
 	// every reload.
@@ -184,35 +181,50 @@ func normalizeValidating(ws []admissionregistrationv1.ValidatingWebhook) []admis
 	return out
 }
 
-// configSyncer is the manager Runnable that writes the configurations. It
-// needs leader election: only the leader writes.
-type configSyncer struct {
-	s      *Server
-	c      client.Client
-	r      client.Reader
-	caFile string
-	wake   chan struct{} // a new set, or a new CA
+// ConfigSyncer is the manager Runnable that writes the configurations
+// generated from the served set. It needs leader election: only the leader
+// writes.
+type ConfigSyncer struct {
+	opts SyncOptions
+	c    client.Client
+	r    client.Reader
+	wake chan struct{} // a new set, or a new CA
 }
 
-// newConfigSyncer returns the syncer, woken by every new policy set.
-func newConfigSyncer(s *Server, c client.Client, r client.Reader, caFile string) *configSyncer {
-	y := &configSyncer{s: s, c: c, r: r, caFile: caFile, wake: make(chan struct{}, 1)}
-	s.syncer.Store(y)
-	s.store.Subscribe(func(*engine.Snapshot) { y.signal() })
+// SyncOptions configure a ConfigSyncer.
+type SyncOptions struct {
+	// Config names the configurations and says where the API server calls;
+	// its CABundle is read from CAFile at every sync.
+	Config ConfigOptions
+	CAFile string
+	// Interval re-checks the configurations this often, repairing drift,
+	// besides after every new set; 0 or less: only then.
+	Interval time.Duration
+	// Policies is the served set.
+	Policies *engine.Store
+	Log      logr.Logger
+}
+
+// NewConfigSyncer returns the syncer, woken by every new policy set. r
+// reads the live configurations: pass an uncached reader.
+func NewConfigSyncer(o SyncOptions, c client.Client, r client.Reader) *ConfigSyncer {
+	y := &ConfigSyncer{opts: o, c: c, r: r, wake: make(chan struct{}, 1)}
+	o.Policies.Subscribe(func(*engine.Snapshot) { y.Signal() })
 	return y
 }
 
-func (*configSyncer) NeedLeaderElection() bool { return true }
+// NeedLeaderElection is true: only the leader writes.
+func (*ConfigSyncer) NeedLeaderElection() bool { return true }
 
-// Start syncs at once, after every successful reload and every
-// WebhookSyncInterval, until ctx is done. A failed sync is logged and
-// retried on the next signal or tick.
-func (y *configSyncer) Start(ctx context.Context) error {
-	log := y.s.log.WithValues("webhookConfiguration", y.s.opts.WebhookConfigName)
-	log.Info("managing the webhook configurations", "caBundle", y.caFile, "interval", y.s.opts.WebhookSyncInterval)
+// Start syncs at once, after every new set, every Signal and every
+// Interval, until ctx is done. A failed sync is logged and retried on the
+// next signal or tick.
+func (y *ConfigSyncer) Start(ctx context.Context) error {
+	log := y.opts.Log.WithValues("webhookConfiguration", y.opts.Config.Name)
+	log.Info("managing the webhook configurations", "caBundle", y.opts.CAFile, "interval", y.opts.Interval)
 	var tick <-chan time.Time
-	if y.s.opts.WebhookSyncInterval > 0 {
-		t := time.NewTicker(y.s.opts.WebhookSyncInterval)
+	if y.opts.Interval > 0 {
+		t := time.NewTicker(y.opts.Interval)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -220,8 +232,8 @@ func (y *configSyncer) Start(ctx context.Context) error {
 	retryAfter.Stop()
 	defer retryAfter.Stop()
 	for {
-		snap := y.s.Snapshot()
-		written, err := y.sync(ctx)
+		snap := y.opts.Policies.Current()
+		written, err := y.sync(ctx, snap)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Error(err, "syncing the webhook configurations failed; retrying", "hash", snap.Hash)
@@ -239,20 +251,16 @@ func (y *configSyncer) Start(ctx context.Context) error {
 	}
 }
 
-// sync writes the configurations generated from the served set, with the
-// CA bundle file as it is now.
-func (y *configSyncer) sync(ctx context.Context) (bool, error) {
-	o := y.s.opts
-	ca, err := os.ReadFile(y.caFile)
+// sync writes the configurations generated from snap, with the CA bundle
+// file as it is now.
+func (y *ConfigSyncer) sync(ctx context.Context, snap *engine.Snapshot) (bool, error) {
+	ca, err := os.ReadFile(y.opts.CAFile)
 	if err != nil {
 		return false, fmt.Errorf("reading the CA bundle: %w", err)
 	}
-	m, v, err := Configurations(y.s.Snapshot(), ConfigOptions{
-		Name:     o.WebhookConfigName,
-		Service:  o.WebhookService,
-		URL:      o.WebhookURL,
-		CABundle: ca,
-	})
+	o := y.opts.Config
+	o.CABundle = ca
+	m, v, err := Configurations(snap, o)
 	if err != nil {
 		return false, err
 	}
@@ -261,29 +269,11 @@ func (y *configSyncer) sync(ctx context.Context) (bool, error) {
 	return ApplyConfigurations(ctx, y.c, y.r, m, v)
 }
 
-// caBundleFile returns the CA bundle file of the managed configurations.
-func (o *Options) caBundleFile() string {
-	if o.CABundleFile != "" {
-		return o.CABundleFile
-	}
-	dir := o.CertDir
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs") // controller-runtime's default
-	}
-	return filepath.Join(dir, CABundleName)
-}
-
-// signal asks the syncer to sync; it never blocks.
-func (y *configSyncer) signal() {
+// Signal asks the syncer to sync, e.g. after the CA changed; it never
+// blocks.
+func (y *ConfigSyncer) Signal() {
 	select {
 	case y.wake <- struct{}{}:
 	default: // pending already
-	}
-}
-
-// signalConfigSync asks the syncer, if any, to sync; it never blocks.
-func (s *Server) signalConfigSync() {
-	if y := s.syncer.Load(); y != nil {
-		y.signal()
 	}
 }

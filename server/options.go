@@ -1,11 +1,15 @@
-package webhook
+package server
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,24 +19,23 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/webhook"
 )
 
 // Defaults of Options.
 const (
+	// DefaultLeaderElectionID names the Lease the replicas elect the one
+	// that writes (webhook configurations, builtin controllers) with.
+	DefaultLeaderElectionID       = "celadon-webhooks"
 	DefaultPort                   = 9443
 	DefaultMetricsBindAddress     = ":8080"
 	DefaultHealthProbeBindAddress = ":8081"
 	DefaultReloadInterval         = 10 * time.Second
-	// DefaultAPIServerTimeout is the webhook timeout assumed when a request
-	// carries no ?timeout= parameter: the API server's own default.
-	DefaultAPIServerTimeout = 10 * time.Second
 	// DefaultGracefulShutdownTimeout bounds how long Start waits, once its
 	// context is cancelled, for in-flight requests and runnables to finish.
 	DefaultGracefulShutdownTimeout = 30 * time.Second
-	// MaxRequestBytes caps an AdmissionReview body, as controller-runtime
-	// does: two objects of at most 3 MiB each plus 1 MiB for the rest.
-	MaxRequestBytes = 7 << 20
 	// reloadDebounce is how long the reloader waits after a file-system
 	// event for the burst of events of one update to end.
 	reloadDebounce = 100 * time.Millisecond
@@ -129,7 +132,7 @@ type Options struct {
 
 	// ManageWebhooks keeps the MutatingWebhookConfiguration and
 	// ValidatingWebhookConfiguration named WebhookConfigName in sync with
-	// the served policy set (Configurations), caBundle included: at start,
+	// the served policy set (controllers.Configurations), caBundle included: at start,
 	// after every successful reload and every WebhookSyncInterval. Only
 	// the elected leader writes when LeaderElection is set. Exactly one of
 	// WebhookService and WebhookURL is required. RBAC: get, create and
@@ -142,7 +145,7 @@ type Options struct {
 	WebhookConfigName string
 	// WebhookService is the Service in front of Celadon the configurations
 	// point at; WebhookURL a base URL instead (development, tests).
-	WebhookService *ServiceRef
+	WebhookService *controllers.ServiceRef
 	WebhookURL     string
 	// CABundleFile is the PEM file written as the configurations' caBundle,
 	// re-read on every sync so that a rotated CA is picked up. Default
@@ -224,7 +227,7 @@ func (o *Options) setDefaults() {
 		o.ReloadInterval = DefaultReloadInterval
 	}
 	if o.DefaultTimeout <= 0 {
-		o.DefaultTimeout = DefaultAPIServerTimeout
+		o.DefaultTimeout = webhook.DefaultAPIServerTimeout
 	}
 	if o.GracefulShutdownTimeout == 0 {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
@@ -233,26 +236,26 @@ func (o *Options) setDefaults() {
 		o.MetricsRegisterer = ctrlmetrics.Registry
 	}
 	if o.WebhookConfigName == "" {
-		o.WebhookConfigName = DefaultConfigName
+		o.WebhookConfigName = controllers.DefaultConfigName
 	}
 	if o.WebhookSyncInterval == 0 {
-		o.WebhookSyncInterval = DefaultWebhookSyncInterval
+		o.WebhookSyncInterval = controllers.DefaultWebhookSyncInterval
 	}
 	if o.LeaderElectionID == "" {
 		o.LeaderElectionID = DefaultLeaderElectionID
 	}
 	if o.SelfSignedCerts {
 		if o.CertSecretName == "" {
-			o.CertSecretName = DefaultCertSecretName
+			o.CertSecretName = controllers.DefaultCertSecretName
 		}
 		if o.CAValidity == 0 {
-			o.CAValidity = DefaultCAValidity
+			o.CAValidity = controllers.DefaultCAValidity
 		}
 		if o.CertValidity == 0 {
-			o.CertValidity = DefaultCertValidity
+			o.CertValidity = controllers.DefaultCertValidity
 		}
 		if o.CertCheckInterval <= 0 {
-			o.CertCheckInterval = DefaultCertCheckInterval
+			o.CertCheckInterval = controllers.DefaultCertCheckInterval
 		}
 		if o.CertDir == "" {
 			// controller-runtime's default, which the webhook server reads.
@@ -294,4 +297,68 @@ func ServiceAccountUsername(s string) (string, error) {
 		return "", fmt.Errorf("service account %q: want NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME", s)
 	}
 	return serviceAccountPrefix + ns + ":" + name, nil
+}
+
+// caBundleFile returns the CA bundle file of the managed configurations.
+func (o *Options) caBundleFile() string {
+	if o.CABundleFile != "" {
+		return o.CABundleFile
+	}
+	dir := o.CertDir
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs") // controller-runtime's default
+	}
+	return filepath.Join(dir, controllers.CABundleName)
+}
+
+// certHosts returns the names the serving certificate is for: those of
+// WebhookService (<name>.<namespace>.svc and .svc.cluster.local, what the
+// API server checks when it calls a Service), the host of WebhookURL, and
+// CertDNSNames; in that order, without duplicates.
+func (o *Options) certHosts() []string {
+	var hosts []string
+	add := func(h string) {
+		if h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	if svc := o.WebhookService; svc != nil {
+		add(svc.Name + "." + svc.Namespace + ".svc")
+		add(svc.Name + "." + svc.Namespace + ".svc.cluster.local")
+	}
+	if u, err := url.Parse(o.WebhookURL); err == nil && o.WebhookURL != "" {
+		add(u.Hostname())
+	}
+	for _, h := range o.CertDNSNames {
+		add(h)
+	}
+	return hosts
+}
+
+// checkSelfSigned checks the options of SelfSignedCerts.
+func (o *Options) checkSelfSigned() error {
+	if o.CertSecretNamespace == "" {
+		return errors.New("the namespace of the certificate Secret is required")
+	}
+	if len(o.certHosts()) == 0 {
+		return errors.New("the certificate has no name: set WebhookService, WebhookURL or CertDNSNames")
+	}
+	for _, h := range o.CertDNSNames {
+		if net.ParseIP(h) == nil && (strings.ContainsAny(h, "/: ") || strings.Trim(h, ".") == "") {
+			return fmt.Errorf("certificate name %q: want a DNS name or an IP address", h)
+		}
+	}
+	if o.CABundleFile != "" {
+		return errors.New("the CA bundle comes from the certificate Secret: do not set CABundleFile")
+	}
+	if o.CertValidity < time.Hour {
+		return fmt.Errorf("certificate validity %v: want at least 1h", o.CertValidity)
+	}
+	if o.CAValidity < 2*o.CertValidity {
+		return fmt.Errorf("CA validity %v: want at least twice the certificate validity %v", o.CAValidity, o.CertValidity)
+	}
+	if o.CertRenewBefore < 0 || o.CertRenewBefore >= o.CertValidity {
+		return fmt.Errorf("renew-before %v: want 0 (a third of the validity) or less than the certificate validity %v", o.CertRenewBefore, o.CertValidity)
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
-package webhook
+package server
 
 import (
+	"celadon.io/celadon/webhook"
+
 	"context"
 	"strings"
 	"testing"
@@ -55,10 +57,10 @@ func TestServerServesOptionsCluster(t *testing.T) {
 		o.Registry = builtins.Registry()
 		o.Cluster = oneService{}
 	})
-	if got := mustReview(t, post(s.ValidateHandler(), ValidatePath, ingressReview("api"), "application/json")); !got.Response.Allowed {
+	if got := mustReview(t, post(s.ValidateHandler(), webhook.ValidatePath, ingressReview("api"), "application/json")); !got.Response.Allowed {
 		t.Errorf("backend api:80 exists, but denied: %+v", got.Response.Result)
 	}
-	got := mustReview(t, post(s.ValidateHandler(), ValidatePath, ingressReview("cart"), "application/json"))
+	got := mustReview(t, post(s.ValidateHandler(), webhook.ValidatePath, ingressReview("cart"), "application/json"))
 	if got.Response.Allowed || got.Response.Result.Message != `service "cart" not found` {
 		t.Errorf("backend cart:80: allowed %v, result %+v; want denied: service \"cart\" not found", got.Response.Allowed, got.Response.Result)
 	}
@@ -70,7 +72,7 @@ func TestServerClusterBeforeStart(t *testing.T) {
 	s, _ := newTestServer(t, map[string]string{"p.yaml": policy("backends", ingressPolicy)}, func(o *Options) {
 		o.Registry = builtins.Registry()
 	})
-	got := mustReview(t, post(s.ValidateHandler(), ValidatePath, ingressReview("api"), "application/json"))
+	got := mustReview(t, post(s.ValidateHandler(), webhook.ValidatePath, ingressReview("api"), "application/json"))
 	if got.Response.Allowed || !strings.Contains(got.Response.Result.Message, "the cluster cache is not started") {
 		t.Errorf("allowed %v, result %+v; want denied by failurePolicy Fail: the cluster cache is not started", got.Response.Allowed, got.Response.Result)
 	}

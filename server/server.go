@@ -1,4 +1,4 @@
-package webhook
+package server
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -24,22 +25,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"celadon.io/celadon/cluster"
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/webhook"
 )
 
-// Paths served.
-const (
-	// On the webhook's HTTPS port: every mutating, or validating, policy.
-	// WebhookPath(type, failurePolicy) adds one path per failurePolicy
-	// below each ("/mutate/fail", "/validate/ignore"...), running only the
-	// policies with that failurePolicy: the generated webhook
-	// configurations (Configurations) register one webhook per
-	// failurePolicy there.
-	MutatePath   = "/mutate"
-	ValidatePath = "/validate"
-	// On the metrics bind address, next to /metrics.
-	StatusPath = "/status"
-)
+// StatusPath serves Status on the metrics bind address, next to /metrics.
+const StatusPath = "/status"
 
 // Server serves Celadon's policies as admission webhooks. It runs
 // controller-runtime's webhook server (TLS, with the certificate and key
@@ -55,7 +47,7 @@ type Server struct {
 	opts    Options
 	log     logr.Logger
 	metrics *metrics
-	limiter *Limiter
+	limiter *webhook.Limiter
 
 	store     *engine.Store
 	set       atomic.Pointer[policySet] // derived from store's current set
@@ -70,8 +62,8 @@ type Server struct {
 
 	// syncer writes the webhook configurations (ManageWebhooks) once Start
 	// made it; controllers runs the builtins' controllers.
-	syncer      atomic.Pointer[configSyncer]
-	controllers atomic.Pointer[builtinControllers]
+	syncer      atomic.Pointer[controllers.ConfigSyncer]
+	controllers atomic.Pointer[controllers.BuiltinControllers]
 
 	started   atomic.Bool
 	readiness atomic.Pointer[readiness]
@@ -104,7 +96,7 @@ func NewServer(opts Options) (*Server, error) {
 	opts.ServiceAccount = sa
 	if opts.ManageWebhooks {
 		// Check the options now rather than at the first sync.
-		if _, err := newConfigGen(ConfigOptions{Name: opts.WebhookConfigName, Service: opts.WebhookService, URL: opts.WebhookURL}); err != nil {
+		if err := (controllers.ConfigOptions{Name: opts.WebhookConfigName, Service: opts.WebhookService, URL: opts.WebhookURL}).Check(); err != nil {
 			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
 		}
 	}
@@ -117,7 +109,7 @@ func NewServer(opts Options) (*Server, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		metrics: newMetrics(opts.MetricsRegisterer),
-		limiter: NewLimiter(opts.MaxConcurrent),
+		limiter: webhook.NewLimiter(opts.MaxConcurrent),
 	}
 	s.cache = cluster.New(opts.Namespaces == nil)
 	s.namespaces, s.cluster = s.cache, s.cache
@@ -131,7 +123,7 @@ func NewServer(opts Options) (*Server, error) {
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}
-	if users := controllerBuiltins(s.Snapshot()); s.opts.ElectForControllers && len(users) > 0 && !s.opts.LeaderElection {
+	if users := controllers.ControllerBuiltins(s.Snapshot()); s.opts.ElectForControllers && len(users) > 0 && !s.opts.LeaderElection {
 		if s.opts.LeaderElectionNamespace == "" {
 			s.opts.LeaderElectionNamespace = s.opts.Namespace
 		}
@@ -142,8 +134,8 @@ func NewServer(opts Options) (*Server, error) {
 		s.opts.LeaderElection = true
 	}
 	s.handlers = map[string]http.Handler{
-		MutatePath:   s.endpoint(MutatePath, engine.EvalOptions{Phase: engine.PhaseMutating}),
-		ValidatePath: s.endpoint(ValidatePath, engine.EvalOptions{Phase: engine.PhaseValidating}),
+		webhook.MutatePath:   s.endpoint(webhook.MutatePath, engine.EvalOptions{Phase: engine.PhaseMutating}),
+		webhook.ValidatePath: s.endpoint(webhook.ValidatePath, engine.EvalOptions{Phase: engine.PhaseValidating}),
 	}
 	for _, t := range []engine.ActionType{engine.Mutating, engine.Validating} {
 		phase := engine.PhaseMutating
@@ -151,11 +143,19 @@ func NewServer(opts Options) (*Server, error) {
 			phase = engine.PhaseValidating
 		}
 		for _, fp := range []engine.FailurePolicy{engine.Fail, engine.Ignore} {
-			path := WebhookPath(t, fp)
+			path := webhook.WebhookPath(t, fp)
 			s.handlers[path] = s.endpoint(path, engine.EvalOptions{Phase: phase, FailurePolicy: fp})
 		}
 	}
 	return s, nil
+}
+
+// signalConfigSync asks the configuration syncer, if any, to sync; it
+// never blocks.
+func (s *Server) signalConfigSync() {
+	if y := s.syncer.Load(); y != nil {
+		y.Signal()
+	}
 }
 
 // Options returns the options in force, defaults applied.
@@ -168,13 +168,13 @@ func (s *Server) Snapshot() *engine.Snapshot { return s.store.Current() }
 func (s *Server) Store() *engine.Store { return s.store }
 
 // MutateHandler serves /mutate: mutating policies only.
-func (s *Server) MutateHandler() http.Handler { return s.handlers[MutatePath] }
+func (s *Server) MutateHandler() http.Handler { return s.handlers[webhook.MutatePath] }
 
 // ValidateHandler serves /validate: validating policies only.
-func (s *Server) ValidateHandler() http.Handler { return s.handlers[ValidatePath] }
+func (s *Server) ValidateHandler() http.Handler { return s.handlers[webhook.ValidatePath] }
 
-// Handler returns the handler of a webhook path: MutatePath, ValidatePath
-// or a WebhookPath; nil for another path.
+// Handler returns the handler of a webhook path: webhook.MutatePath, webhook.ValidatePath
+// or a webhook.WebhookPath; nil for another path.
 func (s *Server) Handler(path string) http.Handler { return s.handlers[path] }
 
 // Paths returns the webhook paths served, sorted.
@@ -190,21 +190,21 @@ func (s *Server) Paths() []string {
 // endpoint builds the handler chain of one endpoint:
 //
 //	instrument (request metrics)
-//	  ReviewHandler (decode, limits, deadline, encode; the one recover)
-//	    WithLogging → WithBypass → WithLimit → evaluator
+//	  webhook.ReviewHandler (decode, limits, deadline, encode; the one recover)
+//	    webhook.WithLogging → webhook.WithBypass → webhook.WithLimit → evaluator
 func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 	log := s.log.WithValues("endpoint", path)
-	h := Chain(s.evaluator(eo),
-		WithLogging(log),
-		WithBypass(s.opts.ServiceAccount),
-		WithLimit(s.limiter, s.metrics.throttled.WithLabelValues(path), s.metrics.inFlight),
+	h := webhook.Chain(s.evaluator(eo),
+		webhook.WithLogging(log),
+		webhook.WithBypass(s.opts.ServiceAccount),
+		webhook.WithLimit(s.limiter, s.metrics.Throttled.WithLabelValues(path), s.metrics.InFlight),
 	)
-	return instrument(path, s.metrics, &ReviewHandler{
+	return webhook.Instrument(path, s.metrics.Metrics, &webhook.ReviewHandler{
 		Handler:        h,
 		DefaultTimeout: s.opts.DefaultTimeout,
 		Log:            log,
 		OnPanic:        func(req admission.Request, p any) admission.Response { return s.panicked(log, req, eo, p) },
-		Panics:         s.metrics.panics.WithLabelValues(panicHTTP),
+		Panics:         s.metrics.Panics.WithLabelValues(webhook.PanicHTTP),
 	})
 }
 
@@ -226,7 +226,7 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 					"policy", r.Policy, "action", r.Action, "uid", req.UID)
 			}
 		}
-		return Response(d)
+		return webhook.Response(d)
 	}
 }
 
@@ -235,9 +235,9 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 // The failurePolicy of the policies the request could have matched
 // decides: denied if any of them is Fail, else allowed with a warning.
 func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.EvalOptions, p any) admission.Response {
-	s.metrics.panics.WithLabelValues(panicEngine).Inc()
+	s.metrics.Panics.WithLabelValues(webhook.PanicEngine).Inc()
 	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", req.UID, "stack", string(debug.Stack()))
-	return Response(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
+	return webhook.Response(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
 }
 
 func panicDecision(snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions, p any) *engine.Decision {
@@ -370,24 +370,44 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 
+	if o.ManageWebhooks {
+		y := controllers.NewConfigSyncer(controllers.SyncOptions{
+			Config:   controllers.ConfigOptions{Name: o.WebhookConfigName, Service: o.WebhookService, URL: o.WebhookURL},
+			CAFile:   o.caBundleFile(),
+			Interval: o.WebhookSyncInterval,
+			Policies: s.store,
+			Log:      s.log,
+		}, mgr.GetClient(), mgr.GetAPIReader())
+		if err := mgr.Add(y); err != nil {
+			return err
+		}
+		s.syncer.Store(y)
+	}
 	if o.SelfSignedCerts {
 		// The webhook server reads the certificate when it starts, before
 		// the manager runs anything else: write it first.
-		cm := newCertManager(s, mgr.GetClient(), mgr.GetAPIReader())
-		if err := cm.first(ctx); err != nil {
+		cm := controllers.NewCertManager(controllers.CertOptions{
+			Secret:        client.ObjectKey{Namespace: o.CertSecretNamespace, Name: o.CertSecretName},
+			Hosts:         o.certHosts(),
+			CAValidity:    o.CAValidity,
+			CertValidity:  o.CertValidity,
+			RenewBefore:   o.CertRenewBefore,
+			CheckInterval: o.CertCheckInterval,
+			Dir:           o.CertDir,
+			CertName:      o.CertName,
+			KeyName:       o.KeyName,
+			OnCAChange:    s.signalConfigSync,
+			Metrics:       o.MetricsRegisterer,
+			Log:           s.log,
+		}, mgr.GetClient(), mgr.GetAPIReader())
+		if err := cm.First(ctx); err != nil {
 			return err
 		}
 		if err := mgr.Add(cm); err != nil {
 			return err
 		}
 	}
-	if o.ManageWebhooks {
-		y := newConfigSyncer(s, mgr.GetClient(), mgr.GetAPIReader(), o.caBundleFile())
-		if err := mgr.Add(y); err != nil {
-			return err
-		}
-	}
-	bc := newBuiltinControllers(engine.ControllerContext{
+	bc := controllers.NewBuiltinControllers(engine.ControllerContext{
 		Config:     cfg,
 		Policies:   s.store,
 		Namespaces: s.namespaces,

@@ -1,4 +1,4 @@
-package webhook_test
+package controllers_test
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/webhook"
 )
@@ -76,12 +77,12 @@ func compileSet(t *testing.T, docs ...string) *engine.Snapshot {
 	return snap
 }
 
-var svc = webhook.ConfigOptions{Service: &webhook.ServiceRef{Namespace: "celadon", Name: "celadon"}}
+var svc = controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: "celadon", Name: "celadon"}}
 
 // generate runs Configurations and checks the result is valid.
-func generate(t *testing.T, snap *engine.Snapshot, o webhook.ConfigOptions) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
+func generate(t *testing.T, snap *engine.Snapshot, o controllers.ConfigOptions) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
 	t.Helper()
-	mwc, vwc, err := webhook.Configurations(snap, o)
+	mwc, vwc, err := controllers.Configurations(snap, o)
 	if err != nil {
 		t.Fatalf("Configurations: %v", err)
 	}
@@ -437,7 +438,7 @@ func TestConfigurationsClientConfig(t *testing.T) {
 	ca := testCAPEM(t)
 	for _, tc := range []struct {
 		name      string
-		o         webhook.ConfigOptions
+		o         controllers.ConfigOptions
 		wantURL   []string // per webhook, mutating first; or
 		wantSvc   []admissionregistrationv1.ServiceReference
 		wantCA    []byte
@@ -454,9 +455,9 @@ func TestConfigurationsClientConfig(t *testing.T) {
 		timeout:   5,
 	}, {
 		name: "service with a port, CA bundle, name and timeout",
-		o: webhook.ConfigOptions{
+		o: controllers.ConfigOptions{
 			Name:           "celadon-dev",
-			Service:        &webhook.ServiceRef{Namespace: "policy", Name: "webhook", Port: 8443},
+			Service:        &controllers.ServiceRef{Namespace: "policy", Name: "webhook", Port: 8443},
 			CABundle:       ca,
 			TimeoutSeconds: 12,
 		},
@@ -469,14 +470,14 @@ func TestConfigurationsClientConfig(t *testing.T) {
 		timeout:   12,
 	}, {
 		name:      "URL",
-		o:         webhook.ConfigOptions{URL: "https://127.0.0.1:9443", CABundle: ca},
+		o:         controllers.ConfigOptions{URL: "https://127.0.0.1:9443", CABundle: ca},
 		wantURL:   []string{"https://127.0.0.1:9443/mutate/ignore", "https://127.0.0.1:9443/validate/fail"},
 		wantCA:    ca,
 		wantNames: "celadon",
 		timeout:   5,
 	}, {
 		name:      "URL with a base path and a trailing slash",
-		o:         webhook.ConfigOptions{URL: "https://celadon.example.com/hooks/"},
+		o:         controllers.ConfigOptions{URL: "https://celadon.example.com/hooks/"},
 		wantURL:   []string{"https://celadon.example.com/hooks/mutate/ignore", "https://celadon.example.com/hooks/validate/fail"},
 		wantNames: "celadon",
 		timeout:   5,
@@ -532,17 +533,17 @@ func TestConfigurationsNamespaceSelector(t *testing.T) {
 	snap := compileSet(t, pol("m", "mutate", "", "CREATE", "pods"), pol("v", "deny", "", "CREATE", "pods"))
 	for _, tc := range []struct {
 		name string
-		o    webhook.ConfigOptions
+		o    controllers.ConfigOptions
 		want []string
 	}{
 		{"service namespace", svc, []string{"celadon", "kube-node-lease", "kube-system"}},
-		{"service namespace is kube-system", webhook.ConfigOptions{Service: &webhook.ServiceRef{Namespace: "kube-system", Name: "celadon"}},
+		{"service namespace is kube-system", controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: "kube-system", Name: "celadon"}},
 			[]string{"kube-node-lease", "kube-system"}},
-		{"extra namespaces, sorted and deduplicated", webhook.ConfigOptions{
-			Service:           &webhook.ServiceRef{Namespace: "policy", Name: "celadon"},
+		{"extra namespaces, sorted and deduplicated", controllers.ConfigOptions{
+			Service:           &controllers.ServiceRef{Namespace: "policy", Name: "celadon"},
 			ExcludeNamespaces: []string{"monitoring", "cert-manager", "kube-system", "monitoring", "policy"},
 		}, []string{"cert-manager", "kube-node-lease", "kube-system", "monitoring", "policy"}},
-		{"URL: no service namespace", webhook.ConfigOptions{URL: "https://127.0.0.1:9443", ExcludeNamespaces: []string{"dev"}},
+		{"URL: no service namespace", controllers.ConfigOptions{URL: "https://127.0.0.1:9443", ExcludeNamespaces: []string{"dev"}},
 			[]string{"dev", "kube-node-lease", "kube-system"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -581,30 +582,30 @@ func TestConfigurationsOptionErrors(t *testing.T) {
 	key := pemOf(t, "EC PRIVATE KEY", []byte("not a key"))
 	for _, tc := range []struct {
 		name string
-		o    webhook.ConfigOptions
+		o    controllers.ConfigOptions
 		want string
 	}{
-		{"neither service nor URL", webhook.ConfigOptions{}, "a Service or a URL is required"},
-		{"both service and URL", webhook.ConfigOptions{Service: svc.Service, URL: "https://x:1"}, "not both"},
-		{"http URL", webhook.ConfigOptions{URL: "http://127.0.0.1:9443"}, "scheme must be https"},
-		{"URL without host", webhook.ConfigOptions{URL: "https:///x"}, "host is required"},
-		{"URL with a query", webhook.ConfigOptions{URL: "https://x:1/?a=b"}, "query"},
-		{"URL with a fragment", webhook.ConfigOptions{URL: "https://x:1/#a"}, "fragment"},
-		{"URL with user info", webhook.ConfigOptions{URL: "https://u:p@x:1"}, "user information"},
-		{"bad service namespace", webhook.ConfigOptions{Service: &webhook.ServiceRef{Namespace: "Celadon", Name: "celadon"}}, `service namespace "Celadon"`},
-		{"empty service name", webhook.ConfigOptions{Service: &webhook.ServiceRef{Namespace: "celadon"}}, `service name ""`},
-		{"bad service port", webhook.ConfigOptions{Service: &webhook.ServiceRef{Namespace: "celadon", Name: "celadon", Port: 70000}}, "service port 70000"},
-		{"bad name", webhook.ConfigOptions{Name: "Celadon!", Service: svc.Service}, `name "Celadon!"`},
-		{"timeout too long", webhook.ConfigOptions{Service: svc.Service, TimeoutSeconds: 31}, "between 1 and 30"},
-		{"negative timeout", webhook.ConfigOptions{Service: svc.Service, TimeoutSeconds: -1}, "between 1 and 30"},
-		{"bad excluded namespace", webhook.ConfigOptions{Service: svc.Service, ExcludeNamespaces: []string{"ok", "Not_OK"}}, `excluded namespace "Not_OK"`},
-		{"CA bundle not PEM", webhook.ConfigOptions{Service: svc.Service, CABundle: []byte("hello")}, "no PEM certificate"},
-		{"CA bundle of a key", webhook.ConfigOptions{Service: svc.Service, CABundle: key}, "EC PRIVATE KEY, want CERTIFICATE"},
-		{"CA bundle of garbage in a PEM block", webhook.ConfigOptions{Service: svc.Service, CABundle: pemOf(t, "CERTIFICATE", []byte("junk"))}, "certificate 1"},
-		{"bad annotation key", webhook.ConfigOptions{Service: svc.Service, Annotations: map[string]string{"no spaces please": "x"}}, `annotation "no spaces please"`},
+		{"neither service nor URL", controllers.ConfigOptions{}, "a Service or a URL is required"},
+		{"both service and URL", controllers.ConfigOptions{Service: svc.Service, URL: "https://x:1"}, "not both"},
+		{"http URL", controllers.ConfigOptions{URL: "http://127.0.0.1:9443"}, "scheme must be https"},
+		{"URL without host", controllers.ConfigOptions{URL: "https:///x"}, "host is required"},
+		{"URL with a query", controllers.ConfigOptions{URL: "https://x:1/?a=b"}, "query"},
+		{"URL with a fragment", controllers.ConfigOptions{URL: "https://x:1/#a"}, "fragment"},
+		{"URL with user info", controllers.ConfigOptions{URL: "https://u:p@x:1"}, "user information"},
+		{"bad service namespace", controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: "Celadon", Name: "celadon"}}, `service namespace "Celadon"`},
+		{"empty service name", controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: "celadon"}}, `service name ""`},
+		{"bad service port", controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: "celadon", Name: "celadon", Port: 70000}}, "service port 70000"},
+		{"bad name", controllers.ConfigOptions{Name: "Celadon!", Service: svc.Service}, `name "Celadon!"`},
+		{"timeout too long", controllers.ConfigOptions{Service: svc.Service, TimeoutSeconds: 31}, "between 1 and 30"},
+		{"negative timeout", controllers.ConfigOptions{Service: svc.Service, TimeoutSeconds: -1}, "between 1 and 30"},
+		{"bad excluded namespace", controllers.ConfigOptions{Service: svc.Service, ExcludeNamespaces: []string{"ok", "Not_OK"}}, `excluded namespace "Not_OK"`},
+		{"CA bundle not PEM", controllers.ConfigOptions{Service: svc.Service, CABundle: []byte("hello")}, "no PEM certificate"},
+		{"CA bundle of a key", controllers.ConfigOptions{Service: svc.Service, CABundle: key}, "EC PRIVATE KEY, want CERTIFICATE"},
+		{"CA bundle of garbage in a PEM block", controllers.ConfigOptions{Service: svc.Service, CABundle: pemOf(t, "CERTIFICATE", []byte("junk"))}, "certificate 1"},
+		{"bad annotation key", controllers.ConfigOptions{Service: svc.Service, Annotations: map[string]string{"no spaces please": "x"}}, `annotation "no spaces please"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mwc, vwc, err := webhook.Configurations(snap, tc.o)
+			mwc, vwc, err := controllers.Configurations(snap, tc.o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
@@ -613,7 +614,7 @@ func TestConfigurationsOptionErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := webhook.Configurations(nil, svc); err == nil {
+	if _, _, err := controllers.Configurations(nil, svc); err == nil {
 		t.Error("no error for a nil snapshot")
 	}
 }
@@ -627,7 +628,7 @@ func TestConfigurationsDeterministic(t *testing.T) {
 		pol("c", "mutate", "", "CREATE", "pods", "apps/deployments/scale", "batch/jobs", "batch/cronjobs"),
 		pol("d", "mutate", "Fail", "", "*/status", "nodes/status", "apps/*"),
 	}
-	o := webhook.ConfigOptions{Service: svc.Service, ExcludeNamespaces: []string{"z", "a", "m"}, CABundle: testCAPEM(t),
+	o := controllers.ConfigOptions{Service: svc.Service, ExcludeNamespaces: []string{"z", "a", "m"}, CABundle: testCAPEM(t),
 		Annotations: map[string]string{"b": "2", "a": "1", "c": "3"}}
 	mwc, vwc := generate(t, compileSet(t, docs...), o)
 	first := render(t, mwc, vwc)

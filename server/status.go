@@ -1,4 +1,4 @@
-package webhook
+package server
 
 import (
 	"encoding/json"
@@ -127,7 +127,7 @@ func (s *Server) Status() Status {
 		LastReloadError: re,
 	}
 	if bc := s.controllers.Load(); bc != nil {
-		st.Controllers = bc.status()
+		st.Controllers = bc.Status()
 	}
 	return st
 }

@@ -1,17 +1,15 @@
-package webhook
+package controllers
 
 import (
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"celadon.io/celadon/engine"
 )
@@ -51,49 +49,24 @@ func (c reconcileController) Status() any { return map[string]int32{"starts": c.
 const reconcilePolicy = "  match: {resources: [namespaces]}\n  action: reconcile\n"
 
 func controllerRegistry(b reconcileBuiltin) *engine.Registry {
-	r := testRegistry()
+	r := engine.NewRegistry()
 	r.Register(b)
+	r.Register(denyBuiltin{})
 	return r
 }
 
-func TestElectForControllers(t *testing.T) {
-	b := reconcileBuiltin{made: new(atomic.Int32), starts: new(atomic.Int32)}
-	withController := map[string]string{"p.yaml": policy("sync", reconcilePolicy)}
-	cases := []struct {
-		name  string
-		files map[string]string
-		elect bool
-		want  bool
-	}{
-		{"a policy whose builtin has a controller turns leader election on", withController, true, true},
-		{"unless leader election was decided", withController, false, false},
-		{"no such policy: off", map[string]string{"p.yaml": policy("deny-all", "  match: {resources: [pods]}\n  action: violate\n")}, true, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s, _ := newTestServer(t, tc.files, func(o *Options) {
-				o.Registry = controllerRegistry(b)
-				o.ElectForControllers = tc.elect
-				o.Namespace = "celadon"
-			})
-			if got := s.Options().LeaderElection; got != tc.want {
-				t.Errorf("LeaderElection = %v, want %v", got, tc.want)
-			}
-			if tc.want && s.Options().LeaderElectionNamespace != "celadon" {
-				t.Errorf("LeaderElectionNamespace = %q, want Celadon's namespace", s.Options().LeaderElectionNamespace)
-			}
-		})
-	}
-	// No namespace for the Lease: a clear error naming the builtin rather
-	// than a server that fails later.
-	_, err := NewServer(Options{PoliciesDir: writePolicies(t, withController), Registry: controllerRegistry(b), Namespaces: staticNamespaces{},
-		MetricsRegisterer: prometheus.NewRegistry(), ElectForControllers: true})
-	if err == nil || !strings.Contains(err.Error(), "--leader-election-namespace") || !strings.Contains(err.Error(), "reconcile") {
-		t.Errorf("NewServer without a namespace: %v, want an error naming reconcile and --leader-election-namespace", err)
-	}
-	if !(&builtinControllers{}).NeedLeaderElection() {
-		t.Error("builtin controllers must run on the leader only")
-	}
+// denyBuiltin is a builtin without a controller.
+type denyBuiltin struct{}
+
+func (denyBuiltin) Name() string            { return "violate" }
+func (denyBuiltin) Type() engine.ActionType { return engine.Validating }
+func (denyBuiltin) Compile(*engine.CompileContext) (engine.Action, error) {
+	return engine.ActionFunc(func(*engine.ActionContext) (engine.Outcome, error) { return engine.Outcome{Violation: "no"}, nil }), nil
+}
+
+// policy returns a policy document of the given name and spec lines.
+func policy(name, spec string) string {
+	return "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata:\n  name: " + name + "\nspec:\n" + spec
 }
 
 // TestBuiltinControllers checks the server starts a builtin's controller
@@ -102,8 +75,20 @@ func TestElectForControllers(t *testing.T) {
 func TestBuiltinControllers(t *testing.T) {
 	b := reconcileBuiltin{made: new(atomic.Int32), starts: new(atomic.Int32)}
 	deny := map[string]string{"a.yaml": policy("deny-all", "  match: {resources: [pods]}\n  action: violate\n")}
-	s, _ := newTestServer(t, deny, func(o *Options) { o.Registry = controllerRegistry(b) })
-	bc := newBuiltinControllers(engine.ControllerContext{Policies: s.Store(), Log: testr.New(t)})
+	dir := t.TempDir()
+	for name, content := range deny {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := engine.NewStore(dir, engine.Options{Registry: controllerRegistry(b)})
+	if _, err := store.Load(); err != nil {
+		t.Fatal(err)
+	}
+	bc := NewBuiltinControllers(engine.ControllerContext{Policies: store, Log: testr.New(t)})
+	if !bc.NeedLeaderElection() {
+		t.Error("builtin controllers must run on the leader only")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- bc.Start(ctx) }()
@@ -118,11 +103,10 @@ func TestBuiltinControllers(t *testing.T) {
 	if n := b.made.Load(); n != 0 {
 		t.Fatalf("%d controllers made while no policy uses the builtin", n)
 	}
-	dir := s.Options().PoliciesDir
 	if err := os.WriteFile(filepath.Join(dir, "b.yaml"), []byte(policy("sync", reconcilePolicy)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := s.Reload(); !changed || err != nil {
+	if changed, err := store.Load(); !changed || err != nil {
 		t.Fatalf("Reload: %v, %v", changed, err)
 	}
 	waitUntil(t, "the controller's first start", func() bool { return b.starts.Load() >= 1 })
@@ -133,10 +117,10 @@ func TestBuiltinControllers(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "c.yaml"), []byte(policy("sync-2", reconcilePolicy)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := s.Reload(); !changed || err != nil {
+	if changed, err := store.Load(); !changed || err != nil {
 		t.Fatalf("Reload: %v, %v", changed, err)
 	}
-	st := bc.status()
+	st := bc.Status()
 	if _, ok := st["reconcile"]; !ok {
 		t.Errorf("status %v: want the controller's, under its builtin's name", st)
 	}

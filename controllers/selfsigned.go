@@ -1,4 +1,4 @@
-package webhook
+package controllers
 
 // Self-signed certificates (Options.SelfSignedCerts): the servers keep a CA
 // and a serving certificate in one Secret, shared by every replica, write
@@ -25,13 +25,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/internal/atomicdir"
+	"celadon.io/celadon/internal/prom"
 )
 
 // Defaults of the self-signed certificates.
@@ -361,62 +360,33 @@ func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// certHosts returns the names the serving certificate is for: those of
-// WebhookService (<name>.<namespace>.svc and .svc.cluster.local, what the
-// API server checks when it calls a Service), the host of WebhookURL, and
-// CertDNSNames; in that order, without duplicates.
-func (o *Options) certHosts() []string {
-	var hosts []string
-	add := func(h string) {
-		if h != "" && !slices.Contains(hosts, h) {
-			hosts = append(hosts, h)
-		}
-	}
-	if svc := o.WebhookService; svc != nil {
-		add(svc.Name + "." + svc.Namespace + ".svc")
-		add(svc.Name + "." + svc.Namespace + ".svc.cluster.local")
-	}
-	if u, err := url.Parse(o.WebhookURL); err == nil && o.WebhookURL != "" {
-		add(u.Hostname())
-	}
-	for _, h := range o.CertDNSNames {
-		add(h)
-	}
-	return hosts
+// CertOptions configure a CertManager.
+type CertOptions struct {
+	// Secret holds the CA and the serving certificate, shared by every
+	// replica.
+	Secret client.ObjectKey
+	// Hosts the serving certificate is for.
+	Hosts []string
+	// CAValidity, CertValidity and RenewBefore are the certificates' lives
+	// and how long before its end the serving one is renewed.
+	CAValidity, CertValidity, RenewBefore time.Duration
+	// CheckInterval re-reads the Secret this often.
+	CheckInterval time.Duration
+	// Dir, CertName and KeyName are where the webhook server reads its
+	// certificate; the CA bundle is written beside them (CABundleName).
+	Dir, CertName, KeyName string
+	// OnCAChange is called when a new CA bundle was written, e.g. to sync
+	// the webhook configurations' caBundle.
+	OnCAChange func()
+	Metrics    prometheus.Registerer
+	Log        logr.Logger
 }
 
-// checkSelfSigned checks the options of SelfSignedCerts.
-func (o *Options) checkSelfSigned() error {
-	if o.CertSecretNamespace == "" {
-		return errors.New("the namespace of the certificate Secret is required")
-	}
-	if len(o.certHosts()) == 0 {
-		return errors.New("the certificate has no name: set WebhookService, WebhookURL or CertDNSNames")
-	}
-	for _, h := range o.CertDNSNames {
-		if net.ParseIP(h) == nil && (strings.ContainsAny(h, "/: ") || strings.Trim(h, ".") == "") {
-			return fmt.Errorf("certificate name %q: want a DNS name or an IP address", h)
-		}
-	}
-	if o.CABundleFile != "" {
-		return errors.New("the CA bundle comes from the certificate Secret: do not set CABundleFile")
-	}
-	if o.CertValidity < time.Hour {
-		return fmt.Errorf("certificate validity %v: want at least 1h", o.CertValidity)
-	}
-	if o.CAValidity < 2*o.CertValidity {
-		return fmt.Errorf("CA validity %v: want at least twice the certificate validity %v", o.CAValidity, o.CertValidity)
-	}
-	if o.CertRenewBefore < 0 || o.CertRenewBefore >= o.CertValidity {
-		return fmt.Errorf("renew-before %v: want 0 (a third of the validity) or less than the certificate validity %v", o.CertRenewBefore, o.CertValidity)
-	}
-	return nil
-}
-
-// certManager is the manager Runnable that keeps the Secret and CertDir
-// up to date. Every replica runs it: no leader election.
-type certManager struct {
-	s      *Server
+// CertManager is the manager Runnable that keeps the Secret and the
+// certificate directory up to date. Every replica runs it: no leader
+// election.
+type CertManager struct {
+	opts   CertOptions
 	c      client.Client
 	r      client.Reader
 	key    client.ObjectKey
@@ -428,31 +398,33 @@ type certManager struct {
 	expiry  prometheus.Gauge
 }
 
-func newCertManager(s *Server, c client.Client, r client.Reader) *certManager {
-	o := s.opts
-	return &certManager{
-		s: s, c: c, r: r,
-		key: client.ObjectKey{Namespace: o.CertSecretNamespace, Name: o.CertSecretName},
+// NewCertManager returns the manager of o. r reads the Secret: pass an
+// uncached reader.
+func NewCertManager(o CertOptions, c client.Client, r client.Reader) *CertManager {
+	return &CertManager{
+		opts: o, c: c, r: r,
+		key: o.Secret,
 		params: certParams{
-			Hosts:        o.certHosts(),
-			CAName:       "celadon-ca " + o.CertSecretNamespace + "/" + o.CertSecretName,
+			Hosts:        o.Hosts,
+			CAName:       "celadon-ca " + o.Secret.Namespace + "/" + o.Secret.Name,
 			CAValidity:   o.CAValidity,
 			CertValidity: o.CertValidity,
-			RenewBefore:  o.CertRenewBefore,
+			RenewBefore:  o.RenewBefore,
 		},
-		dir: o.CertDir, certName: cmp.Or(o.CertName, corev1.TLSCertKey), keyName: cmp.Or(o.KeyName, corev1.TLSPrivateKeyKey),
-		expiry: register(o.MetricsRegisterer, prometheus.NewGauge(prometheus.GaugeOpts{
+		dir: o.Dir, certName: cmp.Or(o.CertName, corev1.TLSCertKey), keyName: cmp.Or(o.KeyName, corev1.TLSPrivateKeyKey),
+		expiry: prom.Register(o.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricCertificateExpiry,
 			Help: "When the self-signed serving certificate last written into the cert-dir expires, in Unix seconds.",
 		})),
 	}
 }
 
-func (*certManager) NeedLeaderElection() bool { return false }
+// NeedLeaderElection is false: every replica writes its own directory.
+func (*CertManager) NeedLeaderElection() bool { return false }
 
-// first writes the first certificate into the directory, retrying for up
+// First writes the first certificate into the directory, retrying for up
 // to firstCertTimeout: the webhook server cannot start without it.
-func (m *certManager) first(ctx context.Context) error {
+func (m *CertManager) First(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, firstCertTimeout)
 	defer cancel()
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
@@ -460,7 +432,7 @@ func (m *certManager) first(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		m.s.log.Error(err, "getting the self-signed certificate failed; retrying", "secret", m.key.String())
+		m.opts.Log.Error(err, "getting the self-signed certificate failed; retrying", "secret", m.key.String())
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("getting the self-signed certificate from Secret %s: %w", m.key, err)
@@ -471,13 +443,13 @@ func (m *certManager) first(ctx context.Context) error {
 
 // Start re-checks the Secret every CertCheckInterval until ctx is done; a
 // failed check is logged and retried sooner.
-func (m *certManager) Start(ctx context.Context) error {
-	interval := m.s.opts.CertCheckInterval
-	m.s.log.Info("managing the self-signed certificates", "secret", m.key.String(), "hosts", m.params.Hosts, "interval", interval)
+func (m *CertManager) Start(ctx context.Context) error {
+	interval := m.opts.CheckInterval
+	m.opts.Log.Info("managing the self-signed certificates", "secret", m.key.String(), "hosts", m.params.Hosts, "interval", interval)
 	for {
 		next := interval
 		if err := m.ensure(ctx); err != nil && ctx.Err() == nil {
-			m.s.log.Error(err, "checking the self-signed certificate failed; retrying", "secret", m.key.String())
+			m.opts.Log.Error(err, "checking the self-signed certificate failed; retrying", "secret", m.key.String())
 			next = min(interval, 5*time.Second)
 		}
 		select {
@@ -491,7 +463,7 @@ func (m *certManager) Start(ctx context.Context) error {
 // ensure renews what is due in the Secret, then writes its certificates
 // into the directory when they differ from what is there; a new CA bundle
 // triggers a webhook configuration sync.
-func (m *certManager) ensure(ctx context.Context) error {
+func (m *CertManager) ensure(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	data, err := m.reconcileSecret(ctx)
@@ -520,12 +492,12 @@ func (m *certManager) ensure(ctx context.Context) error {
 	if cert, err := parseCerts(files[m.certName]); err == nil {
 		m.expiry.Set(float64(cert[0].NotAfter.Unix()))
 		if !same {
-			m.s.log.Info("serving certificate written", "dir", m.dir, "serial", cert[0].SerialNumber.Text(16),
+			m.opts.Log.Info("serving certificate written", "dir", m.dir, "serial", cert[0].SerialNumber.Text(16),
 				"notAfter", cert[0].NotAfter.UTC().Format(time.RFC3339), "caBundleChanged", caChanged)
 		}
 	}
-	if caChanged {
-		m.s.signalConfigSync()
+	if caChanged && m.opts.OnCAChange != nil {
+		m.opts.OnCAChange()
 	}
 	return nil
 }
@@ -534,7 +506,7 @@ func (m *certManager) ensure(ctx context.Context) error {
 // when due. It creates the Secret, or updates it at the resourceVersion it
 // read; when another replica wrote first, it reads again and keeps what
 // that one wrote, if it is good.
-func (m *certManager) reconcileSecret(ctx context.Context) (map[string][]byte, error) {
+func (m *CertManager) reconcileSecret(ctx context.Context) (map[string][]byte, error) {
 	for attempt := 1; ; attempt++ {
 		var sec corev1.Secret
 		err := m.r.Get(ctx, m.key, &sec)
@@ -570,7 +542,7 @@ func (m *certManager) reconcileSecret(ctx context.Context) (map[string][]byte, e
 		}
 		switch {
 		case err == nil:
-			m.s.log.Info("self-signed certificates written", "secret", m.key.String(), "created", missing, "why", reasons)
+			m.opts.Log.Info("self-signed certificates written", "secret", m.key.String(), "created", missing, "why", reasons)
 			return data, nil
 		case (apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) && attempt < 5:
 			continue // another replica wrote first: use what it wrote

@@ -1,0 +1,166 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"celadon.io/celadon/engine"
+	"celadon.io/celadon/internal/prom"
+	"celadon.io/celadon/webhook"
+)
+
+// Metric names of the policies (webhook's are the requests'). They are
+// registered in controller-runtime's registry
+// (sigs.k8s.io/controller-runtime/pkg/metrics.Registry) unless
+// Options.MetricsRegisterer says otherwise, and served at /metrics on the
+// metrics bind address.
+const (
+	MetricPolicyEvals      = "celadon_policy_evaluations_total"
+	MetricPolicyErrors     = "celadon_policy_errors_total"
+	MetricPolicyPanics     = "celadon_policy_panics_total"
+	MetricPolicyDuration   = "celadon_policy_evaluation_duration_seconds"
+	MetricReloads          = "celadon_policy_reloads_total"
+	MetricPolicySetInfo    = "celadon_policy_set_info"
+	MetricPoliciesLoaded   = "celadon_policies_loaded"
+	MetricLastReloadTime   = "celadon_policy_set_last_reload_timestamp_seconds"
+	MetricLastReloadFailed = "celadon_policy_reload_last_failed"
+)
+
+// Reload result label values of MetricReloads.
+const (
+	reloadSuccess = "success"
+	reloadFailure = "failure"
+)
+
+// metrics holds the server's collectors: the requests', and the policies'.
+type metrics struct {
+	*webhook.Metrics
+	policyEvals    *prometheus.CounterVec
+	policyErrors   *prometheus.CounterVec
+	policyPanics   *prometheus.CounterVec
+	policyDuration *prometheus.HistogramVec
+	reloads        *prometheus.CounterVec
+	setInfo        *prometheus.GaugeVec
+	policiesLoaded prometheus.Gauge
+	lastReload     prometheus.Gauge
+	lastFailed     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
+		Metrics: webhook.NewMetrics(reg),
+		policyEvals: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricPolicyEvals,
+			Help: "Policy evaluations by policy and result state (pass, fail, warn, error, skip).",
+		}, []string{"policy", "state"})),
+		policyErrors: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricPolicyErrors,
+			Help: "Policy evaluations that ended in a CEL or builtin error; the policy's failurePolicy decided.",
+		}, []string{"policy"})),
+		policyPanics: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricPolicyPanics,
+			Help: "Builtin panics recovered by the engine, by policy; the policy's failurePolicy decided.",
+		}, []string{"policy"})),
+		policyDuration: prom.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    MetricPolicyDuration,
+			Help:    "Time spent evaluating one policy for one request: selectors, conditions and action.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"policy"})),
+		reloads: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricReloads,
+			Help: "Policy reloads that found changed content, by result (success, failure). Unchanged content is not counted.",
+		}, []string{"result"})),
+		setInfo: prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricPolicySetInfo,
+			Help: "The loaded policy set: always 1, labelled with the set's content hash.",
+		}, []string{"hash"})),
+		policiesLoaded: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricPoliciesLoaded,
+			Help: "Number of policies in the loaded set.",
+		})),
+		lastReload: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricLastReloadTime,
+			Help: "Unix time at which the loaded policy set was swapped in.",
+		})),
+		lastFailed: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricLastReloadFailed,
+			Help: "1 when the newest policy content on disk failed to load and an older set is being served, else 0.",
+		})),
+	}
+}
+
+// policyObservers are one policy's collectors, resolved once per loaded set
+// so that the request path does no label lookups.
+type policyObservers struct {
+	states   map[engine.State]prometheus.Counter
+	errors   prometheus.Counter
+	panics   prometheus.Counter
+	duration prometheus.Observer
+}
+
+var allStates = []engine.State{engine.StatePass, engine.StateFail, engine.StateWarn, engine.StateError, engine.StateSkip}
+
+func (m *metrics) observersFor(snap *engine.Snapshot) map[string]*policyObservers {
+	obs := make(map[string]*policyObservers, len(snap.Policies))
+	for _, p := range snap.Policies {
+		name := p.Name()
+		o := &policyObservers{
+			states:   make(map[engine.State]prometheus.Counter, len(allStates)),
+			errors:   m.policyErrors.WithLabelValues(name),
+			panics:   m.policyPanics.WithLabelValues(name),
+			duration: m.policyDuration.WithLabelValues(name),
+		}
+		for _, st := range allStates {
+			o.states[st] = m.policyEvals.WithLabelValues(name, string(st))
+		}
+		obs[name] = o
+	}
+	return obs
+}
+
+// forgetPolicies drops the series of policies that left the set.
+func (m *metrics) forgetPolicies(old, cur map[string]*policyObservers) {
+	for name := range old {
+		if _, ok := cur[name]; ok {
+			continue
+		}
+		l := prometheus.Labels{"policy": name}
+		m.policyEvals.DeletePartialMatch(l)
+		m.policyErrors.DeletePartialMatch(l)
+		m.policyPanics.DeletePartialMatch(l)
+		m.policyDuration.DeletePartialMatch(l)
+	}
+}
+
+// observeResults records the per-policy results of one decision.
+func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult) {
+	for i := range results {
+		r := &results[i]
+		o := set.observers[r.Policy]
+		if o == nil { // cannot happen: results name policies of the set
+			continue
+		}
+		if c := o.states[r.State]; c != nil {
+			c.Inc()
+		} else {
+			m.policyEvals.WithLabelValues(r.Policy, string(r.State)).Inc()
+		}
+		o.duration.Observe(r.Duration.Seconds())
+		if r.State == engine.StateError {
+			o.errors.Inc()
+		}
+		if r.Panicked {
+			o.panics.Inc()
+			m.Panics.WithLabelValues(webhook.PanicBuiltin).Inc()
+		}
+	}
+}
+
+// setLoaded records a newly swapped-in set.
+func (m *metrics) setLoaded(snap *engine.Snapshot, at time.Time) {
+	m.setInfo.Reset()
+	m.setInfo.WithLabelValues(snap.Hash).Set(1)
+	m.policiesLoaded.Set(float64(len(snap.Policies)))
+	m.lastReload.Set(float64(at.UnixNano()) / 1e9)
+}

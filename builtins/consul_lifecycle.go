@@ -76,6 +76,35 @@ type consulCheckArgs struct {
 	DeregisterCriticalServiceAfter string `json:"deregisterCriticalServiceAfter"`
 }
 
+// consulAgentSettings checks and defaults the settings of the Consul agent
+// that consulLifecycle and drainBeforeDelete share: its port and scheme,
+// and the Secret of its ACL token. prefix is where they are in with ("" or
+// "consul.").
+func consulAgentSettings(c *engine.CompileContext, prefix string, port *int, scheme *string, token *consulSecretArgs) error {
+	switch {
+	case *port == 0:
+		*port = consulDefaultAgentPort
+	case *port < 1 || *port > 65535:
+		return c.FieldError(prefix+"agentPort", "%d is not a port number (1-65535)", *port)
+	}
+	switch *scheme {
+	case "":
+		*scheme = "http"
+	case "http", "https":
+	default:
+		return c.FieldError(prefix+"agentScheme", "must be http or https, not %q", *scheme)
+	}
+	if token != nil {
+		if msgs := validation.IsDNS1123Subdomain(token.Name); len(msgs) > 0 {
+			return c.FieldError(prefix+"aclTokenSecret.name", "%q is not a valid Secret name: %s", token.Name, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsConfigMapKey(token.Key); len(msgs) > 0 {
+			return c.FieldError(prefix+"aclTokenSecret.key", "%q is not a valid Secret key: %s", token.Key, strings.Join(msgs, "; "))
+		}
+	}
+	return nil
+}
+
 // consulSecretArgs is with.aclTokenSecret.
 type consulSecretArgs struct {
 	Name string `json:"name"`
@@ -292,19 +321,10 @@ func (consulLifecycle) Compile(c *engine.CompileContext) (engine.Action, error) 
 		return nil, err
 	}
 	a.containerNames = args.Containers
-	switch {
-	case a.agentPort == 0:
-		a.agentPort = consulDefaultAgentPort
-	case a.agentPort < 1 || a.agentPort > 65535:
-		return nil, c.FieldError("agentPort", "%d is not a port number (1-65535)", a.agentPort)
+	if err := consulAgentSettings(c, "", &a.agentPort, &a.agentScheme, args.ACLTokenSecret); err != nil {
+		return nil, err
 	}
-	switch a.agentScheme {
-	case "":
-		a.agentScheme = "http"
-	case "http", "https":
-	default:
-		return nil, c.FieldError("agentScheme", "must be http or https, not %q", a.agentScheme)
-	}
+	a.tokenSecret = args.ACLTokenSecret
 	switch args.ExistingHooks {
 	case "", consulExistingChain:
 	case consulExistingRefuse:
@@ -314,15 +334,6 @@ func (consulLifecycle) Compile(c *engine.CompileContext) (engine.Action, error) 
 	}
 	if a.check, err = consulCompileCheck(c, args.Check); err != nil {
 		return nil, err
-	}
-	if s := args.ACLTokenSecret; s != nil {
-		if msgs := validation.IsDNS1123Subdomain(s.Name); len(msgs) > 0 {
-			return nil, c.FieldError("aclTokenSecret.name", "%q is not a valid Secret name: %s", s.Name, strings.Join(msgs, "; "))
-		}
-		if msgs := validation.IsConfigMapKey(s.Key); len(msgs) > 0 {
-			return nil, c.FieldError("aclTokenSecret.key", "%q is not a valid Secret key: %s", s.Key, strings.Join(msgs, "; "))
-		}
-		a.tokenSecret = s
 	}
 	a.attempts, a.backoff, a.maxBackoff = consulDefaultAttempts, int(consulDefaultBackoff/time.Second), int(consulDefaultMaxBackoff/time.Second)
 	if r := args.Retry; r != nil {

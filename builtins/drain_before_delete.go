@@ -454,26 +454,8 @@ func compileDrainConsul(c *engine.CompileContext, args *drainConsulArgs) (*drain
 			return nil, c.FieldError("consul.address", "%q is neither an IP address nor a host name: %s", d.address, strings.Join(msgs, "; "))
 		}
 	}
-	switch {
-	case d.port == 0:
-		d.port = consulDefaultAgentPort
-	case d.port < 1 || d.port > 65535:
-		return nil, c.FieldError("consul.agentPort", "%d is not a port number (1-65535)", d.port)
-	}
-	switch d.scheme {
-	case "":
-		d.scheme = "http"
-	case "http", "https":
-	default:
-		return nil, c.FieldError("consul.agentScheme", "must be http or https, not %q", d.scheme)
-	}
-	if s := d.token; s != nil {
-		if msgs := validation.IsDNS1123Subdomain(s.Name); len(msgs) > 0 {
-			return nil, c.FieldError("consul.aclTokenSecret.name", "%q is not a valid Secret name: %s", s.Name, strings.Join(msgs, "; "))
-		}
-		if msgs := validation.IsConfigMapKey(s.Key); len(msgs) > 0 {
-			return nil, c.FieldError("consul.aclTokenSecret.key", "%q is not a valid Secret key: %s", s.Key, strings.Join(msgs, "; "))
-		}
+	if err := consulAgentSettings(c, "consul.", &d.port, &d.scheme, d.token); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

@@ -3,6 +3,7 @@ package builtins
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -85,4 +86,37 @@ func TestEveryBuiltinIsExampledAndDocumented(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterReadsAreDeclaredAccess checks that what a builtin's policies
+// read from the cluster (ClusterReads, which the server caches) is covered
+// by the access the builtin declares (Access, from which the install's
+// RBAC is generated): list and watch for the cache, get for the re-read.
+func TestClusterReadsAreDeclaredAccess(t *testing.T) {
+	for _, name := range Registry().Names() {
+		b, _ := Registry().Lookup(name)
+		for _, ex := range examplesOf(t, name) {
+			snap, err := engine.Compile(ex.files, engine.Options{Registry: Registry()})
+			if err != nil {
+				t.Fatalf("example %s: %v", ex.dir, err)
+			}
+			for _, read := range snap.ClusterReads() {
+				for _, verb := range []string{"get", "list", "watch"} {
+					if !granted(engine.AccessOf(b), read.Resource.Group, read.Resource.Resource, verb) {
+						t.Errorf("%s (example %s) reads %s, but its Access grants no %s on it", name, ex.dir, read.Resource, verb)
+					}
+				}
+			}
+		}
+	}
+}
+
+// granted reports whether a rule of access grants verb on the resource.
+func granted(access []engine.Access, group, resource, verb string) bool {
+	for _, a := range access {
+		if slices.Contains(a.APIGroups, group) && slices.Contains(a.Resources, resource) && slices.Contains(a.Verbs, verb) {
+			return true
+		}
+	}
+	return false
 }

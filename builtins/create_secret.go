@@ -438,16 +438,6 @@ func (s selfNamespace) GetNamespace(ctx context.Context, name string) (*corev1.N
 	return s.next.GetNamespace(ctx, name)
 }
 
-// UsesCreateSecret reports whether snap has a createSecret policy.
-func UsesCreateSecret(snap *engine.Snapshot) bool {
-	for _, p := range snap.Policies {
-		if p.Policy.Spec.Action == (createSecret{}).Name() {
-			return true
-		}
-	}
-	return false
-}
-
 // SecretSources returns the source Secrets the createSecret policies of
 // snap copy, sorted; an empty Namespace is Celadon's own.
 func SecretSources(snap *engine.Snapshot) []SecretRef {

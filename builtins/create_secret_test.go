@@ -244,8 +244,8 @@ func TestPlanSecretsSelection(t *testing.T) {
 	if got := SecretSources(snap); !reflect.DeepEqual(got, []SecretRef{{Name: "regcred"}, {Namespace: "shared", Name: "prod"}}) {
 		t.Errorf("SecretSources = %v", got)
 	}
-	if !UsesCreateSecret(snap) || UsesCreateSecret(compilePolicies(t, sidecarPolicy(sidecarLogShipper))) {
-		t.Error("UsesCreateSecret is wrong")
+	if !snap.UsesBuiltin("createSecret") || compilePolicies(t, sidecarPolicy(sidecarLogShipper)).UsesBuiltin("createSecret") {
+		t.Error("UsesBuiltin(createSecret) is wrong")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
@@ -52,5 +53,25 @@ func TestNamespaceReader(t *testing.T) {
 	}
 	if _, err := nr.GetNamespace(context.Background(), "ghost"); !apierrors.IsNotFound(err) {
 		t.Errorf("GetNamespace(ghost) error = %v, want NotFound", err)
+	}
+}
+
+// TestCacheUnsyncedIsNotNotFound: started but not synced (here: the API
+// server is unreachable), a namespace lookup is ServiceUnavailable, never
+// the NotFound an empty lister would answer for a namespace that exists.
+func TestCacheUnsyncedIsNotNotFound(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := New(true)
+	defer func() { cancel(); c.Wait() }()
+	ready, err := c.Start(ctx, &rest.Config{Host: "https://127.0.0.1:1"}, nil) // never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ready(); err == nil || !strings.Contains(err.Error(), "namespaces not synced") {
+		t.Errorf("ready: %v, want namespaces not synced", err)
+	}
+	_, err = c.GetNamespace(ctx, "default")
+	if !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), "not synced") {
+		t.Errorf("GetNamespace before sync: %v, want ServiceUnavailable: not synced", err)
 	}
 }

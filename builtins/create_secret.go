@@ -30,9 +30,9 @@ func init() { register(createSecret{}) }
 // exist yet, so nothing can be created in it. The builtin only records the
 // intent, in the namespace's annotation celadon.io/secrets
 // ("<policy>/<secret>,..."), and its reason names the Secret. The Secret
-// itself is written by the server's reconciler (webhook/secrets.go), which
-// evaluates the same policies for every namespace through PlanSecrets and
-// keeps the copies in sync.
+// itself is written by its controller (create_secret_controller.go, run by
+// the server on the elected leader), which evaluates the same policies for
+// every namespace through PlanSecrets and keeps the copies in sync.
 type createSecret struct{}
 
 // createSecretArgs is createSecret's spec.with.

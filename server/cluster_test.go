@@ -17,7 +17,7 @@ import (
 	"celadon.io/celadon/builtins"
 )
 
-// The ClusterCache itself runs against a real API server in test/e2e
+// The cluster cache itself runs against a real API server in test/e2e
 // (TestClusterCache); these tests need none.
 
 // oneService is an ObjectGetter holding Service shop/api with port 80.

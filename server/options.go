@@ -111,12 +111,12 @@ type Options struct {
 	GracefulShutdownTimeout time.Duration
 
 	// Namespaces replaces the Namespace informer behind namespaceSelector
-	// and namespaceObject. Nil: a client-go shared informer on Namespaces
+	// and namespaceObject. Nil: the cluster.Cache's informer on Namespaces
 	// (RBAC: list and watch namespaces), which readiness waits for. Tests
 	// set it to run without an API server.
 	Namespaces engine.NamespaceGetter
 	// Cluster serves lookups of other objects to builtins. Nil: a
-	// ClusterCache, with informers only for the resources the served
+	// cluster.Cache, with informers only for the resources the served
 	// policies read (engine.Snapshot.ClusterReads; RBAC: get, list and
 	// watch on those), which readiness waits for. Tests set it to run
 	// without an API server.

@@ -370,7 +370,7 @@ func TestClusterCacheForbidden(t *testing.T) {
 
 // TestIngressBackendsCacheLag: a Service created just before its Ingress
 // is not in a cache that lags, and the direct read before denying finds
-// it. The server's cluster cache is a real ClusterCache on the API server
+// it. The server's cluster cache is a real cluster.Cache on the API server
 // whose watch responses arrive watchDelay late, so that the lag is certain
 // rather than a race the cache usually wins on loopback.
 func TestIngressBackendsCacheLag(t *testing.T) {

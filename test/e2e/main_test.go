@@ -1,9 +1,9 @@
 // Package e2e tests Celadon end to end: a real etcd, kube-apiserver and
 // kube-controller-manager (internal/controlplane, binaries from bin/, built
 // by `make controlplane`), Celadon running in-process through the same
-// code path as `celadon serve` (webhook.NewServer and Server.Start) on
+// code path as `celadon serve` (server.NewServer and Server.Start) on
 // 127.0.0.1, and webhook configurations generated from the served
-// policies (webhook.Configurations) pointing the API server at it. Every
+// policies (controllers.Configurations) pointing the API server at it. Every
 // outcome is asserted through the API server.
 //
 // One control plane and one Celadon server are started for the package in

@@ -19,7 +19,7 @@ import (
 	"celadon.io/celadon/internal/devenv"
 )
 
-// `celadon serve` cannot run without an API server: webhook.Options.
+// `celadon serve` cannot run without an API server: server.Options.
 // Namespaces is settable only in-process, so the binary always starts a
 // Namespace informer, and /readyz waits for it to sync. Spawn mode therefore
 // starts a real etcd and kube-apiserver (internal/controlplane, binaries in

@@ -64,6 +64,7 @@ type Cache struct {
 	ctx       context.Context // set by Start; informers run until it is done
 	dyn       dynamic.Interface
 	meta      metadata.Interface
+	cs        kubernetes.Interface
 	ns        corev1listers.NamespaceLister
 	nsSynced  func() bool
 	informers map[schema.GroupVersionResource]*clusterInformer
@@ -125,7 +126,7 @@ func (c *Cache) Start(ctx context.Context, cfg *rest.Config, reads []engine.Clus
 	nsSynced := func() bool { return true }
 	var nsErr atomic.Pointer[error] // the namespace informer's last list or watch error
 	c.mu.Lock()
-	c.ctx, c.dyn, c.meta = ctx, dyn, meta
+	c.ctx, c.dyn, c.meta, c.cs = ctx, dyn, meta, cs
 	if c.namespaces {
 		factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(dropManagedFields))
 		nsInformer := factory.Core().V1().Namespaces()
@@ -161,20 +162,27 @@ func (c *Cache) Start(ctx context.Context, cfg *rest.Config, reads []engine.Clus
 	}, nil
 }
 
-// GetNamespace implements engine.NamespaceGetter: a namespace missing from
-// the cache is an apierrors NotFound error.
-func (c *Cache) GetNamespace(_ context.Context, name string) (*corev1.Namespace, error) {
+// GetNamespace implements engine.NamespaceGetter. A namespace missing from
+// the cache is read from the API server, as the API server's own webhook
+// matcher does: one created a moment before the request has not reached the
+// cache yet. Only a namespace the API server does not have either is an
+// apierrors NotFound error.
+func (c *Cache) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
 	c.mu.Lock()
-	ns := c.ns
+	lister, cs := c.ns, c.cs
 	c.mu.Unlock()
-	if ns == nil {
+	if lister == nil {
 		return nil, errNotStarted("namespace")
 	}
 	if !c.nsSynced() {
 		// Its misses would be NotFound for namespaces that exist.
 		return nil, apierrors.NewServiceUnavailable("celadon: the namespace cache is not synced yet")
 	}
-	return ns.Get(name)
+	ns, err := lister.Get(name)
+	if apierrors.IsNotFound(err) {
+		return cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	}
+	return ns, err
 }
 
 // Wait waits for every informer to stop, once Start's context is done.

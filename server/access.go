@@ -7,8 +7,8 @@ import "celadon.io/celadon/engine"
 // namespaceObject CEL variable (one cache, no API call per request).
 func ServerAccess() []engine.Access {
 	return []engine.Access{
-		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"},
-			Why: "namespaceSelector and namespaceObject: the namespace informer (no get: the server reads the cache)"},
+		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"},
+			Why: "namespaceSelector and namespaceObject: the namespace informer, and get to read a namespace the cache does not have yet"},
 	}
 }
 

@@ -175,7 +175,11 @@ func (a ingressBackendsAction) Run(ac *engine.ActionContext) (engine.Outcome, er
 	}
 
 	if len(problems) > 0 {
-		return engine.Outcome{Violation: strings.Join(problems, "; ")}, nil
+		violation := strings.Join(problems, "; ")
+		if l.cacheOnly > 0 {
+			violation += fmt.Sprintf(" (%d of the lookups judged from Celadon's cache alone, which follows the API server a moment behind: over %d direct reads for one request, or too many for the server right now)", l.cacheOnly, maxLiveReads)
+		}
+		return engine.Outcome{Violation: violation}, nil
 	}
 	var found []string
 	if len(serviceNames) > 0 {
@@ -285,14 +289,21 @@ func servicePort(svc *unstructured.Unstructured, b serviceBackend) bool {
 	return false
 }
 
+// maxLiveReads bounds the direct reads of one request: an Ingress naming a
+// thousand missing Services must not cost a thousand GETs.
+const maxLiveReads = 8
+
 // lookup reads objects from the cache, and once more directly when the
-// cache has not got what is looked for.
+// cache has not got what is looked for, at most maxLiveReads times.
 type lookup struct {
 	ac *engine.ActionContext
 	// live counts the objects found only by a direct read.
 	live int
 	// fresh holds the objects read directly, so each is read once.
 	fresh map[string]*unstructured.Unstructured
+	// cacheOnly counts the lookups judged from the cache alone: over
+	// maxLiveReads, or the server's rate of direct reads.
+	cacheOnly int
 }
 
 // get returns the object, or nil when it does not exist. ok, when set,
@@ -318,8 +329,15 @@ func (l *lookup) get(gvr schema.GroupVersionResource, ns, name string, ok func(*
 	if !canRead {
 		return o, nil
 	}
+	if len(l.fresh) >= maxLiveReads {
+		l.cacheOnly++
+		return o, nil
+	}
 	fresh, err := live.GetLive(l.ac, gvr, ns, name)
 	switch {
+	case errors.Is(err, engine.ErrLiveReadLimited):
+		l.cacheOnly++
+		return o, nil
 	case apierrors.IsNotFound(err):
 		fresh = nil
 	case err != nil:

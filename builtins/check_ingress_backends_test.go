@@ -360,6 +360,59 @@ func TestCheckIngressBackendsRereadsMisses(t *testing.T) {
 	}
 }
 
+// limitedCluster is a staleCluster whose direct reads the server's rate
+// refuses after the first few.
+type limitedCluster struct {
+	staleCluster
+	allowed int
+}
+
+func (l *limitedCluster) GetLive(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) (*unstructured.Unstructured, error) {
+	if len(l.liveReads) >= l.allowed {
+		return nil, engine.ErrLiveReadLimited
+	}
+	return l.staleCluster.GetLive(ctx, gvr, ns, name)
+}
+
+// TestCheckIngressBackendsBoundsLiveReads: an Ingress naming many Services
+// the cache misses costs at most maxLiveReads direct reads, and fewer when
+// the server's rate says so; the rest are judged from the cache, and the
+// denial says so. Before the bound, each missing Service cost one GET: one
+// dry-run Ingress with a thousand backends, a thousand GETs.
+func TestCheckIngressBackendsBoundsLiveReads(t *testing.T) {
+	snap := compilePolicies(t, ingressBackendsPolicy(""))
+	var refs []string
+	for i := range 20 {
+		refs = append(refs, fmt.Sprintf("missing-%02d:80", i))
+	}
+	req := ingressRequest(t, admissionv1.Create, ingress(paths(refs...)), "")
+	t.Run("over the per-request bound", func(t *testing.T) {
+		cluster := &staleCluster{cache: newObjectMap(t, svcAPI), live: newObjectMap(t, svcAPI)}
+		d := evaluate(t, snap, req, engine.EvalOptions{Cluster: cluster})
+		checkBounded(t, d, len(cluster.liveReads), maxLiveReads, 20-maxLiveReads)
+	})
+	t.Run("over the server's rate", func(t *testing.T) {
+		cluster := &limitedCluster{staleCluster: staleCluster{cache: newObjectMap(t, svcAPI), live: newObjectMap(t, svcAPI)}, allowed: 3}
+		d := evaluate(t, snap, req, engine.EvalOptions{Cluster: cluster})
+		checkBounded(t, d, len(cluster.liveReads), 3, 17)
+	})
+}
+
+// checkBounded checks a denial of the 20 missing Services with reads
+// direct reads made and cacheOnly lookups judged from the cache.
+func checkBounded(t *testing.T, d *engine.Decision, reads, want, cacheOnly int) {
+	t.Helper()
+	if reads != want {
+		t.Errorf("%d direct reads, want %d", reads, want)
+	}
+	if d.Allowed || !strings.Contains(d.Message, `service "missing-19" not found`) {
+		t.Errorf("allowed %v, message %q: want every missing Service named", d.Allowed, d.Message)
+	}
+	if note := fmt.Sprintf("(%d of the lookups judged from Celadon's cache alone", cacheOnly); !strings.Contains(d.Message, note) {
+		t.Errorf("message %q: want it to say %q", d.Message, note)
+	}
+}
+
 // newService is a Service of namespace shop with port http 80.
 func newService(name string) string {
 	return strings.Replace(svcWeb, "name: web,", "name: "+name+",", 1)

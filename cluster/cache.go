@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,6 +60,11 @@ import (
 // miss read it again with GetLive first.
 type Cache struct {
 	namespaces bool // run the namespace informer
+	// live bounds the direct reads of every request together (GetLive):
+	// past it they fail at once with engine.ErrLiveReadLimited rather than
+	// wait, so that a burst of requests that miss the cache cannot flood
+	// the API server nor hold the evaluation slots others need.
+	live *rate.Limiter
 
 	mu        sync.Mutex
 	ctx       context.Context // set by Start; informers run until it is done
@@ -92,8 +98,18 @@ var (
 // New returns a cache that answers ServiceUnavailable until Start. Without
 // namespaces, it runs no namespace informer: the caller serves them.
 func New(namespaces bool) *Cache {
-	return &Cache{namespaces: namespaces, informers: map[schema.GroupVersionResource]*clusterInformer{}}
+	return &Cache{
+		namespaces: namespaces,
+		live:       rate.NewLimiter(LiveReadsPerSecond, LiveReadBurst),
+		informers:  map[schema.GroupVersionResource]*clusterInformer{},
+	}
 }
+
+// The rate of direct reads (GetLive) of the whole server.
+const (
+	LiveReadsPerSecond = 50
+	LiveReadBurst      = 100
+)
 
 // errNotStarted is what the cache answers before Start.
 func errNotStarted(what string) error {
@@ -107,6 +123,12 @@ func errNotStarted(what string) error {
 // started later fall back to direct reads until they sync. Start may be
 // called once.
 func (c *Cache) Start(ctx context.Context, cfg *rest.Config, reads []engine.ClusterRead) (func() error, error) {
+	// Direct reads are bounded by c.live, which refuses at once; client-go's
+	// own limiter would make a request wait for its turn, holding an
+	// evaluation slot. The informers' few lists and watches back off on
+	// their own.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = -1, 0, nil
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -179,10 +201,13 @@ func (c *Cache) GetNamespace(ctx context.Context, name string) (*corev1.Namespac
 		return nil, apierrors.NewServiceUnavailable("celadon: the namespace cache is not synced yet")
 	}
 	ns, err := lister.Get(name)
-	if apierrors.IsNotFound(err) {
-		return cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) {
+		return ns, err
 	}
-	return ns, err
+	if !c.live.Allow() {
+		return nil, apierrors.NewServiceUnavailable("celadon: namespace " + name + " is not in the cache yet, and " + engine.ErrLiveReadLimited.Error())
+	}
+	return cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 }
 
 // Wait waits for every informer to stop, once Start's context is done.
@@ -293,6 +318,9 @@ func (c *Cache) GetLive(ctx context.Context, gvr schema.GroupVersionResource, na
 	c.mu.Unlock()
 	if dyn == nil {
 		return nil, errNotStarted("cluster")
+	}
+	if !c.live.Allow() {
+		return nil, engine.ErrLiveReadLimited
 	}
 	if inf != nil && inf.metadataOnly {
 		m, err := meta.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})

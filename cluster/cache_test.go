@@ -2,7 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"celadon.io/celadon/engine"
 )
 
 // The Cache itself runs against a real API server in test/e2e
@@ -73,5 +79,39 @@ func TestCacheUnsyncedIsNotNotFound(t *testing.T) {
 	_, err = c.GetNamespace(ctx, "default")
 	if !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), "not synced") {
 		t.Errorf("GetNamespace before sync: %v, want ServiceUnavailable: not synced", err)
+	}
+}
+
+// TestCacheBoundsLiveReads: the server's direct reads together stop at the
+// burst, at once (no waiting), with engine.ErrLiveReadLimited; the API
+// server sees no more than the burst.
+func TestCacheBoundsLiveReads(t *testing.T) {
+	var calls atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"apiVersion":"v1","kind":"Status","status":"Failure","reason":"NotFound","code":404}`))
+	}))
+	defer api.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := New(false)
+	defer func() { cancel(); c.Wait() }()
+	if _, err := c.Start(ctx, &rest.Config{Host: api.URL}, nil); err != nil {
+		t.Fatal(err)
+	}
+	services := schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	limited := 0
+	for range 3 * LiveReadBurst {
+		_, err := c.GetLive(ctx, services, "shop", "missing")
+		switch {
+		case errors.Is(err, engine.ErrLiveReadLimited):
+			limited++
+		case !apierrors.IsNotFound(err):
+			t.Fatalf("GetLive: %v", err)
+		}
+	}
+	if n := int(calls.Load()); n > LiveReadBurst+LiveReadsPerSecond || limited == 0 {
+		t.Errorf("%d reads reached the API server and %d were refused, of %d: want at most about %d through", n, limited, 3*LiveReadBurst, LiveReadBurst)
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -96,6 +97,11 @@ type ObjectGetter interface {
 	// Get returns the object, or an error satisfying apierrors.IsNotFound.
 	Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error)
 }
+
+// ErrLiveReadLimited is what a LiveGetter answers when the direct reads of
+// the whole server are over their rate: a builtin then judges from the
+// cache alone, and says so, rather than wait and hold an evaluation slot.
+var ErrLiveReadLimited = errors.New("too many direct reads of the API server right now")
 
 // LiveGetter is implemented by ObjectGetters that can bypass their cache,
 // for builtins that must re-check before denying on a cache miss.

@@ -55,6 +55,13 @@ type Options struct {
 	// Registry holds the builtins policies may name: builtins.Registry()
 	// in `celadon serve`. Required.
 	Registry *engine.Registry
+	// AllowEmpty serves a policy directory that holds no policy (no file,
+	// or only empty files and comments). Without it such content is
+	// refused, at start (NewServer fails) and at a reload alike (the last
+	// good set stays, and the refusal is logged, counted as a failed
+	// reload and shown at /status): an emptied ConfigMap is far more often
+	// a mistake than a wish to switch every policy off.
+	AllowEmpty bool
 
 	// Host is the address the webhook server listens on; "" is every
 	// address.

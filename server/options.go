@@ -102,8 +102,9 @@ type Options struct {
 	ServiceAccount string
 
 	// MaxConcurrent bounds the evaluations running at once. A request
-	// beyond it waits for a slot until its deadline, then gets an error
-	// response (code 429). Default 4×GOMAXPROCS.
+	// beyond it waits for a slot until its deadline, then gets HTTP 429:
+	// a failed call, so the API server applies the webhook's
+	// failurePolicy (webhook.WithLimit). Default 4×GOMAXPROCS.
 	MaxConcurrent int
 	// ReloadInterval is how often the policy directory is re-read even
 	// without a file-system event, because watches can be lost. Default

@@ -115,11 +115,23 @@ func parseResource(s string) (resourceRule, error) {
 	return resourceRule{}, fmt.Errorf("resource %q has too many segments: want resource, group/resource or [group/]resource/subresource", s)
 }
 
-// Options configure Compile.
+// Options configure Compile, and a Store.
 type Options struct {
 	// Registry holds the builtins policies may name. Required.
 	Registry *Registry
+	// AllowEmpty lets a Store publish a set of no policies. Without it,
+	// Store.Load refuses one (ErrNoPolicies) like a set that does not
+	// compile, at start and at every reload alike: an emptied ConfigMap
+	// (no keys, or only comments) would otherwise switch every policy off
+	// as a "successful" reload. Compile itself accepts an empty set; its
+	// callers decide (`celadon validate` refuses one).
+	AllowEmpty bool
 }
+
+// ErrNoPolicies is why a Store refuses content that holds no policy: no
+// policy file, or files that are empty or only comments. Options.AllowEmpty
+// allows it.
+var ErrNoPolicies = errors.New("no policies: the policy files hold no policy (no file, or only empty files and comments); an empty set is not served, so that an emptied ConfigMap does not switch every policy off")
 
 // Compile parses and compiles a policy set into a Snapshot. Every error is
 // reported, each located at file:line:col. A policy whose expressions or

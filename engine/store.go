@@ -9,7 +9,9 @@ import (
 // Store holds the served policy set of a directory. Load reads, hashes,
 // compiles and publishes; Subscribe is the only way to hear of a new set.
 // A set that does not load is never published: the last good one stays,
-// and Failure says why the newest content is not served.
+// and Failure says why the newest content is not served. A set of no
+// policies does not load unless Options.AllowEmpty (ErrNoPolicies), the
+// same rule for the first Load and every later one.
 type Store struct {
 	dir  string
 	opts Options
@@ -69,7 +71,8 @@ func (s *Store) SubscribeFailures(fn func(*LoadFailure)) {
 
 // Load reads the directory and, when its content differs from the served
 // set's, compiles it and publishes it. It reports whether a new set was
-// published. Content that does not load returns its *LoadFailure's error,
+// published. Content that does not load (unreadable, not compiling, or no
+// policy at all without AllowEmpty) returns its *LoadFailure's error,
 // and the served set stays; the same broken content is reported to the
 // failure subscribers once.
 func (s *Store) Load() (bool, error) {
@@ -91,6 +94,9 @@ func (s *Store) Load() (bool, error) {
 		return false, f.Err
 	}
 	snap, err := Compile(files, s.opts)
+	if err == nil && len(snap.Policies) == 0 && !s.opts.AllowEmpty {
+		err = ErrNoPolicies
+	}
 	if err != nil {
 		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err}, hash)
 	}

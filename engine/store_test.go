@@ -87,3 +87,43 @@ func TestStore(t *testing.T) {
 		t.Errorf("Load of a missing directory: %v, failure %v", err, s2.Failure())
 	}
 }
+
+// TestStoreRefusesAnEmptySet checks that content with no policy (no file,
+// an empty file, only comments) is refused like a broken set, at the first
+// Load and at a reload, keeping the last good set; and served with
+// AllowEmpty.
+func TestStoreRefusesAnEmptySet(t *testing.T) {
+	dir := t.TempDir()
+	s := NewStore(dir, Options{Registry: testRegistry()})
+	if changed, err := s.Load(); changed || !errors.Is(err, ErrNoPolicies) || s.Current() != nil {
+		t.Fatalf("first Load of an empty directory: %v, %v; want ErrNoPolicies and nothing served", changed, err)
+	}
+
+	writeStoreFile(t, dir, "a.yaml", fmt.Sprintf(storePolicy, "first"))
+	if changed, err := s.Load(); !changed || err != nil {
+		t.Fatalf("Load of a policy: %v, %v", changed, err)
+	}
+	good := s.Current()
+	var failures []*LoadFailure
+	s.SubscribeFailures(func(f *LoadFailure) { failures = append(failures, f) })
+	for _, content := range []string{"", "# every policy commented out\n# apiVersion: celadon.io/v1alpha1\n", "---\n---\n"} {
+		writeStoreFile(t, dir, "a.yaml", content)
+		if changed, err := s.Load(); changed || !errors.Is(err, ErrNoPolicies) {
+			t.Errorf("Load of %q: %v, %v; want ErrNoPolicies", content, changed, err)
+		}
+		if s.Current() != good {
+			t.Errorf("after loading %q the served set changed", content)
+		}
+	}
+	if len(failures) != 3 || !errors.Is(failures[0].Err, ErrNoPolicies) || failures[0].Hash == "" {
+		t.Errorf("failures reported: %v; want 3, each ErrNoPolicies with its hash", failures)
+	}
+	if f := s.Failure(); f == nil || !errors.Is(f.Err, ErrNoPolicies) {
+		t.Errorf("Failure() = %v", f)
+	}
+
+	allowing := NewStore(dir, Options{Registry: testRegistry(), AllowEmpty: true})
+	if changed, err := allowing.Load(); !changed || err != nil || len(allowing.Current().Policies) != 0 {
+		t.Errorf("Load of an empty set with AllowEmpty: %v, %v", changed, err)
+	}
+}

@@ -417,10 +417,14 @@ func TestConcurrencyLimit(t *testing.T) {
 	wg.Go(func() { first = post(s.ValidateHandler(), "/validate", review(v1, "first"), "application/json") })
 	<-g.entered // the only slot is taken
 
-	// The apiserver's 300ms timeout leaves 270ms to find a slot.
-	r := mustReview(t, post(s.ValidateHandler(), "/validate?timeout=300ms", review(v1, "second"), "application/json")).Response
-	if r.Allowed || r.UID != "second" || r.Result.Code != http.StatusTooManyRequests || !strings.Contains(r.Result.Message, "too many concurrent admission requests (limit 1)") {
-		t.Errorf("throttled request: allowed=%v uid=%q result=%+v", r.Allowed, r.UID, r.Result)
+	// The apiserver's 300ms timeout leaves 270ms to find a slot; then the
+	// answer is an HTTP 429, a failed call, so that the API server applies
+	// the webhook's failurePolicy (a review would be a denial).
+	w := post(s.ValidateHandler(), "/validate?timeout=300ms", review(v1, "second"), "application/json")
+	if w.Code != http.StatusTooManyRequests {
+		t.Errorf("throttled request: HTTP %d, want 429: %s", w.Code, w.Body)
+	} else if msg := statusMessage(t, w); !strings.Contains(msg, "too many concurrent admission requests (limit 1)") {
+		t.Errorf("throttled request: message %q", msg)
 	}
 	if got := counter(t, reg, webhook.MetricThrottled, map[string]string{"endpoint": "/validate"}); got != 1 {
 		t.Errorf("throttled = %v, want 1", got)
@@ -436,7 +440,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	if got := counter(t, reg, webhook.MetricInFlight, nil); got != 0 {
 		t.Errorf("in flight = %v, want 0", got)
 	}
-	if got := counter(t, reg, webhook.MetricRequests, map[string]string{"endpoint": "/validate", "decision": "error"}); got != 1 {
+	if got := counter(t, reg, webhook.MetricRequests, map[string]string{"endpoint": "/validate", "decision": "error", "code": "429"}); got != 1 {
 		t.Errorf("error decisions = %v, want 1", got)
 	}
 }

@@ -55,6 +55,13 @@ type Options struct {
 	// Registry holds the builtins policies may name: builtins.Registry()
 	// in `celadon serve`. Required.
 	Registry *engine.Registry
+	// AllowEmpty serves a policy directory that holds no policy (no file,
+	// or only empty files and comments). Without it such content is
+	// refused, at start (NewServer fails) and at a reload alike (the last
+	// good set stays, and the refusal is logged, counted as a failed
+	// reload and shown at /status): an emptied ConfigMap is far more often
+	// a mistake than a wish to switch every policy off.
+	AllowEmpty bool
 
 	// Host is the address the webhook server listens on; "" is every
 	// address.
@@ -95,8 +102,9 @@ type Options struct {
 	ServiceAccount string
 
 	// MaxConcurrent bounds the evaluations running at once. A request
-	// beyond it waits for a slot until its deadline, then gets an error
-	// response (code 429). Default 4×GOMAXPROCS.
+	// beyond it waits for a slot until its deadline, then gets HTTP 429:
+	// a failed call, so the API server applies the webhook's
+	// failurePolicy (webhook.WithLimit). Default 4×GOMAXPROCS.
 	MaxConcurrent int
 	// ReloadInterval is how often the policy directory is re-read even
 	// without a file-system event, because watches can be lost. Default

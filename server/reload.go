@@ -28,7 +28,8 @@ import (
 // A reload hashes the content first (engine.Hash) and does nothing when it
 // is unchanged; otherwise it compiles the whole new set and only then swaps
 // it in with one atomic pointer store. A request evaluates entirely on the
-// set it loaded when it started. A set that does not compile is not served:
+// set it loaded when it started. A set that does not compile, or that holds
+// no policy (unless Options.AllowEmpty), is not served:
 // the last good set stays, and the error, located at file:line:col, is logged,
 // counted (celadon_policy_reloads_total{result="failure"}) and shown at
 // /status until the content changes again.
@@ -61,7 +62,16 @@ func (e *LoadError) Error() string {
 		}
 		return fmt.Sprintf("policies in %s do not load (%d error%s):\n%s", e.Dir, len(el), plural, el.Error())
 	}
-	return fmt.Sprintf("policies in %s do not load: %v", e.Dir, e.Err)
+	return fmt.Sprintf("policies in %s do not load: %s", e.Dir, loadErrorText(e.Err))
+}
+
+// loadErrorText words a load error that is not located in a file; a set
+// of no policies also says how to allow one.
+func loadErrorText(err error) string {
+	if errors.Is(err, engine.ErrNoPolicies) {
+		return err.Error() + " (to serve no policy on purpose: celadon serve --allow-empty-policies)"
+	}
+	return err.Error()
 }
 
 func (e *LoadError) Unwrap() error { return e.Err }

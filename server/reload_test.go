@@ -366,3 +366,65 @@ func TestStatusListsThePolicies(t *testing.T) {
 		t.Errorf("/status without error:\n%s", w.Body)
 	}
 }
+
+// TestEmptyPolicySetIsRefused checks the one rule for a policy directory
+// that holds no policy (a ConfigMap emptied of its keys, or of all but
+// comments): refused at start, refused at a reload (the last good set
+// stays, the refusal counted and shown at /status), and served only with
+// AllowEmpty.
+func TestEmptyPolicySetIsRefused(t *testing.T) {
+	cm := newConfigMap(t, denyAll("one"))
+	s, reg := newReloadServer(t, cm, 0, false)
+	good := s.Snapshot().Hash
+
+	for i, files := range []map[string]string{
+		{}, // no keys
+		{"policy.yaml": "# deny-all, switched off for now\n# apiVersion: celadon.io/v1alpha1\n"},
+	} {
+		cm.update(files)
+		changed, err := s.Reload()
+		if changed || err == nil || !strings.Contains(err.Error(), "no policies") {
+			t.Errorf("reload to %v: %v, %v; want the empty set refused", files, changed, err)
+		}
+		if s.Snapshot().Hash != good || denialOf(t, s) != "one" {
+			t.Errorf("reload to %v replaced the served set", files)
+		}
+		if got := counter(t, reg, MetricReloads, map[string]string{"result": "failure"}); got != float64(i+1) {
+			t.Errorf("failed reloads = %v, want %d", got, i+1)
+		}
+		if got := counter(t, reg, MetricReloads, map[string]string{"result": "success"}); got != 0 {
+			t.Errorf("successful reloads = %v, want 0", got)
+		}
+		if got := counter(t, reg, MetricLastReloadFailed, nil); got != 1 {
+			t.Errorf("%s = %v, want 1", MetricLastReloadFailed, got)
+		}
+		re := s.Status().LastReloadError
+		if re == nil || len(re.Errors) != 1 || !strings.Contains(re.Errors[0].Text, "no policies") || !strings.Contains(re.Errors[0].Text, "--allow-empty-policies") {
+			t.Fatalf("/status lastReloadError = %+v; want the refusal, saying how to allow it", re)
+		}
+		t.Logf("lastReloadError: %s", re.Errors[0].Text)
+	}
+
+	// At start, the same content is refused, unless allowed.
+	_, err := NewServer(Options{PoliciesDir: cm.dir, Registry: testRegistry(), MetricsRegisterer: prometheus.NewRegistry(), Logger: testr.New(t)})
+	var le *LoadError
+	if !errors.As(err, &le) || !errors.Is(err, engine.ErrNoPolicies) || !strings.Contains(err.Error(), "--allow-empty-policies") {
+		t.Errorf("NewServer on an empty set: %v; want a LoadError of ErrNoPolicies", err)
+	}
+	allowing, err := NewServer(Options{PoliciesDir: cm.dir, Registry: testRegistry(), MetricsRegisterer: prometheus.NewRegistry(), Logger: testr.New(t), AllowEmpty: true})
+	if err != nil || len(allowing.Snapshot().Policies) != 0 {
+		t.Fatalf("NewServer on an empty set with AllowEmpty: %v", err)
+	}
+
+	// With AllowEmpty, a reload to an empty set is served.
+	cm.update(denyAll("two"))
+	reg2 := prometheus.NewRegistry()
+	s2, err := NewServer(Options{PoliciesDir: cm.dir, Registry: testRegistry(), Namespaces: staticNamespaces{}, MetricsRegisterer: reg2, Logger: testr.New(t), AllowEmpty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.update(map[string]string{})
+	if changed, err := s2.Reload(); !changed || err != nil || len(s2.Snapshot().Policies) != 0 || denialOf(t, s2) != "" {
+		t.Errorf("reload to an empty set with AllowEmpty: %v, %v", changed, err)
+	}
+}

@@ -119,7 +119,7 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Cluster != nil {
 		s.cluster = opts.Cluster
 	}
-	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry})
+	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry, AllowEmpty: opts.AllowEmpty})
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}

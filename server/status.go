@@ -90,7 +90,8 @@ func newReloadError(now time.Time, hash, dir string, err error) *ReloadError {
 		}
 	}
 	if len(re.Errors) == 0 {
-		re.Errors = []LocatedError{{File: dir, Message: err.Error(), Text: dir + ": " + err.Error()}}
+		msg := loadErrorText(err)
+		re.Errors = []LocatedError{{File: dir, Message: msg, Text: dir + ": " + msg}}
 	}
 	return re
 }

@@ -95,9 +95,16 @@ func (l *Limiter) Acquire(ctx context.Context) bool {
 // Release frees a slot taken by Acquire.
 func (l *Limiter) Release() { <-l.slots }
 
-// WithLimit runs next within a slot of l. A request that finds no slot
-// before its deadline gets an error response with code 429 (Too Many
-// Requests); the API server rejects the request with that message.
+// WithLimit runs next within a slot of l. A request waits for a slot until
+// its deadline (90% of the API server's timeout, see ReviewHandler), so a
+// burst is absorbed; one that finds none gets NotEvaluated with code 429
+// (Too Many Requests), and one whose deadline passed as it got its slot
+// gets NotEvaluated with code 503, rather than policies that would each
+// report "not evaluated". Either is written as an HTTP error, a failed
+// call, so the API server applies the webhook's failurePolicy: an Ignore
+// webhook admits the object unchanged, a Fail one refuses it. A review
+// with allowed: false would be a denial whatever the failurePolicy (see
+// NotEvaluated). Both count as throttled.
 func WithLimit(l *Limiter, throttled prometheus.Counter, inFlight prometheus.Gauge) Decorator {
 	return func(next admission.Handler) admission.Handler {
 		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
@@ -105,14 +112,21 @@ func WithLimit(l *Limiter, throttled prometheus.Counter, inFlight prometheus.Gau
 				if throttled != nil {
 					throttled.Inc()
 				}
-				return admission.Errored(http.StatusTooManyRequests, fmt.Errorf(
-					"celadon: too many concurrent admission requests (limit %d): no evaluation slot freed up before the deadline (%v); retry", l.Size(), context.Cause(ctx)))
+				return NotEvaluated(http.StatusTooManyRequests, fmt.Errorf(
+					"celadon: too many concurrent admission requests (limit %d): no evaluation slot freed up before the deadline (%v)", l.Size(), context.Cause(ctx)))
+			}
+			defer l.Release()
+			if err := ctx.Err(); err != nil {
+				if throttled != nil {
+					throttled.Inc()
+				}
+				return NotEvaluated(http.StatusServiceUnavailable, fmt.Errorf(
+					"celadon: the deadline passed before the request could be evaluated (%v)", context.Cause(ctx)))
 			}
 			if inFlight != nil {
 				inFlight.Inc()
 				defer inFlight.Dec()
 			}
-			defer l.Release()
 			return next.Handle(ctx, req)
 		})
 	}

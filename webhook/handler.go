@@ -84,8 +84,10 @@ const (
 // with a metav1.Status body saying what is wrong: 400 for an empty body,
 // malformed JSON, a wrong apiVersion/kind, a review without a request or a
 // Content-Type other than application/json; 405 for a method other than
-// POST; 413 for a body over MaxRequestBytes. The API server then applies the
-// webhook configuration's failurePolicy.
+// POST; 413 for a body over MaxRequestBytes. A request the Handler could
+// not evaluate (a NotEvaluated response: no evaluation slot, the deadline
+// passed) gets that response's status, 429 or 503. The API server then
+// applies the webhook configuration's failurePolicy.
 type ReviewHandler struct {
 	// Handler answers the admission request. Its Response is completed
 	// (UID, status code, encoded patch) by ReviewHandler.
@@ -201,8 +203,17 @@ func (h *ReviewHandler) recovered(w http.ResponseWriter, rec *recorder, apiVersi
 	}
 }
 
-// write completes resp for req and writes it as a review of apiVersion.
+// write completes resp for req and writes it as a review of apiVersion; a
+// response of NotEvaluated is written as its HTTP status instead, so that
+// the API server applies the webhook's failurePolicy.
 func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion string, req admission.Request, resp admission.Response, buf *bytes.Buffer) {
+	if notEvaluated(&resp) {
+		if rec != nil {
+			rec.decision = DecisionError
+		}
+		writeStatus(w, int(resp.Result.Code), resp.Result.Message)
+		return
+	}
 	if err := resp.Complete(req); err != nil {
 		h.Log.Error(err, "cannot encode the admission response", "uid", req.UID)
 		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
@@ -320,6 +331,10 @@ func statusReason(code int) metav1.StatusReason {
 		return metav1.StatusReasonMethodNotAllowed
 	case http.StatusRequestEntityTooLarge:
 		return metav1.StatusReasonRequestEntityTooLarge
+	case http.StatusTooManyRequests:
+		return metav1.StatusReasonTooManyRequests
+	case http.StatusServiceUnavailable:
+		return metav1.StatusReasonServiceUnavailable
 	}
 	return metav1.StatusReasonInternalError
 }

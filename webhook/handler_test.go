@@ -108,3 +108,81 @@ func TestLimiterWaitsForASlot(t *testing.T) {
 		t.Error("Acquire succeeded with every slot taken and a done context")
 	}
 }
+
+// TestNoSlotIsAFailedCall checks what a request that finds no evaluation
+// slot gets: an HTTP 429 with a metav1.Status saying why, and no
+// Retry-After, so that the API server's webhook client fails the call at
+// once and applies the failurePolicy. An AdmissionReview with allowed:
+// false, as before, is a denial even under failurePolicy Ignore.
+func TestNoSlotIsAFailedCall(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	l := NewLimiter(1)
+	if !l.Acquire(context.Background()) { // the only slot is taken
+		t.Fatal("Acquire failed")
+	}
+	defer l.Release()
+	throttled := m.Throttled.WithLabelValues("/validate")
+	evaluated := false
+	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		evaluated = true
+		return admission.Allowed("")
+	}), WithLimit(l, throttled, nil))
+	rh := Instrument("/validate", m, &ReviewHandler{Handler: h, Log: testr.New(t)})
+
+	w := reviewtest.Post(rh, "/validate?timeout=200ms", reviewtest.Review(reviewtest.V1, "busy"), "application/json")
+	if w.Code != http.StatusTooManyRequests {
+		t.Fatalf("HTTP %d, want 429 (a failed call, not a review): %s", w.Code, w.Body)
+	}
+	if msg := reviewtest.StatusMessage(t, w); !strings.Contains(msg, "too many concurrent admission requests (limit 1)") {
+		t.Errorf("message %q does not say why", msg)
+	}
+	if !strings.Contains(w.Body.String(), `"reason":"TooManyRequests"`) {
+		t.Errorf("body %s has no reason TooManyRequests", w.Body)
+	}
+	if ra := w.Header().Get("Retry-After"); ra != "" {
+		t.Errorf("Retry-After %q: the API server's client would retry a busy server", ra)
+	}
+	if evaluated {
+		t.Error("the request was evaluated without a slot")
+	}
+	if got := reviewtest.Counter(t, reg, MetricThrottled, nil); got != 1 {
+		t.Errorf("throttled = %v, want 1", got)
+	}
+	if got := reviewtest.Counter(t, reg, MetricRequests, map[string]string{"decision": DecisionError, "code": "429"}); got != 1 {
+		t.Errorf("requests{decision=error,code=429} = %v, want 1", got)
+	}
+}
+
+// TestDeadlinePassedIsAFailedCall checks that a request whose deadline
+// passed by the time it got its slot is not evaluated (every policy would
+// report "not evaluated", and a Fail policy deny) but answered HTTP 503.
+func TestDeadlinePassedIsAFailedCall(t *testing.T) {
+	l := NewLimiter(1)
+	evaluated := false
+	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		evaluated = true
+		return admission.Allowed("")
+	}), WithLimit(l, nil, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), -time.Second)
+	defer cancel()
+	resp := h.Handle(ctx, admission.Request{})
+	if evaluated {
+		t.Error("a request past its deadline was evaluated")
+	}
+	if !notEvaluated(&resp) || resp.Result.Code != http.StatusServiceUnavailable || !strings.Contains(resp.Result.Message, "deadline passed") {
+		t.Errorf("response %+v, want NotEvaluated 503", resp.Result)
+	}
+	if !l.Acquire(context.Background()) {
+		t.Error("the slot was not released")
+	}
+
+	rh := &ReviewHandler{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return resp }), Log: testr.New(t)}
+	w := reviewtest.Post(rh, "/mutate", reviewtest.Review(reviewtest.V1, "late"), "application/json")
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("HTTP %d, want 503: %s", w.Code, w.Body)
+	}
+	if msg := reviewtest.StatusMessage(t, w); !strings.Contains(msg, "deadline passed") {
+		t.Errorf("message %q", msg)
+	}
+}

@@ -49,6 +49,7 @@ type serveOptions struct {
 	maxConcurrent   int
 	reloadInterval  time.Duration
 	shutdownTimeout time.Duration
+	allowEmpty      bool
 
 	selfSignedCerts   bool
 	certSecret        string
@@ -86,6 +87,7 @@ var serveEnv = map[string]string{
 	"log-format":                "CELADON_LOG_FORMAT",
 	"service-account":           "CELADON_SERVICE_ACCOUNT",
 	"max-concurrent":            "CELADON_MAX_CONCURRENT",
+	"allow-empty-policies":      "CELADON_ALLOW_EMPTY_POLICIES",
 	"reload-interval":           "CELADON_RELOAD_INTERVAL",
 	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
 	"self-signed-certs":         "CELADON_SELF_SIGNED_CERTS",
@@ -122,7 +124,9 @@ The policy directory is watched and re-read every --reload-interval; a new
 set is compiled whole and swapped in atomically. An edit that does not
 compile keeps the last good set and is reported, at file:line:col, in the log,
 in the metrics and at /status. Starting with a set that does not compile
-fails, listing every error. Mount the policies ConfigMap as a directory: a
+fails, listing every error. A directory with no policy (no file, or only
+empty files and comments) is refused the same way, at start and at a
+reload, unless --allow-empty-policies. Mount the policies ConfigMap as a directory: a
 ConfigMap mounted with subPath is never updated.
 
 Plain HTTP endpoints: /metrics and /status (the served policies, their
@@ -197,6 +201,7 @@ usage or policies that do not load.`,
 	f.StringVar(&o.logFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
 	f.StringVar(&o.serviceAccount, "service-account", "", "Celadon's own service account, whose requests are allowed untouched: NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME (default from $POD_NAMESPACE and $SERVICE_ACCOUNT)")
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
+	f.BoolVar(&o.allowEmpty, "allow-empty-policies", false, "serve a policy directory that holds no policy; without it, an empty set is refused at start and at a reload (the last good set stays)")
 	f.DurationVar(&o.reloadInterval, "reload-interval", server.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", server.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
 	f.BoolVar(&o.selfSignedCerts, "self-signed-certs", false, "make and renew a CA and a serving certificate, kept in --cert-secret and written into --cert-dir")
@@ -324,6 +329,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		Kubeconfig:              o.kubeconfig,
 		ServiceAccount:          sa,
 		MaxConcurrent:           o.maxConcurrent,
+		AllowEmpty:              o.allowEmpty,
 		ReloadInterval:          o.reloadInterval,
 		GracefulShutdownTimeout: o.shutdownTimeout,
 		SelfSignedCerts:         o.selfSignedCerts,

@@ -172,6 +172,7 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("CELADON_RELOAD_INTERVAL", "3s")
 	t.Setenv("CELADON_MAX_CONCURRENT", "7")
 	t.Setenv("CELADON_METRICS_BIND_ADDRESS", "0")
+	t.Setenv("CELADON_ALLOW_EMPTY_POLICIES", "true")
 	cmd := newServeCmd()
 	if err := cmd.ParseFlags([]string{"--port", "9444"}); err != nil {
 		t.Fatal(err)
@@ -184,6 +185,7 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 		"port":                      "9444", // the command line wins
 		"reload-interval":           "3s",
 		"max-concurrent":            "7",
+		"allow-empty-policies":      "true",
 		"metrics-bind-address":      "0",
 		"health-probe-bind-address": ":8081", // default
 		"cert-dir":                  defaultCertDir,
@@ -208,7 +210,7 @@ func TestServeOptions(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "celadon-system")
 	t.Setenv("SERVICE_ACCOUNT", "celadon")
 	o := &serveOptions{policies: "/p", certDir: "/c", port: 9443, metricsAddr: ":8080", probeAddr: ":8081",
-		reloadInterval: time.Second, shutdownTimeout: time.Minute, maxConcurrent: 3, kubeconfig: "/k"}
+		reloadInterval: time.Second, shutdownTimeout: time.Minute, maxConcurrent: 3, kubeconfig: "/k", allowEmpty: true}
 	opts, err := o.options(testr.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +219,7 @@ func TestServeOptions(t *testing.T) {
 		t.Errorf("service account from the environment = %q", opts.ServiceAccount)
 	}
 	if opts.PoliciesDir != "/p" || opts.CertDir != "/c" || opts.Port != 9443 || opts.MaxConcurrent != 3 ||
-		opts.ReloadInterval != time.Second || opts.GracefulShutdownTimeout != time.Minute || opts.Kubeconfig != "/k" {
+		opts.ReloadInterval != time.Second || opts.GracefulShutdownTimeout != time.Minute || opts.Kubeconfig != "/k" || !opts.AllowEmpty {
 		t.Errorf("options = %+v", opts)
 	}
 	o.serviceAccount = "other/sa" // the flag wins over the environment

@@ -57,7 +57,8 @@ func warningClient(t *testing.T) (client.Client, *warningRecorder) {
 // one rename) and checks, through the API server, that the new policy is in
 // force within 5 s without a restart. Then it swaps in a policy that does
 // not compile: the previous policy stays in force and /status names the
-// file and line of the error.
+// file and line of the error. Last, an emptied ConfigMap is refused the
+// same way.
 func TestHotReload(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
@@ -164,6 +165,22 @@ func TestHotReload(t *testing.T) {
 	}
 	if _, err := createPod(ctx); err == nil || !strings.Contains(err.Error(), v2Denial) {
 		t.Errorf("after the broken edit, want v2's denial still, got %v", err)
+	}
+
+	// An emptied ConfigMap (no keys): refused like a broken edit, not a
+	// reload to no policy at all; v2 stays in force.
+	s.setPolicies(t, map[string][]byte{})
+	waitFor(ctx, t, "/status to report the empty set refused", func(ctx context.Context) (bool, error) {
+		var err error
+		st, err = s.status(ctx)
+		return err == nil && st.LastReloadError != nil && st.LastReloadError.Hash != "" && strings.Contains(st.LastReloadError.Error(), "no policies"), err
+	})
+	t.Logf("empty ConfigMap: %s", st.LastReloadError.Error())
+	if st.Hash != v2.Hash || len(st.Policies) != len(v2.Policies) {
+		t.Errorf("/status serves hash %s (%d policies) after the empty edit, want v2's %s", st.Hash, len(st.Policies), v2.Hash)
+	}
+	if _, err := createPod(ctx); err == nil || !strings.Contains(err.Error(), v2Denial) {
+		t.Errorf("after the empty edit, want v2's denial still, got %v", err)
 	}
 }
 

@@ -264,6 +264,7 @@ func TestCheckIngressBackends(t *testing.T) {
 			spec:    paths("api:80"),
 			cluster: failingCluster{},
 			state:   engine.StateError,
+			warning: "Evaluation failed for Celadon policy 'backends' (failurePolicy Ignore): the request was admitted without it",
 		},
 	}
 	for _, c := range cases {

@@ -38,7 +38,8 @@ type consulLifecycleArgs struct {
 	Tags []string          `json:"tags"`
 	Meta map[string]string `json:"meta"`
 	// AllowAnnotations lets the pod's consul.celadon.io/* annotations
-	// override service, port, tags and meta. Default true.
+	// override service, port, tags and meta. Default: false when Service is
+	// set, true otherwise (consulAnnotationsAllowed).
 	AllowAnnotations *bool `json:"allowAnnotations"`
 	// Containers names the containers that get the hooks. Absent: the first
 	// container of spec.containers, so that a pod registers once.
@@ -137,7 +138,22 @@ const (
 	consulReservedMetaKeyPrefix = "consul-"
 )
 
-// Pod annotations read when with.allowAnnotations is true (the default).
+// consulAnnotationsAllowed says whether the pod's consul.celadon.io/*
+// annotations are read. The policy is authoritative: one that names its
+// service reads them only with allowAnnotations: true, else any pod could
+// register itself under another service, port or tags than the policy
+// says; one that names none has no other source of a name, and reads them
+// unless allowAnnotations: false. consulLifecycle and drainBeforeDelete
+// both decide here, so that under the same settings drainBeforeDelete
+// deregisters the instance consulLifecycle registered.
+func consulAnnotationsAllowed(allow *bool, service string) bool {
+	if allow != nil {
+		return *allow
+	}
+	return service == ""
+}
+
+// Pod annotations read when consulAnnotationsAllowed.
 const (
 	// consulAnnotationService overrides with.service.
 	consulAnnotationService = "consul.celadon.io/service"
@@ -297,7 +313,7 @@ func (consulLifecycle) Compile(c *engine.CompileContext) (engine.Action, error) 
 		service:          args.Service,
 		tags:             args.Tags,
 		meta:             args.Meta,
-		allowAnnotations: args.AllowAnnotations == nil || *args.AllowAnnotations,
+		allowAnnotations: consulAnnotationsAllowed(args.AllowAnnotations, args.Service),
 		agentPort:        args.AgentPort,
 		agentScheme:      args.AgentScheme,
 		chain:            true,

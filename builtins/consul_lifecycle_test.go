@@ -183,8 +183,22 @@ func TestConsulLifecycle(t *testing.T) {
 			reason: "Consul service web port 8080, HTTP /healthz?full=1&x=y check: hooks added to containers app",
 		},
 		{
-			name: "annotations override service, port, tags and meta",
-			with: "    service: web\n    port: 8080\n    tags: [v1]\n    meta: {team: shop, tier: front}\n",
+			name: "the policy is authoritative: a pod's annotations do not override the service it names",
+			with: "    service: web\n    port: 8080\n",
+			annotations: `    consul.celadon.io/service: checkout
+    consul.celadon.io/port: admin
+    consul.celadon.io/tags: canary
+    consul.celadon.io/meta-x: y
+`,
+			spec: "  containers:\n  - {name: app, image: app, ports: [{name: admin, containerPort: 9090}]}\n",
+			wantSpec: "  containers:\n  - name: app\n    image: app\n    ports: [{name: admin, containerPort: 9090}]\n    lifecycle: " + basicHooks +
+				"\n    env: " + consulEnv(consulAllEnv) + "\n",
+			state:  engine.StatePass,
+			reason: "Consul service web port 8080, TCP check: hooks added to containers app",
+		},
+		{
+			name: "allowAnnotations true: annotations override service, port, tags and meta",
+			with: "    service: web\n    port: 8080\n    tags: [v1]\n    meta: {team: shop, tier: front}\n    allowAnnotations: true\n",
 			annotations: `    consul.celadon.io/service: checkout
     consul.celadon.io/port: admin
     consul.celadon.io/tags: "blue, canary,,"
@@ -229,7 +243,7 @@ func TestConsulLifecycle(t *testing.T) {
 		},
 		{
 			name:        "a malformed service annotation is an error",
-			with:        "    service: web\n",
+			with:        "    service: web\n    allowAnnotations: true\n",
 			annotations: "    consul.celadon.io/service: Web_1\n",
 			spec:        appWithPort,
 			state:       engine.StateError,
@@ -237,7 +251,7 @@ func TestConsulLifecycle(t *testing.T) {
 		},
 		{
 			name:        "a malformed port annotation is an error",
-			with:        "    service: web\n",
+			with:        "    service: web\n    allowAnnotations: true\n",
 			annotations: "    consul.celadon.io/port: \"70000\"\n",
 			spec:        appWithPort,
 			state:       engine.StateError,
@@ -245,7 +259,7 @@ func TestConsulLifecycle(t *testing.T) {
 		},
 		{
 			name:        "a reserved meta key from an annotation is an error",
-			with:        "    service: web\n",
+			with:        "    service: web\n    allowAnnotations: true\n",
 			annotations: "    consul.celadon.io/meta-consul-version: \"1\"\n",
 			spec:        appWithPort,
 			state:       engine.StateError,

@@ -122,6 +122,7 @@ func TestDeny(t *testing.T) {
 			state:   engine.StateError,
 			allowed: true,
 			reason:  "with.messageExpression: no such key: annotations",
+			warning: "Evaluation failed for Celadon policy 'protect' (failurePolicy Ignore): the request was admitted without it",
 		},
 		{
 			name:    "messageExpression returns an empty string: message",

@@ -63,7 +63,8 @@ type drainArgs struct {
 // share them; Address is the one addition.
 type drainConsulArgs struct {
 	// Service is the Consul service name; the pod's annotation
-	// consul.celadon.io/service overrides it when AllowAnnotations.
+	// consul.celadon.io/service overrides it when AllowAnnotations, whose
+	// default is consulLifecycle's (consulAnnotationsAllowed).
 	Service          string `json:"service"`
 	AllowAnnotations *bool  `json:"allowAnnotations"`
 	// Address is the agent's host. Default: the pod's status.hostIP, the
@@ -435,7 +436,7 @@ type drainConsul struct {
 func compileDrainConsul(c *engine.CompileContext, args *drainConsulArgs) (*drainConsul, error) {
 	d := &drainConsul{
 		service:          args.Service,
-		allowAnnotations: args.AllowAnnotations == nil || *args.AllowAnnotations,
+		allowAnnotations: consulAnnotationsAllowed(args.AllowAnnotations, args.Service),
 		address:          args.Address,
 		port:             args.AgentPort,
 		scheme:           args.AgentScheme,

@@ -364,9 +364,9 @@ func TestDrainBeforeDeleteConsul(t *testing.T) {
 		{drainCase: drainCase{name: "timed out: allowed with a warning, Consul not asked", hostIP: host, annotations: map[string]string{drainStartedAnnotation: drainStarted(drainTestNow.Add(-5 * time.Minute))}, want: "allow",
 			warning: "not seen that Consul no longer lists service instance web.shop.web-0 within timeoutSeconds 300 of the start at 2026-01-01T00:55:00Z"},
 			agentHas: true, catalogHas: true},
-		{drainCase: drainCase{name: "the pod's service annotation names the instance, as for consulLifecycle", hostIP: host, annotations: map[string]string{consulAnnotationService: "api"}, want: "deny",
-			message: "deregistered service instance api.shop.web-0", patch: startPatch("")},
-			agentHas: true, calls: []string{"PUT /v1/agent/service/deregister/api.shop.web-0 token=s3cret"}},
+		{drainCase: drainCase{name: "the policy's service names the instance, not the pod's annotation, as for consulLifecycle", hostIP: host, annotations: map[string]string{consulAnnotationService: "api"}, want: "deny",
+			message: "deregistered service instance web.shop.web-0", patch: startPatch("")},
+			agentHas: true, calls: []string{"PUT /v1/agent/service/deregister/web.shop.web-0 token=s3cret"}},
 		{drainCase: drainCase{name: "a pod that never ran on a node was never registered: allowed with a warning", want: "allow",
 			warning: "pod shop/web-0 has no status.hostIP, so it never ran on a node and no Consul agent registered web.shop.web-0: nothing to drain"}},
 		{drainCase: drainCase{name: "an agent that cannot be reached is an error", hostIP: "127.0.0.1:1", want: "error", message: "the Consul agent cannot be reached"}},
@@ -393,6 +393,17 @@ func TestDrainBeforeDeleteConsul(t *testing.T) {
 			t.Errorf("allowed %v, %s: %s", d.Allowed, statesOf(d), d.Message)
 		}
 		if calls := stub.takeCalls(); len(calls) != 0 {
+			t.Errorf("calls %q", calls)
+		}
+	})
+	t.Run("allowAnnotations true: the pod's service annotation names the instance, as for consulLifecycle", func(t *testing.T) {
+		stub.agentHas = true
+		allowed := compilePolicies(t, drainPolicy("    consul: {service: web, allowAnnotations: true, agentPort: "+port+"}\n"))
+		d := runDrain(t, allowed, drainTestPod(t, map[string]string{consulAnnotationService: "api"}, host), false, &drainCluster{})
+		if d.Allowed || !strings.Contains(d.Message, "deregistered service instance api.shop.web-0") {
+			t.Errorf("allowed %v: %s", d.Allowed, d.Message)
+		}
+		if calls := stub.takeCalls(); fmt.Sprint(calls) != "[PUT /v1/agent/service/deregister/api.shop.web-0 token=]" {
 			t.Errorf("calls %q", calls)
 		}
 	})
@@ -713,4 +724,41 @@ func FuzzDrainBeforeDelete(f *testing.F) {
 			t.Fatalf("allowed with no warning, without a trusted start and done: %s (%s)", pod, d.Results[0].Reason)
 		}
 	})
+}
+
+// TestDrainBeforeDeleteConsulAgreesWithConsulLifecycle checks, under every
+// combination of service and allowAnnotations, with and without the pod's
+// service annotation, that drainBeforeDelete deregisters the service
+// consulLifecycle registers (or neither acts).
+func TestDrainBeforeDeleteConsulAgreesWithConsulLifecycle(t *testing.T) {
+	fixDrainClock(t)
+	for _, with := range []string{"service: web", "service: web, allowAnnotations: true", "service: web, allowAnnotations: false", "allowAnnotations: true", ""} {
+		for _, annotated := range []bool{false, true} {
+			t.Run(fmt.Sprintf("{%s} annotated=%v", with, annotated), func(t *testing.T) {
+				annotations, yamlAnnotations := map[string]string{}, ""
+				if annotated {
+					annotations[consulAnnotationService] = "api"
+					yamlAnnotations = "    " + consulAnnotationService + ": api\n"
+				}
+				registered := "none"
+				lc := compilePolicies(t, consulPolicy("    {"+strings.TrimPrefix(with+", port: 8080", ", ")+"}\n", ""))
+				d := evaluate(t, lc, admissionRequest(t, admissionv1.Create, yamlJSON(t, consulPod(yamlAnnotations, "  containers: [{name: app, image: app}]\n")), nil), engine.EvalOptions{})
+				if s, ok := strings.CutPrefix(d.Results[0].Reason, "Consul service "); ok {
+					registered, _, _ = strings.Cut(s, " ")
+				}
+				deregistered := "none"
+				dr := compilePolicies(t, drainPolicy("    consul: {"+with+"}\n"))
+				d = runDrain(t, dr, drainTestPod(t, annotations, "10.0.0.1"), true, &drainCluster{})
+				if _, s, ok := strings.Cut(d.Message, "would deregister service instance "); ok {
+					deregistered, _, _ = strings.Cut(s, ".")
+				}
+				if registered != deregistered {
+					t.Errorf("consulLifecycle registers %s, drainBeforeDelete deregisters %s (%s; %s)", registered, deregistered, statesOf(d), d.Message)
+				}
+				if with == "service: web" && registered != "web" {
+					t.Errorf("the policy's service web is not authoritative: %s registered", registered)
+				}
+			})
+		}
+	}
 }

@@ -30,9 +30,10 @@ func init() { register(injectSidecar{}) }
 // value of their CEL expression for the pod being admitted.
 //
 // Injection is idempotent by name: a container or volume already in the pod
-// under the same name, and equal on every field its template sets, is left
-// alone; one that differs is a conflict (onConflict). A mount is identified
-// by its container and mountPath.
+// under the same name, equal on every field its template sets and adding
+// none that changes what runs (sidecarContainerDiff), is left alone; one
+// that differs is a conflict (onConflict). A mount is identified by its
+// container and mountPath.
 type injectSidecar struct{}
 
 // injectSidecarArgs is injectSidecar's spec.with.
@@ -609,7 +610,7 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		case have.list != target:
 			conflicts = append(conflicts, fmt.Sprintf("%s: the pod has a container of that name in spec.%s", what, have.list))
 		default:
-			if path := sidecarDiff(v, have.obj.Interface()); path != "" {
+			if path := sidecarContainerDiff(v, have.obj.Interface()); path != "" {
 				conflicts = append(conflicts, fmt.Sprintf("%s: the pod's differs from the template in %s", what, path))
 			} else {
 				present = append(present, what)
@@ -659,7 +660,7 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 			addVolumes = append(addVolumes, v)
 			added = append(added, "volume "+item.name)
 		default:
-			if path := sidecarDiff(v, have.Interface()); path != "" {
+			if path := sidecarVolumeDiff(v, have.Interface()); path != "" {
 				conflicts = append(conflicts, fmt.Sprintf("volume %s: the pod's differs from the template in %s", item.name, path))
 			} else {
 				present = append(present, "volume "+item.name)
@@ -722,7 +723,7 @@ func (a *injectSidecarAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 				mountOps = append(mountOps, mountOp{c: t, value: sidecarCopy(m)})
 				into = append(into, cname)
 			default:
-				if path := sidecarDiff(m, have.Interface()); path != "" {
+				if path := sidecarMountDiff(m, have.Interface()); path != "" {
 					conflicts = append(conflicts, fmt.Sprintf("mount at %s in container %s: the pod's differs from the template in %s", mountPath, cname, path))
 				} else {
 					already = append(already, cname)
@@ -812,6 +813,185 @@ func sidecarDiff(want, have any) string {
 	var out []string
 	sidecarDiffs(want, have, "", false, &out)
 	return strings.Join(out, ", ")
+}
+
+// sidecarRunFields are the container fields that change what a container
+// runs, or whether it keeps running. A pod's container that sets one its
+// template leaves unset is not the template's sidecar: else a pod could
+// declare a mandatory sidecar itself, with command: [sleep, infinity], and
+// have it pass as injected. The API server defaults none of them. What it
+// does default (imagePullPolicy, terminationMessagePath), what other
+// admission plugins add (requests from a LimitRange, the service account
+// token's mount) and what adds to the sidecar without changing what it runs
+// (ports, variables of other names) stay allowed.
+var sidecarRunFields = []string{"args", "command", "envFrom", "lifecycle", "livenessProbe", "restartPolicy", "restartPolicyRules", "securityContext", "startupProbe", "workingDir"}
+
+// sidecarMountFields change what a mount shows of its volume.
+var sidecarMountFields = []string{"subPath", "subPathExpr"}
+
+// sidecarVolumeDefaults are the fields of a volume source the API server
+// defaults, with their defaults: present in a pod as stored though the
+// template omits them. Any other field a template's source omits changes
+// what the volume holds, and is a conflict.
+var sidecarVolumeDefaults = map[string]any{
+	"configMap.defaultMode":   int64(0o644),
+	"secret.defaultMode":      int64(0o644),
+	"projected.defaultMode":   int64(0o644),
+	"downwardAPI.defaultMode": int64(0o644),
+	"hostPath.type":           "",
+	"iscsi.iscsiInterface":    "default",
+	"rbd.pool":                "rbd",
+	"rbd.user":                "admin",
+	"rbd.keyring":             "/etc/ceph/keyring",
+	"azureDisk.cachingMode":   "ReadWrite",
+	"azureDisk.fsType":        "ext4",
+	"azureDisk.readOnly":      false,
+	"azureDisk.kind":          "Shared",
+	"scaleIO.storageMode":     "ThinProvisioned",
+	"scaleIO.fsType":          "xfs",
+}
+
+// sidecarContainerDiff is sidecarDiff for a container: have must also set
+// no run field (sidecarRunFields) the template leaves unset, no mount of a
+// template's mountPath may add a subPath, and no variable of the
+// template's env may be set again (the last of a name wins).
+func sidecarContainerDiff(want, have any) string {
+	var out []string
+	sidecarDiffs(want, have, "", false, &out)
+	w, _ := want.(map[string]any)
+	h, ok := have.(map[string]any)
+	if !ok {
+		return strings.Join(out, ", ") // reported as "every field"
+	}
+	out = append(out, sidecarAdded(w, h, "", sidecarRunFields)...)
+	if !sidecarReported(out, "env") {
+		wenv, _ := w["env"].([]any)
+		henv, _ := h["env"].([]any)
+		byName := map[string]any{}
+		for _, e := range wenv {
+			if n, ok := sidecarField(e, "name"); ok {
+				byName[n] = e
+			}
+		}
+		for i, e := range henv {
+			n, _ := sidecarField(e, "name")
+			if tw, ok := byName[n]; ok {
+				var d []string
+				if sidecarDiffs(tw, e, "", false, &d); len(d) > 0 {
+					out = append(out, fmt.Sprintf("env[%d] (sets %s again)", i, n))
+				}
+			}
+		}
+	}
+	if !sidecarReported(out, "volumeMounts") {
+		wm, _ := w["volumeMounts"].([]any)
+		hm, _ := h["volumeMounts"].([]any)
+		for _, tm := range wm {
+			p, ok := sidecarField(tm, "mountPath")
+			if !ok {
+				continue
+			}
+			for i, m := range hm {
+				if hp, _ := sidecarField(m, "mountPath"); hp == p {
+					tmo, _ := tm.(map[string]any)
+					mo, _ := m.(map[string]any)
+					out = append(out, sidecarAdded(tmo, mo, fmt.Sprintf("volumeMounts[%d].", i), sidecarMountFields)...)
+				}
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// sidecarMountDiff is sidecarDiff for a mount into the pod's containers:
+// have must also add no subPath.
+func sidecarMountDiff(want, have any) string {
+	var out []string
+	sidecarDiffs(want, have, "", false, &out)
+	w, _ := want.(map[string]any)
+	if h, ok := have.(map[string]any); ok {
+		out = append(out, sidecarAdded(w, h, "", sidecarMountFields)...)
+	}
+	return strings.Join(out, ", ")
+}
+
+// sidecarVolumeDiff is sidecarDiff for a volume: its source must hold no
+// field the template's omits (the API server's defaults aside), and none
+// of its lists (projected sources, items) more items than the template's.
+func sidecarVolumeDiff(want, have any) string {
+	var out []string
+	sidecarDiffs(want, have, "", false, &out)
+	w, _ := want.(map[string]any)
+	h, ok := have.(map[string]any)
+	if !ok {
+		return strings.Join(out, ", ")
+	}
+	for _, src := range slices.Sorted(maps.Keys(w)) {
+		ws, _ := w[src].(map[string]any)
+		hs, ok := h[src].(map[string]any)
+		if src == "name" || ws == nil || !ok {
+			continue
+		}
+		for _, k := range slices.Sorted(maps.Keys(hs)) {
+			if _, set := ws[k]; set || hs[k] == nil {
+				continue
+			}
+			if d, ok := sidecarVolumeDefaults[src+"."+k]; ok && sidecarScalarEqual(d, hs[k]) {
+				continue
+			}
+			out = append(out, src+"."+k+" (not in the template)")
+		}
+		sidecarLonger(ws, hs, src, &out)
+	}
+	return strings.Join(out, ", ")
+}
+
+// sidecarLonger reports the lists under want that have holds with more
+// items, where no difference is reported yet.
+func sidecarLonger(want, have map[string]any, path string, out *[]string) {
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		p := path + "." + k
+		switch w := want[k].(type) {
+		case []any:
+			if h, ok := have[k].([]any); ok && len(h) > len(w) && !sidecarReported(*out, p) {
+				*out = append(*out, p+" (more items than the template's)")
+			}
+		case map[string]any:
+			if h, ok := have[k].(map[string]any); ok {
+				sidecarLonger(w, h, p, out)
+			}
+		}
+	}
+}
+
+// sidecarAdded names the fields of fields that have sets and want does not
+// (a null in want already asks for the field's absence).
+func sidecarAdded(want, have map[string]any, prefix string, fields []string) []string {
+	var out []string
+	for _, f := range fields {
+		if _, set := want[f]; !set && have[f] != nil {
+			out = append(out, prefix+f+" (not in the template)")
+		}
+	}
+	return out
+}
+
+// sidecarReported reports whether a difference at path, or under it, is in
+// out already.
+func sidecarReported(out []string, path string) bool {
+	for _, p := range out {
+		if p == path || strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[") || strings.HasPrefix(p, path+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// sidecarField returns a string field of v, an object.
+func sidecarField(v any, field string) (string, bool) {
+	m, _ := v.(map[string]any)
+	s, ok := m[field].(string)
+	return s, ok
 }
 
 func sidecarDiffs(want, have any, path string, quantity bool, out *[]string) {

@@ -851,3 +851,110 @@ func TestInjectSidecarParse(t *testing.T) {
 		}
 	}
 }
+
+// TestInjectSidecarNeutralised covers pods that declare the sidecar
+// themselves, equal to the template on every field it sets but with fields
+// added that change what runs: not the template's sidecar, so onConflict
+// decides (here fail), never "already injected".
+func TestInjectSidecarNeutralised(t *testing.T) {
+	const with = `    onConflict: fail
+    containers:
+    - name: log-shipper
+      image: registry.example.com/fluent-bit:3.1
+      env: [{name: MODE, value: push}]
+      volumeMounts:
+      - {name: logs, mountPath: /var/log/app, readOnly: true}
+    initContainers:
+    - {name: setup, image: "setup:1"}
+    volumes:
+    - {name: logs, emptyDir: {}}
+    - {name: conf, configMap: {name: shipper}}
+    - {name: token, projected: {sources: [{serviceAccountToken: {path: token}}]}}
+    volumeMounts:
+    - mount: {name: logs, mountPath: /var/log/app}
+`
+	// present is the pod as the builtin leaves it, with what the API
+	// server adds (defaults, the service account token): "already injected".
+	const present = `  initContainers:
+  - {name: setup, image: "setup:1", imagePullPolicy: IfNotPresent}
+  containers:
+  - name: app
+    image: app:1
+    volumeMounts:
+    - {name: logs, mountPath: /var/log/app}
+  - name: log-shipper
+    image: registry.example.com/fluent-bit:3.1
+    imagePullPolicy: IfNotPresent
+    terminationMessagePath: /dev/termination-log
+    terminationMessagePolicy: File
+    resources: {requests: {cpu: 100m}}
+    env: [{name: MODE, value: push}, {name: INDEX, value: "0"}]
+    ports: [{containerPort: 2020}]
+    volumeMounts:
+    - {name: logs, mountPath: /var/log/app, readOnly: true}
+    - {name: kube-api-access-x7k2p, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+  volumes:
+  - {name: logs, emptyDir: {}}
+  - {name: conf, configMap: {name: shipper, defaultMode: 420}}
+  - {name: token, projected: {sources: [{serviceAccountToken: {path: token}}], defaultMode: 420}}
+`
+	snap := compilePolicies(t, sidecarPolicy(with))
+	run := func(t *testing.T, spec string) engine.PolicyResult {
+		t.Helper()
+		d := evaluate(t, snap, admissionRequest(t, admissionv1.Create, yamlJSON(t, sidecarPod("", spec)), nil), engine.EvalOptions{})
+		if len(d.Patch) != 0 {
+			t.Errorf("patched: %v", d.Patch)
+		}
+		return d.Results[0]
+	}
+	t.Run("the pod as injected and defaulted: already injected", func(t *testing.T) {
+		r := run(t, present)
+		want := "already injected: container log-shipper, init container setup, volume logs, volume conf, volume token, mount logs at /var/log/app in app"
+		if r.State != engine.StatePass || r.Reason != want {
+			t.Fatalf("state %s reason %q; want pass %q", r.State, r.Reason, want)
+		}
+	})
+	edit := func(old, new string) string {
+		if !strings.Contains(present, old) {
+			t.Fatalf("%q is not in the pod", old)
+		}
+		return strings.Replace(present, old, new, 1)
+	}
+	const shipper = "    image: registry.example.com/fluent-bit:3.1\n"
+	cases := []struct{ name, spec, reason string }{
+		{"command: sleep infinity", edit(shipper, shipper+"    command: [sleep, infinity]\n"),
+			"container log-shipper: the pod's differs from the template in command (not in the template)"},
+		{"args", edit(shipper, shipper+"    args: [--dry-run]\n"),
+			"container log-shipper: the pod's differs from the template in args (not in the template)"},
+		{"securityContext and workingDir", edit(shipper, shipper+"    workingDir: /tmp\n    securityContext: {runAsUser: 0}\n"),
+			"container log-shipper: the pod's differs from the template in securityContext (not in the template), workingDir (not in the template)"},
+		{"lifecycle", edit(shipper, shipper+"    lifecycle: {postStart: {exec: {command: [kill, '1']}}}\n"),
+			"container log-shipper: the pod's differs from the template in lifecycle (not in the template)"},
+		{"envFrom", edit(shipper, shipper+"    envFrom: [{configMapRef: {name: override}}]\n"),
+			"container log-shipper: the pod's differs from the template in envFrom (not in the template)"},
+		{"a probe that kills it", edit(shipper, shipper+"    livenessProbe: {exec: {command: ['false']}}\n"),
+			"container log-shipper: the pod's differs from the template in livenessProbe (not in the template)"},
+		{"the template's env variable set again, later", edit("{name: INDEX, value: \"0\"}", "{name: MODE, value: \"off\"}"),
+			"container log-shipper: the pod's differs from the template in env[1] (sets MODE again)"},
+		{"a subPath in the sidecar's mount", edit("{name: logs, mountPath: /var/log/app, readOnly: true}", "{name: logs, mountPath: /var/log/app, readOnly: true, subPath: empty}"),
+			"container log-shipper: the pod's differs from the template in volumeMounts[0].subPath (not in the template)"},
+		{"an init container made a sidecar", edit(`imagePullPolicy: IfNotPresent}`, `imagePullPolicy: IfNotPresent, restartPolicy: Always}`),
+			"init container setup: the pod's differs from the template in restartPolicy (not in the template)"},
+		{"a volume's items", edit("defaultMode: 420}}\n  - {name: token", "defaultMode: 420, items: [{key: empty, path: fluent-bit.yaml}]}}\n  - {name: token"),
+			"volume conf: the pod's differs from the template in configMap.items (not in the template)"},
+		{"a volume's mode other than the default", edit("{name: shipper, defaultMode: 420}", "{name: shipper, defaultMode: 511}"),
+			"volume conf: the pod's differs from the template in configMap.defaultMode (not in the template)"},
+		{"a projected source added", edit("sources: [{serviceAccountToken: {path: token}}]", "sources: [{serviceAccountToken: {path: token}}, {configMap: {name: other}}]"),
+			"volume token: the pod's differs from the template in projected.sources (more items than the template's)"},
+		{"a subPath in the app's mount", edit("    - {name: logs, mountPath: /var/log/app}\n", "    - {name: logs, mountPath: /var/log/app, subPath: x}\n"),
+			"mount at /var/log/app in container app: the pod's differs from the template in subPath (not in the template)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(t, c.spec)
+			if want := "nothing injected: " + c.reason; r.State != engine.StateError || r.Reason != want {
+				t.Fatalf("state %s reason %q; want error %q", r.State, r.Reason, want)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
@@ -229,6 +230,7 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		original = map[string]map[string]string{}
 		changes  []string
 		seen     []string
+		left     []string // requests too large to scale
 	)
 	for _, ctr := range all {
 		if ctr.list == "initContainers" && !a.initContainers {
@@ -243,6 +245,10 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		for _, res := range scaleRequestsResources {
 			req, ok := ctr.requests[res]
 			if !ok {
+				continue
+			}
+			if max := scaleRequestsMax[res]; req.q.Cmp(max) > 0 {
+				left = append(left, fmt.Sprintf("%s: %s request %s left as it is: above %s, the largest %s request that can be scaled", ctr.who(), res, req.raw, max.String(), res))
 				continue
 			}
 			var scaled resource.Quantity
@@ -299,7 +305,14 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 		}
 		return skip("the pod has no containers to scale"), nil
 	}
+	var warnings []string
+	for _, l := range left {
+		warnings = append(warnings, ac.Policy+": "+l)
+	}
 	if len(ops) == 0 {
+		if len(left) > 0 {
+			return engine.Outcome{Reason: "requests unchanged: " + strings.Join(left, "; "), Warnings: warnings}, nil
+		}
 		return engine.Outcome{Reason: "requests unchanged in " + strings.Join(seen, ", ") + ": none set, or already at the minimum"}, nil
 	}
 	record, err := json.Marshal(original)
@@ -314,7 +327,21 @@ func (a *scaleRequestsAction) Run(ac *engine.ActionContext) (engine.Outcome, err
 	default:
 		ops = append(ops, engine.Op("add", "/metadata/annotations/"+engine.EscapePointer(scaleRequestsAnnotation), string(record)))
 	}
-	return engine.Outcome{Patch: ops, Reason: "scaled requests of " + strings.Join(changes, "; ")}, nil
+	reason := "scaled requests of " + strings.Join(changes, "; ")
+	if len(left) > 0 {
+		reason += "; " + strings.Join(left, "; ")
+	}
+	return engine.Outcome{Patch: ops, Reason: reason, Warnings: warnings}, nil
+}
+
+// scaleRequestsMax are the largest requests scaled: cpu is scaled in
+// millicores and memory in bytes, as int64s, which a larger quantity would
+// overflow (9223372036854776 cores once wrapped around to 1m). Such a
+// request is left as it is, with a warning: it cannot be what the pod
+// needs, and lowering it to a guess would hide that.
+var scaleRequestsMax = map[string]resource.Quantity{
+	"cpu":    *resource.NewMilliQuantity(math.MaxInt64, resource.DecimalSI),
+	"memory": *resource.NewQuantity(math.MaxInt64, resource.BinarySI),
 }
 
 // scaleCPU scales millicores, rounding down, to at least 1m and the minimum.

@@ -455,3 +455,79 @@ func TestScaleRequestsLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestScaleRequestsHuge covers requests at and beyond the largest that
+// int64 millicores (cpu) or bytes (memory) hold: those scale exactly, the
+// larger are left as they are with a warning, never wrapped around.
+func TestScaleRequestsHuge(t *testing.T) {
+	snap := compilePolicies(t, scalePolicy("{cpu: 0.5, memory: 0.5}"))
+	const (
+		cpuTooLarge = "above 9223372036854775807m, the largest cpu request that can be scaled"
+		memTooLarge = "above 9223372036854775807, the largest memory request that can be scaled"
+	)
+	cases := []struct {
+		res, value string
+		reason     string // "": too large
+	}{
+		{"cpu", "9223372036854775", "cpu 9223372036854775 → 4611686018427387500m"},
+		{"cpu", "9223372036854775807m", "cpu 9223372036854775807m → 4611686018427387903m"},
+		{"cpu", "9223372036854775.807", "cpu 9223372036854775.807 → 4611686018427387903m"},
+		{"cpu", "9223372036854775808m", ""},
+		{"cpu", "9223372036854775.808", ""},
+		{"cpu", "9223372036854776", ""},
+		{"cpu", "9223372036854777", ""},
+		{"cpu", "10000000000000000", ""},
+		{"cpu", "1e19", ""},
+		{"cpu", "18446744073709551616", ""},
+		{"memory", "9223372036854775807", "memory 9223372036854775807 → 4611686018427387903"},
+		{"memory", "7Ei", "memory 7Ei → 3584Pi"},
+		{"memory", "9223372036854775808", ""},
+		// apimachinery parses a binary suffix beyond int64 as the largest
+		// int64, as the API server then stores it: no overflow.
+		{"memory", "8Ei", "memory 8Ei → 4611686018427387903"},
+		{"memory", "16Ei", "memory 16Ei → 4611686018427387903"},
+		{"memory", "9223372036854776k", ""},
+		{"memory", "1e19", ""},
+		{"memory", "18446744073709551616", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.res+"="+c.value, func(t *testing.T) {
+			pod := scalePod("", fmt.Sprintf("  containers: [{name: app, resources: {requests: {%s: %q}}}, {name: side, resources: {requests: {cpu: 10m}}}]\n", c.res, c.value))
+			req := admissionRequest(t, admissionv1.Create, yamlJSON(t, pod), nil)
+			d := evaluate(t, snap, req, engine.EvalOptions{})
+			r := d.Results[0]
+			if c.reason != "" {
+				want := "scaled requests of app (" + c.reason + "); side (cpu 10m → 5m)"
+				if r.State != engine.StatePass || r.Reason != want {
+					t.Fatalf("state %s reason %q; want pass %q", r.State, r.Reason, want)
+				}
+				checkWarnings(t, d, "")
+				return
+			}
+			tooLarge := cpuTooLarge
+			if c.res == "memory" {
+				tooLarge = memTooLarge
+			}
+			left := fmt.Sprintf("app: %s request %s left as it is: %s", c.res, c.value, tooLarge)
+			want := "scaled requests of side (cpu 10m → 5m); " + left
+			if r.State != engine.StatePass || r.Reason != want {
+				t.Fatalf("state %s reason %q; want pass %q", r.State, r.Reason, want)
+			}
+			checkWarnings(t, d, "overcommit: "+left)
+			p, _ := d.PatchJSON()
+			if strings.Contains(string(p), "/spec/containers/0/") {
+				t.Errorf("app's requests patched: %s", p)
+			}
+		})
+	}
+	t.Run("nothing else to scale", func(t *testing.T) {
+		pod := scalePod("", "  containers: [{name: app, resources: {requests: {cpu: \"9223372036854776\"}}}]\n")
+		d := evaluate(t, snap, admissionRequest(t, admissionv1.Create, yamlJSON(t, pod), nil), engine.EvalOptions{})
+		left := "app: cpu request 9223372036854776 left as it is: " + cpuTooLarge
+		if r := d.Results[0]; r.State != engine.StatePass || r.Reason != "requests unchanged: "+left {
+			t.Fatalf("state %s reason %q", r.State, r.Reason)
+		}
+		checkWarnings(t, d, "overcommit: "+left)
+		checkUnchanged(t, d)
+	})
+}

@@ -171,6 +171,8 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		case StateError:
 			if p.Policy.Spec.FailurePolicy == Fail {
 				denials = append(denials, fmt.Sprintf("policy %q failed: %s", p.Name(), res.Reason))
+			} else {
+				d.Warnings = append(d.Warnings, ignoredErrorWarning(p.Name()))
 			}
 		case StateFail:
 			if p.Policy.Spec.Enforcement == Audit {
@@ -273,6 +275,17 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 	d.object = ev.object
 	d.CostRemaining = ev.budget
 	return d, nil
+}
+
+// ignoredErrorWarning is the warning sent when a policy errors under
+// failurePolicy Ignore: without it the client could not tell a request the
+// policy admitted from one it never looked at. It is worded as the API
+// server's warning for a ValidatingAdmissionPolicy ("Validation failed for
+// ValidatingAdmissionPolicy '%s' with binding '%s': %s") and names the
+// policy only: the error may hold internal addresses (an agent's, an
+// endpoint's URL) and is in the webhook's logs, metrics and results.
+func ignoredErrorWarning(policy string) string {
+	return fmt.Sprintf("Evaluation failed for Celadon policy '%s' (failurePolicy Ignore): the request was admitted without it", policy)
 }
 
 // setEffects replaces the effects a policy planned: a reinvoked policy's

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -287,9 +288,9 @@ func TestEnforcementAndFailurePolicy(t *testing.T) {
 		{name: "warn", policy: "  action: violate\n  with: {message: careful}\n  enforcement: Warn\n", state: StateWarn, allowed: true, warning: "p: careful"},
 		{name: "audit", policy: "  action: violate\n  with: {message: noted}\n  enforcement: Audit\n", state: StateFail, allowed: true, audit: "noted"},
 		{name: "error, Fail", policy: "  action: explode\n  failurePolicy: Fail\n", state: StateError, message: `policy "p" failed: exploded`},
-		{name: "error, Ignore (mutating default)", policy: "  action: explode\n", state: StateError, allowed: true},
+		{name: "error, Ignore (mutating default)", policy: "  action: explode\n", state: StateError, allowed: true, warning: "Evaluation failed for Celadon policy 'p' (failurePolicy Ignore): the request was admitted without it"},
 		{name: "panic, Fail", policy: "  action: explode\n  with: {panic: true}\n  failurePolicy: Fail\n", state: StateError, message: `policy "p" failed: builtin panicked: assignment to entry in nil map`, panicked: true},
-		{name: "panic, Ignore", policy: "  action: explode\n  with: {panic: true}\n", state: StateError, allowed: true, panicked: true},
+		{name: "panic, Ignore", policy: "  action: explode\n  with: {panic: true}\n", state: StateError, allowed: true, panicked: true, warning: "Evaluation failed for Celadon policy 'p' (failurePolicy Ignore): the request was admitted without it"},
 		{name: "patch that does not apply", policy: "  action: badPatch\n  failurePolicy: Fail\n", state: StateError, message: "does not apply"},
 		{name: "CEL runtime error, Fail", policy: "  action: violate\n  with: {message: x}\n", state: StateError, message: "no such key: missing"},
 	}
@@ -308,8 +309,12 @@ func TestEnforcementAndFailurePolicy(t *testing.T) {
 			if !strings.Contains(d.Message, c.message) || (c.message == "" && d.Message != "") {
 				t.Errorf("message %q, want %q", d.Message, c.message)
 			}
-			if c.warning != "" && (len(d.Warnings) != 1 || d.Warnings[0] != c.warning) {
-				t.Errorf("warnings %q", d.Warnings)
+			var warnings []string
+			if c.warning != "" {
+				warnings = []string{c.warning}
+			}
+			if fmt.Sprint(d.Warnings) != fmt.Sprint(warnings) {
+				t.Errorf("warnings %q, want %q", d.Warnings, warnings)
 			}
 			if c.audit != d.AuditAnnotations["p"] {
 				t.Errorf("audit annotations %v", d.AuditAnnotations)

@@ -352,6 +352,11 @@ func TestBuiltinPanicIsDecidedByFailurePolicy(t *testing.T) {
 	if !r.Allowed {
 		t.Errorf("failurePolicy Ignore: denied: %+v", r.Result)
 	}
+	// The client is told, as the API server tells of a
+	// ValidatingAdmissionPolicy: by name, without the error's details.
+	if want := "Evaluation failed for Celadon policy 'explode-ignore' (failurePolicy Ignore): the request was admitted without it"; len(r.Warnings) != 1 || r.Warnings[0] != want {
+		t.Errorf("failurePolicy Ignore: warnings %q, want %q", r.Warnings, want)
+	}
 	for _, p := range []string{"explode-fail", "explode-ignore"} {
 		if got := counter(t, reg, MetricPolicyPanics, map[string]string{"policy": p}); got != 1 {
 			t.Errorf("%s panics = %v, want 1", p, got)

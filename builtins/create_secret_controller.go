@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -69,6 +70,10 @@ const (
 	SecretConflict = "SecretConflict"
 	// SecretSourceNotFound: the source Secret to copy does not exist.
 	SecretSourceNotFound = "SecretSourceNotFound"
+	// SecretSourceNotAllowed: the source Secret is in a namespace the
+	// operator did not allow copies from (Celadon's own, and
+	// --secret-source-namespaces).
+	SecretSourceNotAllowed = "SecretSourceNotAllowed"
 	// SecretPolicyError: the policy could not be evaluated for the
 	// namespace (a template or condition failed).
 	SecretPolicyError = "SecretPolicyError"
@@ -149,6 +154,22 @@ func (createSecret) NewController(cc engine.ControllerContext) (engine.Controlle
 		}
 	})
 	return r, nil
+}
+
+// leftAlone says why the reconciler writes nothing into namespace ns; ""
+// when it may. It never writes where admission never looks: the namespaces
+// no webhook is called for (Celadon's own among them), nor kube-public,
+// which the cluster's bootstrap makes readable to everyone.
+func (r *secretController) leftAlone(ns string) string {
+	switch {
+	case ns == r.cc.Namespace:
+		return "it is Celadon's own namespace"
+	case slices.Contains(r.cc.ExcludedNamespaces, ns):
+		return "no webhook is called for it"
+	case ns == metav1.NamespacePublic:
+		return "it is the cluster's public namespace"
+	}
+	return ""
 }
 
 // Start runs the reconciler until ctx is done or it fails.
@@ -353,7 +374,7 @@ func (rec *secretReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		}
 		return reconcile.Result{}, err
 	}
-	if ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating {
+	if ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating || rec.ctl.leftAlone(ns.Name) != "" {
 		rec.ctl.setIssues(ns.Name, nil)
 		return reconcile.Result{}, nil
 	}
@@ -459,6 +480,11 @@ func (rec *secretReconciler) desired(ctx context.Context, p *SecretPlan) (*corev
 	}
 	if src.Namespace == p.Namespace && src.Name == p.Name {
 		return nil, "", nil // the source itself
+	}
+	if src.Namespace != rec.namespace && !slices.Contains(rec.ctl.cc.SourceNamespaces, src.Namespace) {
+		// Whoever edits the policies would otherwise read any Secret of
+		// the cluster through a copy in a namespace of theirs.
+		return nil, SecretSourceNotAllowed, fmt.Errorf("source Secret %s: createSecret copies only from Celadon's namespace and those allowed with --secret-source-namespaces, not %s", src, src.Namespace)
 	}
 	var reader client.Reader = rec.ctl.apiRead
 	if src.Namespace == rec.namespace {

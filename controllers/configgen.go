@@ -209,6 +209,24 @@ type configGen struct {
 	annotations map[string]string
 }
 
+// ExcludedNamespaces returns the namespaces no generated webhook is called
+// for, sorted: AlwaysExcludedNamespaces, the Service's namespace and
+// ExcludeNamespaces. A controller must not act there either: it would do
+// what admission never could.
+func (o ConfigOptions) ExcludedNamespaces() []string {
+	out := slices.Clone(AlwaysExcludedNamespaces)
+	if o.Service != nil {
+		out = append(out, o.Service.Namespace)
+	}
+	for _, ns := range o.ExcludeNamespaces {
+		if ns != "" {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Check reports what is wrong with the options, as Configurations would.
 func (o ConfigOptions) Check() error {
 	_, err := newConfigGen(o)
@@ -224,7 +242,6 @@ func newConfigGen(o ConfigOptions) (*configGen, error) {
 		return nil, fmt.Errorf("name %q: %s", c.name, strings.Join(msgs, "; "))
 	}
 
-	excluded := append([]string(nil), AlwaysExcludedNamespaces...)
 	switch {
 	case o.Service != nil && o.URL != "":
 		return nil, errors.New("set a Service or a URL, not both")
@@ -245,7 +262,6 @@ func newConfigGen(o ConfigOptions) (*configGen, error) {
 			return nil, fmt.Errorf("service port %d: %s", s.Port, strings.Join(msgs, "; "))
 		}
 		c.service = &s
-		excluded = append(excluded, s.Namespace)
 	default:
 		u, err := url.Parse(o.URL)
 		switch {
@@ -285,10 +301,8 @@ func newConfigGen(o ConfigOptions) (*configGen, error) {
 		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
 			return nil, fmt.Errorf("excluded namespace %q: %s", ns, strings.Join(msgs, "; "))
 		}
-		excluded = append(excluded, ns)
 	}
-	slices.Sort(excluded)
-	c.excluded = slices.Compact(excluded)
+	c.excluded = o.ExcludedNamespaces()
 
 	for k, v := range o.Annotations {
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {

@@ -106,6 +106,14 @@ type ControllerContext struct {
 	Cluster    ObjectGetter
 	// Namespace is Celadon's own namespace; "" when unknown.
 	Namespace string
+	// ExcludedNamespaces are those no webhook is called for: a controller
+	// must not act in them, or it would do there what admission never
+	// could.
+	ExcludedNamespaces []string
+	// SourceNamespaces are the namespaces besides Namespace that a
+	// controller may copy objects from (createSecret's from.namespace), as
+	// the operator allowed at install time.
+	SourceNamespaces []string
 	// Events records Kubernetes Events.
 	Events events.EventRecorder
 	// Metrics registers the controller's metrics.

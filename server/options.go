@@ -210,6 +210,12 @@ type Options struct {
 	// outside a cluster; in a cluster, default the Pod's namespace.
 	LeaderElectionNamespace string
 
+	// SecretSourceNamespaces are the namespaces besides Namespace that
+	// createSecret may copy source Secrets from. Default none: a policy
+	// author who can edit the policies cannot read Secrets elsewhere
+	// through copies.
+	SecretSourceNamespaces []string
+
 	// Namespace is Celadon's own namespace: where createSecret finds its
 	// source Secrets when from.namespace is not set. `celadon serve`
 	// defaults it to $POD_NAMESPACE. The createSecret reconciler starts

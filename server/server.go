@@ -413,9 +413,13 @@ func (s *Server) Start(ctx context.Context) error {
 		Namespaces: s.namespaces,
 		Cluster:    s.cluster,
 		Namespace:  o.Namespace,
-		Events:     mgr.GetEventRecorder("celadon"),
-		Metrics:    o.MetricsRegisterer,
-		Log:        s.log,
+		ExcludedNamespaces: controllers.ConfigOptions{
+			Service: o.WebhookService, URL: o.WebhookURL, ExcludeNamespaces: []string{o.Namespace},
+		}.ExcludedNamespaces(),
+		SourceNamespaces: o.SecretSourceNamespaces,
+		Events:           mgr.GetEventRecorder("celadon"),
+		Metrics:          o.MetricsRegisterer,
+		Log:              s.log,
 	})
 	if err := mgr.Add(bc); err != nil {
 		return err

@@ -70,6 +70,8 @@ type serveOptions struct {
 	leaderElectionNS  string
 
 	namespace string // Celadon's own, for createSecret's sources
+	// secretSources are the other namespaces createSecret may copy from.
+	secretSources []string
 }
 
 // serveEnv maps each flag to the environment variable that sets it when
@@ -106,6 +108,7 @@ var serveEnv = map[string]string{
 	"leader-elect":              "CELADON_LEADER_ELECT",
 	"leader-election-namespace": "CELADON_LEADER_ELECTION_NAMESPACE",
 	"namespace":                 "CELADON_NAMESPACE",
+	"secret-source-namespaces":  "CELADON_SECRET_SOURCE_NAMESPACES",
 }
 
 func newServeCmd() *cobra.Command {
@@ -220,6 +223,7 @@ usage or policies that do not load.`,
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect one replica to write the managed configurations and createSecret's Secrets (default true with --manage-webhooks or a createSecret policy)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default $POD_NAMESPACE)")
 	f.StringVar(&o.namespace, "namespace", "", "Celadon's own namespace, where createSecret finds source Secrets by default (default $POD_NAMESPACE)")
+	f.StringSliceVar(&o.secretSources, "secret-source-namespaces", nil, "namespaces besides --namespace that createSecret may copy source Secrets from (default none)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
 			fl.Usage += " [$" + env + "]"
@@ -320,6 +324,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		ElectForControllers:     !o.leaderElectSet,
 		Registry:                builtins.Registry(),
 		Namespace:               ns,
+		SecretSourceNamespaces:  o.secretSources,
 		PoliciesDir:             o.policies,
 		CertDir:                 o.certDir,
 		Host:                    o.host,

@@ -94,10 +94,12 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		verb, group, resource, ns, name string
 		allowed                         bool
 	}{
-		// The base: the namespace informer.
+		// The base: the namespace informer, and the direct read of a
+		// namespace not in it yet.
 		{"list", "", "namespaces", "", "", true},
 		{"watch", "", "namespaces", "", "", true},
-		{"get", "", "namespaces", "", "kube-system", false},
+		{"get", "", "namespaces", "", "kube-system", true},
+		{"update", "", "namespaces", "", "kube-system", false},
 		{"list", "", "pods", "", "", false},
 		// The base: checkIngressBackends' Services and IngressClasses.
 		{"watch", "", "services", "", "", true},

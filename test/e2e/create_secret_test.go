@@ -586,3 +586,98 @@ func secretsOf(t *testing.T, st *server.Status) *builtins.SecretStatus {
 	}
 	return out
 }
+
+// TestCreateSecretWritesWhereAdmissionLooks: createSecret's reconciler
+// writes nothing where no webhook is called (kube-system, Celadon's own
+// namespace), nor into kube-public, even when a policy selects them; and it
+// copies a source Secret only from Celadon's namespace and those the
+// operator allowed, so that whoever edits the policies cannot read any
+// Secret of the cluster through a copy. The servers run with the RBAC of
+// deploy/, which lets them write Secrets everywhere: the limits are
+// Celadon's own.
+func TestCreateSecretWritesWhereAdmissionLooks(t *testing.T) {
+	requireSuite(t)
+	ctx := testContext(t)
+	home := newNamespace(ctx, t, "secrets-where", nil)
+	cfg := installCreateSecretRBAC(ctx, t, home)
+	elsewhere := newNamespace(ctx, t, "secrets-elsewhere", nil)
+	if err := suite.c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: elsewhere, Name: "db-password"}, StringData: map[string]string{"password": "hunter2"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The reconciler has one worker and starts with every namespace in
+	// name order: once this one, named after all the others, has its
+	// Secret, the others have been reconciled too.
+	team := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "zz-e2e-secrets-where-"}}
+	if err := suite.c.Create(ctx, team); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = suite.c.Delete(context.Background(), team) })
+	targets := []string{metav1.NamespaceSystem, metav1.NamespacePublic, home, team.Name}
+	policies := map[string][]byte{"secrets.yaml": fmt.Appendf(nil, `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-marker
+spec:
+  match:
+    resources: [namespaces]
+    namespaceSelector:
+      matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [%[1]s]}]
+  action: createSecret
+  with:
+    name: e2e-marker-%[2]s
+    stringData: {here: "${{ object.metadata.name }}"}
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-copy-elsewhere
+spec:
+  match:
+    resources: [namespaces]
+    namespaceSelector:
+      matchLabels: {kubernetes.io/metadata.name: %[3]s}
+  action: createSecret
+  with:
+    name: stolen-%[2]s
+    from: {namespace: %[4]s, name: db-password}
+`, strings.Join(targets, ", "), home, team.Name, elsewhere)}
+	s, err := runCeladon(ctx, "celadon-e2e-secrets-where", policies, func(_ *celadon, o *server.Options) {
+		o.Config = cfg
+		o.Namespace = home
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	marker := "e2e-marker-" + home
+	waitFor(ctx, t, "Secret "+marker+" in "+team.Name, func(ctx context.Context) (bool, error) {
+		err := suite.c.Get(ctx, client.ObjectKey{Namespace: team.Name, Name: marker}, &corev1.Secret{})
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	for _, ns := range []string{metav1.NamespaceSystem, metav1.NamespacePublic, home} {
+		err := suite.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: marker}, &corev1.Secret{})
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("Secret %s in %s: %v, want none: createSecret must not write where admission never looks", marker, ns, err)
+			_ = suite.c.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: marker}})
+		}
+	}
+	waitFor(ctx, t, "the refused copy reported in /status", func(ctx context.Context) (bool, error) {
+		st, err := s.status(ctx)
+		if err != nil {
+			return false, err
+		}
+		secrets := secretsOf(t, st)
+		if secrets == nil {
+			return false, nil
+		}
+		for _, is := range secrets.Issues {
+			if is.Namespace == team.Name && is.Reason == builtins.SecretSourceNotAllowed {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err := suite.c.Get(ctx, client.ObjectKey{Namespace: team.Name, Name: "stolen-" + home}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a copy of %s/db-password in %s: %v, want none", elsewhere, team.Name, err)
+	}
+}

@@ -86,6 +86,7 @@ func (c *offlineCluster) List(ctx context.Context, gvr schema.GroupVersionResour
 		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].GetName() < all[j].GetName() })
+	limit = max(limit, 0)
 	out := make([]*unstructured.Unstructured, 0, min(limit, len(all)))
 	for _, o := range all[:min(limit, len(all))] {
 		out = append(out, o.DeepCopy())

@@ -208,10 +208,11 @@ func TestProtectNamespaceContents(t *testing.T) {
 	}
 }
 
-// TestProtectNamespaceContentsRechecksEmpty: a cache that finds nothing
-// is not trusted before allowing: each resource is listed once directly,
-// bounded; a cache that finds something denies with no direct read.
-func TestProtectNamespaceContentsRechecksEmpty(t *testing.T) {
+// TestProtectNamespaceContentsRechecks: the cache is not trusted either
+// way: each resource is listed once directly, bounded, and that decides;
+// when the server's direct reads are over their rate, the cache alone may
+// deny but never allow.
+func TestProtectNamespaceContentsRechecks(t *testing.T) {
 	snap := compilePolicies(t, namespaceContentsPolicy(""))
 	var many []nsObject
 	for i := range 30 {
@@ -246,13 +247,24 @@ func TestProtectNamespaceContentsRechecksEmpty(t *testing.T) {
 			liveLists: "deployments.apps limit 11, statefulsets.apps limit 11, services limit 11",
 		},
 		{
-			name: "found in the cache: denied without a direct list of that resource",
+			name: "unlabelled a moment ago: still in the cache, gone live: allowed",
 			cluster: &laggingCache{
-				cache: objectList{objects: []nsObject{deployment("shop", "api", "true"), service("shop", "db", "true")}},
+				cache: objectList{objects: []nsObject{deployment("shop", "api", "true")}},
+				live:  objectList{objects: []nsObject{deployment("shop", "api", "")}},
 			},
-			state:     engine.StateFail,
-			message:   "namespace shop holds 2 protected objects",
-			liveLists: "statefulsets.apps limit 11",
+			state:     engine.StatePass,
+			reason:    "namespace shop holds no protected objects (celadon.io/protected=true); confirmed by 3 direct lists",
+			liveLists: "deployments.apps limit 11, statefulsets.apps limit 11, services limit 11",
+		},
+		{
+			name: "direct reads over the server's rate: the cache alone may deny, saying so",
+			cluster: &laggingCache{
+				limited: true,
+				cache:   objectList{objects: []nsObject{deployment("shop", "api", "true")}},
+			},
+			state:     engine.StateError,
+			message:   `policy "contents" failed: could not confirm that namespace shop holds no protected statefulsets.apps`,
+			liveLists: "deployments.apps limit 11, statefulsets.apps limit 11",
 		},
 		{
 			name:      "more live than one page: counted as at least, never as all",

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,7 +36,9 @@ import (
 // resources builtins read (engine.Snapshot.ClusterReads). It implements
 // engine.NamespaceGetter, engine.ObjectGetter and engine.LiveGetter, and
 // engine.ObjectPatcher, a direct PATCH, for the builtins that record a
-// step of theirs in the cluster.
+// step of theirs in the cluster; and engine.ObjectLister and
+// engine.LiveLister, a namespace's objects by label, for the builtins that
+// must know what a namespace holds.
 //
 // Get and GetNamespace answer from the informers: a request costs a map
 // lookup, never an API call. GetLive reads the API server directly, for
@@ -93,6 +98,8 @@ var (
 	_ engine.ObjectGetter    = (*Cache)(nil)
 	_ engine.LiveGetter      = (*Cache)(nil)
 	_ engine.ObjectPatcher   = (*Cache)(nil)
+	_ engine.ObjectLister    = (*Cache)(nil)
+	_ engine.LiveLister      = (*Cache)(nil)
 )
 
 // New returns a cache that answers ServiceUnavailable until Start. Without
@@ -330,6 +337,99 @@ func (c *Cache) GetLive(ctx context.Context, gvr schema.GroupVersionResource, na
 		return toUnstructured(gvr, m)
 	}
 	return dyn.Resource(gvr).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// List implements engine.ObjectLister from the resource's informer, through
+// its namespace index: a request costs a walk of that namespace's objects in
+// memory, never an API call, and only the limit returned are converted.
+// Until the informer has synced, it lists directly (ListLive).
+func (c *Cache) List(ctx context.Context, gvr schema.GroupVersionResource, namespace string, selector labels.Selector, limit int) ([]*unstructured.Unstructured, int, error) {
+	if !c.started() {
+		return nil, 0, errNotStarted("cluster")
+	}
+	inf := c.informer(gvr)
+	if inf == nil || !inf.synced() {
+		return c.ListLive(ctx, gvr, namespace, selector, limit)
+	}
+	objs, err := inf.lister.ByNamespace(namespace).List(selector)
+	if err != nil {
+		return nil, 0, err
+	}
+	names := make([]string, len(objs))
+	for i, o := range objs {
+		m, err := apimeta.Accessor(o)
+		if err != nil {
+			return nil, 0, fmt.Errorf("cluster cache: %s: %w", gvr, err)
+		}
+		names[i] = m.GetName()
+	}
+	order := make([]int, len(objs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return names[order[a]] < names[order[b]] })
+	out := make([]*unstructured.Unstructured, 0, min(limit, len(objs)))
+	for _, i := range order[:min(limit, len(objs))] {
+		u, err := toUnstructured(gvr, objs[i])
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, u)
+	}
+	return out, len(objs), nil
+}
+
+// ListLive implements engine.LiveLister with one direct LIST of at most
+// limit objects (at least 1), filtered by the API server: of metadata only
+// when the resource is cached that way. It counts against the server's
+// rate of direct reads, as GetLive does.
+func (c *Cache) ListLive(ctx context.Context, gvr schema.GroupVersionResource, namespace string, selector labels.Selector, limit int) ([]*unstructured.Unstructured, int, error) {
+	c.mu.Lock()
+	inf, dyn, meta := c.informers[gvr], c.dyn, c.meta
+	c.mu.Unlock()
+	if dyn == nil {
+		return nil, 0, errNotStarted("cluster")
+	}
+	if !c.live.Allow() {
+		return nil, 0, engine.ErrLiveReadLimited
+	}
+	// A limit of 0 would mean "all" to the API server.
+	opts := metav1.ListOptions{LabelSelector: selector.String(), Limit: int64(max(limit, 1))}
+	var items []*unstructured.Unstructured
+	var lm metav1.ListMeta
+	if inf != nil && inf.metadataOnly {
+		l, err := meta.Resource(gvr).Namespace(namespace).List(ctx, opts)
+		if err != nil {
+			return nil, 0, err
+		}
+		for i := range l.Items {
+			u, err := toUnstructured(gvr, &l.Items[i])
+			if err != nil {
+				return nil, 0, err
+			}
+			items = append(items, u)
+		}
+		lm = l.ListMeta
+	} else {
+		l, err := dyn.Resource(gvr).Namespace(namespace).List(ctx, opts)
+		if err != nil {
+			return nil, 0, err
+		}
+		for i := range l.Items {
+			items = append(items, &l.Items[i])
+		}
+		lm = metav1.ListMeta{Continue: l.GetContinue(), RemainingItemCount: l.GetRemainingItemCount()}
+	}
+	sort.Slice(items, func(a, b int) bool { return items[a].GetName() < items[b].GetName() })
+	total := len(items)
+	switch {
+	case lm.Continue == "":
+	case lm.RemainingItemCount != nil:
+		total += int(*lm.RemainingItemCount)
+	default:
+		total = -1
+	}
+	return items, total, nil
 }
 
 // started reports whether Start has run.

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -113,5 +114,56 @@ func TestCacheBoundsLiveReads(t *testing.T) {
 	}
 	if n := int(calls.Load()); n > LiveReadBurst+LiveReadsPerSecond || limited == 0 {
 		t.Errorf("%d reads reached the API server and %d were refused, of %d: want at most about %d through", n, limited, 3*LiveReadBurst, LiveReadBurst)
+	}
+}
+
+// TestCacheListBeforeStart: List and ListLive before Start are
+// ServiceUnavailable, never an empty list a builtin would read as "none".
+func TestCacheListBeforeStart(t *testing.T) {
+	c := New(false)
+	deployments := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	if _, _, err := c.List(context.Background(), deployments, "shop", labels.Everything(), 5); !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("List: %v, want ServiceUnavailable", err)
+	}
+	if _, _, err := c.ListLive(context.Background(), deployments, "shop", labels.Everything(), 5); !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("ListLive: %v, want ServiceUnavailable", err)
+	}
+}
+
+// TestCacheListLive: one LIST, filtered and bounded by the API server (the
+// selector and limit are in the query; a limit of 0 is never sent, as it
+// would mean "all"), and a continue token without a count is total -1.
+func TestCacheListLive(t *testing.T) {
+	var query atomic.Pointer[string]
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Path + "?" + r.URL.RawQuery
+		query.Store(&q)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"apiVersion":"apps/v1","kind":"DeploymentList","metadata":{"continue":"more"},"items":[
+			{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"shop"}},
+			{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"api","namespace":"shop"}}]}`))
+	}))
+	defer api.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := New(false)
+	defer func() { cancel(); c.Wait() }()
+	if _, err := c.Start(ctx, &rest.Config{Host: api.URL}, nil); err != nil {
+		t.Fatal(err)
+	}
+	deployments := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	sel := labels.SelectorFromSet(labels.Set{"celadon.io/protected": "true"})
+	items, total, err := c.ListLive(ctx, deployments, "shop", sel, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := *query.Load(); !strings.HasPrefix(q, "/apis/apps/v1/namespaces/shop/deployments?") ||
+		!strings.Contains(q, "labelSelector=celadon.io%2Fprotected%3Dtrue") || !strings.Contains(q, "limit=1") {
+		t.Errorf("LIST sent as %s", q)
+	}
+	if len(items) != 2 || items[0].GetName() != "api" || items[1].GetName() != "web" {
+		t.Errorf("items not in name order: %v", items)
+	}
+	if total != -1 {
+		t.Errorf("total = %d, want -1 (more, count unknown)", total)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -96,6 +97,26 @@ type NamespaceGetter interface {
 type ObjectGetter interface {
 	// Get returns the object, or an error satisfying apierrors.IsNotFound.
 	Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error)
+}
+
+// ObjectLister is implemented by ObjectGetters that can also list the
+// objects of one namespace, for builtins that must know what a namespace
+// holds (e.g. before it is deleted). It is optional: a builtin that needs it
+// errors when the cluster cannot list, and its failurePolicy decides.
+type ObjectLister interface {
+	// List returns, in name order, at most limit objects of the resource in
+	// namespace whose labels match selector, and how many match in all, so
+	// that a caller can say "and N more" without holding them. The objects
+	// may be a cache's own: read them only.
+	List(ctx context.Context, gvr schema.GroupVersionResource, namespace string, selector labels.Selector, limit int) (items []*unstructured.Unstructured, total int, err error)
+}
+
+// LiveLister is implemented by ObjectListers that can bypass their cache,
+// for builtins that must not trust a cache's "none" before they allow.
+// One call is one LIST of at most limit objects; total is -1 when more
+// match but the API server does not say how many.
+type LiveLister interface {
+	ListLive(ctx context.Context, gvr schema.GroupVersionResource, namespace string, selector labels.Selector, limit int) (items []*unstructured.Unstructured, total int, err error)
 }
 
 // ErrLiveReadLimited is what a LiveGetter answers when the direct reads of

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -37,6 +38,7 @@ type clusterKey struct{ group, resource, namespace, name string }
 var (
 	_ engine.NamespaceGetter = (*offlineCluster)(nil)
 	_ engine.ObjectGetter    = (*offlineCluster)(nil)
+	_ engine.ObjectLister    = (*offlineCluster)(nil)
 )
 
 func newOfflineCluster() *offlineCluster {
@@ -72,6 +74,24 @@ func (c *offlineCluster) Get(ctx context.Context, gvr schema.GroupVersionResourc
 		return &unstructured.Unstructured{Object: m}, nil
 	}
 	return nil, apierrors.NewNotFound(gvr.GroupResource(), name)
+}
+
+// List implements engine.ObjectLister, by group and resource as Get finds
+// objects. It has no cache to bypass, so it is not a LiveLister.
+func (c *offlineCluster) List(ctx context.Context, gvr schema.GroupVersionResource, namespace string, selector labels.Selector, limit int) ([]*unstructured.Unstructured, int, error) {
+	var all []*unstructured.Unstructured
+	for k, o := range c.objects {
+		if k.group == gvr.Group && k.resource == gvr.Resource && k.namespace == namespace && selector.Matches(labels.Set(o.GetLabels())) {
+			all = append(all, o)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].GetName() < all[j].GetName() })
+	limit = max(limit, 0)
+	out := make([]*unstructured.Unstructured, 0, min(limit, len(all)))
+	for _, o := range all[:min(limit, len(all))] {
+		out = append(out, o.DeepCopy())
+	}
+	return out, len(all), nil
 }
 
 // add puts an object in the cluster; a Namespace is also a namespace. A

@@ -109,6 +109,10 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		{"get", "networking.k8s.io", "ingressclasses", "", "nginx", true},
 		{"list", "networking.k8s.io", "ingresses", "", "", false},
 		{"list", "", "secrets", Namespace, "", false},
+		// protectNamespaceContents: what a namespace holds, read only.
+		{"list", "apps", "deployments", "shop", "", true},
+		{"watch", "apps", "statefulsets", "", "", true},
+		{"delete", "apps", "deployments", "shop", "api", false},
 		{"create", "coordination.k8s.io", "leases", "default", "", false},
 		// The self-signed overlay: its Secret, the Lease and the
 		// configurations.

@@ -569,3 +569,55 @@ func TestAbusiveClients(t *testing.T) {
 	tr.finish(t)
 	s.healthz()
 }
+
+// TestOverloadIsAFailedCall runs the real server with one evaluation slot
+// and sends it 16 requests at a time whose evaluation takes a while (a
+// runaway condition under failurePolicy Ignore, on a 2,000-item list). A
+// request that finds no slot before its deadline must be a failed call (a
+// non-200 status, so that the API server applies the webhook's
+// failurePolicy), never a review that denies: an Ignore webhook never
+// denies. Every review that is answered admits the pod. Afterwards the
+// server answers normal traffic.
+func TestOverloadIsAFailedCall(t *testing.T) {
+	s := startServer(t, map[string]string{
+		"runaway-ignore.yaml": runawayPolicy("runaway-ignore", "ignore-", "Ignore"),
+	}, "--max-concurrent", "1")
+	big := func(pod map[string]any) {
+		items := make([]any, 2000)
+		for i := range items {
+			items[i] = i
+		}
+		pod["spec"].(map[string]any)["big"] = items
+	}
+	tpl := podTemplate(t, "runaway-ignore", "ignore-0", big)
+	client := loadgen.NewPoolClient(s.Pool, 16, 30*time.Second)
+	defer client.CloseIdleConnections()
+	r, err := loadgen.Run(loadgen.RunConfig{
+		Label: "overload", URL: s.BaseURL + webhook.ValidatePath + "?timeout=100ms", Concurrency: 16, Count: 400, MaxDuration: time.Minute,
+		Timeout: 30 * time.Second, Templates: map[string][]*loadgen.Template{tpl.Kind: {tpl}}, Schedule: []string{tpl.Kind},
+		Client: client, Check: func(_ *loadgen.Template, r *loadgen.Review) error {
+			if !r.Allowed {
+				return fmt.Errorf("a review denied the pod (code %d: %s): a busy server must fail the call instead", r.Code, r.Message)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d requests: %d errors by kind %v, e.g. %q", r.Requests, r.ErrorCount, r.Errors, r.ErrorSamples)
+	throttled := r.Errors["http 429"] + r.Errors["http 503"]
+	if throttled == 0 {
+		t.Fatalf("no request was refused for want of a slot: the test did not overload the server (errors %v)", r.Errors)
+	}
+	if others := r.ErrorCount - throttled; others > 0 {
+		t.Errorf("%d requests failed otherwise than as failed calls: %v, e.g. %q", others, r.Errors, r.ErrorSamples)
+	}
+	if got := s.metric(webhook.MetricThrottled); got < float64(throttled) {
+		t.Errorf("%s = %v, want at least %d", webhook.MetricThrottled, got, throttled)
+	}
+	tr := s.startTraffic(nil, nil)
+	tr.waitOK(t, 50)
+	tr.finish(t)
+	s.healthz()
+}

@@ -220,10 +220,17 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 		}
 		s.metrics.observeResults(set, d.Results)
 		for i := range d.Results {
-			if r := &d.Results[i]; r.Panicked {
+			switch r := &d.Results[i]; {
+			case r.Panicked:
 				// Rare, and a bug in a builtin: worth an error log.
 				s.log.Error(errors.New(r.Reason), "builtin panicked; its failurePolicy decided",
 					"policy", r.Policy, "action", r.Action, "uid", req.UID)
+			case r.State == engine.StateError:
+				// The requester reads this reason with its URLs and
+				// addresses redacted (engine.RedactAddresses); the
+				// operator needs them whole.
+				s.log.Info("policy evaluation failed; its failurePolicy decided",
+					"policy", r.Policy, "action", r.Action, "uid", req.UID, "reason", r.Reason)
 			}
 		}
 		return webhook.Response(d)
@@ -241,7 +248,9 @@ func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.Eval
 }
 
 func panicDecision(snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions, p any) *engine.Decision {
-	msg := fmt.Sprintf("celadon: internal error evaluating policies: %v", p)
+	// The panic's value is logged whole (panicked); the requester gets it
+	// without URLs or addresses.
+	msg := "celadon: internal error evaluating policies: " + engine.RedactAddresses(fmt.Sprint(p))
 	var failing []string
 	for _, c := range snap.Candidates(req.Resource.Group, req.Resource.Resource, req.SubResource, string(req.Operation)) {
 		if !eo.Phase.Includes(c.Type) || (eo.FailurePolicy != "" && c.Policy.Spec.FailurePolicy != eo.FailurePolicy) {

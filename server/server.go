@@ -20,7 +20,6 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -326,11 +325,8 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 	shutdown := o.GracefulShutdownTimeout
 	mgr, err := manager.New(cfg, manager.Options{
-		Logger: s.log.WithName("manager"),
-		Metrics: metricsserver.Options{
-			BindAddress:   o.MetricsBindAddress,
-			ExtraHandlers: map[string]http.Handler{StatusPath: s.StatusHandler()},
-		},
+		Logger:                  s.log.WithName("manager"),
+		Metrics:                 o.metricsOptions(s.StatusHandler()),
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		WebhookServer:           hooks,
 		GracefulShutdownTimeout: &shutdown,
@@ -435,7 +431,7 @@ func (s *Server) Start(ctx context.Context) error {
 	wg.Go(func() { s.watch(ctx) })
 	snap := s.Snapshot()
 	s.log.Info("starting the admission webhook", "port", o.Port, "certDir", o.CertDir,
-		"metrics", o.MetricsBindAddress, "healthProbes", o.HealthProbeBindAddress,
+		"metrics", o.MetricsBindAddress, "metricsSecure", !o.InsecureMetrics, "healthProbes", o.HealthProbeBindAddress,
 		"policies", len(snap.Policies), "hash", snap.Hash, "maxConcurrent", s.limiter.Size())
 	err = mgr.Start(ctx)
 	cancel()

@@ -41,6 +41,7 @@ type serveOptions struct {
 	host            string
 	port            int
 	metricsAddr     string
+	metricsSecure   bool
 	probeAddr       string
 	kubeconfig      string
 	logLevel        string
@@ -82,6 +83,7 @@ var serveEnv = map[string]string{
 	"host":                      "CELADON_HOST",
 	"port":                      "CELADON_PORT",
 	"metrics-bind-address":      "CELADON_METRICS_BIND_ADDRESS",
+	"metrics-secure":            "CELADON_METRICS_SECURE",
 	"health-probe-bind-address": "CELADON_HEALTH_PROBE_BIND_ADDRESS",
 	"log-level":                 "CELADON_LOG_LEVEL",
 	"log-format":                "CELADON_LOG_FORMAT",
@@ -129,10 +131,14 @@ empty files and comments) is refused the same way, at start and at a
 reload, unless --allow-empty-policies. Mount the policies ConfigMap as a directory: a
 ConfigMap mounted with subPath is never updated.
 
-Plain HTTP endpoints: /metrics and /status (the served policies, their
-hash and the last reload error, as JSON) on --metrics-bind-address;
-/healthz and /readyz (ready once the policies are loaded, the namespace
-cache has synced and the webhook listens) on --health-probe-bind-address.
+/metrics and /status (the served policies, their hash and the last reload
+error, as JSON) on --metrics-bind-address: HTTPS with a self-signed
+certificate, and only for a bearer token the API server authenticates
+(TokenReview) and authorizes for get on the path (SubjectAccessReview):
+401 or 403 otherwise. --metrics-secure=false serves them as plain HTTP to
+anyone, for local development. /healthz and /readyz (plain HTTP; ready once
+the policies are loaded, the namespace cache has synced and the webhook
+listens) on --health-probe-bind-address.
 
 Requests from Celadon's own service account (--service-account, default
 system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT) are allowed
@@ -194,7 +200,8 @@ usage or policies that do not load.`,
 	f.StringVar(&o.certDir, "cert-dir", defaultCertDir, "directory holding the serving certificate tls.crt and key tls.key")
 	f.StringVar(&o.host, "host", "", `address the webhook listens on ("" for all)`)
 	f.IntVar(&o.port, "port", server.DefaultPort, "HTTPS port of the webhook")
-	f.StringVar(&o.metricsAddr, "metrics-bind-address", server.DefaultMetricsBindAddress, `address of /metrics and /status (plain HTTP); "0" disables them`)
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", server.DefaultMetricsBindAddress, `address of /metrics and /status; "0" disables them`)
+	f.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve /metrics and /status over HTTPS, each request's bearer token authenticated and authorized by the API server (get on the path); false serves plain HTTP to anyone, for local development only")
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", server.DefaultHealthProbeBindAddress, `address of /healthz and /readyz (plain HTTP); "0" disables them`)
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log verbosity: error, info, debug, or a number (V-level; debug is 1)")
@@ -325,6 +332,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		Host:                    o.host,
 		Port:                    o.port,
 		MetricsBindAddress:      o.metricsAddr,
+		InsecureMetrics:         !o.metricsSecure,
 		HealthProbeBindAddress:  o.probeAddr,
 		Kubeconfig:              o.kubeconfig,
 		ServiceAccount:          sa,

@@ -470,3 +470,23 @@ func TestServeSelfSignedOptions(t *testing.T) {
 		t.Errorf("no namespace for the Secret: error %v", err)
 	}
 }
+
+// Metrics are served securely unless --metrics-secure=false.
+func TestServeReachFlags(t *testing.T) {
+	cmd := newServeCmd()
+	if got := cmd.Flags().Lookup("metrics-secure").DefValue; got != "true" {
+		t.Errorf("--metrics-secure defaults to %s, want true", got)
+	}
+	o := &serveOptions{policies: "/p", port: 9443, shutdownTimeout: time.Minute, metricsSecure: true}
+	opts, err := o.options(testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.InsecureMetrics {
+		t.Error("InsecureMetrics by default")
+	}
+	o.metricsSecure = false
+	if opts, _ := o.options(testr.New(t)); !opts.InsecureMetrics {
+		t.Error("--metrics-secure=false: InsecureMetrics false")
+	}
+}

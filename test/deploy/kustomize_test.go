@@ -90,6 +90,7 @@ func TestKustomizations(t *testing.T) {
 			checkPDB(b)
 			checkServices(b)
 			checkBaseRBAC(b)
+			checkMetricsReader(b)
 			switch dir {
 			case CertManagerOverlay:
 				checkCertManager(b)
@@ -337,6 +338,24 @@ func checkServices(b built) {
 		}
 		if !found {
 			t.Errorf("Service %s: ports %+v, want %d -> %d", s.name, svc.Spec.Ports, s.port, s.into)
+		}
+	}
+}
+
+// checkMetricsReader checks the ClusterRole a scraper is bound to: get on
+// /metrics and /status, nothing else, and bound to no one by the install.
+func checkMetricsReader(b built) {
+	t := b.t
+	t.Helper()
+	var cr rbacv1.ClusterRole
+	b.get("ClusterRole", "celadon-metrics-reader", &cr)
+	if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].NonResourceURLs, []string{"/metrics", "/status"}) ||
+		!slices.Equal(cr.Rules[0].Verbs, []string{"get"}) || len(cr.Rules[0].Resources) != 0 {
+		t.Errorf("ClusterRole celadon-metrics-reader: rules %+v, want get on /metrics and /status only", cr.Rules)
+	}
+	for _, u := range b.objs {
+		if u.GetKind() == "ClusterRoleBinding" && u.GetName() != "celadon" && u.GetName() != "celadon-self-signed" {
+			t.Errorf("%s: unexpected ClusterRoleBinding %s", b.dir, u.GetName())
 		}
 	}
 }

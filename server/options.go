@@ -98,6 +98,14 @@ type Options struct {
 	// (ServerAccess); a scraper needs get on the nonResourceURLs /metrics
 	// and /status (deploy/base's ClusterRole celadon-metrics-reader).
 	InsecureMetrics bool
+	// ClientCAFile, when set, is a PEM bundle of the CAs whose client
+	// certificates the webhook accepts: a client that presents none, or
+	// one these CAs did not sign, is refused at the TLS handshake. Set it
+	// to the CA of the certificate the API server presents to webhooks
+	// (its AdmissionConfiguration kubeconfig), so that only the API server
+	// can call the webhook. Read once at start; /healthz, /readyz and
+	// /metrics are not affected.
+	ClientCAFile string
 	// HealthProbeBindAddress serves /healthz and /readyz over plain HTTP.
 	// Default ":8081"; "0" disables them.
 	HealthProbeBindAddress string

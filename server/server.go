@@ -317,6 +317,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if !o.EnableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
+	if o.ClientCAFile != "" {
+		verify, err := RequireClientCert(o.ClientCAFile)
+		if err != nil {
+			return err
+		}
+		tlsOpts = append(tlsOpts, verify)
+	}
 	tlsOpts = append(tlsOpts, o.TLSOpts...)
 	hooks := crwebhook.NewServer(crwebhook.Options{
 		Host: o.Host, Port: o.Port,
@@ -431,7 +438,7 @@ func (s *Server) Start(ctx context.Context) error {
 	wg.Go(func() { s.watch(ctx) })
 	snap := s.Snapshot()
 	s.log.Info("starting the admission webhook", "port", o.Port, "certDir", o.CertDir,
-		"metrics", o.MetricsBindAddress, "metricsSecure", !o.InsecureMetrics, "healthProbes", o.HealthProbeBindAddress,
+		"metrics", o.MetricsBindAddress, "metricsSecure", !o.InsecureMetrics, "clientCA", o.ClientCAFile, "healthProbes", o.HealthProbeBindAddress,
 		"policies", len(snap.Policies), "hash", snap.Hash, "maxConcurrent", s.limiter.Size())
 	err = mgr.Start(ctx)
 	cancel()

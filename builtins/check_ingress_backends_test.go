@@ -3,7 +3,10 @@ package builtins
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -498,5 +501,42 @@ func TestCheckIngressBackendsClusterReads(t *testing.T) {
 		if strings.Join(got, ", ") != c.want {
 			t.Errorf("with %q: reads %q, want %q", c.with, strings.Join(got, ", "), c.want)
 		}
+	}
+}
+
+// unreachableCluster misses in its cache and cannot reach the API server
+// for the direct read: the error client-go returns then names the API
+// server's URL and address.
+type unreachableCluster struct{}
+
+func (unreachableCluster) Get(_ context.Context, gvr schema.GroupVersionResource, _, name string) (*unstructured.Unstructured, error) {
+	return nil, apierrors.NewNotFound(gvr.GroupResource(), name)
+}
+
+func (unreachableCluster) GetLive(_ context.Context, _ schema.GroupVersionResource, ns, name string) (*unstructured.Unstructured, error) {
+	return nil, &url.Error{Op: "Get", URL: "https://10.96.0.1:443/api/v1/namespaces/" + ns + "/services/" + name,
+		Err: &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.ParseIP("10.96.0.1"), Port: 443}, Err: errors.New("connect: connection refused")}}
+}
+
+// A failed direct read denies under failurePolicy Fail, and the denial the
+// requester reads does not carry the API server's URL or address; the
+// policy's result, which the server logs, does.
+func TestCheckIngressBackendsDenialHidesAPIServerURL(t *testing.T) {
+	snap := compilePolicies(t, ingressBackendsPolicy("  failurePolicy: Fail\n"))
+	d := evaluate(t, snap, ingressRequest(t, admissionv1.Create, ingress(paths("cart:80")), ""), engine.EvalOptions{Cluster: unreachableCluster{}})
+	r := d.Results[0]
+	if d.Allowed || r.State != engine.StateError {
+		t.Fatalf("allowed %v, state %s (%q): want an error denying", d.Allowed, r.State, r.Reason)
+	}
+	for _, leak := range []string{"https://", "10.96.0.1", ":443", "/api/v1"} {
+		if strings.Contains(d.Message, leak) {
+			t.Errorf("the denial %q carries %q", d.Message, leak)
+		}
+	}
+	if want := `policy "backends" failed: reading services cart: Get "<redacted>": dial tcp <redacted>: connect: connection refused`; d.Message != want {
+		t.Errorf("denial %q, want %q", d.Message, want)
+	}
+	if !strings.Contains(r.Reason, "https://10.96.0.1:443/api/v1/namespaces/shop/services/cart") {
+		t.Errorf("the result's reason %q lost the URL the log needs", r.Reason)
 	}
 }

@@ -86,6 +86,8 @@ type Decision struct {
 	// Allowed is false when a policy denied the request.
 	Allowed bool
 	// Message is the denial message: every denying policy's message, joined.
+	// An errored policy's reason appears with its URLs and addresses
+	// redacted (RedactAddresses); its Result keeps them.
 	Message string
 	// Results lists every candidate policy's result, in dispatch order.
 	Results []PolicyResult
@@ -170,7 +172,9 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		switch res.State {
 		case StateError:
 			if p.Policy.Spec.FailurePolicy == Fail {
-				denials = append(denials, fmt.Sprintf("policy %q failed: %s", p.Name(), res.Reason))
+				// The reason may wrap a client error naming the API
+				// server's URL: not for the requester (redact.go).
+				denials = append(denials, fmt.Sprintf("policy %q failed: %s", p.Name(), RedactAddresses(res.Reason)))
 			} else {
 				d.Warnings = append(d.Warnings, ignoredErrorWarning(p.Name()))
 			}

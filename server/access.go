@@ -4,11 +4,28 @@ import "celadon.io/celadon/engine"
 
 // ServerAccess is what the server itself needs of every install, whatever
 // its policies: the namespace informer behind namespaceSelector and the
-// namespaceObject CEL variable (one cache, no API call per request).
+// namespaceObject CEL variable (one cache, no API call per request); and,
+// for the secure metrics endpoint that is the default (Options.
+// InsecureMetrics false), the reviews that authenticate and authorize each
+// scrape.
 func ServerAccess() []engine.Access {
-	return []engine.Access{
+	return append([]engine.Access{
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"},
 			Why: "namespaceSelector and namespaceObject: the namespace informer, and get to read a namespace the cache does not have yet"},
+	}, SecureMetricsAccess()...)
+}
+
+// SecureMetricsAccess is what serving /metrics and /status securely needs:
+// a TokenReview to authenticate a scraper's bearer token and a
+// SubjectAccessReview to authorize its GET. Unused with InsecureMetrics
+// (--metrics-secure=false), but that is for development only, so the
+// install grants it.
+func SecureMetricsAccess() []engine.Access {
+	return []engine.Access{
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"},
+			Why: "secure metrics (the default; not with --metrics-secure=false): authenticate the bearer token of a request to /metrics or /status"},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"},
+			Why: "secure metrics: authorize that request (get on its path, a nonResourceURL)"},
 	}
 }
 

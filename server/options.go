@@ -81,9 +81,31 @@ type Options struct {
 	// as well.
 	EnableHTTP2 bool
 
-	// MetricsBindAddress serves /metrics and /status over plain HTTP.
-	// Default ":8080"; "0" disables both.
+	// MetricsBindAddress serves /metrics and /status: over HTTPS, each
+	// request authenticated and authorized by the API server, unless
+	// InsecureMetrics. Default ":8080"; "0" disables both.
 	MetricsBindAddress string
+	// InsecureMetrics serves /metrics and /status over plain HTTP to
+	// anyone who can reach MetricsBindAddress: for local development and
+	// tests only. By default (false) they are served as kubebuilder
+	// projects serve them: HTTPS (a self-signed certificate made in memory
+	// at start, since scrapers of in-cluster metrics rarely verify it) and
+	// every request's bearer token checked with a TokenReview, then its
+	// "get" on the path with a SubjectAccessReview: 401 without a valid
+	// token, 403 without the permission. /status names the served
+	// policies and the last reload error, which is why it is behind the
+	// same check. RBAC: create tokenreviews and subjectaccessreviews
+	// (ServerAccess); a scraper needs get on the nonResourceURLs /metrics
+	// and /status (deploy/base's ClusterRole celadon-metrics-reader).
+	InsecureMetrics bool
+	// ClientCAFile, when set, is a PEM bundle of the CAs whose client
+	// certificates the webhook accepts: a client that presents none, or
+	// one these CAs did not sign, is refused at the TLS handshake. Set it
+	// to the CA of the certificate the API server presents to webhooks
+	// (its AdmissionConfiguration kubeconfig), so that only the API server
+	// can call the webhook. Read once at start; /healthz, /readyz and
+	// /metrics are not affected.
+	ClientCAFile string
 	// HealthProbeBindAddress serves /healthz and /readyz over plain HTTP.
 	// Default ":8081"; "0" disables them.
 	HealthProbeBindAddress string

@@ -20,7 +20,6 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -220,10 +219,17 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 		}
 		s.metrics.observeResults(set, d.Results)
 		for i := range d.Results {
-			if r := &d.Results[i]; r.Panicked {
+			switch r := &d.Results[i]; {
+			case r.Panicked:
 				// Rare, and a bug in a builtin: worth an error log.
 				s.log.Error(errors.New(r.Reason), "builtin panicked; its failurePolicy decided",
 					"policy", r.Policy, "action", r.Action, "uid", req.UID)
+			case r.State == engine.StateError:
+				// The requester reads this reason with its URLs and
+				// addresses redacted (engine.RedactAddresses); the
+				// operator needs them whole.
+				s.log.Info("policy evaluation failed; its failurePolicy decided",
+					"policy", r.Policy, "action", r.Action, "uid", req.UID, "reason", r.Reason)
 			}
 		}
 		return webhook.Response(d)
@@ -241,7 +247,9 @@ func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.Eval
 }
 
 func panicDecision(snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions, p any) *engine.Decision {
-	msg := fmt.Sprintf("celadon: internal error evaluating policies: %v", p)
+	// The panic's value is logged whole (panicked); the requester gets it
+	// without URLs or addresses.
+	msg := "celadon: internal error evaluating policies: " + engine.RedactAddresses(fmt.Sprint(p))
 	var failing []string
 	for _, c := range snap.Candidates(req.Resource.Group, req.Resource.Resource, req.SubResource, string(req.Operation)) {
 		if !eo.Phase.Includes(c.Type) || (eo.FailurePolicy != "" && c.Policy.Spec.FailurePolicy != eo.FailurePolicy) {
@@ -309,6 +317,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if !o.EnableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
+	if o.ClientCAFile != "" {
+		verify, err := RequireClientCert(o.ClientCAFile)
+		if err != nil {
+			return err
+		}
+		tlsOpts = append(tlsOpts, verify)
+	}
 	tlsOpts = append(tlsOpts, o.TLSOpts...)
 	hooks := crwebhook.NewServer(crwebhook.Options{
 		Host: o.Host, Port: o.Port,
@@ -317,11 +332,8 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 	shutdown := o.GracefulShutdownTimeout
 	mgr, err := manager.New(cfg, manager.Options{
-		Logger: s.log.WithName("manager"),
-		Metrics: metricsserver.Options{
-			BindAddress:   o.MetricsBindAddress,
-			ExtraHandlers: map[string]http.Handler{StatusPath: s.StatusHandler()},
-		},
+		Logger:                  s.log.WithName("manager"),
+		Metrics:                 o.metricsOptions(s.StatusHandler()),
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		WebhookServer:           hooks,
 		GracefulShutdownTimeout: &shutdown,
@@ -430,7 +442,7 @@ func (s *Server) Start(ctx context.Context) error {
 	wg.Go(func() { s.watch(ctx) })
 	snap := s.Snapshot()
 	s.log.Info("starting the admission webhook", "port", o.Port, "certDir", o.CertDir,
-		"metrics", o.MetricsBindAddress, "healthProbes", o.HealthProbeBindAddress,
+		"metrics", o.MetricsBindAddress, "metricsSecure", !o.InsecureMetrics, "clientCA", o.ClientCAFile, "healthProbes", o.HealthProbeBindAddress,
 		"policies", len(snap.Policies), "hash", snap.Hash, "maxConcurrent", s.limiter.Size())
 	err = mgr.Start(ctx)
 	cancel()

@@ -170,6 +170,7 @@ func TestServerEndToEnd(t *testing.T) {
 		Port:                   port,
 		CertDir:                certDir,
 		MetricsBindAddress:     metricsAddr,
+		InsecureMetrics:        true, // scraped over plain HTTP below
 		HealthProbeBindAddress: probeAddr,
 		Config:                 &rest.Config{Host: "https://127.0.0.1:1"}, // never dialled
 		Namespaces:             staticNamespaces{},

@@ -41,6 +41,8 @@ type serveOptions struct {
 	host            string
 	port            int
 	metricsAddr     string
+	metricsSecure   bool
+	clientCA        string
 	probeAddr       string
 	kubeconfig      string
 	logLevel        string
@@ -84,6 +86,8 @@ var serveEnv = map[string]string{
 	"host":                      "CELADON_HOST",
 	"port":                      "CELADON_PORT",
 	"metrics-bind-address":      "CELADON_METRICS_BIND_ADDRESS",
+	"metrics-secure":            "CELADON_METRICS_SECURE",
+	"client-ca":                 "CELADON_CLIENT_CA",
 	"health-probe-bind-address": "CELADON_HEALTH_PROBE_BIND_ADDRESS",
 	"log-level":                 "CELADON_LOG_LEVEL",
 	"log-format":                "CELADON_LOG_FORMAT",
@@ -120,7 +124,8 @@ func newServeCmd() *cobra.Command {
 /validate the validating ones, and /mutate/fail, /mutate/ignore,
 /validate/fail and /validate/ignore only those with that failurePolicy (the
 paths the configurations of "celadon webhook-config" call). It serves HTTPS
-on --port with the certificate and key tls.crt and tls.key from --cert-dir,
+on --port with the certificate and key tls.crt and tls.key from --cert-dir
+(with --client-ca, only to clients presenting a certificate that CA signed),
 reloaded when they change.
 
 The policy directory is watched and re-read every --reload-interval; a new
@@ -132,10 +137,14 @@ empty files and comments) is refused the same way, at start and at a
 reload, unless --allow-empty-policies. Mount the policies ConfigMap as a directory: a
 ConfigMap mounted with subPath is never updated.
 
-Plain HTTP endpoints: /metrics and /status (the served policies, their
-hash and the last reload error, as JSON) on --metrics-bind-address;
-/healthz and /readyz (ready once the policies are loaded, the namespace
-cache has synced and the webhook listens) on --health-probe-bind-address.
+/metrics and /status (the served policies, their hash and the last reload
+error, as JSON) on --metrics-bind-address: HTTPS with a self-signed
+certificate, and only for a bearer token the API server authenticates
+(TokenReview) and authorizes for get on the path (SubjectAccessReview):
+401 or 403 otherwise. --metrics-secure=false serves them as plain HTTP to
+anyone, for local development. /healthz and /readyz (plain HTTP; ready once
+the policies are loaded, the namespace cache has synced and the webhook
+listens) on --health-probe-bind-address.
 
 Requests from Celadon's own service account (--service-account, default
 system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT) are allowed
@@ -197,7 +206,9 @@ usage or policies that do not load.`,
 	f.StringVar(&o.certDir, "cert-dir", defaultCertDir, "directory holding the serving certificate tls.crt and key tls.key")
 	f.StringVar(&o.host, "host", "", `address the webhook listens on ("" for all)`)
 	f.IntVar(&o.port, "port", server.DefaultPort, "HTTPS port of the webhook")
-	f.StringVar(&o.metricsAddr, "metrics-bind-address", server.DefaultMetricsBindAddress, `address of /metrics and /status (plain HTTP); "0" disables them`)
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", server.DefaultMetricsBindAddress, `address of /metrics and /status; "0" disables them`)
+	f.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve /metrics and /status over HTTPS, each request's bearer token authenticated and authorized by the API server (get on the path); false serves plain HTTP to anyone, for local development only")
+	f.StringVar(&o.clientCA, "client-ca", "", "PEM bundle of CAs: the webhook requires a client certificate they signed (the API server's, see its AdmissionConfiguration) and refuses any other client at the TLS handshake")
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", server.DefaultHealthProbeBindAddress, `address of /healthz and /readyz (plain HTTP); "0" disables them`)
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log verbosity: error, info, debug, or a number (V-level; debug is 1)")
@@ -330,6 +341,8 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		Host:                    o.host,
 		Port:                    o.port,
 		MetricsBindAddress:      o.metricsAddr,
+		InsecureMetrics:         !o.metricsSecure,
+		ClientCAFile:            o.clientCA,
 		HealthProbeBindAddress:  o.probeAddr,
 		Kubeconfig:              o.kubeconfig,
 		ServiceAccount:          sa,

@@ -470,3 +470,27 @@ func TestServeSelfSignedOptions(t *testing.T) {
 		t.Errorf("no namespace for the Secret: error %v", err)
 	}
 }
+
+// Metrics are served securely unless --metrics-secure=false, and
+// --client-ca reaches the server's options.
+func TestServeReachFlags(t *testing.T) {
+	cmd := newServeCmd()
+	if got := cmd.Flags().Lookup("metrics-secure").DefValue; got != "true" {
+		t.Errorf("--metrics-secure defaults to %s, want true", got)
+	}
+	if got := cmd.Flags().Lookup("client-ca").DefValue; got != "" {
+		t.Errorf("--client-ca defaults to %q, want none", got)
+	}
+	o := &serveOptions{policies: "/p", port: 9443, shutdownTimeout: time.Minute, metricsSecure: true, clientCA: "/ca.pem"}
+	opts, err := o.options(testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.InsecureMetrics || opts.ClientCAFile != "/ca.pem" {
+		t.Errorf("InsecureMetrics %v, ClientCAFile %q; want false, /ca.pem", opts.InsecureMetrics, opts.ClientCAFile)
+	}
+	o.metricsSecure = false
+	if opts, _ := o.options(testr.New(t)); !opts.InsecureMetrics {
+		t.Error("--metrics-secure=false: InsecureMetrics false")
+	}
+}

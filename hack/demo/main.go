@@ -281,6 +281,8 @@ func (d *demo) startCeladon(ctx context.Context, bin string) error {
 		"--host", "127.0.0.1",
 		"--port", strconv.Itoa(d.port),
 		"--metrics-bind-address", d.metrics,
+		// Plain HTTP on loopback, so the demo can curl it without a token.
+		"--metrics-secure=false",
 		"--health-probe-bind-address", d.health,
 		"--kubeconfig", d.cp.KubeconfigPath,
 		"--reload-interval", "2s",

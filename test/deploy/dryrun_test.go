@@ -101,6 +101,9 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		{"get", "", "namespaces", "", "kube-system", true},
 		{"update", "", "namespaces", "", "kube-system", false},
 		{"list", "", "pods", "", "", false},
+		// The base: secure metrics' reviews.
+		{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
+		{"create", "authorization.k8s.io", "subjectaccessreviews", "", "", true},
 		// The base: checkIngressBackends' Services and IngressClasses.
 		{"watch", "", "services", "", "", true},
 		{"get", "", "services", "shop", "api", true},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +22,9 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -165,6 +168,8 @@ func TestOwnCertificateInstall(t *testing.T) {
 		t.Error("the webhook does not serve tls.crt")
 	}
 
+	e.checkSecureMetrics(p)
+
 	// Removing: the configurations first, then the rest.
 	if err := devenv.DeleteWebhookConfigurations(e.ctx, e.c, "celadon"); err != nil {
 		t.Fatal(err)
@@ -283,13 +288,14 @@ func (e *installEnv) waitForConfigurations() [][]byte {
 
 // pod is `celadon serve` run as a pod of the Deployment would run it.
 type pod struct {
-	cmd    *exec.Cmd
-	args   []string
-	out    bytes.Buffer
-	exited chan error
-	port   int // the webhook's
-	done   bool
-	err    error
+	cmd     *exec.Cmd
+	args    []string
+	out     bytes.Buffer
+	exited  chan error
+	port    int    // the webhook's
+	metrics string // host:port of /metrics and /status
+	done    bool
+	err     error
 }
 
 // runPod starts the binary with the applied Deployment's args and
@@ -331,7 +337,7 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 		}
 	}
 	container := d.Spec.Template.Spec.Containers[0]
-	p := &pod{port: ports[0], exited: make(chan error, 1)}
+	p := &pod{port: ports[0], metrics: "127.0.0.1:" + strconv.Itoa(ports[1]), exited: make(chan error, 1)}
 	p.args = append(append([]string(nil), container.Args...),
 		// Later flags win: the paths and addresses of this machine.
 		"--policies="+filepath.Join(dir, "policies"),
@@ -370,6 +376,93 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 		t.Fatalf("celadon serve exited before it was ready: %v", err)
 	}
 	return p
+}
+
+// checkSecureMetrics checks what the pod serves on its metrics address, as
+// the install configures it (no --metrics-secure=false), through the API
+// server: nothing without a token (401), nothing to a ServiceAccount not
+// bound to celadon-metrics-reader (403), /metrics and /status to one that
+// is. The server's reviews run with the install's RBAC only.
+func (e *installEnv) checkSecureMetrics(p *pod) {
+	t := e.t
+	t.Helper()
+	const monitoring = "monitoring"
+	if err := e.c.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: monitoring}}); err != nil {
+		t.Fatal(err)
+	}
+	token := func(name string) string {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: monitoring, Name: name}}
+		if err := e.c.Create(e.ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		tr := &authenticationv1.TokenRequest{}
+		if err := e.c.SubResource("token").Create(e.ctx, sa, tr); err != nil {
+			t.Fatalf("a token for %s/%s: %v", monitoring, name, err)
+		}
+		return tr.Status.Token
+	}
+	scraper, stranger := token("prometheus"), token("stranger")
+	const anyRefusal = -1
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "celadon-metrics-prometheus"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "celadon-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: monitoring, Name: "prometheus"}},
+	}
+	if err := e.c.Create(e.ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	// The certificate is self-signed: what a scraper does too.
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(path, token string) (int, error) {
+		req, err := http.NewRequestWithContext(e.ctx, http.MethodGet, "https://"+p.metrics+path, nil)
+		if err != nil {
+			return 0, err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	for _, path := range []string{"/metrics", "/status"} {
+		for _, tc := range []struct {
+			who, token string
+			want       int
+		}{
+			{"no token", "", http.StatusUnauthorized},
+			// controller-runtime's filter answers 500 when the TokenReview
+			// rejects a token: refused, if not with the code one expects.
+			{"a token the API server does not know", "not-a-token", anyRefusal},
+			{"an unbound ServiceAccount", stranger, http.StatusForbidden},
+			{"a ServiceAccount bound to celadon-metrics-reader", scraper, http.StatusOK},
+		} {
+			var code int
+			// The RBAC just written may take a moment to be seen.
+			err := devenv.WaitFor(e.ctx, 30*time.Second, path+" for "+tc.who, func(context.Context) (bool, error) {
+				var err error
+				code, err = get(path, tc.token)
+				return err == nil && (code == tc.want || tc.want == anyRefusal && code >= 400), nil
+			})
+			if err != nil {
+				t.Errorf("GET https://%s%s with %s: HTTP %d, want %d", p.metrics, path, tc.who, code, tc.want)
+			}
+		}
+	}
+	if code, err := func() (int, error) {
+		resp, err := http.Get("http://" + p.metrics + "/metrics")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}(); err == nil && code == http.StatusOK {
+		t.Errorf("GET http://%s/metrics (plain HTTP): HTTP %d, want no metrics", p.metrics, code)
+	}
 }
 
 // stop sends SIGINT, as the kubelet sends SIGTERM, and waits for the exit.

@@ -11,6 +11,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,7 +90,9 @@ func TestKustomizations(t *testing.T) {
 			checkPoliciesConfigMap(b)
 			checkPDB(b)
 			checkServices(b)
+			checkNetworkPolicy(b)
 			checkBaseRBAC(b)
+			checkMetricsReader(b)
 			switch dir {
 			case CertManagerOverlay:
 				checkCertManager(b)
@@ -337,6 +340,81 @@ func checkServices(b built) {
 		}
 		if !found {
 			t.Errorf("Service %s: ports %+v, want %d -> %d", s.name, svc.Spec.Ports, s.port, s.into)
+		}
+	}
+}
+
+// checkNetworkPolicy checks who may reach Celadon's pods: the webhook port
+// from anywhere (the API server is rarely a pod a selector could name), the
+// metrics port from the monitoring namespace only, the health port from no
+// pod, and no other port at all.
+func checkNetworkPolicy(b built) {
+	t := b.t
+	t.Helper()
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	ports := map[string]int32{}
+	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	var np networkingv1.NetworkPolicy
+	b.get("NetworkPolicy", "celadon", &np)
+	if s, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); err != nil || s.Empty() || !s.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("NetworkPolicy celadon: podSelector %v does not select Celadon's pods (%v)", np.Spec.PodSelector, err)
+	}
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Errorf("NetworkPolicy celadon: policyTypes %v, want Ingress", np.Spec.PolicyTypes)
+	}
+	// from[port] lists who each rule admits to a port; "*" is anyone.
+	from := map[int32][]string{}
+	for i, r := range np.Spec.Ingress {
+		if len(r.Ports) == 0 {
+			t.Errorf("ingress rule %d has no ports: it opens every port", i)
+		}
+		who := []string{"*"}
+		if len(r.From) > 0 {
+			who = nil
+			for _, p := range r.From {
+				switch {
+				case p.IPBlock != nil || p.PodSelector != nil || p.NamespaceSelector == nil:
+					who = append(who, "other")
+				default:
+					who = append(who, "ns:"+p.NamespaceSelector.MatchLabels[corev1.LabelMetadataName])
+					if len(p.NamespaceSelector.MatchLabels) != 1 || len(p.NamespaceSelector.MatchExpressions) != 0 {
+						who = append(who, "other")
+					}
+				}
+			}
+		}
+		for _, p := range r.Ports {
+			if p.Port == nil || p.EndPort != nil {
+				t.Errorf("ingress rule %d: port %+v, want one port", i, p)
+				continue
+			}
+			n := portNumber(*p.Port, ports)
+			from[n] = append(from[n], who...)
+		}
+	}
+	want := map[int32][]string{ports["webhook"]: {"*"}, ports["metrics"]: {"ns:monitoring"}}
+	if len(from) != len(want) || !slices.Equal(from[ports["webhook"]], want[ports["webhook"]]) || !slices.Equal(from[ports["metrics"]], want[ports["metrics"]]) {
+		t.Errorf("NetworkPolicy celadon admits %v (by port), want %v: the webhook from anywhere, the metrics from the monitoring namespace, nothing else", from, want)
+	}
+}
+
+// checkMetricsReader checks the ClusterRole a scraper is bound to: get on
+// /metrics and /status, nothing else, and bound to no one by the install.
+func checkMetricsReader(b built) {
+	t := b.t
+	t.Helper()
+	var cr rbacv1.ClusterRole
+	b.get("ClusterRole", "celadon-metrics-reader", &cr)
+	if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].NonResourceURLs, []string{"/metrics", "/status"}) ||
+		!slices.Equal(cr.Rules[0].Verbs, []string{"get"}) || len(cr.Rules[0].Resources) != 0 {
+		t.Errorf("ClusterRole celadon-metrics-reader: rules %+v, want get on /metrics and /status only", cr.Rules)
+	}
+	for _, u := range b.objs {
+		if u.GetKind() == "ClusterRoleBinding" && u.GetName() != "celadon" && u.GetName() != "celadon-self-signed" {
+			t.Errorf("%s: unexpected ClusterRoleBinding %s", b.dir, u.GetName())
 		}
 	}
 }

@@ -240,6 +240,7 @@ func (s *celadon) start(ctx context.Context) error {
 		Port:                    s.port,
 		CertDir:                 s.certDir,
 		MetricsBindAddress:      s.metrics,
+		InsecureMetrics:         true, // the tests scrape it over plain HTTP
 		HealthProbeBindAddress:  s.health,
 		Config:                  suite.cp.Config,
 		GracefulShutdownTimeout: 5 * time.Second,

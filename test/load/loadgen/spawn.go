@@ -111,6 +111,7 @@ func (e *Env) StartServer(ctx context.Context, bin, policiesDir, name string, ex
 		"--host", "127.0.0.1",
 		"--port", strconv.Itoa(ports[0]),
 		"--metrics-bind-address", metrics,
+		"--metrics-secure=false", // scraped over plain HTTP on loopback
 		"--health-probe-bind-address", health,
 		"--kubeconfig", e.CP.KubeconfigPath,
 		"--log-format", "json",

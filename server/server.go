@@ -111,8 +111,8 @@ func NewServer(opts Options) (*Server, error) {
 		log:     opts.Logger,
 		metrics: newMetrics(opts.MetricsRegisterer),
 		limiter: webhook.NewLimiter(opts.MaxConcurrent),
-		bodies:  webhook.NewBodyBudget(opts.MaxBodyBytesInFlight),
 	}
+	s.bodies = webhook.NewBodyBudget(opts.MaxBodyBytesInFlight, s.metrics.BodyBytes)
 	s.cache = cluster.New(opts.Namespaces == nil)
 	s.namespaces, s.cluster = s.cache, s.cache
 	if opts.Namespaces != nil {
@@ -208,6 +208,7 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 		OnPanic:        func(req admission.Request, p any) admission.Response { return s.panicked(log, req, eo, p) },
 		Panics:         s.metrics.Panics.WithLabelValues(webhook.PanicHTTP),
 		Bodies:         s.bodies,
+		Throttled:      s.metrics.Throttled.WithLabelValues(path),
 	})
 }
 

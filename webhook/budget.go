@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -47,13 +48,22 @@ type BodyBudget struct {
 	size    int64
 	inUse   atomic.Int64
 	waiting atomic.Bool // a request that holds budget is waiting for more
+	gauge   prometheus.Gauge
 }
 
 // NewBodyBudget returns a budget of n bytes, at least enough for one body
 // of MaxRequestBytes: a smaller one could never serve the largest review.
-func NewBodyBudget(n int64) *BodyBudget {
+// inUse, if not nil, follows InUse (MetricBodyBytesInFlight).
+func NewBodyBudget(n int64, inUse prometheus.Gauge) *BodyBudget {
 	n = max(n, MinBodyBytesInFlight)
-	return &BodyBudget{sem: semaphore.NewWeighted(n), size: n}
+	return &BodyBudget{sem: semaphore.NewWeighted(n), size: n, gauge: inUse}
+}
+
+func (b *BodyBudget) add(n int64) {
+	b.inUse.Add(n)
+	if b.gauge != nil {
+		b.gauge.Add(float64(n))
+	}
 }
 
 // MinBodyBytesInFlight is the smallest BodyBudget: one body of
@@ -91,7 +101,7 @@ func (g *bodyGrant) take(ctx context.Context, n int64) error {
 			return err
 		}
 	}
-	b.inUse.Add(n)
+	b.add(n)
 	g.held += n
 	return nil
 }
@@ -99,7 +109,7 @@ func (g *bodyGrant) take(ctx context.Context, n int64) error {
 // release gives back all g holds.
 func (g *bodyGrant) release() {
 	if g.b != nil && g.held > 0 {
-		g.b.inUse.Add(-g.held)
+		g.b.add(-g.held)
 		g.b.sem.Release(g.held)
 	}
 	g.held = 0

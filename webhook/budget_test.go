@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"celadon.io/celadon/internal/reviewtest"
@@ -92,7 +93,7 @@ func TestBodyBudget(t *testing.T) {
 	review := reviewtest.Review(reviewtest.V1, "u")
 
 	t.Run("header-only holds nothing", func(t *testing.T) {
-		b := NewBodyBudget(0)
+		b := NewBodyBudget(0, nil)
 		send := headerOnly(t, &ReviewHandler{Handler: allowAll(), Bodies: b})
 		if got := b.InUse(); got != 0 {
 			t.Errorf("InUse = %d while no byte of the body came, want 0", got)
@@ -106,7 +107,7 @@ func TestBodyBudget(t *testing.T) {
 	})
 
 	t.Run("waits for room", func(t *testing.T) {
-		b := NewBodyBudget(0)
+		b := NewBodyBudget(0, nil)
 		full := bodyGrant{b: b}
 		if err := full.take(context.Background(), b.Size()); err != nil {
 			t.Fatal(err)
@@ -134,14 +135,17 @@ func TestBodyBudget(t *testing.T) {
 	})
 
 	t.Run("refused past the deadline", func(t *testing.T) {
-		b := NewBodyBudget(0)
+		reg := prometheus.NewRegistry()
+		m := NewMetrics(reg)
+		b := NewBodyBudget(0, m.BodyBytes)
 		full := bodyGrant{b: b}
 		if err := full.take(context.Background(), b.Size()); err != nil {
 			t.Fatal(err)
 		}
 		defer full.release()
 		start := time.Now()
-		w := reviewtest.Post(&ReviewHandler{Handler: allowAll(), Bodies: b}, "/validate?timeout=200ms", review, "application/json")
+		h := &ReviewHandler{Handler: allowAll(), Bodies: b, Throttled: m.Throttled.WithLabelValues("/validate")}
+		w := reviewtest.Post(h, "/validate?timeout=200ms", review, "application/json")
 		if w.Code != http.StatusTooManyRequests {
 			t.Fatalf("status %d (%s), want 429", w.Code, w.Body)
 		}
@@ -154,10 +158,16 @@ func TestBodyBudget(t *testing.T) {
 		if got := b.InUse(); got != b.Size() {
 			t.Errorf("InUse = %d, want only the %d held by the test", got, b.Size())
 		}
+		if got := reviewtest.Counter(t, reg, MetricThrottled, nil); got != 1 {
+			t.Errorf("%s = %v, want 1", MetricThrottled, got)
+		}
+		if got := reviewtest.Counter(t, reg, MetricBodyBytes, nil); got != float64(b.Size()) {
+			t.Errorf("%s = %v, want %d", MetricBodyBytes, got, b.Size())
+		}
 	})
 
 	t.Run("released on every answer", func(t *testing.T) {
-		b := NewBodyBudget(0)
+		b := NewBodyBudget(0, nil)
 		panicky := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { panic("bug") })
 		big := bytes.Repeat([]byte(" "), MaxRequestBytes+10)
 		for name, c := range map[string]struct {
@@ -186,7 +196,7 @@ func TestBodyBudget(t *testing.T) {
 	})
 
 	t.Run("one holder waits, the next is refused", func(t *testing.T) {
-		b := NewBodyBudget(0)
+		b := NewBodyBudget(0, nil)
 		ctx := context.Background()
 		var a, c bodyGrant
 		a.b, c.b = b, b

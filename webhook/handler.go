@@ -110,6 +110,8 @@ type ReviewHandler struct {
 	// HTTP 429, so the API server applies the failurePolicy. Nil: bodies
 	// are bounded by MaxRequestBytes each only.
 	Bodies *BodyBudget
+	// Throttled counts the requests refused for want of body budget.
+	Throttled prometheus.Counter
 }
 
 var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -187,6 +189,9 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	apiVersion, buf, bad = readReview(ctx, r, &grant, &req)
 	if bad != nil {
 		if bad.notEvaluated {
+			if h.Throttled != nil {
+				h.Throttled.Inc()
+			}
 			h.write(w, rec, apiVersion, req, NotEvaluated(bad.code, bad), nil)
 			return
 		}

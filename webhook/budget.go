@@ -14,13 +14,14 @@ import (
 // Body reading. Memory follows the bytes that actually arrive, never a
 // header: a client can announce 7 MiB and send nothing.
 const (
-	// DefaultMaxBodyBytesInFlight is the default BodyBudget: four reviews
+	// DefaultMaxBodyBytesInFlight is the default BodyBudget: three reviews
 	// of MaxRequestBytes and change. A body costs up to about three times
 	// its bytes while it is served (its buffer, which grows by doubling;
 	// the decoded request's copy of the objects; the engine's view of the
-	// object), so 32 MiB of bodies stays near 100 MiB over a server that
-	// idles at about 50 MiB: within the shipped Deployment's 256 MiB.
-	DefaultMaxBodyBytesInFlight = 32 << 20
+	// object), and the collector, paced by GOMEMLIMIT, lets about as much
+	// garbage stand: 24 MiB of bodies keeps a server that idles at about
+	// 45 MiB within the shipped Deployment's 256 MiB (BENCHMARKS.md).
+	DefaultMaxBodyBytesInFlight = 24 << 20
 	// bodyChunk is how much budget a request takes at a time, ahead of the
 	// bytes it reads into it.
 	bodyChunk = 64 << 10

@@ -205,7 +205,7 @@ usage or policies that do not load.`,
 	f.StringVar(&o.logFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
 	f.StringVar(&o.serviceAccount, "service-account", "", "Celadon's own service account, whose requests are allowed untouched: NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME (default from $POD_NAMESPACE and $SERVICE_ACCOUNT)")
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
-	f.StringVar(&o.maxBodyBytes, "max-body-bytes-in-flight", "32Mi", "bytes of request bodies held at once, taken as they arrive (a quantity: 32Mi, 64Mi...; at least 8Mi); a request that finds no room before its deadline gets HTTP 429")
+	f.StringVar(&o.maxBodyBytes, "max-body-bytes-in-flight", resource.NewQuantity(webhook.DefaultMaxBodyBytesInFlight, resource.BinarySI).String(), "bytes of request bodies held at once, taken as they arrive (a quantity: 24Mi, 64Mi...; at least 8Mi); a request that finds no room before its deadline gets HTTP 429")
 	f.BoolVar(&o.allowEmpty, "allow-empty-policies", false, "serve a policy directory that holds no policy; without it, an empty set is refused at start and at a reload (the last good set stays)")
 	f.DurationVar(&o.reloadInterval, "reload-interval", server.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", server.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")

@@ -128,6 +128,13 @@ type Options struct {
 	// a failed call, so the API server applies the webhook's
 	// failurePolicy (webhook.WithLimit). Default 4×GOMAXPROCS.
 	MaxConcurrent int
+	// MaxBodyBytesInFlight bounds the bytes of request bodies held at
+	// once, across endpoints; each request takes its share as the bytes
+	// arrive. One that finds no room before its deadline gets HTTP 429, a
+	// failed call (webhook.BodyBudget). Default
+	// webhook.DefaultMaxBodyBytesInFlight; at least
+	// webhook.MinBodyBytesInFlight.
+	MaxBodyBytesInFlight int64
 	// ReloadInterval is how often the policy directory is re-read even
 	// without a file-system event, because watches can be lost. Default
 	// 10s; negative disables polling.
@@ -258,6 +265,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxConcurrent <= 0 {
 		o.MaxConcurrent = 4 * runtime.GOMAXPROCS(0)
+	}
+	if o.MaxBodyBytesInFlight <= 0 {
+		o.MaxBodyBytesInFlight = webhook.DefaultMaxBodyBytesInFlight
 	}
 	if o.ReloadInterval == 0 {
 		o.ReloadInterval = DefaultReloadInterval

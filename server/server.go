@@ -47,6 +47,7 @@ type Server struct {
 	log     logr.Logger
 	metrics *metrics
 	limiter *webhook.Limiter
+	bodies  *webhook.BodyBudget // shared by every endpoint
 
 	store     *engine.Store
 	set       atomic.Pointer[policySet] // derived from store's current set
@@ -110,6 +111,7 @@ func NewServer(opts Options) (*Server, error) {
 		metrics: newMetrics(opts.MetricsRegisterer),
 		limiter: webhook.NewLimiter(opts.MaxConcurrent),
 	}
+	s.bodies = webhook.NewBodyBudget(opts.MaxBodyBytesInFlight, s.metrics.BodyBytes)
 	s.cache = cluster.New(opts.Namespaces == nil)
 	s.namespaces, s.cluster = s.cache, s.cache
 	if opts.Namespaces != nil {
@@ -204,6 +206,8 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 		Log:            log,
 		OnPanic:        func(req admission.Request, p any) admission.Response { return s.panicked(log, req, eo, p) },
 		Panics:         s.metrics.Panics.WithLabelValues(webhook.PanicHTTP),
+		Bodies:         s.bodies,
+		Throttled:      s.metrics.Throttled.WithLabelValues(path),
 	})
 }
 

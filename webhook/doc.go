@@ -7,7 +7,9 @@
 // Each endpoint is a chain of small pieces:
 //
 //	Instrument         request metrics
-//	ReviewHandler      body cap, content type, decoding, deadline, encoding;
+//	ReviewHandler      body cap, body budget (BodyBudget: bytes held across
+//	                   requests, taken as they arrive), content type,
+//	                   decoding, deadline, encoding;
 //	                   4xx for anything that is not a usable AdmissionReview;
 //	                   the one recover: a panic answering a decoded request
 //	                   gets the server's answer (OnPanic), decided by the

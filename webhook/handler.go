@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -86,7 +85,9 @@ const (
 // Content-Type other than application/json; 405 for a method other than
 // POST; 413 for a body over MaxRequestBytes. A request the Handler could
 // not evaluate (a NotEvaluated response: no evaluation slot, the deadline
-// passed) gets that response's status, 429 or 503. The API server then
+// passed) gets that response's status, 429 or 503, and so does a body that
+// found no room in the Bodies budget (429). The body is read into a buffer
+// that grows with the bytes received, never sized from Content-Length. The API server then
 // applies the webhook configuration's failurePolicy.
 type ReviewHandler struct {
 	// Handler answers the admission request. Its Response is completed
@@ -103,6 +104,14 @@ type ReviewHandler struct {
 	OnPanic func(req admission.Request, p any) admission.Response
 	// Panics counts the panics recovered before a request was decoded.
 	Panics prometheus.Counter
+	// Bodies bounds the bytes of bodies held across requests (shared by
+	// every endpoint of a server). A body that finds no room before its
+	// deadline, or that needs more while another waits, is not evaluated:
+	// HTTP 429, so the API server applies the failurePolicy. Nil: bodies
+	// are bounded by MaxRequestBytes each only.
+	Bodies *BodyBudget
+	// Throttled counts the requests refused for want of body budget.
+	Throttled prometheus.Counter
 }
 
 var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -123,10 +132,12 @@ type reviewIn struct {
 	Request         *admissionv1.AdmissionRequest `json:"request"`
 }
 
-// badRequest is a request that cannot be served, with its HTTP status.
+// badRequest is a request that cannot be served, with its HTTP status;
+// notEvaluated ones are answered through NotEvaluated.
 type badRequest struct {
-	code int
-	msg  string
+	code         int
+	msg          string
+	notEvaluated bool
 }
 
 func (e *badRequest) Error() string { return e.msg }
@@ -138,8 +149,6 @@ func reject(code int, format string, args ...any) *badRequest {
 // ServeHTTP implements http.Handler.
 func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec, _ := w.(*recorder)
-	buf := getBuffer()
-	defer putBuffer(buf)
 
 	timeout := h.DefaultTimeout
 	if timeout <= 0 {
@@ -150,6 +159,23 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// given up, and a client trickling its body (slowloris) would otherwise
 	// hold the connection forever (the server only bounds the headers).
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	// The deadline, not the connection, bounds the wait for body budget and
+	// the evaluation: controller-runtime's server cancels every request's
+	// context as soon as shutdown starts, and in-flight requests must still
+	// get their answer.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+	defer cancel()
+
+	// The body's budget and buffer are held until the answer is written:
+	// the buffer is reused for it, and the decoded request copies the body.
+	grant := bodyGrant{b: h.Bodies}
+	defer grant.release()
+	var buf *bytes.Buffer
+	defer func() {
+		if buf != nil {
+			putBuffer(buf)
+		}
+	}()
 
 	var req admission.Request
 	var apiVersion string
@@ -159,18 +185,20 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.recovered(w, rec, apiVersion, req, decoded, p)
 		}
 	}()
-	apiVersion, bad := readReview(r, buf, &req)
+	var bad *badRequest
+	apiVersion, buf, bad = readReview(ctx, r, &grant, &req)
 	if bad != nil {
+		if bad.notEvaluated {
+			if h.Throttled != nil {
+				h.Throttled.Inc()
+			}
+			h.write(w, rec, apiVersion, req, NotEvaluated(bad.code, bad), nil)
+			return
+		}
 		writeStatus(w, bad.code, bad.msg)
 		return
 	}
 	decoded = true
-
-	// The deadline, not the connection, bounds the evaluation: controller-
-	// runtime's server cancels every request's context as soon as shutdown
-	// starts, and in-flight requests must still get their answer.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
-	defer cancel()
 
 	resp := h.Handler.Handle(ctx, req)
 	h.write(w, rec, apiVersion, req, resp, buf)
@@ -240,56 +268,68 @@ func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion s
 	}
 }
 
-// readReview reads and checks the body of r into req, using buf; it returns
-// the review's apiVersion, or why the request is bad.
-func readReview(r *http.Request, buf *bytes.Buffer, req *admission.Request) (string, *badRequest) {
+// readReview reads and checks the body of r into req, in a pooled buffer it
+// returns (to put back once the answer is written), under g. It returns
+// the review's apiVersion, or why the request is bad. Content-Length only
+// refuses a body announced too large: memory and budget follow the bytes
+// received.
+func readReview(ctx context.Context, r *http.Request, g *bodyGrant, req *admission.Request) (string, *bytes.Buffer, *badRequest) {
 	if r.Method != http.MethodPost {
-		return "", reject(http.StatusMethodNotAllowed, "method %s not allowed: POST an AdmissionReview", r.Method)
+		return "", nil, reject(http.StatusMethodNotAllowed, "method %s not allowed: POST an AdmissionReview", r.Method)
 	}
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-		return "", reject(http.StatusBadRequest, "%v", err)
+		return "", nil, reject(http.StatusBadRequest, "%v", err)
 	}
 	if r.ContentLength > MaxRequestBytes {
-		return "", reject(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, MaxRequestBytes)
+		return "", nil, reject(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, MaxRequestBytes)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return "", reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+		return "", nil, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
 	}
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + 1)
+	buf, err := readBody(ctx, r.Body, MaxRequestBytes+1, g)
+	if be := (*budgetError)(nil); errors.As(err, &be) {
+		bad := reject(http.StatusTooManyRequests, "celadon: too many request bodies in flight (budget %d bytes): %v", g.b.Size(), be.err)
+		if errors.Is(be.err, context.DeadlineExceeded) {
+			bad.msg = fmt.Sprintf("celadon: too many request bodies in flight (budget %d bytes): no room freed up before the deadline (%v)", g.b.Size(), context.Cause(ctx))
+		}
+		bad.notEvaluated = true
+		return "", buf, bad
 	}
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, MaxRequestBytes+1)); err != nil {
-		return "", reject(http.StatusBadRequest, "reading the request body: %v", err)
+	if err != nil {
+		return "", buf, reject(http.StatusBadRequest, "reading the request body: %v", err)
+	}
+	if buf == nil {
+		return "", nil, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
 	}
 	body := buf.Bytes()
 	if len(body) > MaxRequestBytes {
-		return "", reject(http.StatusRequestEntityTooLarge, "request body is over the limit of %d bytes", MaxRequestBytes)
+		return "", buf, reject(http.StatusRequestEntityTooLarge, "request body is over the limit of %d bytes", MaxRequestBytes)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return "", reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+		return "", buf, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
 	}
 	var review reviewIn
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
-		return "", reject(http.StatusBadRequest, "request body is not a JSON AdmissionReview: %v", err)
+		return "", buf, reject(http.StatusBadRequest, "request body is not a JSON AdmissionReview: %v", err)
 	}
 	switch review.APIVersion {
 	case admissionv1.SchemeGroupVersion.String(), admissionv1beta1.SchemeGroupVersion.String():
 	case "":
-		return "", reject(http.StatusBadRequest, "AdmissionReview has no apiVersion: want %s or %s", admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
+		return "", buf, reject(http.StatusBadRequest, "AdmissionReview has no apiVersion: want %s or %s", admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
 	default:
-		return "", reject(http.StatusBadRequest, "unsupported apiVersion %q: want %s or %s", review.APIVersion, admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
+		return "", buf, reject(http.StatusBadRequest, "unsupported apiVersion %q: want %s or %s", review.APIVersion, admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
 	}
 	if review.Kind != "AdmissionReview" {
-		return "", reject(http.StatusBadRequest, "kind %q is not AdmissionReview", review.Kind)
+		return "", buf, reject(http.StatusBadRequest, "kind %q is not AdmissionReview", review.Kind)
 	}
 	if review.Request == nil {
-		return "", reject(http.StatusBadRequest, "AdmissionReview has no request")
+		return "", buf, reject(http.StatusBadRequest, "AdmissionReview has no request")
 	}
 	if review.Request.UID == "" {
-		return "", reject(http.StatusBadRequest, "AdmissionReview request has no uid")
+		return "", buf, reject(http.StatusBadRequest, "AdmissionReview request has no uid")
 	}
 	req.AdmissionRequest = *review.Request
-	return review.APIVersion, nil
+	return review.APIVersion, buf, nil
 }
 
 func checkContentType(ct string) error {

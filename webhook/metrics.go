@@ -15,6 +15,7 @@ const (
 	MetricRequestDuration = "celadon_admission_request_duration_seconds"
 	MetricThrottled       = "celadon_admission_throttled_total"
 	MetricInFlight        = "celadon_admission_evaluations_in_flight"
+	MetricBodyBytes       = "celadon_admission_body_bytes_in_flight"
 	MetricPanics          = "celadon_panics_total"
 )
 
@@ -39,6 +40,7 @@ type Metrics struct {
 	RequestDuration *prometheus.HistogramVec
 	Throttled       *prometheus.CounterVec
 	InFlight        prometheus.Gauge
+	BodyBytes       prometheus.Gauge
 	Panics          *prometheus.CounterVec
 }
 
@@ -57,11 +59,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"endpoint"})),
 		Throttled: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricThrottled,
-			Help: "Admission requests that found no free evaluation slot before their deadline.",
+			Help: "Admission requests not evaluated for want of room: no free evaluation slot before their deadline, or no room in the body budget (HTTP 429 or 503).",
 		}, []string{"endpoint"})),
 		InFlight: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricInFlight,
 			Help: "Policy evaluations running now.",
+		})),
+		BodyBytes: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricBodyBytes,
+			Help: "Bytes of request bodies held now, out of the body budget (--max-body-bytes-in-flight), taken as they arrive.",
 		})),
 		Panics: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricPanics,
@@ -81,6 +87,8 @@ func codeLabel(code int) string {
 		return "405"
 	case 413:
 		return "413"
+	case 429:
+		return "429"
 	case 500:
 		return "500"
 	}

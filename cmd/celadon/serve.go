@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -25,6 +26,7 @@ import (
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/server"
+	"celadon.io/celadon/webhook"
 )
 
 func init() { rootCmd.AddCommand(newServeCmd()) }
@@ -49,6 +51,7 @@ type serveOptions struct {
 	logFormat       string
 	serviceAccount  string
 	maxConcurrent   int
+	maxBodyBytes    string
 	reloadInterval  time.Duration
 	shutdownTimeout time.Duration
 	allowEmpty      bool
@@ -93,6 +96,7 @@ var serveEnv = map[string]string{
 	"log-format":                "CELADON_LOG_FORMAT",
 	"service-account":           "CELADON_SERVICE_ACCOUNT",
 	"max-concurrent":            "CELADON_MAX_CONCURRENT",
+	"max-body-bytes-in-flight":  "CELADON_MAX_BODY_BYTES_IN_FLIGHT",
 	"allow-empty-policies":      "CELADON_ALLOW_EMPTY_POLICIES",
 	"reload-interval":           "CELADON_RELOAD_INTERVAL",
 	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
@@ -215,6 +219,7 @@ usage or policies that do not load.`,
 	f.StringVar(&o.logFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
 	f.StringVar(&o.serviceAccount, "service-account", "", "Celadon's own service account, whose requests are allowed untouched: NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME (default from $POD_NAMESPACE and $SERVICE_ACCOUNT)")
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
+	f.StringVar(&o.maxBodyBytes, "max-body-bytes-in-flight", resource.NewQuantity(webhook.DefaultMaxBodyBytesInFlight, resource.BinarySI).String(), "bytes of request bodies held at once, taken as they arrive (a quantity: 24Mi, 64Mi...; at least 8Mi); a request that finds no room before its deadline gets HTTP 429")
 	f.BoolVar(&o.allowEmpty, "allow-empty-policies", false, "serve a policy directory that holds no policy; without it, an empty set is refused at start and at a reload (the last good set stays)")
 	f.DurationVar(&o.reloadInterval, "reload-interval", server.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", server.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
@@ -323,6 +328,10 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 	if ns == "" {
 		ns = os.Getenv("POD_NAMESPACE")
 	}
+	maxBody, err := parseBodyBytes(o.maxBodyBytes)
+	if err != nil {
+		return server.Options{}, err
+	}
 	return server.Options{
 		ManageWebhooks:          o.manageWebhooks,
 		WebhookConfigName:       o.webhookConfigName,
@@ -347,6 +356,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		Kubeconfig:              o.kubeconfig,
 		ServiceAccount:          sa,
 		MaxConcurrent:           o.maxConcurrent,
+		MaxBodyBytesInFlight:    maxBody,
 		AllowEmpty:              o.allowEmpty,
 		ReloadInterval:          o.reloadInterval,
 		GracefulShutdownTimeout: o.shutdownTimeout,
@@ -454,4 +464,22 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// parseBodyBytes reads --max-body-bytes-in-flight: a quantity of at least
+// webhook.MinBodyBytesInFlight, the largest body and one chunk; "" is the
+// server's default.
+func parseBodyBytes(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return 0, fmt.Errorf("--max-body-bytes-in-flight=%q: %v", v, err)
+	}
+	n, ok := q.AsInt64()
+	if !ok || n < webhook.MinBodyBytesInFlight {
+		return 0, fmt.Errorf("--max-body-bytes-in-flight=%q: want at least %d bytes (8Mi), room for the largest review", v, webhook.MinBodyBytesInFlight)
+	}
+	return n, nil
 }

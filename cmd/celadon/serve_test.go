@@ -494,3 +494,16 @@ func TestServeReachFlags(t *testing.T) {
 		t.Error("--metrics-secure=false: InsecureMetrics false")
 	}
 }
+
+func TestParseBodyBytes(t *testing.T) {
+	for v, want := range map[string]int64{"": 0, "32Mi": 32 << 20, "64Mi": 64 << 20, "100000000": 100000000} {
+		if got, err := parseBodyBytes(v); err != nil || got != want {
+			t.Errorf("parseBodyBytes(%q) = %d, %v; want %d", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"1Mi", "7Mi", "lots", "-1"} {
+		if _, err := parseBodyBytes(v); err == nil {
+			t.Errorf("parseBodyBytes(%q): no error; want one (at least 8Mi)", v)
+		}
+	}
+}

@@ -180,6 +180,13 @@ func checkDeployment(b built) {
 	if env["POD_NAMESPACE"] != "metadata.namespace" || env["SERVICE_ACCOUNT"] != "spec.serviceAccountName" {
 		t.Errorf("env %+v: want POD_NAMESPACE and SERVICE_ACCOUNT from the downward API", c.Env)
 	}
+	memLimit := false
+	for _, e := range c.Env {
+		memLimit = memLimit || e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory"
+	}
+	if !memLimit {
+		t.Errorf("env %+v: want GOMEMLIMIT from limits.memory, as TestMemoryUnderBodyFlood runs the server", c.Env)
+	}
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort

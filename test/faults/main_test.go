@@ -1,6 +1,7 @@
 // Package faults injects faults into a real `celadon serve` under load:
 // certificate rotation, policy reloads good and broken, SIGTERM, a runaway
-// policy and abusive clients. Each test starts its own server (a subprocess
+// policy, abusive clients, and a flood of bodies under the shipped memory
+// limit. Each test starts its own server (a subprocess
 // of the binary TestMain builds, on 127.0.0.1, with real TLS) against one
 // shared etcd and kube-apiserver (bin/, for the server's namespace
 // informer), drives it with the load tool's client (test/load/loadgen) at a

@@ -57,8 +57,9 @@ func kebab(name string) string {
 }
 
 // TestEveryBuiltinIsExampledAndDocumented checks, for every registered
-// builtin, that it has golden examples whose policies use it and a section
-// of the README, so that a new builtin cannot land without either.
+// builtin, that it has golden examples whose policies use it, a section of
+// the README and a row in its Security model, so that a new builtin cannot
+// land without them.
 func TestEveryBuiltinIsExampledAndDocumented(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
@@ -83,6 +84,11 @@ func TestEveryBuiltinIsExampledAndDocumented(t *testing.T) {
 			heading := "### `" + name + "` ("
 			if !strings.Contains(string(readme), "\n"+heading) {
 				t.Errorf("README.md has no section %q…", heading)
+			}
+			_, security, _ := strings.Cut(string(readme), "\n## Security model\n")
+			security, _, _ = strings.Cut(security, "\n## ")
+			if row := "\n| `" + name + "` |"; !strings.Contains(security, row) {
+				t.Errorf("README.md's Security model has no row for %s: what it reads and writes", name)
 			}
 		})
 	}

@@ -48,6 +48,7 @@ type fieldNode struct {
 // Decode reports them. Scalars that JSON has no value for (.inf, .nan,
 // timestamps, binary) become strings, as keys of other types do.
 func Parse(file string, data []byte) ([]*Document, error) {
+	data = lineBreaks(data)
 	var docs []*Document
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
@@ -70,6 +71,24 @@ func Parse(file string, data []byte) ([]*Document, error) {
 		d.JSON = c.buf
 		docs = append(docs, d)
 	}
+}
+
+// lineBreaks returns data with each lone carriage return, which YAML takes
+// for a line break, made a line feed, so that the lines YAML counts are the
+// lines positions and quoted source lines count. Data without one is
+// returned as it is.
+func lineBreaks(data []byte) []byte {
+	i := bytes.IndexByte(data, '\r')
+	if i < 0 {
+		return data
+	}
+	out := bytes.Clone(data)
+	for ; i < len(out); i++ {
+		if out[i] == '\r' && (i+1 == len(out) || out[i+1] != '\n') {
+			out[i] = '\n'
+		}
+	}
+	return out
 }
 
 // aliasBudget bounds the nodes a document may expand to through aliases,

@@ -250,7 +250,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"a": [1, {"b": "c"}], "a": 2}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		docs, _ := Parse("f.yaml", data)
-		lines := strings.Count(string(data), "\n") + 1
+		lines := strings.Count(string(lineBreaks(data)), "\n") + 1 // YAML's lines: a lone CR breaks one too
 		for _, d := range docs {
 			if !json.Valid(d.JSON) {
 				t.Fatalf("invalid JSON %s", d.JSON)
@@ -272,4 +272,26 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoneCarriageReturns: YAML takes a lone CR for a line break, so the
+// positions count it as one, and an error quotes the line it is on.
+func TestLoneCarriageReturns(t *testing.T) {
+	docs, err := Parse("f.yaml", []byte("a: 1\rb: {c: 2\r"))
+	var e *Error
+	if !errors.As(err, &e) || len(docs) != 0 {
+		t.Fatalf("Parse: %v, %d documents; want a syntax error", err, len(docs))
+	}
+	if e.Line < 2 {
+		t.Errorf("error %q at line %d: want it past line 1", e.Display(), e.Line)
+	}
+	docs, err = Parse("f.yaml", []byte("a: 1\rb: 2\r"))
+	if err != nil || len(docs) != 1 {
+		t.Fatalf("Parse: %v, %d documents", err, len(docs))
+	}
+	if p := docs[0].Pos("b"); p.Line != 2 {
+		t.Errorf("Pos(b) = %v, want line 2", p)
+	} else if e := docs[0].ErrorAt(p, "m"); !strings.Contains(e.Display(), "\n | b: 2") {
+		t.Errorf("error at b quotes %q, want its line", e.Display())
+	}
 }

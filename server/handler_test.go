@@ -450,14 +450,17 @@ func TestConcurrencyLimit(t *testing.T) {
 	}
 }
 
-func TestUnusableObjectIsAnErroredReview(t *testing.T) {
+// TestUnusableObjectIsAFailedCall: an object the engine cannot read is
+// answered with HTTP 400, a failed call for the API server, whose
+// failurePolicy then decides; never a review that denies.
+func TestUnusableObjectIsAFailedCall(t *testing.T) {
 	s, reg := newTestServer(t, handlerPolicies)
 	body := review(v1, "broken-object", func(r *admissionv1.AdmissionRequest) { r.Object = runtime.RawExtension{Raw: []byte(`"just a string"`)} })
-	r := mustReview(t, post(s.MutateHandler(), "/mutate", body, "application/json")).Response
-	if r.Allowed || r.Result.Code != http.StatusBadRequest || !strings.Contains(r.Result.Message, "request.object") {
-		t.Errorf("allowed=%v result=%+v", r.Allowed, r.Result)
+	w := post(s.MutateHandler(), "/mutate", body, "application/json")
+	if w.Code != http.StatusBadRequest || !strings.Contains(statusMessage(t, w), "request.object") {
+		t.Errorf("HTTP %d %s, want 400 naming request.object", w.Code, w.Body)
 	}
-	if got := counter(t, reg, webhook.MetricRequests, map[string]string{"decision": "error", "code": "200"}); got != 1 {
+	if got := counter(t, reg, webhook.MetricRequests, map[string]string{"decision": "error", "code": "400"}); got != 1 {
 		t.Errorf("error decisions = %v", got)
 	}
 }

@@ -219,7 +219,9 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 		set := s.set.Load()
 		d, err := set.snap.Evaluate(ctx, &req.AdmissionRequest, eo)
 		if err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
+			// The engine cannot read the object: a failed call, so that the
+			// webhook's failurePolicy decides, never a denial.
+			return webhook.NotEvaluated(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
 		}
 		s.metrics.observeResults(set, d.Results)
 		for i := range d.Results {

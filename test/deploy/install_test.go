@@ -550,6 +550,13 @@ func podEnv(t *testing.T, c corev1.Container, sa string) []string {
 			env = append(env, e.Name+"="+Namespace)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.serviceAccountName":
 			env = append(env, e.Name+"="+sa)
+		case e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory":
+			// The kubelet gives the limit in bytes (divisor 1).
+			limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+			if !ok {
+				t.Fatalf("env %s: the container has no memory limit", e.Name)
+			}
+			env = append(env, e.Name+"="+strconv.FormatInt(limit.Value(), 10))
 		default:
 			t.Fatalf("env %s: a source this test does not know: %+v", e.Name, e.ValueFrom)
 		}

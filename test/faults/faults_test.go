@@ -621,3 +621,74 @@ func TestOverloadIsAFailedCall(t *testing.T) {
 	tr.finish(t)
 	s.healthz()
 }
+
+// TestIngressBurstDoesNotStarve sends, next to normal traffic that must
+// not see a failure, a burst of Ingress reviews each naming 1,000 Services
+// that do not exist, to a checkIngressBackends policy: each is denied
+// naming them all, and says that most were judged from the cache, since a
+// request reads at most 8 directly and the server's direct reads have a
+// rate of their own that refuses rather than waits.
+func TestIngressBurstDoesNotStarve(t *testing.T) {
+	s := startServer(t, map[string]string{"ingress.yaml": `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: ingress-backends
+spec:
+  match:
+    resources: [networking.k8s.io/ingresses]
+    operations: [CREATE]
+    conditions: [{name: flood, expression: "object.metadata.name == 'flood'"}]
+  action: checkIngressBackends
+  failurePolicy: Fail
+`})
+	var paths []any
+	for i := range 1000 {
+		paths = append(paths, map[string]any{"path": fmt.Sprintf("/p%d", i), "pathType": "Prefix",
+			"backend": map[string]any{"service": map[string]any{"name": fmt.Sprintf("missing-%d", i), "port": map[string]any{"number": 80}}}})
+	}
+	raw, err := json.Marshal(map[string]any{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+		"metadata": map[string]any{"name": "flood", "namespace": "default"},
+		"spec":     map[string]any{"rules": []any{map[string]any{"host": "flood.example.com", "http": map[string]any{"paths": paths}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := reviewTemplate(t, "ingress", admissionv1.AdmissionRequest{
+		Kind:      metav1.GroupVersionKind{Group: "networking.k8s.io", Version: "v1", Kind: "Ingress"},
+		Resource:  metav1.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingresses"},
+		Name:      "flood",
+		Namespace: "default",
+		Operation: admissionv1.Create,
+		UserInfo:  authenticationv1.UserInfo{Username: "alice@example.com"},
+		Object:    runtime.RawExtension{Raw: raw},
+	})
+
+	tr := s.startTraffic(nil, nil)
+	tr.waitOK(t, 50)
+	client := loadgen.NewPoolClient(s.Pool, 16, 30*time.Second)
+	defer client.CloseIdleConnections()
+	r, err := loadgen.Run(loadgen.RunConfig{
+		Label: "ingress-flood", URL: s.BaseURL + webhook.ValidatePath, Concurrency: 16, Count: 100, MaxDuration: time.Minute,
+		Timeout: 30 * time.Second, Templates: map[string][]*loadgen.Template{tpl.Kind: {tpl}}, Schedule: []string{tpl.Kind},
+		Client: client, Check: func(_ *loadgen.Template, r *loadgen.Review) error {
+			switch {
+			case r.Allowed:
+				return errors.New("allowed an Ingress whose 1,000 Services do not exist")
+			case !strings.Contains(r.Message, `service "missing-999" not found`):
+				return fmt.Errorf("denied without naming every missing Service: %.200s", r.Message)
+			case !strings.Contains(r.Message, "judged from Celadon's cache alone"):
+				return fmt.Errorf("denied without saying most lookups were judged from the cache: %.200s", r.Message)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ErrorCount > 0 || r.Requests != 100 {
+		t.Errorf("Ingress flood: %d of 100 answered, %d errors: %v, e.g. %q", r.Requests, r.ErrorCount, r.Errors, r.ErrorSamples)
+	}
+	t.Logf("Ingress flood: p50 %.1f ms, p99 %.1f ms", r.P50ms, r.P99ms)
+	tr.waitOK(t, 50)
+	tr.finish(t)
+	s.healthz()
+}

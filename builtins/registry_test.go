@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unicode"
 
 	"celadon.io/celadon/engine"
 )
@@ -21,7 +20,7 @@ type example struct {
 // examples/<kebab-name>-*, whose policies dispatch to it.
 func examplesOf(tb testing.TB, builtin string) []example {
 	tb.Helper()
-	dirs, err := filepath.Glob(filepath.Join("..", "examples", kebab(builtin)+"-*"))
+	dirs, err := filepath.Glob(filepath.Join("..", "examples", engine.FileName(builtin)+"-*"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -40,22 +39,6 @@ func examplesOf(tb testing.TB, builtin string) []example {
 	return out
 }
 
-// kebab turns a builtin's name into the prefix of its examples:
-// injectEnvIndex is inject-env-index.
-func kebab(name string) string {
-	var b strings.Builder
-	for i, r := range name {
-		if unicode.IsUpper(r) {
-			if i > 0 {
-				b.WriteByte('-')
-			}
-			r = unicode.ToLower(r)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
 // TestEveryBuiltinIsExampledAndDocumented checks, for every registered
 // builtin, that it has golden examples whose policies use it, a section of
 // the README and a row in its Security model, so that a new builtin cannot
@@ -69,7 +52,7 @@ func TestEveryBuiltinIsExampledAndDocumented(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			examples := examplesOf(t, name)
 			if len(examples) == 0 {
-				t.Errorf("no golden example: add examples/%s-<case>/ (policy.yaml, object.yaml, expected.txt)", kebab(name))
+				t.Errorf("no golden example: add examples/%s-<case>/ (policy.yaml, object.yaml, expected.txt)", engine.FileName(name))
 			}
 			for _, ex := range examples {
 				snap, err := engine.Compile(ex.files, engine.Options{Registry: Registry()})

@@ -3,7 +3,9 @@ package engine
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
+	"unicode"
 )
 
 // Registry maps builtin names to builtins.
@@ -48,4 +50,20 @@ func (r *Registry) Names() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// FileName returns the form of a builtin's name used for its files and
+// folders (examples, install components): createSecret is create-secret.
+func FileName(builtin string) string {
+	var b strings.Builder
+	for i, r := range builtin {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

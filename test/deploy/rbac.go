@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"unicode"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 
@@ -32,11 +31,13 @@ const (
 
 // ComponentDir returns the component of a builtin with a controller:
 // createSecret's is deploy/components/create-secret.
-func ComponentDir(builtin string) string { return "deploy/components/" + kebab(builtin) }
+func ComponentDir(builtin string) string { return "deploy/components/" + engine.FileName(builtin) }
 
 // ComponentRoleName names the ClusterRole, the Role and their bindings of
 // a builtin's component.
-func ComponentRoleName(builtin string) string { return ClusterRoleName + "-" + kebab(builtin) }
+func ComponentRoleName(builtin string) string {
+	return ClusterRoleName + "-" + engine.FileName(builtin)
+}
 
 // BaseRules returns the rules of the base ClusterRole: the server's and
 // the required ones of every builtin without a controller.
@@ -200,20 +201,4 @@ func flow(items []string) string {
 		}
 	}
 	return "[" + strings.Join(q, ", ") + "]"
-}
-
-// kebab turns a builtin's name into a file name: createSecret is
-// create-secret.
-func kebab(name string) string {
-	var b strings.Builder
-	for i, r := range name {
-		if unicode.IsUpper(r) {
-			if i > 0 {
-				b.WriteByte('-')
-			}
-			r = unicode.ToLower(r)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

@@ -229,10 +229,12 @@ func TestSelfSignedCerts(t *testing.T) {
 		t.Error("ca.crt changed with a serving renewal; want the CA kept")
 	}
 	loop.waitMore(ctx, t, "pods with the renewed certificate", 5)
-	// The servers share the process's metrics registry: one gauge.
-	if got := scrapeGauge(t, s1, controllers.MetricCertificateExpiry); got != float64(renewed.NotAfter.Unix()) {
-		t.Errorf("%s = %v, want the renewed certificate's expiry %d", controllers.MetricCertificateExpiry, got, renewed.NotAfter.Unix())
-	}
+	// The servers share the process's metrics registry: one gauge, which
+	// each sets just after writing its directory, so a moment after it
+	// serves the certificate.
+	waitFor(ctx, t, controllers.MetricCertificateExpiry+" to show the renewed certificate's expiry", func(context.Context) (bool, error) {
+		return scrapeGauge(t, s1, controllers.MetricCertificateExpiry) == float64(renewed.NotAfter.Unix()), nil
+	})
 	if trusted, err := configsTrust(ctx, name, caPEM); err != nil || !trusted {
 		t.Errorf("after the renewal, the configurations no longer carry the Secret's CA (%v)", err)
 	}

@@ -447,7 +447,7 @@ func TestConsulLifecycleAgentACL(t *testing.T) {
 	}
 	const token = "4d2a7c1e-9b3f-4e8a-a5d6-0c1b2e3f4a5b"
 	httpPort := freePort(t)
-	agent := startConsulAgent(t, httpPort, `acl { enabled = true, default_policy = "deny", tokens { initial_management = "`+token+`" } }`, token)
+	agent := startConsulAgent(t, httpPort, consulagent.ACLConfig(token), token)
 	with := fmt.Sprintf("    service: web\n    port: 8080\n    agentPort: %d\n    aclTokenSecret: {name: consul-acl, key: token}\n    retry: {attempts: 2, backoff: 1s}\n", httpPort)
 	pod := consulHookPod(t, with, "  containers:\n  - {name: app, image: app}\n")
 	lc := pod.Spec.Containers[0].Lifecycle

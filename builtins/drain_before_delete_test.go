@@ -591,7 +591,7 @@ func TestDrainBeforeDeleteConsulAgent(t *testing.T) {
 	}
 	const aclToken = "0b6e4f3a-8d2c-4e71-9a5b-3c2d1e0f9a87"
 	httpPort := freePort(t)
-	agent := startConsulAgent(t, httpPort, `acl { enabled = true, default_policy = "deny", tokens { initial_management = "`+aclToken+`" } }`, aclToken)
+	agent := startConsulAgent(t, httpPort, consulagent.ACLConfig(aclToken), aclToken)
 	pod := consulHookPod(t, fmt.Sprintf("    service: web\n    port: 8080\n    agentPort: %d\n    aclTokenSecret: {name: consul-acl, key: token}\n", httpPort),
 		"  containers:\n  - {name: app, image: app}\n")
 	kubelet := consulagent.Kubelet{HostIP: consulHostIP, PodIP: consulPodIP, Secrets: map[string]map[string]string{"consul-acl": {"token": aclToken}}}

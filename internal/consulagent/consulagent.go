@@ -91,6 +91,12 @@ type Agent struct {
 	done chan struct{}
 }
 
+// ACLConfig is the HCL of an agent that enforces ACLs, denying by default,
+// with token as its management token: pass both to Start.
+func ACLConfig(token string) string {
+	return `acl { enabled = true, default_policy = "deny", tokens { initial_management = "` + token + `" } }`
+}
+
 // Start starts an agent whose HTTP API listens on httpPort and every other
 // listener (DNS, Serf LAN and WAN, server RPC, gRPC) on a free port, so
 // that parallel runs cannot collide, with extra HCL configuration (may be

@@ -139,7 +139,7 @@ func TestConsulLifecycle(t *testing.T) {
 	if err := suite.c.Get(ctx, client.ObjectKeyFromObject(secret), secret); err != nil {
 		t.Fatal(err)
 	}
-	agent, err := consulagent.Start(agentPort, `acl { enabled = true, default_policy = "deny", tokens { initial_management = "`+aclToken+`" } }`, aclToken)
+	agent, err := consulagent.Start(agentPort, consulagent.ACLConfig(aclToken), aclToken)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestDrainBeforeDeleteStatefulSetScaleDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	const aclToken = "4c1d2e3f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
-	agent, err := consulagent.Start(ports[0], `acl { enabled = true, default_policy = "deny", tokens { initial_management = "`+aclToken+`" } }`, aclToken)
+	agent, err := consulagent.Start(ports[0], consulagent.ACLConfig(aclToken), aclToken)
 	if err != nil {
 		t.Fatal(err)
 	}

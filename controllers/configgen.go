@@ -101,8 +101,11 @@ func webhookName(t engine.ActionType, fp engine.FailurePolicy) string {
 // each policy's failurePolicy when Celadon cannot be reached. A webhook's
 // rules are the union of its policies' resources and operations; its
 // namespaceSelector excludes AlwaysExcludedNamespaces, the Service's
-// namespace and o.ExcludeNamespaces. Policies' own selectors and conditions
-// are evaluated by Celadon, not by the API server. A webhook's sideEffects
+// namespace and o.ExcludeNamespaces. It is as narrow as its policies allow
+// (narrow.go): the selector requirements all of them share, and a
+// matchCondition that is the OR of each policy's own match, so that the
+// API server does not call Celadon for a request no policy can match.
+// Celadon still evaluates every selector and condition. A webhook's sideEffects
 // is None unless one of its policies' builtins declares side effects
 // (engine.SideEffectsOf), NoneOnDryRun then.
 //
@@ -112,34 +115,14 @@ func webhookName(t engine.ActionType, fp engine.FailurePolicy) string {
 // phases, as the server evaluates it in both. The output depends only on
 // snap and o: the same input gives the same objects.
 func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration, error) {
-	if snap == nil {
-		return nil, nil, errors.New("webhook configurations: no policy snapshot")
-	}
 	c, err := newConfigGen(o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("webhook configurations: %w", err)
 	}
 
-	type key struct {
-		t  engine.ActionType
-		fp engine.FailurePolicy
-	}
-	sets := map[key]*ruleSet{}
-	for _, p := range snap.Policies {
-		fp := p.Policy.Spec.FailurePolicy
-		if fp != engine.Fail && fp != engine.Ignore {
-			return nil, nil, fmt.Errorf("webhook configurations: policy %q has failurePolicy %q, want Fail or Ignore", p.Name(), fp)
-		}
-		for _, t := range []engine.ActionType{engine.Mutating, engine.Validating} {
-			if p.Type != 0 && p.Type != t {
-				continue
-			}
-			k := key{t, fp}
-			if sets[k] == nil {
-				sets[k] = newRuleSet()
-			}
-			sets[k].add(p)
-		}
+	sets, err := webhookSets(snap)
+	if err != nil {
+		return nil, nil, fmt.Errorf("webhook configurations: %w", err)
 	}
 
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
@@ -152,40 +135,85 @@ func Configurations(snap *engine.Snapshot, o ConfigOptions) (*admissionregistrat
 		ObjectMeta: c.objectMeta(),
 		Webhooks:   []admissionregistrationv1.ValidatingWebhook{},
 	}
-	// Fail before Ignore: the order of the names, and the API server calls
-	// the webhooks of a configuration in their listed order.
-	for _, fp := range []engine.FailurePolicy{engine.Fail, engine.Ignore} {
-		mset := sets[key{engine.Mutating, fp}]
-		if rules := mset.rules(); len(rules) > 0 {
+	for _, k := range webhookKeys {
+		set := sets[k]
+		rules := set.rules()
+		if len(rules) == 0 {
+			continue
+		}
+		name := webhookName(k.t, k.fp)
+		n := set.narrow(name)
+		if k.t == engine.Mutating {
 			mwc.Webhooks = append(mwc.Webhooks, admissionregistrationv1.MutatingWebhook{
-				Name:                    webhookName(engine.Mutating, fp),
-				ClientConfig:            c.clientConfig(webhook.WebhookPath(engine.Mutating, fp)),
+				Name:                    name,
+				ClientConfig:            c.clientConfig(webhook.WebhookPath(k.t, k.fp)),
 				Rules:                   rules,
-				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(fp)),
+				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(k.fp)),
 				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
-				NamespaceSelector:       c.namespaceSelector(),
-				SideEffects:             ptr.To(mset.sideEffects()),
-				TimeoutSeconds:          ptr.To(c.timeoutFor(mset)),
+				NamespaceSelector:       n.namespaceSelector(c.excluded),
+				ObjectSelector:          n.objectSelector,
+				MatchConditions:         n.matchConditions,
+				SideEffects:             ptr.To(set.sideEffects()),
+				TimeoutSeconds:          ptr.To(c.timeoutFor(set)),
 				AdmissionReviewVersions: []string{"v1", "v1beta1"},
 				ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
 			})
+			continue
 		}
-		vset := sets[key{engine.Validating, fp}]
-		if rules := vset.rules(); len(rules) > 0 {
-			vwc.Webhooks = append(vwc.Webhooks, admissionregistrationv1.ValidatingWebhook{
-				Name:                    webhookName(engine.Validating, fp),
-				ClientConfig:            c.clientConfig(webhook.WebhookPath(engine.Validating, fp)),
-				Rules:                   rules,
-				FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(fp)),
-				MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
-				NamespaceSelector:       c.namespaceSelector(),
-				SideEffects:             ptr.To(vset.sideEffects()),
-				TimeoutSeconds:          ptr.To(c.timeoutFor(vset)),
-				AdmissionReviewVersions: []string{"v1", "v1beta1"},
-			})
-		}
+		vwc.Webhooks = append(vwc.Webhooks, admissionregistrationv1.ValidatingWebhook{
+			Name:                    name,
+			ClientConfig:            c.clientConfig(webhook.WebhookPath(k.t, k.fp)),
+			Rules:                   rules,
+			FailurePolicy:           ptr.To(admissionregistrationv1.FailurePolicyType(k.fp)),
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			NamespaceSelector:       n.namespaceSelector(c.excluded),
+			ObjectSelector:          n.objectSelector,
+			MatchConditions:         n.matchConditions,
+			SideEffects:             ptr.To(set.sideEffects()),
+			TimeoutSeconds:          ptr.To(c.timeoutFor(set)),
+			AdmissionReviewVersions: []string{"v1", "v1beta1"},
+		})
 	}
 	return mwc, vwc, nil
+}
+
+// webhookKey identifies one generated webhook.
+type webhookKey struct {
+	t  engine.ActionType
+	fp engine.FailurePolicy
+}
+
+// webhookKeys lists the generated webhooks in order: Fail before Ignore,
+// the order of their names, as the API server calls the webhooks of a
+// configuration in their listed order.
+var webhookKeys = []webhookKey{
+	{engine.Mutating, engine.Fail}, {engine.Validating, engine.Fail},
+	{engine.Mutating, engine.Ignore}, {engine.Validating, engine.Ignore},
+}
+
+// webhookSets sorts the policies of snap into the webhooks serving them.
+func webhookSets(snap *engine.Snapshot) (map[webhookKey]*ruleSet, error) {
+	if snap == nil {
+		return nil, errors.New("no policy snapshot")
+	}
+	sets := map[webhookKey]*ruleSet{}
+	for _, p := range snap.Policies {
+		fp := p.Policy.Spec.FailurePolicy
+		if fp != engine.Fail && fp != engine.Ignore {
+			return nil, fmt.Errorf("policy %q has failurePolicy %q, want Fail or Ignore", p.Name(), fp)
+		}
+		for _, t := range []engine.ActionType{engine.Mutating, engine.Validating} {
+			if p.Type != 0 && p.Type != t {
+				continue
+			}
+			k := webhookKey{t, fp}
+			if sets[k] == nil {
+				sets[k] = newRuleSet()
+			}
+			sets[k].add(p)
+		}
+	}
+	return sets, nil
 }
 
 // timeoutFor returns a webhook's timeoutSeconds: the configured one, or the
@@ -371,14 +399,6 @@ func (c *configGen) clientConfig(path string) admissionregistrationv1.WebhookCli
 	return cc
 }
 
-func (c *configGen) namespaceSelector() *metav1.LabelSelector {
-	return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-		Key:      NamespaceNameLabel,
-		Operator: metav1.LabelSelectorOpNotIn,
-		Values:   slices.Clone(c.excluded),
-	}}}
-}
-
 // Operations, as bits of an opSet, in sorted order.
 var opNames = [...]admissionregistrationv1.OperationType{
 	admissionregistrationv1.Connect,
@@ -421,6 +441,10 @@ type ruleSet struct {
 	// timeout is the smallest spec.timeoutSeconds of the policies added, 0
 	// when none sets one.
 	timeout int32
+	// policies are the policies added, in order.
+	policies []*engine.CompiledPolicy
+	// connect is true when a policy added matches CONNECT.
+	connect bool
 	// sideEffecting is true when a policy added dispatches to a builtin
 	// that acts on other systems (engine.SideEffectsOf).
 	sideEffecting bool
@@ -440,6 +464,8 @@ func (s *ruleSet) sideEffects() admissionregistrationv1.SideEffectClass {
 func newRuleSet() *ruleSet { return &ruleSet{ops: map[engine.ResourceRule]opSet{}} }
 
 func (s *ruleSet) add(p *engine.CompiledPolicy) {
+	s.policies = append(s.policies, p)
+	s.connect = s.connect || slices.Contains(p.Operations(), "CONNECT")
 	if b := p.Builtin(); b != nil && engine.SideEffectsOf(b) != engine.SideEffectsNone {
 		s.sideEffecting = true
 	}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,10 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
 	"celadon.io/celadon/webhook"
 )
@@ -40,8 +43,9 @@ type evalOptions struct {
 	output      string
 }
 
-func newEvalCmd() *cobra.Command {
-	o := &evalOptions{}
+func newEvalCmd() *cobra.Command { return newEvalCmdFor(&evalOptions{}) }
+
+func newEvalCmdFor(o *evalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "eval -p POLICIES (-f OBJECTS [--old OLD] | --old OLD | --request REVIEW)",
 		Short: "Evaluate policies against objects or an AdmissionReview, offline",
@@ -94,8 +98,9 @@ type evalCase struct {
 	req        *admissionv1.AdmissionRequest
 	before     map[string]any // the object as sent; nil for DELETE
 	decision   *engine.Decision
-	patched    map[string]any // the decision's object
-	resourceOK bool           // the kind is known to client-go, so the resource is not a guess
+	patched    map[string]any     // the decision's object
+	calls      []controllers.Call // the generated webhooks the API server would call
+	resourceOK bool               // the kind is known to client-go, so the resource is not a guess
 }
 
 // after returns the object as the API server would persist it: with the
@@ -108,54 +113,20 @@ func (c *evalCase) after() map[string]any {
 }
 
 func (o *evalOptions) run(cmd *cobra.Command) error {
-	if !stringIn(evalOutputs, o.output) {
-		return usageErrorf("unknown output format %q: want one of %s", o.output, strings.Join(evalOutputs, ", "))
-	}
-	if o.policies == "" {
-		return usageErrorf("eval: -p/--policies is required")
-	}
-	labels, err := parseLabels(o.nsLabels)
-	if err != nil {
-		return usageErrorf("%v", err)
-	}
-	cases, err := o.cases(cmd)
+	cases, pushdown, err := o.evaluate(cmd)
 	if err != nil {
 		return err
-	}
-	snap, err := loadPolicies(cmd, o.policies)
-	if err != nil {
-		return err
-	}
-	cluster := newOfflineCluster()
-	cluster.otherNamespaces = flagNamespaces{labels: labels}
-	if err := loadCluster(cluster, o.cluster); err != nil {
-		return usageErrorf("--cluster: %v", err)
-	}
-	opts := engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: cluster}
-	if len(o.cluster) > 0 {
-		// Without --cluster, builtins that look objects up get no cluster
-		// at all: an error under their failurePolicy, not a cluster that
-		// has nothing.
-		opts.Cluster = cluster
 	}
 	denied := 0
 	for _, c := range cases {
-		d, err := snap.Evaluate(cmd.Context(), c.req, opts)
-		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("%s: %v", c.source, err)}
-		}
-		c.decision = d
-		if c.patched, err = d.Object(); err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("%s: %v", c.source, err)}
-		}
-		if !d.Allowed {
+		if !c.decision.Allowed {
 			denied++
 		}
 	}
 	out := cmd.OutOrStdout()
 	switch o.output {
 	case "text":
-		err = writeText(out, cases)
+		err = writeText(out, cases, pushdown)
 	case "yaml", "json":
 		err = writeObjects(out, cases, o.output)
 	case "patch":
@@ -177,6 +148,95 @@ func (o *evalOptions) run(cmd *cobra.Command) error {
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// simulatedService is the Service of the webhook configurations eval
+// simulates the API server's calls with.
+var simulatedService = controllers.ServiceRef{Namespace: "celadon", Name: "celadon"}
+
+// evaluate evaluates the requests of the flags, and says for each which
+// generated webhooks the API server would call, and for each policy what
+// is pushed down to it.
+func (o *evalOptions) evaluate(cmd *cobra.Command) ([]*evalCase, []controllers.PolicyPushdown, error) {
+	ev, err := o.evaluator(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	cases, err := o.cases(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range cases {
+		if err := ev.evaluate(cmd.Context(), c); err != nil {
+			return nil, nil, &exitError{code: 2, err: fmt.Errorf("%s: %v", c.source, err)}
+		}
+	}
+	return cases, ev.pushdown, nil
+}
+
+// evaluator evaluates requests as the server and the API server would.
+type evaluator struct {
+	snap     *engine.Snapshot
+	opts     engine.EvalOptions
+	mwc      *admissionregistrationv1.MutatingWebhookConfiguration
+	vwc      *admissionregistrationv1.ValidatingWebhookConfiguration
+	pushdown []controllers.PolicyPushdown
+}
+
+func (o *evalOptions) evaluator(cmd *cobra.Command) (*evaluator, error) {
+	if !stringIn(evalOutputs, o.output) {
+		return nil, usageErrorf("unknown output format %q: want one of %s", o.output, strings.Join(evalOutputs, ", "))
+	}
+	if o.policies == "" {
+		return nil, usageErrorf("eval: -p/--policies is required")
+	}
+	labels, err := parseLabels(o.nsLabels)
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	ev := &evaluator{}
+	if ev.snap, err = loadPolicies(cmd, o.policies); err != nil {
+		return nil, err
+	}
+	if ev.mwc, ev.vwc, err = controllers.Configurations(ev.snap, controllers.ConfigOptions{Service: &simulatedService}); err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	if ev.pushdown, err = controllers.Pushdown(ev.snap); err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	cluster := newOfflineCluster()
+	cluster.otherNamespaces = flagNamespaces{labels: labels}
+	if err := loadCluster(cluster, o.cluster); err != nil {
+		return nil, usageErrorf("--cluster: %v", err)
+	}
+	ev.opts = engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: cluster}
+	if len(o.cluster) > 0 {
+		// Without --cluster, builtins that look objects up get no cluster
+		// at all: an error under their failurePolicy, not a cluster that
+		// has nothing.
+		ev.opts.Cluster = cluster
+	}
+	return ev, nil
+}
+
+// evaluate fills in the case's decision, patched object and calls.
+func (ev *evaluator) evaluate(ctx context.Context, c *evalCase) error {
+	d, err := ev.snap.Evaluate(ctx, c.req, ev.opts)
+	if err != nil {
+		return err
+	}
+	c.decision = d
+	if c.patched, err = d.Object(); err != nil {
+		return err
+	}
+	var nsLabels map[string]string
+	if c.req.Namespace != "" {
+		if ns, err := ev.opts.Namespaces.GetNamespace(ctx, c.req.Namespace); err == nil {
+			nsLabels = ns.Labels
+		}
+	}
+	c.calls, err = controllers.SimulateCalls(ev.mwc, ev.vwc, c.req, nsLabels)
+	return err
 }
 
 // cases builds the admission requests from the flags.
@@ -327,13 +387,14 @@ func requestLine(r *admissionv1.AdmissionRequest) string {
 }
 
 // writeText writes the human-readable account of every request.
-func writeText(w io.Writer, cases []*evalCase) error {
+func writeText(w io.Writer, cases []*evalCase, pushdown []controllers.PolicyPushdown) error {
 	var b bytes.Buffer
+	if err := writePushdown(&b, pushdown); err != nil {
+		return err
+	}
 	allowed := 0
-	for i, c := range cases {
-		if i > 0 {
-			b.WriteString("\n")
-		}
+	for _, c := range cases {
+		b.WriteString("\n")
 		d := c.decision
 		fmt.Fprintf(&b, "=== %s\n", c.source)
 		fmt.Fprintf(&b, "request: %s\n", requestLine(c.req))
@@ -360,6 +421,7 @@ func writeText(w io.Writer, cases []*evalCase) error {
 				return err
 			}
 		}
+		writeCalls(&b, c.calls)
 		if len(d.Warnings) > 0 {
 			b.WriteString("warnings:\n")
 			for _, wn := range d.Warnings {
@@ -416,6 +478,51 @@ func writeText(w io.Writer, cases []*evalCase) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// writePushdown says, per policy, what the generated webhook serving it
+// lets the API server check before it calls Celadon.
+func writePushdown(b *bytes.Buffer, pushdown []controllers.PolicyPushdown) error {
+	if len(pushdown) == 0 {
+		return nil
+	}
+	b.WriteString("pushed down to the API server (webhook matchConditions):\n")
+	tw := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
+	for _, p := range pushdown {
+		what := "all"
+		switch {
+		case p.Expression == "true":
+			what = "nothing"
+		case !p.Conditions:
+			what = "selectors, resources and operations"
+		}
+		if p.Reason != "" {
+			what += "; " + oneLine(p.Reason)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", p.Policy, p.Webhook, what)
+	}
+	return tw.Flush()
+}
+
+// writeCalls says which generated webhooks whose rules match the API
+// server would call.
+func writeCalls(b *bytes.Buffer, calls []controllers.Call) {
+	var parts []string
+	for _, c := range calls {
+		switch {
+		case c.Called && c.Reason != "":
+			parts = append(parts, c.Webhook+" ("+c.Reason+")")
+		case c.Called:
+			parts = append(parts, c.Webhook)
+		case c.Reason != "no rule matches":
+			parts = append(parts, "not "+c.Webhook+" ("+c.Reason+")")
+		}
+	}
+	if len(parts) == 0 {
+		b.WriteString("api server calls: no webhook\n")
+		return
+	}
+	fmt.Fprintf(b, "api server calls: %s\n", strings.Join(parts, "; "))
 }
 
 func pluralS(n int) string {

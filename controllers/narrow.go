@@ -204,7 +204,8 @@ func (s *ruleSet) operationsCoveredBy(ops []string) bool {
 }
 
 // resourcesCEL matches request.resource and subResource as the engine's
-// resource rules do.
+// resource rules do. The API server leaves an empty subResource out of
+// request, so that reading it errors.
 func resourcesCEL(rules []engine.ResourceRule) string {
 	var alts []string
 	for _, r := range rules {
@@ -218,9 +219,9 @@ func resourcesCEL(rules []engine.ResourceRule) string {
 		switch {
 		case r.Subresource == "*" && r.Resource == "*":
 		case r.Subresource == "*":
-			c = append(c, "request.subResource != ''")
+			c = append(c, "request.?subResource.orValue('') != ''")
 		default:
-			c = append(c, "request.subResource == "+celString(r.Subresource))
+			c = append(c, "request.?subResource.orValue('') == "+celString(r.Subresource))
 		}
 		if len(c) == 0 {
 			return "true"

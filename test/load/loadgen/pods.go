@@ -26,13 +26,26 @@ import (
 // the webhook configurations installed, without them, and with the same
 // configurations pointing at a webhook that allows everything at once (the
 // cost of calling any webhook: the API server's share).
+//
+// The Unmatched figures are of the same pod without its owner, which no
+// shipped policy matches, created in the same batches, alternating with
+// the matched one: the narrowed configurations should not call Celadon for
+// it at all. The no-op webhook's configurations are not narrowed, so that
+// it stays what calling any webhook costs.
 type PodLatency struct {
 	With    LatencySummary `json:"with_webhook"`
 	Without LatencySummary `json:"without_webhook"`
 	Noop    LatencySummary `json:"noop_webhook"`
 	// MedianDiffMs is With.P50Ms - Without.P50Ms.
 	MedianDiffMs float64 `json:"median_diff_ms"`
-	Batch        int     `json:"batch"`
+
+	WithUnmatched    LatencySummary `json:"with_webhook_unmatched"`
+	WithoutUnmatched LatencySummary `json:"without_webhook_unmatched"`
+	NoopUnmatched    LatencySummary `json:"noop_webhook_unmatched"`
+	// UnmatchedMedianDiffMs is WithUnmatched.P50Ms - WithoutUnmatched.P50Ms.
+	UnmatchedMedianDiffMs float64 `json:"unmatched_median_diff_ms"`
+
+	Batch int `json:"batch"`
 }
 
 // LatencySummary summarizes one mode's creations.
@@ -92,11 +105,15 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 	for i := range noopM.Webhooks {
 		u := noop.URL + "/noop"
 		noopM.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: noopPEM}
+		noopM.Webhooks[i].ObjectSelector, noopM.Webhooks[i].MatchConditions = nil, nil
+		noopM.Webhooks[i].NamespaceSelector = unnarrowed(noopM.Webhooks[i].NamespaceSelector)
 	}
 	if noopV != nil {
 		for i := range noopV.Webhooks {
 			u := noop.URL + "/noop"
 			noopV.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: noopPEM}
+			noopV.Webhooks[i].ObjectSelector, noopV.Webhooks[i].MatchConditions = nil, nil
+			noopV.Webhooks[i].NamespaceSelector = unnarrowed(noopV.Webhooks[i].NamespaceSelector)
 		}
 	}
 	cfg := *e.CP.Config
@@ -137,7 +154,7 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 		modeWithout
 		modeNoop
 	)
-	var hists [3]Histogram
+	var hists, unmatched [3]Histogram
 	n := 0
 	for round := 0; ; round++ {
 		done := true
@@ -165,8 +182,12 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 			if err := devenv.SyncWebhookConfigurations(ctx, c, ns, time.Minute); err != nil {
 				return nil, err
 			}
-			for i := 0; i < batch && h.Count() < uint64(pods); i++ {
+			for i := 0; i < 2*batch && h.Count() < uint64(pods); i++ {
 				pod := tmpl.DeepCopy()
+				hh, matched := h, i%2 == 0
+				if !matched {
+					hh, pod.OwnerReferences = &unmatched[mode], nil
+				}
 				pod.Name = fmt.Sprintf("load-%d", n)
 				if pod.Labels == nil {
 					pod.Labels = map[string]string{}
@@ -179,17 +200,34 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 				if err != nil {
 					return nil, fmt.Errorf("creating pod %s (mode %d): %w", pod.Name, mode, err)
 				}
-				if i == 0 && (envCount(got) > baseEnv) != (mode == modeWith) {
+				if i < 2 && (envCount(got) > baseEnv) != (mode == modeWith && matched) {
 					return nil, fmt.Errorf("pod %s: %d env variables (fixture %d) in mode %d: the API server did not use the configuration it should", got.Name, envCount(got), baseEnv, mode)
 				}
-				h.Record(lat)
+				hh.Record(lat)
 			}
 		}
 		logf("round %d: %d pods with the webhook, %d without, %d with a no-op webhook", round, hists[modeWith].Count(), hists[modeWithout].Count(), hists[modeNoop].Count())
 	}
-	r := &PodLatency{With: summarize(&hists[modeWith]), Without: summarize(&hists[modeWithout]), Noop: summarize(&hists[modeNoop]), Batch: batch}
+	r := &PodLatency{
+		With: summarize(&hists[modeWith]), Without: summarize(&hists[modeWithout]), Noop: summarize(&hists[modeNoop]),
+		WithUnmatched: summarize(&unmatched[modeWith]), WithoutUnmatched: summarize(&unmatched[modeWithout]), NoopUnmatched: summarize(&unmatched[modeNoop]),
+		Batch: batch,
+	}
 	r.MedianDiffMs = r.With.P50Ms - r.Without.P50Ms
+	r.UnmatchedMedianDiffMs = r.WithUnmatched.P50Ms - r.WithoutUnmatched.P50Ms
 	return r, nil
+}
+
+// unnarrowed keeps only the namespace exclusion of a generated
+// namespaceSelector.
+func unnarrowed(s *metav1.LabelSelector) *metav1.LabelSelector {
+	out := &metav1.LabelSelector{}
+	for _, r := range s.MatchExpressions {
+		if r.Key == controllers.NamespaceNameLabel {
+			out.MatchExpressions = append(out.MatchExpressions, r)
+		}
+	}
+	return out
 }
 
 // noopWebhook allows every review at once, without a patch.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/ast"
@@ -36,7 +37,7 @@ func (p *CompiledPolicy) ConditionsExpression() (string, error) {
 	if len(p.conditions) == 0 {
 		return "", nil
 	}
-	env, err := p.env.env.Extend(cel.EnableMacroCallTracking())
+	env, err := trackingEnv(p.env.env)
 	if err != nil {
 		return "", err
 	}
@@ -82,6 +83,24 @@ func (p *CompiledPolicy) ConditionsExpression() (string, error) {
 		out = texts[0]
 	}
 	return out, nil
+}
+
+// sharedTrackingEnv is the shared policy environment extended to keep
+// macro calls, which printing a compiled expression back needs. Extending
+// costs milliseconds, and most policies declare no variables and share it.
+var sharedTrackingEnv = sync.OnceValues(func() (*cel.Env, error) {
+	_, shared, err := sharedEnvs()
+	if err != nil {
+		return nil, err
+	}
+	return shared.Extend(cel.EnableMacroCallTracking())
+})
+
+func trackingEnv(env *cel.Env) (*cel.Env, error) {
+	if _, shared, _ := sharedEnvs(); env == shared {
+		return sharedTrackingEnv()
+	}
+	return env.Extend(cel.EnableMacroCallTracking())
 }
 
 // inlineVariables returns the policy's variables as inline definitions,

@@ -1,7 +1,7 @@
 package main
 
 // Tests of the Makefile targets around the celadon binary, run by make
-// itself with the test binary standing in for bin/celadon.
+// itself; the test binary stands in for bin/celadon where one is run.
 
 import (
 	"bytes"
@@ -27,10 +27,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runMake runs make in the repository root with BIN a fresh directory whose
-// celadon is this test binary, which make is told not to rebuild. It
-// returns stdout, stderr and make's error.
-func runMake(t *testing.T, args ...string) (stdout, stderr string, err error) {
+// makeCommand returns make, to run in the repository root, as a make of
+// its own rather than a sub-make of `make test`: no inherited flags or
+// jobserver.
+func makeCommand(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs make (-short)")
@@ -38,6 +38,23 @@ func runMake(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Skip("no make")
 	}
+	cmd := exec.Command("make", append([]string{"--no-print-directory"}, args...)...)
+	cmd.Dir = "../.."
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES":
+		default:
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	return cmd
+}
+
+// runMake runs make with BIN a fresh directory whose celadon is this test
+// binary, which make is told not to rebuild. It returns stdout, stderr and
+// make's error.
+func runMake(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -47,16 +64,7 @@ func runMake(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	if err := os.Symlink(self, celadon); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("make", append([]string{"--no-print-directory", "-o", celadon, "BIN=" + bin}, args...)...)
-	cmd.Dir = "../.."
-	// Not a sub-make of `make test`: no inherited flags or jobserver.
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES":
-		default:
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd := makeCommand(t, append([]string{"-o", celadon, "BIN=" + bin}, args...)...)
 	cmd.Env = append(cmd.Env, asMainEnv+"=1")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -149,5 +157,49 @@ func TestMakeDemoFails(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "=== "+dir+"/good/\n") || !strings.Contains(stdout, "(exit 0)\n") {
 		t.Errorf("the other example should still run:\n%s", stdout)
+	}
+}
+
+// buildFlagsRE finds the flags of a `go build` command line: -trimpath and
+// the -ldflags value, quoted.
+var buildFlagsRE = regexp.MustCompile(`go build (-trimpath )?-ldflags (?:'([^']*)'|"([^"]*)")`)
+
+// buildFlags returns the go build flags of a command line, with the values
+// of -X left out (they are the Makefile's or the build arguments'), and
+// whether -trimpath is there.
+func buildFlags(t *testing.T, what, line string) (ldflags []string, trimpath bool) {
+	t.Helper()
+	m := buildFlagsRE.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("%s: no go build -ldflags in:\n%s", what, line)
+	}
+	for _, f := range strings.Fields(m[2] + m[3]) {
+		name, _, _ := strings.Cut(f, "=")
+		ldflags = append(ldflags, name)
+	}
+	return ldflags, m[1] != ""
+}
+
+// TestBuildFlags checks that `make build` builds bin/celadon as the image
+// does: -trimpath, stripped (-s -w), the version stamped in.
+func TestBuildFlags(t *testing.T) {
+	bin := t.TempDir()
+	cmd := makeCommand(t, "-n", "BIN="+bin, bin+"/celadon")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n: %v\n%s", err, out)
+	}
+	makeLD, makeTrim := buildFlags(t, "make -n build", string(out))
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerLD, dockerTrim := buildFlags(t, "Dockerfile", string(dockerfile))
+	want := []string{"-s", "-w", "-X", "main.version", "-X", "main.commit", "-X", "main.date"}
+	if !slices.Equal(dockerLD, want) || !dockerTrim {
+		t.Errorf("Dockerfile: -trimpath %v, -ldflags %q; want -trimpath and %q", dockerTrim, dockerLD, want)
+	}
+	if !slices.Equal(makeLD, dockerLD) || makeTrim != dockerTrim {
+		t.Errorf("make builds with -trimpath %v, -ldflags %q;\nthe Dockerfile with -trimpath %v, -ldflags %q", makeTrim, makeLD, dockerTrim, dockerLD)
 	}
 }

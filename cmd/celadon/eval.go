@@ -24,8 +24,14 @@ import (
 
 func init() { rootCmd.AddCommand(newEvalCmd()) }
 
-// Output formats of eval.
-var evalOutputs = []string{"text", "yaml", "json", "patch", "review"}
+// Output formats of eval: -o.
+var evalOutputs = []outputFormat{
+	{"text", "each policy's result, the decision, the patch and a diff"},
+	{"yaml", "the resulting objects, as YAML"},
+	{"json", "the resulting objects, as JSON"},
+	{"patch", "each request's JSON patch"},
+	{"review", "each AdmissionReview the webhook would answer"},
+}
 
 type evalOptions struct {
 	policies    string
@@ -83,7 +89,7 @@ usage, unreadable input or a policy error.`,
 	f.StringSliceVar(&o.cluster, "cluster", nil, "objects in the cluster, for builtins that look objects up: files or directories, repeated or comma-separated")
 	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user (groups system:masters, system:authenticated)")
 	f.StringVar(&o.subresource, "subresource", "", `subresource of the request, e.g. "status"`)
-	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(evalOutputs, ", "))
+	addOutputFlag(cmd, &o.output, evalOutputs)
 	return cmd
 }
 
@@ -108,9 +114,6 @@ func (c *evalCase) after() map[string]any {
 }
 
 func (o *evalOptions) run(cmd *cobra.Command) error {
-	if !stringIn(evalOutputs, o.output) {
-		return usageErrorf("unknown output format %q: want one of %s", o.output, strings.Join(evalOutputs, ", "))
-	}
 	if o.policies == "" {
 		return usageErrorf("eval: -p/--policies is required")
 	}

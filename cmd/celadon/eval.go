@@ -31,6 +31,7 @@ var evalOutputs = []outputFormat{
 	{"json", "the resulting objects, as JSON"},
 	{"patch", "each request's JSON patch"},
 	{"review", "each AdmissionReview the webhook would answer"},
+	{"results", "each request's decision, policy results, patch and object, as JSON"},
 }
 
 type evalOptions struct {
@@ -68,6 +69,16 @@ objects up read, as the server reads its caches. A Namespace there is the
 request's namespace with its own labels; any other namespace exists with the
 labels of --namespace-labels. Every namespace has kubernetes.io/metadata.name.
 
+Output (-o): text, for people; yaml and json, the resulting objects only
+(as admitted: patched, or unchanged when denied; none for DELETE); patch,
+each request's JSON patch; review, the AdmissionReview the webhook would send
+back; results, for programs: per request, one JSON object
+  {"source", "request": {"operation", "kind", "resource", "subResource",
+   "namespace", "name", "user"}, "allowed", "message", "warnings",
+   "auditAnnotations", "results": [{"policy", "action", "state",
+   "enforcement", "reason", "patchOperations", "panicked"}], "patch", "object"}
+with every key always present ("object" null for DELETE).
+
 Exit status: 0 when every request is allowed, 1 when one is denied, 2 for bad
 usage, unreadable input or a policy error.`,
 		Example: `  celadon eval -p policies/ -f pod.yaml
@@ -75,7 +86,8 @@ usage, unreadable input or a policy error.`,
   celadon eval -p policies/sts-index.yaml -f pod.yaml --namespace-labels team=a,env=prod -o yaml
   celadon eval -p policies/ -f ingress.yaml --cluster services.yaml,classes.yaml
   celadon eval -p policies/ --old deploy.yaml              # DELETE
-  celadon eval -p policies/ --request review.json -o review`,
+  celadon eval -p policies/ --request review.json -o review
+  celadon eval -p policies/ -f pods.yaml -o results | jq '.results[] | select(.state != "pass")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
@@ -165,12 +177,15 @@ func (o *evalOptions) run(cmd *cobra.Command) error {
 		err = writePatches(out, cases)
 	case "review":
 		err = writeReviews(out, cases)
+	case "results":
+		err = writeResults(out, cases)
 	}
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	if denied > 0 {
-		if o.output != "text" && o.output != "review" {
+		// The formats that do not carry the denial say it on stderr.
+		if o.output != "text" && o.output != "review" && o.output != "results" {
 			for _, c := range cases {
 				if !c.decision.Allowed {
 					fmt.Fprintf(cmd.ErrOrStderr(), "celadon: %s: denied: %s\n", c.source, c.decision.Message)
@@ -506,6 +521,35 @@ func writeReviews(w io.Writer, cases []*evalCase) error {
 		}
 		b.Write(j)
 		b.WriteString("\n")
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// evalResult is one request's JSON document of -o results.
+type evalResult struct {
+	Source  string        `json:"source"`
+	Request requestOutput `json:"request"`
+	decisionOutput
+	Object map[string]any `json:"object"` // as admitted; null for DELETE
+}
+
+// writeResults writes, for each request, an indented JSON object: its
+// source and request, the decision with every policy's result, the patch,
+// and the object as the API server would persist it.
+func writeResults(w io.Writer, cases []*evalCase) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	for _, c := range cases {
+		d, err := newDecisionOutput(c.decision)
+		if err != nil {
+			return fmt.Errorf("%s: %v", c.source, err)
+		}
+		if err := enc.Encode(evalResult{Source: c.source, Request: newRequestOutput(c.req), decisionOutput: d, Object: c.after()}); err != nil {
+			return err
+		}
 	}
 	_, err := w.Write(b.Bytes())
 	return err

@@ -5,10 +5,16 @@ package main
 // completion.
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/spf13/cobra"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"celadon.io/celadon/engine"
 )
 
 // outputFormat is one value of a command's -o.
@@ -64,3 +70,77 @@ func (f *outputFlag) Set(s string) error {
 }
 
 func (f *outputFlag) Type() string { return "format" }
+
+// The JSON of `eval -o results` and `test -o json`. Every key is always
+// present: arrays and objects empty rather than absent, strings empty.
+type (
+	// requestOutput describes an admission request.
+	requestOutput struct {
+		Operation   string                      `json:"operation"`
+		Kind        metav1.GroupVersionKind     `json:"kind"`
+		Resource    metav1.GroupVersionResource `json:"resource"`
+		SubResource string                      `json:"subResource"`
+		Namespace   string                      `json:"namespace"`
+		Name        string                      `json:"name"`
+		User        string                      `json:"user"`
+	}
+	// decisionOutput is what the webhook answers a request, and why.
+	decisionOutput struct {
+		Allowed          bool                 `json:"allowed"`
+		Message          string               `json:"message"` // the denial
+		Warnings         []string             `json:"warnings"`
+		AuditAnnotations map[string]string    `json:"auditAnnotations"`
+		Results          []policyResultOutput `json:"results"`
+		Patch            json.RawMessage      `json:"patch"` // a JSON patch, [] for none
+	}
+	// policyResultOutput is one policy's result, as -o text shows it.
+	policyResultOutput struct {
+		Policy          string `json:"policy"`
+		Action          string `json:"action"`
+		State           string `json:"state"`       // pass, fail, warn, error or skip
+		Enforcement     string `json:"enforcement"` // Deny, Warn or Audit; "" for a mutating policy
+		Reason          string `json:"reason"`
+		PatchOperations int    `json:"patchOperations"`
+		Panicked        bool   `json:"panicked"`
+	}
+)
+
+func newRequestOutput(r *admissionv1.AdmissionRequest) requestOutput {
+	return requestOutput{
+		Operation:   string(r.Operation),
+		Kind:        r.Kind,
+		Resource:    r.Resource,
+		SubResource: r.SubResource,
+		Namespace:   r.Namespace,
+		Name:        r.Name,
+		User:        r.UserInfo.Username,
+	}
+}
+
+func newDecisionOutput(d *engine.Decision) (decisionOutput, error) {
+	patch, err := d.PatchJSON()
+	if err != nil {
+		return decisionOutput{}, err
+	}
+	out := decisionOutput{
+		Allowed:          d.Allowed,
+		Message:          d.Message,
+		Warnings:         append([]string{}, d.Warnings...),
+		AuditAnnotations: map[string]string{},
+		Results:          make([]policyResultOutput, len(d.Results)),
+		Patch:            patch,
+	}
+	maps.Copy(out.AuditAnnotations, d.AuditAnnotations)
+	for i, r := range d.Results {
+		out.Results[i] = policyResultOutput{
+			Policy:          r.Policy,
+			Action:          r.Action,
+			State:           string(r.State),
+			Enforcement:     string(r.Enforcement),
+			Reason:          r.Reason,
+			PatchOperations: r.Patch,
+			Panicked:        r.Panicked,
+		}
+	}
+	return out, nil
+}

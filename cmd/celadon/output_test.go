@@ -11,7 +11,7 @@ import (
 // -o formats, exactly the values the flag accepts.
 func TestOutputCompletion(t *testing.T) {
 	want := map[string][]string{
-		"eval": {"text", "yaml", "json", "patch", "review"},
+		"eval": {"text", "yaml", "json", "patch", "review", "results"},
 	}
 	runFreshCLI(t, "version") // every command with -o built afresh
 	var withOutput []string

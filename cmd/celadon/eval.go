@@ -60,8 +60,12 @@ Each object in OBJECTS (YAML documents separated by "---", concatenated JSON,
 or the items of a List) is evaluated as its own admission request, built as
 the API server builds it. The operation is CREATE; UPDATE when --old is given
 with -f (objects and old objects pair up in order); DELETE when only --old is
-given. Mutating policies run first, then validating ones on the mutated
-object, as in the API server's admission chain.
+given. Mutating policies run first, in file order, then validating ones on
+the mutated object, as in the API server's admission chain, all in one pass.
+In a cluster, each failurePolicy has webhooks of its own: the API server calls
+the mutating one of Fail policies before that of Ignore policies, and the
+validating ones in parallel, returning one of their denials where eval joins
+them all.
 
 Cluster state comes from --cluster: files or directories of objects
 (Services, Secrets, IngressClasses, Namespaces...) that builtins looking

@@ -17,6 +17,14 @@
 //     actions return a violation that the policy's enforcement turns into a
 //     denial, a warning or an audit annotation.
 //
+// The order is that of one Evaluate call, in which `celadon eval` evaluates
+// every policy. The server makes one call per webhook, limited to a phase
+// and a failurePolicy (EvalOptions.Phase and EvalOptions.FailurePolicy),
+// and the API server calls the mutating webhooks in turn, Fail before
+// Ignore, but the validating ones in parallel: in a cluster the order holds
+// among the mutating policies of one failurePolicy, and validating
+// policies, which cannot change the object, have none.
+//
 // The object is parsed once into a tape that CEL and builtins read in
 // place: ActionContext.Object is a Value, whose fields cost no decoding.
 // A builtin that needs much of it Decodes a copy, into a typed struct or

@@ -4,7 +4,8 @@ package engine
 // use; a reload builds a new Snapshot and swaps it in whole.
 type Snapshot struct {
 	// Policies are the compiled policies, in dispatch order: files sorted by
-	// name, documents in file order.
+	// name, documents in file order. It is the order within one Evaluate
+	// call; see the package documentation for the order in a cluster.
 	Policies []*CompiledPolicy
 	// Hash identifies the content the snapshot was compiled from.
 	Hash string

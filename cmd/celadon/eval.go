@@ -27,8 +27,15 @@ import (
 
 func init() { rootCmd.AddCommand(newEvalCmd()) }
 
-// Output formats of eval.
-var evalOutputs = []string{"text", "yaml", "json", "patch", "review"}
+// Output formats of eval: -o.
+var evalOutputs = []outputFormat{
+	{"text", "each policy's result, the decision, the patch and a diff"},
+	{"yaml", "the resulting objects, as YAML"},
+	{"json", "the resulting objects, as JSON"},
+	{"patch", "each request's JSON patch"},
+	{"review", "each AdmissionReview the webhook would answer"},
+	{"results", "each request's decision, policy results, patch and object, as JSON"},
+}
 
 type evalOptions struct {
 	policies    string
@@ -57,14 +64,28 @@ Each object in OBJECTS (YAML documents separated by "---", concatenated JSON,
 or the items of a List) is evaluated as its own admission request, built as
 the API server builds it. The operation is CREATE; UPDATE when --old is given
 with -f (objects and old objects pair up in order); DELETE when only --old is
-given. Mutating policies run first, then validating ones on the mutated
-object, as in the API server's admission chain.
+given. Mutating policies run first, in file order, then validating ones on
+the mutated object, as in the API server's admission chain, all in one pass.
+In a cluster, each failurePolicy has webhooks of its own: the API server calls
+the mutating one of Fail policies before that of Ignore policies, and the
+validating ones in parallel, returning one of their denials where eval joins
+them all.
 
 Cluster state comes from --cluster: files or directories of objects
 (Services, Secrets, IngressClasses, Namespaces...) that builtins looking
 objects up read, as the server reads its caches. A Namespace there is the
 request's namespace with its own labels; any other namespace exists with the
 labels of --namespace-labels. Every namespace has kubernetes.io/metadata.name.
+
+Output (-o): text, for people; yaml and json, the resulting objects only
+(as admitted: patched, or unchanged when denied; none for DELETE); patch,
+each request's JSON patch; review, the AdmissionReview the webhook would send
+back; results, for programs: per request, one JSON object
+  {"source", "request": {"operation", "kind", "resource", "subResource",
+   "namespace", "name", "user"}, "allowed", "message", "warnings",
+   "auditAnnotations", "results": [{"policy", "action", "state",
+   "enforcement", "reason", "patchOperations", "panicked"}], "patch", "object"}
+with every key always present ("object" null for DELETE).
 
 Exit status: 0 when every request is allowed, 1 when one is denied, 2 for bad
 usage, unreadable input or a policy error.`,
@@ -73,7 +94,8 @@ usage, unreadable input or a policy error.`,
   celadon eval -p policies/sts-index.yaml -f pod.yaml --namespace-labels team=a,env=prod -o yaml
   celadon eval -p policies/ -f ingress.yaml --cluster services.yaml,classes.yaml
   celadon eval -p policies/ --old deploy.yaml              # DELETE
-  celadon eval -p policies/ --request review.json -o review`,
+  celadon eval -p policies/ --request review.json -o review
+  celadon eval -p policies/ -f pods.yaml -o results | jq '.results[] | select(.state != "pass")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
@@ -87,7 +109,7 @@ usage, unreadable input or a policy error.`,
 	f.StringSliceVar(&o.cluster, "cluster", nil, "objects in the cluster, for builtins that look objects up: files or directories, repeated or comma-separated")
 	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user (groups system:masters, system:authenticated)")
 	f.StringVar(&o.subresource, "subresource", "", `subresource of the request, e.g. "status"`)
-	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(evalOutputs, ", "))
+	addOutputFlag(cmd, &o.output, evalOutputs)
 	return cmd
 }
 
@@ -133,12 +155,15 @@ func (o *evalOptions) run(cmd *cobra.Command) error {
 		err = writePatches(out, cases)
 	case "review":
 		err = writeReviews(out, cases)
+	case "results":
+		err = writeResults(out, cases)
 	}
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	if denied > 0 {
-		if o.output != "text" && o.output != "review" {
+		// The formats that do not carry the denial say it on stderr.
+		if o.output != "text" && o.output != "review" && o.output != "results" {
 			for _, c := range cases {
 				if !c.decision.Allowed {
 					fmt.Fprintf(cmd.ErrOrStderr(), "celadon: %s: denied: %s\n", c.source, c.decision.Message)
@@ -184,9 +209,6 @@ type evaluator struct {
 }
 
 func (o *evalOptions) evaluator(cmd *cobra.Command) (*evaluator, error) {
-	if !stringIn(evalOutputs, o.output) {
-		return nil, usageErrorf("unknown output format %q: want one of %s", o.output, strings.Join(evalOutputs, ", "))
-	}
 	if o.policies == "" {
 		return nil, usageErrorf("eval: -p/--policies is required")
 	}
@@ -610,6 +632,38 @@ func writeReviews(w io.Writer, cases []*evalCase) error {
 		}
 		b.Write(j)
 		b.WriteString("\n")
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// evalResult is one request's JSON document of -o results.
+type evalResult struct {
+	Source  string        `json:"source"`
+	Request requestOutput `json:"request"`
+	decisionOutput
+	Object map[string]any `json:"object"` // as admitted; null for DELETE
+	// APIServerCalls says, per generated webhook, whether the API server
+	// would call it.
+	APIServerCalls []controllers.Call `json:"apiServerCalls"`
+}
+
+// writeResults writes, for each request, an indented JSON object: its
+// source and request, the decision with every policy's result, the patch,
+// and the object as the API server would persist it.
+func writeResults(w io.Writer, cases []*evalCase) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	for _, c := range cases {
+		d, err := newDecisionOutput(c.decision)
+		if err != nil {
+			return fmt.Errorf("%s: %v", c.source, err)
+		}
+		if err := enc.Encode(evalResult{Source: c.source, Request: newRequestOutput(c.req), decisionOutput: d, Object: c.after(), APIServerCalls: c.calls}); err != nil {
+			return err
+		}
 	}
 	_, err := w.Write(b.Bytes())
 	return err

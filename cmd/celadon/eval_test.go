@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -207,7 +209,7 @@ spec:
 		{"review and --operation", []string{"-p", p("ok.yaml"), "--request", p("good.json"), "--operation", "DELETE"},
 			[]string{"--operation applies to -f and --old"}},
 		{"unknown output", []string{"-p", p("ok.yaml"), "-f", p("pod.yaml"), "-o", "xml"},
-			[]string{`unknown output format "xml": want one of text, yaml, json, patch, review`}},
+			[]string{`unknown output format "xml": want one of text, yaml, json, patch, review, results`}},
 		{"unknown operation", []string{"-p", p("ok.yaml"), "-f", p("pod.yaml"), "--operation", "PATCH"},
 			[]string{`--operation must be CREATE, UPDATE, DELETE or CONNECT, not "PATCH"`}},
 		{"UPDATE without old", []string{"-p", p("ok.yaml"), "-f", p("pod.yaml"), "--operation", "UPDATE"},
@@ -410,6 +412,102 @@ func TestEvalOutputs(t *testing.T) {
 			t.Errorf("exit %d: -o yaml should print the object unchanged:\n%s", code, out)
 		}
 	})
+}
+
+// TestEvalResults checks -o results: one JSON object per request with
+// every key, against testdata/eval-results.golden.json (UPDATE_GOLDEN=1
+// rewrites it), while -o json still prints the object alone.
+func TestEvalResults(t *testing.T) {
+	golden, err := filepath.Abs("testdata/eval-results.golden.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(writeFiles(t, map[string]string{
+		"policies/1-label.yaml": labelPodsPolicy,
+		"policies/2-deny.yaml":  denyLatestPolicy,
+		"both.yaml":             podYAML + "---\n" + latestPodYAML,
+	}))
+	code, stdout, stderr := runCLI(t, "eval", "-p", "policies", "-f", "both.yaml", "-o", "results")
+	if code != 1 || stderr != "" {
+		t.Errorf("exit %d, want 1 (the second pod is denied), and nothing on stderr:\n%s", code, stderr)
+	}
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		if err := os.WriteFile(golden, []byte(stdout), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout != string(want) {
+		t.Errorf("-o results differs from %s (UPDATE_GOLDEN=1 regenerates it):\n%s", golden, unifiedDiff("golden", "got", string(want), stdout))
+	}
+
+	// What the golden file must keep saying.
+	type result struct {
+		Policy, Action, State, Enforcement, Reason string
+		PatchOperations                            int
+	}
+	type doc struct {
+		Source  string
+		Request struct{ Operation, Namespace, Name, User string }
+		Allowed bool
+		Message string
+		Results []result
+		Patch   []map[string]any
+		Object  map[string]any
+	}
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	var docs []doc
+	keys := "allowed apiServerCalls auditAnnotations message object patch request results source warnings"
+	for dec.More() {
+		var raw map[string]json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		if got := strings.Join(slices.Sorted(maps.Keys(raw)), " "); got != keys {
+			t.Errorf("keys %s, want %s", got, keys)
+		}
+		var d doc
+		b, _ := json.Marshal(raw)
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, d)
+	}
+	if len(docs) != 2 {
+		t.Fatalf("%d documents, want one per request:\n%s", len(docs), stdout)
+	}
+	d0, d1 := docs[0], docs[1]
+	if d0.Source != "both.yaml: document 1" || d0.Request.Operation != "CREATE" || d0.Request.Name != "web-0" || d0.Request.User != "kubernetes-admin" {
+		t.Errorf("first request: %+v %+v", d0.Source, d0.Request)
+	}
+	if !d0.Allowed || d0.Message != "" || len(d0.Patch) != 1 ||
+		!slices.Equal(d0.Results, []result{
+			{"sts-index", "injectEnvIndex", "pass", "", "INDEX=0 set in containers app", 1},
+			{"no-latest", "deny", "skip", "Deny", "condition conditions[0] is false", 0},
+		}) {
+		t.Errorf("first decision: allowed %v, message %q, patch %v, results %+v", d0.Allowed, d0.Message, d0.Patch, d0.Results)
+	}
+	if env := d0.Object["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["env"]; env == nil {
+		t.Errorf("first object not patched: %v", d0.Object)
+	}
+	if d1.Allowed || d1.Message != "no latest images" || len(d1.Patch) != 0 || len(d1.Results) != 2 ||
+		d1.Results[1] != (result{"no-latest", "deny", "fail", "Deny", "no latest images", 0}) {
+		t.Errorf("second decision: allowed %v, message %q, patch %v, results %+v", d1.Allowed, d1.Message, d1.Patch, d1.Results)
+	}
+
+	// DELETE: no object.
+	code, stdout, _ = runCLI(t, "eval", "-p", "policies/1-label.yaml", "--old", "both.yaml", "-o", "results")
+	if code != 0 || strings.Count(stdout, `"object": null`) != 2 {
+		t.Errorf("DELETE: exit %d, want 0 and two null objects:\n%s", code, stdout)
+	}
+	// -o json is unchanged: the objects alone.
+	code, stdout, _ = runCLI(t, "eval", "-p", "policies", "-f", "both.yaml", "-o", "json")
+	if code != 1 || strings.Contains(stdout, `"results"`) || !strings.HasPrefix(stdout, "{\n  \"apiVersion\": \"v1\",") {
+		t.Errorf("-o json: exit %d:\n%s", code, stdout)
+	}
 }
 
 // TestFlagsDoNotLeak checks that a run does not inherit the previous run's

@@ -127,7 +127,9 @@ package main
 // `file:line:col: message` followed by the source line and a caret, the
 // suite's other cases not run). --run REGEXP runs
 // only the cases whose "suite: name" matches; -v prints every case's request
-// and policy results.
+// and policy results. -o json and -o junit print the same run for programs
+// and CI systems instead (test_report.go), with the same exit status; the
+// errors of suites that cannot be run go to stderr as well.
 
 import (
 	"bytes"
@@ -168,6 +170,14 @@ const (
 type testOptions struct {
 	run     string
 	verbose bool
+	output  string
+}
+
+// Output formats of test: -o.
+var testOutputs = []outputFormat{
+	{"text", "PASS or FAIL per case with what differed, then a summary"},
+	{"json", "every suite, case, problem and policy result, as JSON"},
+	{"junit", "JUnit XML for CI: a testsuite per suite file, a testcase per case"},
 }
 
 func newTestCmd() *cobra.Command {
@@ -185,18 +195,34 @@ object.
 Each case prints "PASS suite: name" or "FAIL suite: name" with what differed;
 a summary "N passed, M failed" ends the output.
 
+For CI systems, -o junit prints JUnit XML instead: a <testsuite> per suite
+file (its path as name), a <testcase> per case (its name, the suite file as
+classname and file) with a <failure> saying what differed; a suite that cannot
+be run is a <testsuite> whose one <testcase name="(suite)"> has an <error>;
+-v adds each case's request and policy results as its <system-out>.
+-o json prints one JSON object, every key always present:
+  {"passed", "failed", "broken" (suites that could not be run),
+   "suites": [{"file", "name", "errors", "cases": [{"name", "passed",
+   "problems", "request", "decision": {"allowed", "message", "warnings",
+   "auditAnnotations", "results", "patch"}}]}]}
+with "request" and the keys of "decision" as "celadon eval -o results"
+prints them; "decision" is null when the case could not be evaluated.
+A suite that runs but has no case --run selects is not listed.
+
 Exit status: 0 when every case passes, 1 when one fails, 2 when a suite cannot
 be run (unknown fields, missing files, policy errors: each printed as
 file:line:col: message, followed by the source line and a caret).`,
 		Example: `  celadon test policies/tests
   celadon test policies/tests/sts-index.yaml -v
-  celadon test policies/tests --run 'protected'`,
+  celadon test policies/tests --run 'protected'
+  celadon test policies/tests -o junit > policy-tests.xml`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return o.runSuites(cmd, args) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.run, "run", "", `run only the cases whose "suite: name" matches this regular expression`)
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "print every case's request and policy results, passing or not")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "print every case's request and policy results, passing or not (-o junit: as each testcase's system-out)")
+	addOutputFlag(cmd, &o.output, testOutputs)
 	return cmd
 }
 
@@ -216,27 +242,37 @@ func (o *testOptions) runSuites(cmd *cobra.Command, args []string) error {
 		return usageErrorf("no test suites (kind %s) in %s", suiteKind, strings.Join(args, ", "))
 	}
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	passed, failed, broken := 0, 0, 0
+	var rep testReport
 	for _, file := range files {
 		s, errs := loadSuite(file)
 		if len(errs) > 0 {
-			broken++
+			rep.broken++
 			for _, e := range errs {
 				fmt.Fprintln(errOut, e)
 			}
+			rep.suites = append(rep.suites, &suiteReport{file: file, errors: errs})
 			continue
 		}
+		sr := &suiteReport{file: file, name: s.name}
 		for _, c := range s.cases {
 			if filter != nil && !filter.MatchString(s.file+": "+c.name) {
 				continue
 			}
 			problems, d := s.check(cmd.Context(), c)
-			var b bytes.Buffer
+			cr := caseReport{c: c, problems: problems, d: d}
+			sr.cases = append(sr.cases, cr)
 			if len(problems) == 0 {
-				passed++
+				rep.passed++
+			} else {
+				rep.failed++
+			}
+			if o.output != "text" {
+				continue
+			}
+			var b bytes.Buffer
+			if cr.passed() {
 				fmt.Fprintf(&b, "PASS %s: %s\n", s.file, c.name)
 			} else {
-				failed++
 				fmt.Fprintf(&b, "FAIL %s: %s\n", s.file, c.name)
 				for _, p := range problems {
 					writeIndentedLines(&b, p)
@@ -249,12 +285,25 @@ func (o *testOptions) runSuites(cmd *cobra.Command, args []string) error {
 				return &exitError{code: 2, err: err}
 			}
 		}
+		if len(sr.cases) > 0 {
+			rep.suites = append(rep.suites, sr)
+		}
 	}
-	fmt.Fprintf(out, "%d passed, %d failed\n", passed, failed)
+	switch o.output {
+	case "text":
+		_, err = fmt.Fprintf(out, "%d passed, %d failed\n", rep.passed, rep.failed)
+	case "json":
+		err = rep.writeJSON(out)
+	case "junit":
+		err = rep.writeJUnit(out, o.verbose)
+	}
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
 	switch {
-	case broken > 0:
-		return &exitError{code: 2, err: fmt.Errorf("%d suite%s could not be run", broken, pluralS(broken))}
-	case failed > 0:
+	case rep.broken > 0:
+		return &exitError{code: 2, err: fmt.Errorf("%d suite%s could not be run", rep.broken, pluralS(rep.broken))}
+	case rep.failed > 0:
 		return &exitError{code: 1}
 	}
 	return nil
@@ -420,6 +469,7 @@ type (
 // suite is a loaded suite, ready to run.
 type suite struct {
 	file    string
+	name    string // metadata.name
 	snap    *engine.Snapshot
 	cluster *offlineCluster
 	cases   []*suiteCase
@@ -581,7 +631,7 @@ func loadSuite(file string) (*suite, []string) {
 	if !ok {
 		return nil, l.errs
 	}
-	s := &suite{file: file, cluster: newOfflineCluster()}
+	s := &suite{file: file, name: spec.Metadata.Name, cluster: newOfflineCluster()}
 	s.snap = l.policies(spec.Policies)
 	for i, raw := range spec.Resources {
 		l.pool = append(l.pool, l.objects(fmt.Sprintf("resources[%d]", i), raw)...)

@@ -215,3 +215,45 @@ func TestErrorOutputGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestCELVariables checks what the README's CEL section says of the
+// variables: those of a ValidatingAdmissionPolicy but params and
+// authorizer, which fail to load.
+func TestCELVariables(t *testing.T) {
+	policy := func(expr string) string {
+		return `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: uses-variable
+spec:
+  match:
+    resources: [pods]
+    conditions:
+    - expression: '` + expr + `'
+  variables:
+  - name: image
+    expression: object.spec.containers[0].image
+  action: deny
+  with:
+    message: m
+`
+	}
+	for expr, undeclared := range map[string]string{
+		`object.kind == "Pod"`:                              "",
+		`oldObject == null`:                                 "",
+		`request.userInfo.username != ""`:                   "",
+		`namespaceObject.metadata.name != ""`:               "",
+		`variables.image != ""`:                             "",
+		`params.spec.x == 1`:                                "params",
+		`authorizer.requestResource.check("get").allowed()`: "authorizer",
+	} {
+		dir := writeFiles(t, map[string]string{"p.yaml": policy(expr)})
+		code, stdout, stderr := runCLI(t, "validate", "-p", filepath.Join(dir, "p.yaml"))
+		switch {
+		case undeclared == "" && code != 0:
+			t.Errorf("%s: exit %d, want 0\n%s", expr, code, stderr)
+		case undeclared != "" && (code != 2 || !strings.Contains(stderr, "undeclared reference to '"+undeclared+"'")):
+			t.Errorf("%s: exit %d, want 2 and an undeclared reference to %s\n%s%s", expr, code, undeclared, stdout, stderr)
+		}
+	}
+}

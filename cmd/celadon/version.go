@@ -1,6 +1,7 @@
 package main
 
-// `celadon version`: what was built, from what, when.
+// `celadon version` and `celadon --version`: what was built, from what,
+// when.
 
 import (
 	"fmt"
@@ -23,7 +24,17 @@ var (
 	date    = ""
 )
 
-func init() { rootCmd.AddCommand(newVersionCmd()) }
+func init() {
+	rootCmd.AddCommand(newVersionCmd())
+	// `celadon --version` prints what `celadon version` does. cobra adds
+	// the flag when Version is set, as -v too unless the flag exists: it is
+	// declared here without the shorthand, which `celadon test -v` means
+	// verbose. The template reads the build information when it runs.
+	rootCmd.Version = buildInfo().version
+	rootCmd.Flags().Bool("version", false, "print the version, as the version command does")
+	cobra.AddTemplateFunc("celadonVersion", func() string { return buildInfo().String() })
+	rootCmd.SetVersionTemplate("{{celadonVersion}}\n")
+}
 
 func newVersionCmd() *cobra.Command {
 	var short bool

@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -26,6 +27,31 @@ func TestVersion(t *testing.T) {
 	}
 	if code, _, _ := runFreshCLI(t, "version", "extra"); code != 2 {
 		t.Errorf("version extra: exit %d, want 2", code)
+	}
+}
+
+// TestVersionFlag checks that `celadon --version` prints what `celadon
+// version` does, read when it runs, and that -v is not --version.
+func TestVersionFlag(t *testing.T) {
+	defer func(v, c, d string) { version, commit, date = v, c, d }(version, commit, date)
+	version, commit, date = "v1.2.3", "abc1234", "2026-01-02T03:04:05Z"
+	// cobra keeps flag values between runs of the same command.
+	defer func() { _ = rootCmd.Flags().Set("version", "false") }()
+
+	code, stdout, stderr := runFreshCLI(t, "--version")
+	want := "celadon v1.2.3 (commit abc1234, built 2026-01-02T03:04:05Z, " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + ")\n"
+	if code != 0 || stdout != want {
+		t.Errorf("--version: exit %d\n got %q\nwant %q\n%s", code, stdout, want, stderr)
+	}
+	if _, fromCmd, _ := runFreshCLI(t, "version"); fromCmd != stdout {
+		t.Errorf("--version printed %q, the version command %q", stdout, fromCmd)
+	}
+	code, stdout, _ = runFreshCLI(t, "--help")
+	if code != 0 || !strings.Contains(stdout, "      --version   print the version") {
+		t.Errorf("--help should list --version, without a shorthand:\n%s", stdout)
+	}
+	if code, _, stderr := runFreshCLI(t, "-v"); code != 2 || !strings.Contains(stderr, "unknown shorthand flag: 'v'") {
+		t.Errorf("-v: exit %d, want 2 (unknown flag)\n%s", code, stderr)
 	}
 }
 

@@ -53,8 +53,12 @@ and every --exclude-namespace are never sent to Celadon.
 
 Policy errors are printed on stderr as with validate. Exit status: 0 on
 success, 2 on bad flags or policy errors.`,
-		Example: `  celadon webhook-config -p policies/ --service celadon/celadon \
-    --cert-manager-inject-from celadon/celadon-webhook | kubectl apply -f -
+		// The first example prints the configurations of
+		// deploy/overlays/cert-manager, whose Certificate is celadon-serving
+		// (TestWebhookConfigExample).
+		Example: `  # As deploy/overlays/cert-manager, with its Certificate celadon/celadon-serving:
+  celadon webhook-config -p policies/ --service celadon/celadon \
+    --cert-manager-inject-from celadon/celadon-serving | kubectl apply -f -
   celadon webhook-config -p policies/ --url https://127.0.0.1:9443 --ca-bundle ca.crt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },

@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/yaml"
+
+	"celadon.io/celadon/test/deploy"
 )
 
 // runWebhookConfig runs `celadon webhook-config args...` in-process through
@@ -229,5 +231,49 @@ spec:
 				}
 			}
 		})
+	}
+}
+
+// TestWebhookConfigExample runs the first example of webhook-config --help
+// on the shipped policies: it must print the webhook configurations of
+// deploy/overlays/cert-manager, naming the Certificate that overlay creates.
+func TestWebhookConfigExample(t *testing.T) {
+	example := newWebhookConfigCmd().Example
+	wantFlags := "--service " + deploy.Namespace + "/" + deploy.Service + " --cert-manager-inject-from " + deploy.Namespace + "/" + deploy.ServingCertificate
+	// The command line: from "celadon" to the pipe, continued lines joined.
+	line := strings.ReplaceAll(example, "\\\n", " ")
+	var args []string
+	for _, l := range strings.Split(line, "\n") {
+		l, _, _ = strings.Cut(strings.TrimSpace(l), " | ")
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "celadon" && f[1] == "webhook-config" {
+			args = f[2:]
+			break
+		}
+	}
+	if !strings.Contains(strings.Join(args, " "), wantFlags) {
+		t.Fatalf("the first example %q lacks %q:\n%s", args, wantFlags, example)
+	}
+	for i, a := range args {
+		if a == "-p" && i+1 < len(args) {
+			args[i+1] = filepath.Join("../..", args[i+1])
+		}
+	}
+	code, stdout, stderr := runWebhookConfig(t, args...)
+	if code != 0 {
+		t.Fatalf("webhook-config %q: exit %d\n%s", args, code, stderr)
+	}
+	file := filepath.Join("../..", deploy.CertManagerOverlay, deploy.WebhookConfigFile)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []string // the file without its header comments
+	for _, l := range splitLines(string(b)) {
+		if len(body) > 0 || !strings.HasPrefix(l, "#") {
+			body = append(body, l)
+		}
+	}
+	if want := strings.Join(body, "\n") + "\n"; stdout != want {
+		t.Errorf("the example's output differs from %s:\n%s", file, unifiedDiff(file, "example", want, stdout))
 	}
 }

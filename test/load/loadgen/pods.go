@@ -186,7 +186,11 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 				pod := tmpl.DeepCopy()
 				hh, matched := h, i%2 == 0
 				if !matched {
+					// As a Deployment's pod: no StatefulSet owner or labels.
 					hh, pod.OwnerReferences = &unmatched[mode], nil
+					for _, k := range []string{"statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index", "controller-revision-hash"} {
+						delete(pod.Labels, k)
+					}
 				}
 				pod.Name = fmt.Sprintf("load-%d", n)
 				if pod.Labels == nil {

@@ -193,6 +193,12 @@ type Options struct {
 	// (syncs still follow every reload).
 	WebhookSyncInterval time.Duration
 
+	// BackgroundScan, when positive, makes the leader scan the objects the
+	// validating policies match this often, from informer caches, and write
+	// the results as OpenReports objects (controllers.BackgroundScanner),
+	// which needs their CRDs. Zero disables it.
+	BackgroundScan time.Duration
+
 	// SelfSignedCerts makes the servers keep their own CA and serving
 	// certificate, for the names of certHosts, in the Secret
 	// CertSecretNamespace/CertSecretName, shared by every replica: created

@@ -64,6 +64,8 @@ type Server struct {
 	// made it; controllers runs the builtins' controllers.
 	syncer      atomic.Pointer[controllers.ConfigSyncer]
 	controllers atomic.Pointer[controllers.BuiltinControllers]
+	// scanner runs the background scan (BackgroundScan), once Start made it.
+	scanner atomic.Pointer[controllers.BackgroundScanner]
 
 	started   atomic.Bool
 	readiness atomic.Pointer[readiness]
@@ -224,6 +226,9 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 			return webhook.NotEvaluated(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
 		}
 		s.metrics.observeResults(set, d.Results)
+		if sc := s.scanner.Load(); sc != nil {
+			sc.RecordAdmission(&req.AdmissionRequest, d)
+		}
 		for i := range d.Results {
 			switch r := &d.Results[i]; {
 			case r.Panicked:
@@ -443,6 +448,23 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.controllers.Store(bc)
+	if o.BackgroundScan > 0 {
+		sc := controllers.NewBackgroundScanner(controllers.ScanOptions{
+			Interval:   o.BackgroundScan,
+			Policies:   s.store,
+			Namespaces: s.namespaces,
+			Cluster:    s.cluster,
+			Excluded: controllers.ConfigOptions{
+				Service: o.WebhookService, URL: o.WebhookURL, ExcludeNamespaces: []string{o.Namespace},
+			}.ExcludedNamespaces(),
+			Log: s.log.WithName("background-scan"),
+		}, cfg, mgr.GetClient())
+		if err := mgr.Add(sc); err != nil {
+			return err
+		}
+		s.store.Subscribe(func(*engine.Snapshot) { sc.Trigger() })
+		s.scanner.Store(sc)
+	}
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watch(ctx) })

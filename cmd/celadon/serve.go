@@ -70,6 +70,7 @@ type serveOptions struct {
 	webhookURL        string
 	caBundle          string
 	webhookSync       time.Duration
+	backgroundScan    time.Duration
 	leaderElect       bool
 	leaderElectSet    bool // --leader-elect given; else it follows --manage-webhooks
 	leaderElectionNS  string
@@ -235,6 +236,7 @@ usage or policies that do not load.`,
 	f.StringVar(&o.webhookService, "webhook-service", "", "Service the managed configurations point at: NAMESPACE/NAME[:PORT] (port default 443)")
 	f.StringVar(&o.webhookURL, "webhook-url", "", "base URL the managed configurations point at instead of a Service, e.g. https://127.0.0.1:9443")
 	f.StringVar(&o.caBundle, "ca-bundle", "", "PEM file written as the managed configurations' caBundle, re-read on every sync (default <cert-dir>/ca.crt)")
+	f.DurationVar(&o.backgroundScan, "background-scan", 0, "on the leader, scan the objects the validating policies match this often and write OpenReports Reports (needs their CRDs); 0 disables")
 	f.DurationVar(&o.webhookSync, "webhook-sync-interval", controllers.DefaultWebhookSyncInterval, "also re-check the managed configurations this often, repairing drift; negative: only at start and after reloads")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect one replica to write the managed configurations and createSecret's Secrets (default true with --manage-webhooks or a createSecret policy)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default $POD_NAMESPACE)")
@@ -339,6 +341,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		WebhookURL:              o.webhookURL,
 		CABundleFile:            o.caBundle,
 		WebhookSyncInterval:     o.webhookSync,
+		BackgroundScan:          o.backgroundScan,
 		LeaderElection:          leaderElect,
 		LeaderElectionNamespace: leNS,
 		ElectForControllers:     !o.leaderElectSet,

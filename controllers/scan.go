@@ -72,7 +72,7 @@ type BackgroundScanner struct {
 	mu sync.Mutex
 	// audits are admission results in Audit mode, by object and policy,
 	// kept until their object is deleted, their policy goes, or two
-	// intervals pass without them being seen again.
+	// intervals (at least a minute) pass without them being seen again.
 	audits map[auditKey]reports.Result
 	// informers by resource, started on first need.
 	informers map[schema.GroupVersionResource]cache.SharedIndexInformer
@@ -202,7 +202,17 @@ func (b *BackgroundScanner) Scan(ctx context.Context, disc discovery.DiscoveryIn
 			results = append(results, rs...)
 		}
 	}
-	results = append(results, b.currentAudits(snap, start)...)
+	// A scan result replaces an admission one of the same object and
+	// policy: a report lists each once.
+	seen := make(map[auditKey]bool, len(results))
+	for _, r := range results {
+		seen[auditKey{r.Object.UID, r.Policy}] = true
+	}
+	for _, r := range b.currentAudits(snap, start) {
+		if !seen[auditKey{r.Object.UID, r.Policy}] {
+			results = append(results, r)
+		}
+	}
 	if err := b.write(ctx, results); err != nil {
 		return err
 	}
@@ -357,14 +367,14 @@ func (b *BackgroundScanner) auditCount() int {
 }
 
 // currentAudits returns the admission Audit results still current: their
-// policy is served and they are at most two intervals old; it forgets the
-// others.
+// policy is served and they are at most two intervals (and at least a
+// minute) old; it forgets the others.
 func (b *BackgroundScanner) currentAudits(snap *engine.Snapshot, now time.Time) []reports.Result {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []reports.Result
 	for k, r := range b.audits {
-		if snap.Policy(k.policy) == nil || now.Sub(r.Time) > 2*b.o.Interval {
+		if snap.Policy(k.policy) == nil || now.Sub(r.Time) > max(2*b.o.Interval, time.Minute) {
 			delete(b.audits, k)
 			continue
 		}

@@ -88,7 +88,7 @@ func TestBackgroundScanReports(t *testing.T) {
 		err := suite.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: reports.ReportName}, u)
 		return u, err
 	}
-	// results maps "name=result" of the report's results.
+	// results lists "name/policy=result" of the report's results.
 	results := func(u *unstructured.Unstructured) string {
 		rs, _, _ := unstructured.NestedSlice(u.Object, "results")
 		var out []string
@@ -99,13 +99,14 @@ func TestBackgroundScanReports(t *testing.T) {
 			if len(subjects) == 1 {
 				name, _, _ = unstructured.NestedString(subjects[0].(map[string]any), "name")
 			}
-			out = append(out, fmt.Sprintf("%s=%v", name, m["result"]))
+			out = append(out, fmt.Sprintf("%s/%v=%v", name, m["policy"], m["result"]))
 		}
 		return strings.Join(out, ",")
 	}
 	waitForResults := func(what, want string) {
 		t.Helper()
 		var last string
+		defer func() { t.Logf("%s: last seen %q", what, last) }()
 		waitFor(ctx, t, what, func(ctx context.Context) (bool, error) {
 			u, err := report(ctx)
 			if apierrors.IsNotFound(err) {
@@ -118,12 +119,9 @@ func TestBackgroundScanReports(t *testing.T) {
 			last = results(u)
 			return last == want, nil
 		})
-		if t.Failed() {
-			t.Logf("last seen: %s", last)
-		}
 	}
 	// good and unselected do not match the policy: no result.
-	waitForResults("the pre-existing violations in the report", "bad=fail,fixable=fail")
+	waitForResults("the pre-existing violations in the report", "bad/configmap-owner=fail,fixable/configmap-owner=fail")
 
 	u, err := report(ctx)
 	if err != nil {
@@ -146,7 +144,26 @@ func TestBackgroundScanReports(t *testing.T) {
 	if err := suite.c.Update(ctx, fixable); err != nil {
 		t.Fatal(err)
 	}
-	waitForResults("the fixed object's result to go", "bad=fail")
+	waitForResults("the fixed object's result to go", "bad/configmap-owner=fail")
+
+	// An UPDATE-only policy is not scanned, but its Audit results from
+	// admission join the report.
+	updateAudit := strings.NewReplacer("configmap-owner", "no-update", "[CREATE, UPDATE]", "[UPDATE]", "has no owner label", "was updated").Replace(scanPolicy)
+	s.setPolicies(t, map[string][]byte{"scan.yaml": []byte(scanPolicyWithCondition + updateAudit)})
+	waitFor(ctx, t, "the reload", func(context.Context) (bool, error) { return s.srv.Snapshot().Policy("no-update") != nil, nil })
+	if err := s.installConfigs(ctx, s.srv.Snapshot(), s.ca); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = s.uninstallConfigs(ctx)
+	})
+	bad.Data = map[string]string{"k": "v"}
+	if err := suite.c.Update(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	waitForResults("the UPDATE's Audit result in the report", "bad/configmap-owner=fail,bad/no-update=fail")
 
 	// Deleting the policy clears its results, and the report goes.
 	s.setPolicies(t, map[string][]byte{"other.yaml": []byte(strings.ReplaceAll(strings.ReplaceAll(scanPolicy, "configmap-owner", "other"), "configmaps", "secrets"))})

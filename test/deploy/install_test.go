@@ -27,7 +27,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -96,10 +95,9 @@ func TestSelfSignedInstall(t *testing.T) {
 
 // TestOwnCertificateInstall follows "Install without cert-manager (your
 // own certificate)": the openssl commands of deploy/README.md, run as they
-// are written there; apply deploy/base; create the TLS Secret; run the
-// pod; `celadon webhook-config ... --ca-bundle ca.crt | kubectl apply -f -`.
-// The server must serve that certificate, and the applied configurations
-// must trust it for the Service's name.
+// are written there; apply deploy/base; create the Secret (tls.crt,
+// tls.key, ca.crt); run the pod. The server must serve that certificate,
+// and the configurations it writes must trust it for the Service's name.
 func TestOwnCertificateInstall(t *testing.T) {
 	e := newInstallEnv(t)
 	dir := t.TempDir()
@@ -121,41 +119,17 @@ func TestOwnCertificateInstall(t *testing.T) {
 
 	// 2. kubectl apply -k deploy/base
 	objs := e.apply("deploy/base")
-	// 3. kubectl -n celadon create secret tls celadon-tls --cert tls.crt --key tls.key
+	// 3. kubectl -n celadon create secret generic celadon-tls --from-file=tls.crt --from-file=tls.key --from-file=ca.crt
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "celadon-tls"},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{"tls.crt": read("tls.crt"), "tls.key": read("tls.key")},
+		Data:       map[string][]byte{"tls.crt": read("tls.crt"), "tls.key": read("tls.key"), "ca.crt": read("ca.crt")},
 	}
 	if err := e.c.Create(e.ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	// 4. The pod, with the Secret mounted as its cert-dir.
+	// 4. The pod, with the Secret mounted as its cert-dir; it writes the
+	// webhook configurations.
 	p := e.runPod(secret.Data)
-	// 5. celadon webhook-config -p policies --service celadon/celadon --ca-bundle ca.crt | kubectl apply -f -
-	gen := exec.CommandContext(e.ctx, e.bin, "webhook-config", "-p", filepath.Join(root, PoliciesDir),
-		"--service", Namespace+"/"+Service, "--ca-bundle", filepath.Join(dir, "ca.crt"))
-	var stderr bytes.Buffer
-	gen.Stderr = &stderr
-	out, err := gen.Output()
-	if err != nil {
-		t.Fatalf("celadon webhook-config: %v\n%s", err, stderr.Bytes())
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("celadon webhook-config output: %v\n%s", err, out)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if err := e.c.Apply(e.ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
-			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-	}
 
 	bundles := e.waitForConfigurations()
 	for _, b := range bundles {
@@ -338,7 +312,7 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 	}
 	container := d.Spec.Template.Spec.Containers[0]
 	p := &pod{port: ports[0], metrics: "127.0.0.1:" + strconv.Itoa(ports[1]), exited: make(chan error, 1)}
-	p.args = append(append([]string(nil), container.Args...),
+	p.args = append(expandArgs(container, Namespace, sa),
 		// Later flags win: the paths and addresses of this machine.
 		"--policies="+filepath.Join(dir, "policies"),
 		"--cert-dir="+certDir,

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/internal/controlplane"
@@ -55,25 +56,35 @@ func TestServerSideDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}
-	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("creating the namespace %s: %v", Namespace, err)
-	}
-
-	for _, dir := range kustomizations {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			for _, u := range build(t, dir) {
-				err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-					client.DryRunAll, client.FieldOwner("celadon-test"), client.ForceOwnership)
-				if err != nil {
-					t.Errorf("%s: dry-run apply of %s %s: %v", dir, u.GetKind(), u.GetName(), err)
-				}
-			}
+	for _, k := range kustomizations {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			dryRun(ctx, t, c, k.dir, build(t, k.dir))
 		})
 	}
 	t.Run("rbac", func(t *testing.T) { checkRBACForReal(ctx, t, c) })
 	if t.Failed() {
 		t.Logf("control plane log (tail):\n%s", tail(logs.String(), 4000))
+	}
+}
+
+// dryRun applies objs server-side in dry-run, after creating for real the
+// namespaces they go into (namespaced objects cannot be dry-run into a
+// namespace that does not exist).
+func dryRun(ctx context.Context, t *testing.T, c client.Client, what string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, u := range objs {
+		if ns := u.GetNamespace(); ns != "" {
+			if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatalf("creating the namespace %s: %v", ns, err)
+			}
+		}
+	}
+	for _, u := range objs {
+		err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+			client.DryRunAll, client.FieldOwner("celadon-test"), client.ForceOwnership)
+		if err != nil {
+			t.Errorf("%s: dry-run apply of %s %s: %v", what, u.GetKind(), u.GetName(), err)
+		}
 	}
 }
 

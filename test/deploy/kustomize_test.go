@@ -26,9 +26,17 @@ import (
 	"celadon.io/celadon/engine"
 )
 
-// kustomizations are the directories of deploy/ a user installs, relative
-// to the repository root.
-var kustomizations = []string{"deploy/base", CertManagerOverlay, SelfSignedOverlay}
+// kustomization is a directory of deploy/ a user installs, relative to the
+// repository root, and the namespace it installs into.
+type kustomization struct{ dir, ns string }
+
+// kustomizations are the directories of deploy/ a user installs.
+var kustomizations = []kustomization{
+	{"deploy/base", Namespace},
+	{CertManagerOverlay, Namespace},
+	{SelfSignedOverlay, Namespace},
+	{ExampleNamespaceOverlay, ExampleNamespace},
+}
 
 // build runs `kustomize build dir` with kustomize's defaults, the load
 // restrictor included (no file outside dir's root may be read).
@@ -60,8 +68,11 @@ type built struct {
 }
 
 // newBuilt builds dir, which installs into Namespace.
-func newBuilt(t *testing.T, dir string) built {
-	return built{t: t, dir: dir, objs: build(t, dir), ns: Namespace}
+func newBuilt(t *testing.T, dir string) built { return newBuiltIn(t, dir, Namespace) }
+
+// newBuiltIn builds dir, which installs into ns.
+func newBuiltIn(t *testing.T, dir, ns string) built {
+	return built{t: t, dir: dir, objs: build(t, dir), ns: ns}
 }
 
 // get converts the object of kind and name into out, failing the test if
@@ -89,16 +100,16 @@ func (b built) has(kind, name string) bool {
 }
 
 func TestKustomizations(t *testing.T) {
-	for _, dir := range kustomizations {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			b := newBuilt(t, dir)
+	for _, k := range kustomizations {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			b := newBuiltIn(t, k.dir, k.ns)
 			checkInstall(b)
 			// Each overlay is the flavour it says.
-			if got := slices.Contains(b.args(), "--self-signed-certs"); got != (dir == SelfSignedOverlay) {
+			if got := slices.Contains(b.args(), "--self-signed-certs"); got != (k.dir == SelfSignedOverlay) {
 				t.Errorf("--self-signed-certs in the args: %v, want it in %s only", got, SelfSignedOverlay)
 			}
-			if got := b.has("Certificate", ServingCertificate); got != (dir == CertManagerOverlay) {
-				t.Errorf("Certificate %s in the output: %v, want it in %s only", ServingCertificate, got, CertManagerOverlay)
+			if got := b.has("Certificate", ServingCertificate); got != (k.dir == CertManagerOverlay || k.dir == ExampleNamespaceOverlay) {
+				t.Errorf("Certificate %s in the output: %v, want it in the cert-manager overlays only", ServingCertificate, got)
 			}
 		})
 	}

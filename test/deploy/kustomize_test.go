@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -182,8 +183,14 @@ func checkDeployment(b built) {
 	if pod.ServiceAccountName != "celadon" {
 		t.Errorf("serviceAccountName %q, want celadon", pod.ServiceAccountName)
 	}
-	if pod.PriorityClassName != "" {
-		t.Errorf("priorityClassName %q: system-cluster-critical is refused outside kube-system on some clusters", pod.PriorityClassName)
+	// A class of the install's own: above workloads (0), below the
+	// system classes, which some clusters admit only in kube-system.
+	var pc schedulingv1.PriorityClass
+	b.get("PriorityClass", pod.PriorityClassName, &pc)
+	if pc.Value <= 0 || pc.Value > highestUserDefinablePriority || pc.GlobalDefault ||
+		(pc.PreemptionPolicy != nil && *pc.PreemptionPolicy != corev1.PreemptLowerPriority) {
+		t.Errorf("PriorityClass %s: value %d, globalDefault %v, preemptionPolicy %v: want a positive value up to %d, no default, PreemptLowerPriority",
+			pc.Name, pc.Value, pc.GlobalDefault, pc.PreemptionPolicy, highestUserDefinablePriority)
 	}
 	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
 		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
@@ -290,6 +297,10 @@ func checkDeployment(b built) {
 		t.Errorf("tls volume %+v: want the Secret celadon-tls", tls)
 	}
 }
+
+// highestUserDefinablePriority is the highest value of a PriorityClass
+// that is not a system one (k8s.io/kubernetes/pkg/apis/scheduling).
+const highestUserDefinablePriority = 1_000_000_000
 
 // portNumber resolves a probe's port, a number or a container port's name.
 func portNumber(p intstr.IntOrString, named map[string]int32) int32 {

@@ -21,7 +21,7 @@ import (
 // leader election), and leader election turned on in the Deployment.
 // test/e2e's TestCreateSecret runs the reconciler with exactly these rules.
 func TestCreateSecretComponent(t *testing.T) {
-	b := newBuilt(t, tempOverlay(t, "namespace: "+Namespace+"\nresources:\n- {{deploy}}/base\ncomponents:\n- {{deploy}}/components/create-secret\n"))
+	b := newBuilt(t, createSecretOverlay(t))
 	checkInstall(b)
 
 	var cr rbacv1.ClusterRole
@@ -57,6 +57,12 @@ func TestCreateSecretComponent(t *testing.T) {
 	if !slices.ContainsFunc(env, func(e corev1.EnvVar) bool { return e.Name == "POD_NAMESPACE" }) {
 		t.Errorf("container celadon env %+v: the base's POD_NAMESPACE is lost", env)
 	}
+}
+
+// createSecretOverlay is an overlay of the base with the create-secret
+// component, as its kustomization.yaml tells users to write.
+func createSecretOverlay(t *testing.T) string {
+	return tempOverlay(t, "namespace: "+Namespace+"\nresources:\n- {{deploy}}/base\ncomponents:\n- {{deploy}}/components/create-secret\n")
 }
 
 // tempOverlay writes a kustomization.yaml of kustomization, where

@@ -30,6 +30,10 @@ func TestServerSideDryRun(t *testing.T) {
 			dryRun(ctx, t, c, k.dir, build(t, k.dir))
 		})
 	}
+	// The components, as their kustomization.yaml tells users to add them.
+	for name, dir := range map[string]string{"monitoring": monitoringOverlay(t), "create-secret": createSecretOverlay(t)} {
+		t.Run(name, func(t *testing.T) { dryRun(ctx, t, c, name, build(t, dir)) })
+	}
 	t.Run("rbac", func(t *testing.T) { checkRBACForReal(ctx, t, c) })
 }
 

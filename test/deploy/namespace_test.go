@@ -29,10 +29,15 @@ func TestInstallNamespace(t *testing.T) {
 		{"example-namespace", ExampleNamespaceOverlay},
 		{"self-signed", tempOverlay(t, "namespace: "+ExampleNamespace+"\nresources:\n- {{deploy}}/overlays/self-signed\n")},
 		{"base+create-secret", tempOverlay(t, "namespace: "+ExampleNamespace+"\nresources:\n- {{deploy}}/base\ncomponents:\n- {{deploy}}/components/create-secret\n")},
+		// The component follows the install's namespace by itself.
+		{"example-namespace+monitoring", tempOverlay(t, "resources:\n- {{deploy}}/overlays/example-namespace\ncomponents:\n- {{deploy}}/components/monitoring\n")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBuiltIn(t, tc.dir, ExampleNamespace)
 			checkInstall(b)
+			if b.has("ServiceMonitor", "celadon") {
+				checkMonitoring(b)
+			}
 			for _, m := range namespaceMentions(b.objs, Namespace) {
 				t.Errorf("%s: still names the namespace %s: %s", tc.name, Namespace, m)
 			}

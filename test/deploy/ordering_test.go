@@ -40,6 +40,7 @@ func TestUnreadyInstall(t *testing.T) {
 			checkInert(ctx, t, c, fmt.Sprintf("unready-%d", i), build(t, k.dir))
 		})
 	}
+	t.Run("monitoring", func(t *testing.T) { checkInert(ctx, t, c, "unready-monitoring", build(t, monitoringOverlay(t))) })
 
 	t.Run("control", func(t *testing.T) {
 		objs := build(t, CertManagerOverlay)

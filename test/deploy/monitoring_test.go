@@ -31,10 +31,6 @@ import (
 	"celadon.io/celadon/webhook"
 )
 
-// MonitoringComponent is the kustomize component of the Prometheus
-// Operator objects.
-const MonitoringComponent = "deploy/components/monitoring"
-
 // monitoringOverlay is an overlay of the cert-manager overlay with the
 // monitoring component, as its kustomization.yaml tells users to write.
 func monitoringOverlay(t *testing.T) string {

@@ -41,6 +41,16 @@ func TestUnreadyInstall(t *testing.T) {
 		})
 	}
 	t.Run("monitoring", func(t *testing.T) { checkInert(ctx, t, c, "unready-monitoring", build(t, monitoringOverlay(t))) })
+	// The chart, as `helm install` applies it (in install order).
+	for i, values := range []map[string]any{
+		{"certificates": "cert-manager", "createNamespace": true, "serviceMonitor": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}},
+		{"certificates": "self-signed", "createSecret": map[string]any{"enabled": true}},
+		{"certificates": "secret", "autoscaling": map[string]any{"enabled": true}},
+	} {
+		t.Run(fmt.Sprintf("chart %v", values["certificates"]), func(t *testing.T) {
+			checkInert(ctx, t, c, fmt.Sprintf("unready-chart-%d", i), mustRenderChart(t, "celadon-chart", values))
+		})
+	}
 
 	t.Run("control", func(t *testing.T) {
 		objs := build(t, CertManagerOverlay)
@@ -121,9 +131,18 @@ func victims(ctx context.Context, t *testing.T, c client.Client, name string) st
 	return name
 }
 
-// applyForReal applies objs server-side, as `kubectl apply` does.
+// applyForReal applies objs server-side, as `kubectl apply` does, after
+// creating the namespaces they go into (as `helm install
+// --create-namespace` would).
 func applyForReal(ctx context.Context, t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
 	t.Helper()
+	for _, u := range objs {
+		if ns := u.GetNamespace(); ns != "" {
+			if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+				t.Fatalf("creating the namespace %s: %v", ns, err)
+			}
+		}
+	}
 	for _, u := range objs {
 		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
 			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)

@@ -40,6 +40,8 @@ const (
 	BaseRBACFile = "deploy/base/rbac.yaml"
 	// SelfSignedRBACFile is the self-signed overlay's generated RBAC.
 	SelfSignedRBACFile = SelfSignedOverlay + "/rbac.yaml"
+	// ChartRBACFile is the chart's generated RBAC template.
+	ChartRBACFile = ChartDir + "/templates/rbac.yaml"
 	// ClusterRoleName names the base ClusterRole, the base Role (leader
 	// election) and their bindings.
 	ClusterRoleName = "celadon"
@@ -234,8 +236,27 @@ func rbacFiles(reg *engine.Registry) []File {
 		files = append(files, File{Path: path.Join(ComponentDir(name), "rbac.yaml"), Data: []byte(w.b.String())})
 	}
 
+	// The chart: everything above, each under its value.
+	h := &rbacWriter{helm: true}
+	h.b.WriteString("{{- /* " + strings.TrimSpace(strings.TrimPrefix(rbacHeader, "# ")) + " */}}\n")
+	h.b.WriteString("{{- /* The RBAC of deploy/base, deploy/overlays/self-signed and deploy/components/*: see test/deploy/rbac.go. */}}\n")
+	h.baseRBAC(reg)
+	h.b.WriteString("{{- if eq .Values.certificates \"self-signed\" }}\n---\n")
+	h.selfSignedRBAC()
+	h.b.WriteString("{{- end }}\n")
+	for _, bc := range ControllerBuiltins(reg) {
+		fmt.Fprintf(&h.b, "{{- if .Values.%s.enabled }}\n---\n", ChartComponentValue(bc.Name()))
+		h.componentRBAC(bc)
+		h.b.WriteString("{{- end }}\n")
+	}
+	files = append(files, File{Path: ChartRBACFile, Data: []byte(h.b.String())})
 	return files
 }
+
+// ChartComponentValue is the chart value (a map with "enabled") turning on
+// the component of a builtin with a controller: createSecret's is
+// createSecret.
+func ChartComponentValue(builtin string) string { return builtin }
 
 // writeRules writes one commented rule per Access; optional ones commented
 // out.

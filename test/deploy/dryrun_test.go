@@ -59,7 +59,7 @@ func dryRun(ctx context.Context, t *testing.T, c client.Client, what string, obj
 }
 
 // checkRBACForReal creates the RBAC objects of the self-signed overlay
-// (which holds the base's) and asks the API server what Celadon's
+// (which holds the base's, --manage-webhooks' included) and asks the API server what Celadon's
 // ServiceAccount may do: what the server needs, and not more.
 func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 	for _, u := range build(t, SelfSignedOverlay) {
@@ -98,8 +98,8 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		{"watch", "apps", "statefulsets", "", "", true},
 		{"delete", "apps", "deployments", "shop", "api", false},
 		{"create", "coordination.k8s.io", "leases", "default", "", false},
-		// The self-signed overlay: its Secret, the Lease and the
-		// configurations.
+		// The base: the Lease and the configurations of
+		// --manage-webhooks; the self-signed overlay: its Secret.
 		{"create", "coordination.k8s.io", "leases", Namespace, "", true},
 		{"get", "coordination.k8s.io", "leases", Namespace, "celadon-webhooks", true},
 		{"update", "coordination.k8s.io", "leases", Namespace, "celadon-webhooks", true},

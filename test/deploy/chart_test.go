@@ -146,6 +146,11 @@ func TestChartMatchesKustomize(t *testing.T) {
 			if b.has("ServiceMonitor", "celadon") {
 				checkMonitoring(b)
 			}
+			if tc.ns != Namespace {
+				for _, m := range namespaceMentions(got, Namespace) {
+					t.Errorf("the chart in %s still names the namespace %s: %s", tc.ns, Namespace, m)
+				}
+			}
 			compareObjects(t, got, want)
 		})
 	}

@@ -82,9 +82,11 @@ demo: $(BIN)/celadon
 run: $(CONTROLPLANE_BINS) $(BIN)/celadon
 	$(GO) run ./hack/demo -celadon $(BIN)/celadon
 
-# deploy-generate regenerates deploy/ from policies/: the policy copies behind
-# the ConfigMap and the overlays' webhook configurations. `make test` fails
-# while they are out of date.
+# deploy-generate regenerates deploy/ from policies/ and from what the server
+# and the builtins declare: the policy copies behind the ConfigMap and the
+# chart's, the chart's copy of the PrometheusRule, and the RBAC of the
+# kustomizations and of the chart. `make test` fails while they are out of
+# date.
 deploy-generate:
 	$(GO) generate ./test/deploy
 

@@ -5,6 +5,7 @@ package controllers
 // sync with the served policy set. Nothing here runs per request.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -28,9 +29,18 @@ const (
 	// configurations that drifted from the served set, besides after
 	// every reload.
 	DefaultWebhookSyncInterval = time.Minute
+	// DefaultCACheckInterval is how often the leader re-reads the CA
+	// bundle file, and syncs at once when it changed: a CA that a
+	// certificate issuer (cert-manager) rotated in the mounted Secret
+	// reaches the configurations within seconds, as its serving
+	// certificate reaches the webhook server.
+	DefaultCACheckInterval = 10 * time.Second
 	// CABundleName is the file of CertDir read as the CA bundle by default.
 	CABundleName = "ca.crt"
 )
+
+// readyPoll is how often a syncer waiting for SyncOptions.Ready asks again.
+var readyPoll = time.Second
 
 // ApplyConfigurations creates each of the configurations given (nil ones
 // are skipped), or replaces the one of the same name when its webhooks,
@@ -189,6 +199,8 @@ type ConfigSyncer struct {
 	c    client.Client
 	r    client.Reader
 	wake chan struct{} // a new set, or a new CA
+	// lastCA is the bundle of the last successful sync.
+	lastCA []byte
 }
 
 // SyncOptions configure a ConfigSyncer.
@@ -200,9 +212,20 @@ type SyncOptions struct {
 	// Interval re-checks the configurations this often, repairing drift,
 	// besides after every new set; 0 or less: only then.
 	Interval time.Duration
+	// CACheckInterval re-reads CAFile this often and syncs when it
+	// differs from the last bundle written. Default
+	// DefaultCACheckInterval; negative: never (a Signal, the Interval or
+	// a new set still picks up a new CA).
+	CACheckInterval time.Duration
 	// Policies is the served set.
 	Policies *engine.Store
-	Log      logr.Logger
+	// Ready, when set, reports whether this server can answer the
+	// webhooks it would register (policies loaded, caches synced, the
+	// webhook listening). No configuration is written until it returns
+	// nil, so that the API server is never sent to a Celadon that cannot
+	// answer yet: an install is inert until a replica serves.
+	Ready func() error
+	Log   logr.Logger
 }
 
 // NewConfigSyncer returns the syncer, woken by every new policy set. r
@@ -218,7 +241,8 @@ func (*ConfigSyncer) NeedLeaderElection() bool { return true }
 
 // Start syncs at once, after every new set, every Signal and every
 // Interval, until ctx is done. A failed sync is logged and retried on the
-// next signal or tick.
+// next signal or tick. While Ready reports an error nothing is written; it
+// is asked again every readyPoll.
 func (y *ConfigSyncer) Start(ctx context.Context) error {
 	log := y.opts.Log.WithValues("webhookConfiguration", y.opts.Config.Name)
 	log.Info("managing the webhook configurations", "caBundle", y.opts.CAFile, "interval", y.opts.Interval)
@@ -228,25 +252,64 @@ func (y *ConfigSyncer) Start(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	var caTick <-chan time.Time
+	caEvery := y.opts.CACheckInterval
+	if caEvery == 0 {
+		caEvery = DefaultCACheckInterval
+	}
+	if caEvery > 0 {
+		t := time.NewTicker(caEvery)
+		defer t.Stop()
+		caTick = t.C
+	}
 	retryAfter := time.NewTimer(time.Hour)
 	retryAfter.Stop()
 	defer retryAfter.Stop()
+	waiting := false
 	for {
 		snap := y.opts.Policies.Current()
-		written, err := y.sync(ctx, snap)
+		var (
+			written  bool
+			err      error
+			notReady error
+		)
+		if y.opts.Ready != nil {
+			notReady = y.opts.Ready()
+		}
+		if notReady == nil {
+			if waiting {
+				log.Info("the server is ready: writing the webhook configurations")
+				waiting = false
+			}
+			written, err = y.sync(ctx, snap)
+		}
 		switch {
+		case notReady != nil:
+			if !waiting {
+				log.Info("waiting for the server to be ready before writing the webhook configurations", "reason", notReady.Error())
+				waiting = true
+			}
+			retryAfter.Reset(readyPoll)
 		case err != nil && ctx.Err() == nil:
 			log.Error(err, "syncing the webhook configurations failed; retrying", "hash", snap.Hash)
 			retryAfter.Reset(5 * time.Second)
 		case written:
 			log.Info("webhook configurations updated", "hash", snap.Hash, "policies", len(snap.Policies))
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-y.wake:
-		case <-retryAfter.C:
-		case <-tick:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-y.wake:
+			case <-retryAfter.C:
+			case <-tick:
+			case <-caTick:
+				if ca, err := os.ReadFile(y.opts.CAFile); err == nil && bytes.Equal(ca, y.lastCA) {
+					continue // unchanged: nothing to do
+				}
+			}
+			break wait
 		}
 	}
 }
@@ -266,7 +329,11 @@ func (y *ConfigSyncer) sync(ctx context.Context, snap *engine.Snapshot) (bool, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return ApplyConfigurations(ctx, y.c, y.r, m, v)
+	written, err := ApplyConfigurations(ctx, y.c, y.r, m, v)
+	if err == nil {
+		y.lastCA = ca
+	}
+	return written, err
 }
 
 // Signal asks the syncer to sync, e.g. after the CA changed; it never

@@ -41,3 +41,30 @@ func LeaderElectionAccess(id string) []engine.Access {
 			Why: "the Events the election records"},
 	}
 }
+
+// ManageWebhooksAccess is what ManageWebhooks needs: the Mutating- and
+// ValidatingWebhookConfiguration named name, read with single GETs (no
+// list or watch), created when missing and updated when the policies or
+// the CA change. With LeaderElection (the default with --manage-webhooks),
+// LeaderElectionAccess too.
+func ManageWebhooksAccess(name string) []engine.Access {
+	res := []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}
+	return []engine.Access{
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: res, ResourceNames: []string{name}, Verbs: []string{"get", "update"},
+			Why: "--manage-webhooks: the leader reads the webhook configurations " + name + " and updates them when the policies or the CA change"},
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: res, Verbs: []string{"create"},
+			Why: "--manage-webhooks: their first creation (RBAC cannot limit create by name)"},
+	}
+}
+
+// SelfSignedCertsAccess is what SelfSignedCerts needs in the Secret's
+// namespace: every replica reads the Secret named secret, creates it when
+// missing and updates it on renewal.
+func SelfSignedCertsAccess(secret string) []engine.Access {
+	return []engine.Access{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret}, Verbs: []string{"get", "update"},
+			Why: "--self-signed-certs: every replica reads the Secret " + secret + " and updates it on renewal"},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"},
+			Why: "--self-signed-certs: its first creation (RBAC cannot limit create by name)"},
+	}
+}

@@ -188,6 +188,11 @@ type Options struct {
 	// re-read on every sync so that a rotated CA is picked up. Default
 	// <CertDir>/ca.crt.
 	CABundleFile string
+	// ExcludeNamespaces are namespaces no managed webhook is called for,
+	// besides controllers.AlwaysExcludedNamespaces and WebhookService's
+	// namespace (controllers.ConfigOptions.ExcludedNamespaces); the
+	// builtins' controllers do not act there either.
+	ExcludeNamespaces []string
 	// WebhookSyncInterval is how often the configurations are checked and
 	// repaired when they drifted. Default 1m; negative disables the timer
 	// (syncs still follow every reload).

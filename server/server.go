@@ -98,7 +98,7 @@ func NewServer(opts Options) (*Server, error) {
 	opts.ServiceAccount = sa
 	if opts.ManageWebhooks {
 		// Check the options now rather than at the first sync.
-		if err := (controllers.ConfigOptions{Name: opts.WebhookConfigName, Service: opts.WebhookService, URL: opts.WebhookURL}).Check(); err != nil {
+		if err := (controllers.ConfigOptions{Name: opts.WebhookConfigName, Service: opts.WebhookService, URL: opts.WebhookURL, ExcludeNamespaces: opts.ExcludeNamespaces}).Check(); err != nil {
 			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
 		}
 	}
@@ -395,11 +395,17 @@ func (s *Server) Start(ctx context.Context) error {
 
 	if o.ManageWebhooks {
 		y := controllers.NewConfigSyncer(controllers.SyncOptions{
-			Config:   controllers.ConfigOptions{Name: o.WebhookConfigName, Service: o.WebhookService, URL: o.WebhookURL},
+			Config: controllers.ConfigOptions{
+				Name: o.WebhookConfigName, Service: o.WebhookService, URL: o.WebhookURL,
+				ExcludeNamespaces: o.ExcludeNamespaces,
+			},
 			CAFile:   o.caBundleFile(),
 			Interval: o.WebhookSyncInterval,
 			Policies: s.store,
-			Log:      s.log,
+			// Written only once this replica answers: an install never
+			// sends the API server to a Celadon that cannot.
+			Ready: s.Ready,
+			Log:   s.log,
 		}, mgr.GetClient(), mgr.GetAPIReader())
 		if err := mgr.Add(y); err != nil {
 			return err
@@ -437,7 +443,7 @@ func (s *Server) Start(ctx context.Context) error {
 		Cluster:    s.cluster,
 		Namespace:  o.Namespace,
 		ExcludedNamespaces: controllers.ConfigOptions{
-			Service: o.WebhookService, URL: o.WebhookURL, ExcludeNamespaces: []string{o.Namespace},
+			Service: o.WebhookService, URL: o.WebhookURL, ExcludeNamespaces: append([]string{o.Namespace}, o.ExcludeNamespaces...),
 		}.ExcludedNamespaces(),
 		SourceNamespaces: o.SecretSourceNamespaces,
 		Events:           mgr.GetEventRecorder("celadon"),

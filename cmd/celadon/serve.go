@@ -67,6 +67,7 @@ type serveOptions struct {
 	manageWebhooks    bool
 	webhookConfigName string
 	webhookService    string
+	excludeNamespaces []string
 	webhookURL        string
 	caBundle          string
 	webhookSync       time.Duration
@@ -111,9 +112,11 @@ var serveEnv = map[string]string{
 	"manage-webhooks":           "CELADON_MANAGE_WEBHOOKS",
 	"webhook-config-name":       "CELADON_WEBHOOK_CONFIG_NAME",
 	"webhook-service":           "CELADON_WEBHOOK_SERVICE",
+	"exclude-namespace":         "CELADON_EXCLUDE_NAMESPACE",
 	"webhook-url":               "CELADON_WEBHOOK_URL",
 	"ca-bundle":                 "CELADON_CA_BUNDLE",
 	"webhook-sync-interval":     "CELADON_WEBHOOK_SYNC_INTERVAL",
+	"background-scan":           "CELADON_BACKGROUND_SCAN",
 	"leader-elect":              "CELADON_LEADER_ELECT",
 	"leader-election-namespace": "CELADON_LEADER_ELECTION_NAMESPACE",
 	"namespace":                 "CELADON_NAMESPACE",
@@ -177,9 +180,13 @@ With --manage-webhooks, the server keeps the MutatingWebhookConfiguration
 and ValidatingWebhookConfiguration named --webhook-config-name in sync with
 the policies it serves (what "celadon webhook-config" prints), pointing at
 --webhook-service NAMESPACE/NAME[:PORT] or --webhook-url, with the caBundle
-read from --ca-bundle (default <cert-dir>/ca.crt, re-read on every sync, so
-a rotated CA is picked up): at start, after every policy reload, and every
---webhook-sync-interval to repair drift. A policy edit that adds a resource
+read from --ca-bundle (default <cert-dir>/ca.crt, re-read on every sync and
+checked for a change every 10s, so a rotated CA is picked up), never sending
+--exclude-namespace, kube-system, kube-node-lease or the Service's namespace
+to Celadon: once the server is ready (policies loaded, caches synced, the
+webhook listening), after every policy reload, and every
+--webhook-sync-interval to repair drift. Until a replica is ready nothing is
+written, so an install whose pods never start blocks nothing. A policy edit that adds a resource
 then takes effect with no manual step. Only the leader elected through the
 Lease "celadon-webhooks" in --leader-election-namespace (default
 $POD_NAMESPACE) writes; --leader-elect is on by default with
@@ -234,6 +241,7 @@ usage or policies that do not load.`,
 	f.BoolVar(&o.manageWebhooks, "manage-webhooks", false, "keep the webhook configurations in sync with the served policies, caBundle included (needs --webhook-service or --webhook-url)")
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", controllers.DefaultConfigName, "name of the managed Mutating- and ValidatingWebhookConfiguration")
 	f.StringVar(&o.webhookService, "webhook-service", "", "Service the managed configurations point at: NAMESPACE/NAME[:PORT] (port default 443)")
+	f.StringSliceVar(&o.excludeNamespaces, "exclude-namespace", nil, "namespace the managed configurations never send to Celadon, besides kube-system, kube-node-lease and the --webhook-service's (repeatable, or comma-separated); the builtins' controllers do not act there either")
 	f.StringVar(&o.webhookURL, "webhook-url", "", "base URL the managed configurations point at instead of a Service, e.g. https://127.0.0.1:9443")
 	f.StringVar(&o.caBundle, "ca-bundle", "", "PEM file written as the managed configurations' caBundle, re-read on every sync (default <cert-dir>/ca.crt)")
 	f.DurationVar(&o.backgroundScan, "background-scan", 0, "on the leader, scan the objects the validating policies match this often and write OpenReports Reports (needs their CRDs); 0 disables")
@@ -339,6 +347,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		WebhookConfigName:       o.webhookConfigName,
 		WebhookService:          svc,
 		WebhookURL:              o.webhookURL,
+		ExcludeNamespaces:       o.excludeNamespaces,
 		CABundleFile:            o.caBundle,
 		WebhookSyncInterval:     o.webhookSync,
 		BackgroundScan:          o.backgroundScan,

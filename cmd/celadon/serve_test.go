@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,7 +254,11 @@ func TestServeManageWebhooksOptions(t *testing.T) {
 	if opts, _ := o.options(testr.New(t)); opts.LeaderElection {
 		t.Error("leader election on without --manage-webhooks")
 	}
-	o.manageWebhooks, o.webhookURL = true, "https://127.0.0.1:9443"
+	o.manageWebhooks, o.excludeNamespaces = true, []string{"monitoring", "flux-system"}
+	if opts, _ := o.options(testr.New(t)); !slices.Equal(opts.ExcludeNamespaces, []string{"monitoring", "flux-system"}) {
+		t.Errorf("--exclude-namespace monitoring,flux-system: ExcludeNamespaces %q", opts.ExcludeNamespaces)
+	}
+	o.webhookURL = "https://127.0.0.1:9443"
 	if _, err := o.options(testr.New(t)); err == nil {
 		t.Error("both --webhook-service and --webhook-url: want an error")
 	}

@@ -53,10 +53,11 @@ and every --exclude-namespace are never sent to Celadon.
 
 Policy errors are printed on stderr as with validate. Exit status: 0 on
 success, 2 on bad flags or policy errors.`,
-		// The first example prints the configurations of
-		// deploy/overlays/cert-manager, whose Certificate is celadon-serving
-		// (TestWebhookConfigExample).
-		Example: `  # As deploy/overlays/cert-manager, with its Certificate celadon/celadon-serving:
+		// The first example names the Service and Certificate of
+		// deploy/overlays/cert-manager (TestWebhookConfigExample).
+		Example: `  # To apply the configurations yourself (the installs let celadon serve
+  # --manage-webhooks write them), with cert-manager injecting the CA of the
+  # Certificate celadon/celadon-serving:
   celadon webhook-config -p policies/ --service celadon/celadon \
     --cert-manager-inject-from celadon/celadon-serving | kubectl apply -f -
   celadon webhook-config -p policies/ --url https://127.0.0.1:9443 --ca-bundle ca.crt`,

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,29 +17,12 @@ import (
 // TestCreateSecretComponent builds an overlay of deploy/base with the
 // component deploy/components/create-secret, as its kustomization.yaml
 // tells users to, and checks its RBAC: the rules the createSecret
-// reconciler needs, bound to Celadon's ServiceAccount, the Lease's in
-// Celadon's namespace, and leader election turned on in the Deployment.
+// reconciler needs, bound to Celadon's ServiceAccount (the base grants
+// leader election), and leader election turned on in the Deployment.
 // test/e2e's TestCreateSecret runs the reconciler with exactly these rules.
 func TestCreateSecretComponent(t *testing.T) {
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	overlay := t.TempDir()
-	base, err := filepath.Rel(overlay, filepath.Join(abs, "deploy", "base"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kustomization := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: celadon\n" +
-		"resources:\n- " + base + "\ncomponents:\n- " + filepath.Join(filepath.Dir(base), "components", "create-secret") + "\n"
-	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(abs, overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := built{t: t, dir: rel, objs: build(t, rel)}
+	b := newBuilt(t, createSecretOverlay(t))
+	checkInstall(b)
 
 	var cr rbacv1.ClusterRole
 	b.get("ClusterRole", "celadon-create-secret", &cr)
@@ -55,20 +39,8 @@ func TestCreateSecretComponent(t *testing.T) {
 	}
 	var crb rbacv1.ClusterRoleBinding
 	b.get("ClusterRoleBinding", "celadon-create-secret", &crb)
-	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", "celadon-create-secret")
+	b.checkBinding(crb.RoleRef, crb.Subjects, "ClusterRole", "celadon-create-secret")
 
-	var role rbacv1.Role
-	b.get("Role", "celadon-create-secret", &role)
-	if role.Namespace != Namespace {
-		t.Errorf("Role in namespace %q, want %q", role.Namespace, Namespace)
-	}
-	wantRole := LeaderElectionRules()
-	if !equalRules(role.Rules, wantRole) {
-		t.Errorf("Role celadon-create-secret rules:\n%+v\nwant:\n%+v", role.Rules, wantRole)
-	}
-	var rb rbacv1.RoleBinding
-	b.get("RoleBinding", "celadon-create-secret", &rb)
-	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", "celadon-create-secret")
 	// Leader election is always on: a createSecret policy may arrive by a
 	// reload.
 	var dep appsv1.Deployment
@@ -85,8 +57,36 @@ func TestCreateSecretComponent(t *testing.T) {
 	if !slices.ContainsFunc(env, func(e corev1.EnvVar) bool { return e.Name == "POD_NAMESPACE" }) {
 		t.Errorf("container celadon env %+v: the base's POD_NAMESPACE is lost", env)
 	}
-	// The base is there too.
-	if !b.has("ClusterRole", "celadon") || !b.has("Deployment", "celadon") {
-		t.Errorf("the overlay lost the base: %d objects", len(b.objs))
+}
+
+// createSecretOverlay is an overlay of the base with the create-secret
+// component, as its kustomization.yaml tells users to write.
+func createSecretOverlay(t *testing.T) string {
+	return tempOverlay(t, "namespace: "+Namespace+"\nresources:\n- {{deploy}}/base\ncomponents:\n- {{deploy}}/components/create-secret\n")
+}
+
+// tempOverlay writes a kustomization.yaml of kustomization, where
+// {{deploy}} stands for the relative path to deploy/, into a temporary
+// directory, and returns that directory relative to the repository root,
+// for build.
+func tempOverlay(t *testing.T, kustomization string) string {
+	t.Helper()
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
 	}
+	overlay := t.TempDir()
+	deploy, err := filepath.Rel(overlay, filepath.Join(abs, "deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" + strings.ReplaceAll(kustomization, "{{deploy}}", filepath.ToSlash(deploy))
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(abs, overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
 }

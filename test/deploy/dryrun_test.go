@@ -1,12 +1,7 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,70 +10,56 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"celadon.io/celadon/internal/controlplane"
 )
-
-// certManagerModule is the cert-manager release whose CRDs the
-// cert-manager overlay is checked against. Its module is downloaded from the
-// module proxy with `go mod download` and only its deploy/crds/ is read: it
-// is no dependency of celadon.io/celadon.
-const certManagerModule = "github.com/cert-manager/cert-manager@v1.21.2"
 
 // TestServerSideDryRun applies every object of every kustomization
 // server-side, in dry-run, to a real kube-apiserver with cert-manager's
 // CRDs installed: the API server's validation, defaulting and schemas
 // (unknown fields are errors in server-side apply) accept the manifests as
-// they are. Only the Namespace is created for real, as namespaced objects
+// they are. Only the namespaces are created for real, as namespaced objects
 // cannot be dry-run into a namespace that does not exist.
 func TestServerSideDryRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs a real control plane from bin/ (`make controlplane`); skipped in -short mode")
-	}
-	crds := certManagerCRDs(t)
-
+	c, _ := sharedControlPlane(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var logs bytes.Buffer
-	cp, err := controlplane.Start(ctx, controlplane.Options{CRDDirectoryPaths: []string{crds}, Out: &logs})
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	c, err := client.New(cp.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}
-	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("creating the namespace %s: %v", Namespace, err)
-	}
-
-	for _, dir := range kustomizations {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			for _, u := range build(t, dir) {
-				err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-					client.DryRunAll, client.FieldOwner("celadon-test"), client.ForceOwnership)
-				if err != nil {
-					t.Errorf("%s: dry-run apply of %s %s: %v", dir, u.GetKind(), u.GetName(), err)
-				}
-			}
+	for _, k := range kustomizations {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			dryRun(ctx, t, c, k.dir, build(t, k.dir))
 		})
 	}
+	// The components, as their kustomization.yaml tells users to add them.
+	for name, dir := range map[string]string{"monitoring": monitoringOverlay(t), "create-secret": createSecretOverlay(t)} {
+		t.Run(name, func(t *testing.T) { dryRun(ctx, t, c, name, build(t, dir)) })
+	}
 	t.Run("rbac", func(t *testing.T) { checkRBACForReal(ctx, t, c) })
-	if t.Failed() {
-		t.Logf("control plane log (tail):\n%s", tail(logs.String(), 4000))
+}
+
+// dryRun applies objs server-side in dry-run, after creating for real the
+// namespaces they go into (namespaced objects cannot be dry-run into a
+// namespace that does not exist).
+func dryRun(ctx context.Context, t *testing.T, c client.Client, what string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, u := range objs {
+		if ns := u.GetNamespace(); ns != "" {
+			if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatalf("creating the namespace %s: %v", ns, err)
+			}
+		}
+	}
+	for _, u := range objs {
+		err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+			client.DryRunAll, client.FieldOwner("celadon-test"), client.ForceOwnership)
+		if err != nil {
+			t.Errorf("%s: dry-run apply of %s %s: %v", what, u.GetKind(), u.GetName(), err)
+		}
 	}
 }
 
 // checkRBACForReal creates the RBAC objects of the self-signed overlay
-// (which holds the base's) and asks the API server what Celadon's
+// (which holds the base's, --manage-webhooks' included) and asks the API server what Celadon's
 // ServiceAccount may do: what the server needs, and not more.
 func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 	for _, u := range build(t, SelfSignedOverlay) {
@@ -117,8 +98,8 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 		{"watch", "apps", "statefulsets", "", "", true},
 		{"delete", "apps", "deployments", "shop", "api", false},
 		{"create", "coordination.k8s.io", "leases", "default", "", false},
-		// The self-signed overlay: its Secret, the Lease and the
-		// configurations.
+		// The base: the Lease and the configurations of
+		// --manage-webhooks; the self-signed overlay: its Secret.
 		{"create", "coordination.k8s.io", "leases", Namespace, "", true},
 		{"get", "coordination.k8s.io", "leases", Namespace, "celadon-webhooks", true},
 		{"update", "coordination.k8s.io", "leases", Namespace, "celadon-webhooks", true},
@@ -153,39 +134,4 @@ func checkRBACForReal(ctx context.Context, t *testing.T, c client.Client) {
 				tc.verb, tc.group, tc.resource, tc.ns, tc.name, sar.Status.Allowed, tc.allowed, sar.Status.Reason)
 		}
 	}
-}
-
-// certManagerCRDs returns the directory of cert-manager's CRDs in the module
-// cache, downloading the module if needed. The download runs outside this
-// module so that it never touches go.mod or go.sum.
-func certManagerCRDs(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", certManagerModule)
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go mod download %s: %v\n%s%s", certManagerModule, err, out, stderr.Bytes())
-	}
-	var mod struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &mod); err != nil {
-		t.Fatalf("go mod download %s: %v\n%s", certManagerModule, err, out)
-	}
-	if mod.Error != "" || mod.Dir == "" {
-		t.Fatalf("go mod download %s: %s", certManagerModule, mod.Error)
-	}
-	dir := filepath.Join(mod.Dir, "deploy", "crds")
-	if _, err := os.Stat(filepath.Join(dir, "cert-manager.io_certificates.yaml")); err != nil {
-		t.Fatalf("cert-manager's CRDs: %v", err)
-	}
-	return dir
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return fmt.Sprintf("...%s", s[len(s)-n:])
 }

@@ -11,10 +11,11 @@ import (
 // root is the repository root, from this package's directory.
 const root = "../.."
 
-// TestGeneratedFilesUpToDate fails when a file generated from policies/
-// (the policy copies, their ConfigMap generator, the overlays' webhook
-// configurations) differs from what `go generate ./test/deploy` writes now,
-// or when deploy/base/policies/ holds a file the generator would remove.
+// TestGeneratedFilesUpToDate fails when a generated file (the policy
+// copies of deploy/base and of the chart, their ConfigMap generator, the
+// chart's copy of the PrometheusRule, the RBAC) differs from what `go
+// generate ./test/deploy` writes now, or when a generated directory holds
+// a file the generator would remove.
 func TestGeneratedFilesUpToDate(t *testing.T) {
 	files, err := Generate(root)
 	if err != nil {
@@ -32,13 +33,15 @@ func TestGeneratedFilesUpToDate(t *testing.T) {
 			t.Errorf("%s is out of date with policies/: run `go generate ./test/deploy`", f.Path)
 		}
 	}
-	entries, err := os.ReadDir(filepath.Join(root, filepath.FromSlash(GeneratedPoliciesDir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if p := path.Join(GeneratedPoliciesDir, e.Name()); !want[p] {
-			t.Errorf("%s is not generated from policies/ (a removed policy?): run `go generate ./test/deploy`", p)
+	for _, dir := range GeneratedDirs {
+		entries, err := os.ReadDir(filepath.Join(root, filepath.FromSlash(dir)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if p := path.Join(dir, e.Name()); !want[p] {
+				t.Errorf("%s is not generated from policies/ (a removed policy?): run `go generate ./test/deploy`", p)
+			}
 		}
 	}
 }

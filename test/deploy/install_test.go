@@ -27,7 +27,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -44,29 +44,35 @@ import (
 //     kustomization is applied server-side and read back.
 //   - The pods never run (no kubelet), so `rollout status` cannot pass.
 //     Instead the test runs what a pod would: the `celadon` binary built
-//     from ./cmd/celadon with the Deployment's args and environment as
-//     applied, the policies ConfigMap's data as its --policies directory
-//     and the certificate Secret's as its --cert-dir (laid out as the
-//     kubelet mounts them), and only the permissions of the ServiceAccount
-//     celadon/celadon (impersonated): the kustomization's RBAC must be
-//     enough. Only the listening addresses and file paths are changed.
+//     from ./cmd/celadon with the Deployment's args (expanded as the
+//     kubelet does) and environment as applied, the policies ConfigMap's
+//     data as its --policies directory and the certificate Secret's as its
+//     --cert-dir (laid out as the kubelet mounts them), and only the
+//     permissions of the ServiceAccount celadon of the install's namespace
+//     (impersonated): the kustomization's RBAC must be enough. Only the
+//     listening addresses and file paths are changed.
 //   - The API server cannot call the Service here (no endpoints, no
 //     kube-proxy), so the tests do what it would: a TLS handshake for
-//     celadon.celadon.svc, verified against the caBundle the webhook
+//     celadon.<namespace>.svc, verified against the caBundle the webhook
 //     configurations hold.
 
-// TestSelfSignedInstall follows "Install with self-signed certificates":
-// apply the overlay; the server creates the Secret celadon-tls and the
-// webhook configurations "celadon" with its CA, pointing at the Service;
+// TestSelfSignedInstall follows "Install with self-signed certificates",
+// in the namespace ExampleNamespace (an overlay of the self-signed overlay
+// setting only `namespace:`), so that what the server derives from its
+// namespace at run time is seen at work: apply the overlay; the server
+// creates the Secret celadon-tls and the webhook configurations "celadon"
+// with its CA, pointing at the Service of its namespace and leaving that
+// namespace out, and serves a certificate for celadon.<namespace>.svc;
 // then "Removing Celadon": the Deployment (the server stops), the
 // configurations, the rest.
 func TestSelfSignedInstall(t *testing.T) {
 	e := newInstallEnv(t)
-	objs := e.apply(SelfSignedOverlay)
+	e.ns = ExampleNamespace
+	objs := e.apply(tempOverlay(t, "namespace: "+e.ns+"\nresources:\n- {{deploy}}/overlays/self-signed\n"))
 	p := e.runPod(nil)
 
 	var secret corev1.Secret
-	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: Namespace, Name: "celadon-tls"}, &secret); err != nil {
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: "celadon-tls"}, &secret); err != nil {
 		t.Fatalf("the Secret celadon-tls: %v", err)
 	}
 	bundles := e.waitForConfigurations()
@@ -82,7 +88,7 @@ func TestSelfSignedInstall(t *testing.T) {
 
 	// Removing Celadon: the Deployment first (its leader would write the
 	// configurations again), then the configurations, then the rest.
-	if err := e.c.Delete(e.ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "celadon"}}); err != nil {
+	if err := e.c.Delete(e.ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "celadon"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.stop(); err != nil { // what the kubelet does to the pods
@@ -96,10 +102,9 @@ func TestSelfSignedInstall(t *testing.T) {
 
 // TestOwnCertificateInstall follows "Install without cert-manager (your
 // own certificate)": the openssl commands of deploy/README.md, run as they
-// are written there; apply deploy/base; create the TLS Secret; run the
-// pod; `celadon webhook-config ... --ca-bundle ca.crt | kubectl apply -f -`.
-// The server must serve that certificate, and the applied configurations
-// must trust it for the Service's name.
+// are written there; apply deploy/base; create the Secret (tls.crt,
+// tls.key, ca.crt); run the pod. The server must serve that certificate,
+// and the configurations it writes must trust it for the Service's name.
 func TestOwnCertificateInstall(t *testing.T) {
 	e := newInstallEnv(t)
 	dir := t.TempDir()
@@ -121,41 +126,17 @@ func TestOwnCertificateInstall(t *testing.T) {
 
 	// 2. kubectl apply -k deploy/base
 	objs := e.apply("deploy/base")
-	// 3. kubectl -n celadon create secret tls celadon-tls --cert tls.crt --key tls.key
+	// 3. kubectl -n celadon create secret generic celadon-tls --from-file=tls.crt --from-file=tls.key --from-file=ca.crt
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "celadon-tls"},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{"tls.crt": read("tls.crt"), "tls.key": read("tls.key")},
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "celadon-tls"},
+		Data:       map[string][]byte{"tls.crt": read("tls.crt"), "tls.key": read("tls.key"), "ca.crt": read("ca.crt")},
 	}
 	if err := e.c.Create(e.ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	// 4. The pod, with the Secret mounted as its cert-dir.
+	// 4. The pod, with the Secret mounted as its cert-dir; it writes the
+	// webhook configurations.
 	p := e.runPod(secret.Data)
-	// 5. celadon webhook-config -p policies --service celadon/celadon --ca-bundle ca.crt | kubectl apply -f -
-	gen := exec.CommandContext(e.ctx, e.bin, "webhook-config", "-p", filepath.Join(root, PoliciesDir),
-		"--service", Namespace+"/"+Service, "--ca-bundle", filepath.Join(dir, "ca.crt"))
-	var stderr bytes.Buffer
-	gen.Stderr = &stderr
-	out, err := gen.Output()
-	if err != nil {
-		t.Fatalf("celadon webhook-config: %v\n%s", err, stderr.Bytes())
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("celadon webhook-config output: %v\n%s", err, out)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if err := e.c.Apply(e.ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
-			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-	}
 
 	bundles := e.waitForConfigurations()
 	for _, b := range bundles {
@@ -188,6 +169,8 @@ type installEnv struct {
 	c    client.Client
 	bin  string
 	logs bytes.Buffer
+	// ns is the namespace of the install, Namespace unless set.
+	ns string
 }
 
 func newInstallEnv(t *testing.T) *installEnv {
@@ -197,7 +180,7 @@ func newInstallEnv(t *testing.T) *installEnv {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
-	e := &installEnv{t: t, ctx: ctx}
+	e := &installEnv{t: t, ctx: ctx, ns: Namespace}
 	e.bin = buildCeladon(ctx, t)
 	cp, err := controlplane.Start(ctx, controlplane.Options{Out: &e.logs})
 	if err != nil {
@@ -250,7 +233,8 @@ func (e *installEnv) remove(objs []*unstructured.Unstructured) {
 }
 
 // waitForConfigurations waits for the webhook configurations "celadon",
-// checks every webhook calls the Service, and returns their caBundles.
+// checks every webhook calls the Service and leaves its namespace out, and
+// returns their caBundles.
 func (e *installEnv) waitForConfigurations() [][]byte {
 	t := e.t
 	t.Helper()
@@ -265,16 +249,24 @@ func (e *installEnv) waitForConfigurations() [][]byte {
 			return false, client.IgnoreNotFound(err)
 		}
 		var ccs []admissionregistrationv1.WebhookClientConfig
+		var selectors []*metav1.LabelSelector
 		for _, w := range m.Webhooks {
-			ccs = append(ccs, w.ClientConfig)
+			ccs, selectors = append(ccs, w.ClientConfig), append(selectors, w.NamespaceSelector)
 		}
 		for _, w := range v.Webhooks {
-			ccs = append(ccs, w.ClientConfig)
+			ccs, selectors = append(ccs, w.ClientConfig), append(selectors, w.NamespaceSelector)
 		}
 		bundles = nil
-		for _, cc := range ccs {
-			if s := cc.Service; s == nil || s.Namespace != Namespace || s.Name != Service {
-				return false, fmt.Errorf("clientConfig %+v: want the Service %s/%s", cc, Namespace, Service)
+		for i, cc := range ccs {
+			if s := cc.Service; s == nil || s.Namespace != e.ns || s.Name != Service {
+				return false, fmt.Errorf("clientConfig %+v: want the Service %s/%s", cc, e.ns, Service)
+			}
+			sel, err := metav1.LabelSelectorAsSelector(selectors[i])
+			if err != nil {
+				return false, err
+			}
+			if sel.Matches(labels.Set{"kubernetes.io/metadata.name": e.ns}) {
+				return false, fmt.Errorf("namespaceSelector %+v: Celadon's namespace %s is not left out", selectors[i], e.ns)
 			}
 			bundles = append(bundles, cc.CABundle)
 		}
@@ -294,6 +286,7 @@ type pod struct {
 	exited  chan error
 	port    int    // the webhook's
 	metrics string // host:port of /metrics and /status
+	host    string // the Service's name the API server calls
 	done    bool
 	err     error
 }
@@ -306,11 +299,11 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 	t := e.t
 	t.Helper()
 	var d appsv1.Deployment
-	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: Namespace, Name: "celadon"}, &d); err != nil {
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: "celadon"}, &d); err != nil {
 		t.Fatal(err)
 	}
 	var cm corev1.ConfigMap
-	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: Namespace, Name: PoliciesConfigMap}, &cm); err != nil {
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: PoliciesConfigMap}, &cm); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -328,7 +321,7 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 		}
 	}
 	sa := d.Spec.Template.Spec.ServiceAccountName
-	kubeconfig := serviceAccountKubeconfig(t, e.cp, filepath.Join(dir, "kubeconfig"), sa)
+	kubeconfig := serviceAccountKubeconfig(t, e.cp, filepath.Join(dir, "kubeconfig"), e.ns, sa)
 	var ports [3]int
 	for i := range ports {
 		var err error
@@ -337,8 +330,8 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 		}
 	}
 	container := d.Spec.Template.Spec.Containers[0]
-	p := &pod{port: ports[0], metrics: "127.0.0.1:" + strconv.Itoa(ports[1]), exited: make(chan error, 1)}
-	p.args = append(append([]string(nil), container.Args...),
+	p := &pod{port: ports[0], metrics: "127.0.0.1:" + strconv.Itoa(ports[1]), exited: make(chan error, 1), host: Service + "." + e.ns + ".svc"}
+	p.args = append(expandArgs(container, e.ns, sa),
 		// Later flags win: the paths and addresses of this machine.
 		"--policies="+filepath.Join(dir, "policies"),
 		"--cert-dir="+certDir,
@@ -350,7 +343,7 @@ func (e *installEnv) runPod(certFiles map[string][]byte) *pod {
 		"--log-format=console",
 	)
 	p.cmd = exec.Command(e.bin, p.args...)
-	p.cmd.Env = append(os.Environ(), podEnv(t, container, sa)...)
+	p.cmd.Env = append(os.Environ(), podEnv(t, container, e.ns, sa)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -483,7 +476,7 @@ func (p *pod) stop() error {
 }
 
 // handshake does what the API server does when it calls the Service:
-// TLS for celadon.celadon.svc, trusting only caBundle. It returns the
+// TLS for celadon.<namespace>.svc, trusting only caBundle. It returns the
 // certificate served.
 func (p *pod) handshake(t *testing.T, caBundle []byte) *x509.Certificate {
 	t.Helper()
@@ -491,10 +484,9 @@ func (p *pod) handshake(t *testing.T, caBundle []byte) *x509.Certificate {
 	if !roots.AppendCertsFromPEM(caBundle) {
 		t.Fatal("no certificate in the caBundle")
 	}
-	host := Service + "." + Namespace + ".svc"
-	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)), &tls.Config{ServerName: host, RootCAs: roots})
+	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)), &tls.Config{ServerName: p.host, RootCAs: roots})
 	if err != nil {
-		t.Fatalf("TLS to the webhook as %s, trusting the caBundle: %v", host, err)
+		t.Fatalf("TLS to the webhook as %s, trusting the caBundle: %v", p.host, err)
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0]
@@ -515,10 +507,10 @@ func buildCeladon(ctx context.Context, t *testing.T) string {
 }
 
 // serviceAccountKubeconfig writes a kubeconfig of the control plane's admin
-// that impersonates the ServiceAccount sa of Namespace, with the groups a
+// that impersonates the ServiceAccount sa of ns, with the groups a
 // ServiceAccount token carries: the API server authorizes its requests
 // with the ServiceAccount's RBAC only.
-func serviceAccountKubeconfig(t *testing.T, cp *controlplane.ControlPlane, path, sa string) string {
+func serviceAccountKubeconfig(t *testing.T, cp *controlplane.ControlPlane, path, ns, sa string) string {
 	t.Helper()
 	cfg, err := clientcmd.LoadFromFile(cp.KubeconfigPath)
 	if err != nil {
@@ -529,17 +521,17 @@ func serviceAccountKubeconfig(t *testing.T, cp *controlplane.ControlPlane, path,
 		t.Fatalf("%s: no current context", cp.KubeconfigPath)
 	}
 	user := cfg.AuthInfos[kctx.AuthInfo]
-	user.Impersonate = "system:serviceaccount:" + Namespace + ":" + sa
-	user.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + Namespace, "system:authenticated"}
+	user.Impersonate = "system:serviceaccount:" + ns + ":" + sa
+	user.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-// podEnv returns the container's environment as the kubelet would set it,
-// for the downward-API fields the Deployment uses.
-func podEnv(t *testing.T, c corev1.Container, sa string) []string {
+// podEnv returns the container's environment as the kubelet would set it
+// in the namespace ns, for the downward-API fields the Deployment uses.
+func podEnv(t *testing.T, c corev1.Container, ns, sa string) []string {
 	t.Helper()
 	var env []string
 	for _, e := range c.Env {
@@ -547,7 +539,7 @@ func podEnv(t *testing.T, c corev1.Container, sa string) []string {
 		case e.ValueFrom == nil:
 			env = append(env, e.Name+"="+e.Value)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
-			env = append(env, e.Name+"="+Namespace)
+			env = append(env, e.Name+"="+ns)
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.serviceAccountName":
 			env = append(env, e.Name+"="+sa)
 		case e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory":

@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -23,12 +23,21 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"celadon.io/celadon/builtins"
+	"celadon.io/celadon/controllers"
 	"celadon.io/celadon/engine"
 )
 
-// kustomizations are the directories of deploy/ a user installs, relative
-// to the repository root.
-var kustomizations = []string{"deploy/base", CertManagerOverlay, SelfSignedOverlay}
+// kustomization is a directory of deploy/ a user installs, relative to the
+// repository root, and the namespace it installs into.
+type kustomization struct{ dir, ns string }
+
+// kustomizations are the directories of deploy/ a user installs.
+var kustomizations = []kustomization{
+	{"deploy/base", Namespace},
+	{CertManagerOverlay, Namespace},
+	{SelfSignedOverlay, Namespace},
+	{ExampleNamespaceOverlay, ExampleNamespace},
+}
 
 // build runs `kustomize build dir` with kustomize's defaults, the load
 // restrictor included (no file outside dir's root may be read).
@@ -55,6 +64,16 @@ type built struct {
 	t    *testing.T
 	dir  string
 	objs []*unstructured.Unstructured
+	// ns is the namespace the kustomization installs into.
+	ns string
+}
+
+// newBuilt builds dir, which installs into Namespace.
+func newBuilt(t *testing.T, dir string) built { return newBuiltIn(t, dir, Namespace) }
+
+// newBuiltIn builds dir, which installs into ns.
+func newBuiltIn(t *testing.T, dir, ns string) built {
+	return built{t: t, dir: dir, objs: build(t, dir), ns: ns}
 }
 
 // get converts the object of kind and name into out, failing the test if
@@ -82,41 +101,63 @@ func (b built) has(kind, name string) bool {
 }
 
 func TestKustomizations(t *testing.T) {
-	for _, dir := range kustomizations {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			b := built{t: t, dir: dir, objs: build(t, dir)}
-			checkNamespaces(b)
-			checkDeployment(b)
-			checkPoliciesConfigMap(b)
-			checkPDB(b)
-			checkServices(b)
-			checkNetworkPolicy(b)
-			checkBaseRBAC(b)
-			checkMetricsReader(b)
-			switch dir {
-			case CertManagerOverlay:
-				checkCertManager(b)
-			case SelfSignedOverlay:
-				checkSelfSigned(b)
+	for _, k := range kustomizations {
+		t.Run(filepath.Base(k.dir), func(t *testing.T) {
+			b := newBuiltIn(t, k.dir, k.ns)
+			checkInstall(b)
+			// Each overlay is the flavour it says.
+			if got := slices.Contains(b.args(), "--self-signed-certs"); got != (k.dir == SelfSignedOverlay) {
+				t.Errorf("--self-signed-certs in the args: %v, want it in %s only", got, SelfSignedOverlay)
+			}
+			if got := b.has("Certificate", ServingCertificate); got != (k.dir == CertManagerOverlay || k.dir == ExampleNamespaceOverlay) {
+				t.Errorf("Certificate %s in the output: %v, want it in the cert-manager overlays only", ServingCertificate, got)
 			}
 		})
 	}
 }
 
+// checkInstall checks what every install must be, and what its flavour of
+// certificates adds.
+func checkInstall(b built) {
+	b.t.Helper()
+	checkNamespaces(b)
+	checkDeployment(b)
+	checkManagedWebhooks(b)
+	checkPoliciesConfigMap(b)
+	checkPDB(b)
+	checkServices(b)
+	checkNetworkPolicy(b)
+	checkBaseRBAC(b)
+	checkMetricsReader(b)
+	switch {
+	case b.has("Certificate", ServingCertificate):
+		checkCertManager(b)
+	case slices.Contains(b.args(), "--self-signed-certs"):
+		checkSelfSigned(b)
+	}
+}
+
+// args returns the arguments of the Deployment's container.
+func (b built) args() []string {
+	b.t.Helper()
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	return d.Spec.Template.Spec.Containers[0].Args
+}
+
 // clusterScoped are the kinds of the output that have no namespace.
 var clusterScoped = map[string]bool{
-	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true,
-	"MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
+	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "PriorityClass": true,
 }
 
 func checkNamespaces(b built) {
 	t := b.t
 	t.Helper()
-	if !b.has("Namespace", Namespace) {
-		t.Errorf("%s: no Namespace %s", b.dir, Namespace)
+	if !b.has("Namespace", b.ns) {
+		t.Errorf("%s: no Namespace %s", b.dir, b.ns)
 	}
 	for _, u := range b.objs {
-		want := Namespace
+		want := b.ns
 		if clusterScoped[u.GetKind()] {
 			want = ""
 		}
@@ -142,8 +183,14 @@ func checkDeployment(b built) {
 	if pod.ServiceAccountName != "celadon" {
 		t.Errorf("serviceAccountName %q, want celadon", pod.ServiceAccountName)
 	}
-	if pod.PriorityClassName != "" {
-		t.Errorf("priorityClassName %q: system-cluster-critical is refused outside kube-system on some clusters", pod.PriorityClassName)
+	// A class of the install's own: above workloads (0), below the
+	// system classes, which some clusters admit only in kube-system.
+	var pc schedulingv1.PriorityClass
+	b.get("PriorityClass", pod.PriorityClassName, &pc)
+	if pc.Value <= 0 || pc.Value > highestUserDefinablePriority || pc.GlobalDefault ||
+		(pc.PreemptionPolicy != nil && *pc.PreemptionPolicy != corev1.PreemptLowerPriority) {
+		t.Errorf("PriorityClass %s: value %d, globalDefault %v, preemptionPolicy %v: want a positive value up to %d, no default, PreemptLowerPriority",
+			pc.Name, pc.Value, pc.GlobalDefault, pc.PreemptionPolicy, highestUserDefinablePriority)
 	}
 	if psc := pod.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
 		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
@@ -242,11 +289,7 @@ func checkDeployment(b built) {
 		t.Errorf("the certificate is mounted with subPath %q: rotations would not be seen", tm.SubPath)
 	}
 	tls := volumes[tm.Name]
-	selfSigned := slices.Contains(c.Args, "--self-signed-certs")
-	if selfSigned != (b.dir == SelfSignedOverlay) {
-		t.Errorf("--self-signed-certs in args: %v, want it in %s only", selfSigned, SelfSignedOverlay)
-	}
-	if b.dir == SelfSignedOverlay {
+	if slices.Contains(c.Args, "--self-signed-certs") {
 		if tls.EmptyDir == nil || tls.Secret != nil || tm.ReadOnly {
 			t.Errorf("tls volume %+v mounted read-only %v: want a writable emptyDir for --self-signed-certs", tls, tm.ReadOnly)
 		}
@@ -254,6 +297,10 @@ func checkDeployment(b built) {
 		t.Errorf("tls volume %+v: want the Secret celadon-tls", tls)
 	}
 }
+
+// highestUserDefinablePriority is the highest value of a PriorityClass
+// that is not a system one (k8s.io/kubernetes/pkg/apis/scheduling).
+const highestUserDefinablePriority = 1_000_000_000
 
 // portNumber resolves a probe's port, a number or a container port's name.
 func portNumber(p intstr.IntOrString, named map[string]int32) int32 {
@@ -419,39 +466,57 @@ func checkMetricsReader(b built) {
 		!slices.Equal(cr.Rules[0].Verbs, []string{"get"}) || len(cr.Rules[0].Resources) != 0 {
 		t.Errorf("ClusterRole celadon-metrics-reader: rules %+v, want get on /metrics and /status only", cr.Rules)
 	}
+	// Bound by the install only with the monitoring objects (to
+	// Prometheus's ServiceAccount: checkMonitoring).
+	monitoring := b.has("ServiceMonitor", "celadon")
 	for _, u := range b.objs {
-		if u.GetKind() == "ClusterRoleBinding" && u.GetName() != "celadon" && u.GetName() != "celadon-self-signed" {
+		switch name := u.GetName(); {
+		case u.GetKind() != "ClusterRoleBinding", name == ClusterRoleName, strings.HasPrefix(name, ClusterRoleName+"-create-secret"):
+		case name == "celadon-metrics-reader" && monitoring:
+		default:
 			t.Errorf("%s: unexpected ClusterRoleBinding %s", b.dir, u.GetName())
 		}
 	}
 }
 
-// checkBaseRBAC checks the base grants exactly what the server and the
-// builtins without a controller declare.
+// checkBaseRBAC checks the base grants exactly what the server (with
+// --manage-webhooks) and the builtins without a controller declare, and
+// leader election in Celadon's namespace.
 func checkBaseRBAC(b built) {
 	t := b.t
 	t.Helper()
 	var cr rbacv1.ClusterRole
-	b.get("ClusterRole", "celadon", &cr)
+	b.get("ClusterRole", ClusterRoleName, &cr)
 	want := BaseRules(builtins.Registry()) // what the server and the builtins declare
 	if !equalRules(cr.Rules, want) {
 		t.Errorf("ClusterRole celadon: rules %+v, want only %+v", cr.Rules, want)
 	}
 	var crb rbacv1.ClusterRoleBinding
-	b.get("ClusterRoleBinding", "celadon", &crb)
-	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", "celadon")
+	b.get("ClusterRoleBinding", ClusterRoleName, &crb)
+	b.checkBinding(crb.RoleRef, crb.Subjects, "ClusterRole", ClusterRoleName)
+	var role rbacv1.Role
+	b.get("Role", ClusterRoleName, &role)
+	if !equalRules(role.Rules, LeaderElectionRules()) {
+		t.Errorf("Role celadon: rules %+v, want only leader election's %+v", role.Rules, LeaderElectionRules())
+	}
+	var rb rbacv1.RoleBinding
+	b.get("RoleBinding", ClusterRoleName, &rb)
+	b.checkBinding(rb.RoleRef, rb.Subjects, "Role", ClusterRoleName)
+	selfSigned := slices.Contains(b.args(), "--self-signed-certs")
 	for _, u := range b.objs {
-		if u.GetKind() == "Role" && b.dir != SelfSignedOverlay {
+		if u.GetKind() == "Role" && u.GetName() != ClusterRoleName && !(selfSigned && u.GetName() == SelfSignedRoleName) {
 			t.Errorf("%s: unexpected Role %s", b.dir, u.GetName())
 		}
 	}
 }
 
-func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name string) {
-	t.Helper()
-	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "celadon", Namespace: Namespace}}
+// checkBinding checks a binding gives the role to the ServiceAccount
+// celadon of the install's namespace.
+func (b built) checkBinding(ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name string) {
+	b.t.Helper()
+	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: ServiceAccount, Namespace: b.ns}}
 	if ref.Kind != kind || ref.Name != name || !slices.Equal(subjects, want) {
-		t.Errorf("binding of %s %s: roleRef %+v subjects %+v, want the ServiceAccount %s/celadon", kind, name, ref, subjects, Namespace)
+		b.t.Errorf("binding of %s %s: roleRef %+v subjects %+v, want the ServiceAccount %s/%s", kind, name, ref, subjects, b.ns, ServiceAccount)
 	}
 }
 
@@ -462,42 +527,88 @@ func equalRules(a, b []rbacv1.PolicyRule) bool {
 	})
 }
 
-// webhookConfigurations returns the overlay's configurations and checks
-// they call the Service of the output.
-func webhookConfigurations(b built) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
+// checkManagedWebhooks checks the install holds no webhook configuration
+// and runs the server with --manage-webhooks for the Service celadon of its
+// own namespace, as the kubelet expands the arguments: the configurations
+// the server then writes call that Service and exclude its namespace.
+func checkManagedWebhooks(b built) {
 	t := b.t
 	t.Helper()
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	b.get("MutatingWebhookConfiguration", "celadon", &mwc)
-	b.get("ValidatingWebhookConfiguration", "celadon", &vwc)
-	var ccs []admissionregistrationv1.WebhookClientConfig
-	for _, w := range mwc.Webhooks {
-		ccs = append(ccs, w.ClientConfig)
-	}
-	for _, w := range vwc.Webhooks {
-		ccs = append(ccs, w.ClientConfig)
-	}
-	if len(ccs) == 0 {
-		t.Errorf("no webhooks in the configurations")
-	}
-	for _, cc := range ccs {
-		if s := cc.Service; s == nil || s.Namespace != Namespace || s.Name != Service || s.Port == nil || *s.Port != 443 {
-			t.Errorf("clientConfig %+v: want the Service %s/%s:443", cc, Namespace, Service)
+	for _, u := range b.objs {
+		if strings.HasSuffix(u.GetKind(), "WebhookConfiguration") {
+			t.Errorf("%s: %s %s in the install: it would call Celadon before Celadon can answer; --manage-webhooks writes it once a replica is ready", b.dir, u.GetKind(), u.GetName())
 		}
 	}
-	return &mwc, &vwc
+	var d appsv1.Deployment
+	b.get("Deployment", "celadon", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	args := expandArgs(c, b.ns, d.Spec.Template.Spec.ServiceAccountName)
+	if !slices.Contains(args, "--manage-webhooks") {
+		t.Errorf("args %q: want --manage-webhooks", c.Args)
+	}
+	var svc string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--webhook-service="); ok {
+			svc = v
+		}
+	}
+	if svc != b.ns+"/"+Service {
+		t.Errorf("args %q: --webhook-service is %q in namespace %s, want %s/%s", c.Args, svc, b.ns, b.ns, Service)
+	}
+	excluded := controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: b.ns, Name: Service}}.ExcludedNamespaces()
+	if !slices.Contains(excluded, b.ns) {
+		t.Errorf("the generated configurations would not exclude Celadon's namespace %s: %q", b.ns, excluded)
+	}
 }
 
+// expandArgs returns a container's arguments as the kubelet passes them:
+// $(VAR) replaced by the container's variable VAR ($$ escapes a $), the
+// downward API's metadata.namespace and spec.serviceAccountName given as
+// namespace and sa.
+func expandArgs(c corev1.Container, namespace, sa string) []string {
+	env := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			env[e.Name] = namespace
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.serviceAccountName":
+			env[e.Name] = sa
+		}
+	}
+	out := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		var sb strings.Builder
+		for j := 0; j < len(a); j++ {
+			switch {
+			case strings.HasPrefix(a[j:], "$$"):
+				sb.WriteByte('$')
+				j++
+			case strings.HasPrefix(a[j:], "$("):
+				if end := strings.IndexByte(a[j:], ')'); end > 0 {
+					if v, ok := env[a[j+2:j+end]]; ok {
+						sb.WriteString(v)
+						j += end
+						continue
+					}
+				}
+				sb.WriteByte(a[j])
+			default:
+				sb.WriteByte(a[j])
+			}
+		}
+		out[i] = sb.String()
+	}
+	return out
+}
+
+// checkCertManager checks the chain of certificates: a serving
+// certificate for the Service's names in the Secret the Deployment mounts,
+// signed by a CA of the install's own.
 func checkCertManager(b built) {
 	t := b.t
 	t.Helper()
-	mwc, vwc := webhookConfigurations(b)
-	for _, m := range []metav1.ObjectMeta{mwc.ObjectMeta, vwc.ObjectMeta} {
-		if got := m.Annotations["cert-manager.io/inject-ca-from"]; got != Namespace+"/"+ServingCertificate {
-			t.Errorf("%s: cert-manager.io/inject-ca-from %q, want %s/%s", m.Name, got, Namespace, ServingCertificate)
-		}
-	}
 	var cert struct {
 		Spec struct {
 			SecretName string   `json:"secretName"`
@@ -509,9 +620,10 @@ func checkCertManager(b built) {
 		} `json:"spec"`
 	}
 	b.get("Certificate", ServingCertificate, &cert)
+	host := Service + "." + b.ns + ".svc"
 	if cert.Spec.SecretName != "celadon-tls" || cert.Spec.IsCA ||
-		!slices.Equal(cert.Spec.DNSNames, []string{"celadon.celadon.svc", "celadon.celadon.svc.cluster.local"}) {
-		t.Errorf("Certificate %s: %+v, want a serving certificate for celadon.celadon.svc in Secret celadon-tls", ServingCertificate, cert.Spec)
+		!slices.Equal(cert.Spec.DNSNames, []string{host, host + ".cluster.local"}) {
+		t.Errorf("Certificate %s: %+v, want a serving certificate for %s in Secret celadon-tls", ServingCertificate, cert.Spec, host)
 	}
 	// The chain: self-signed Issuer -> CA Certificate -> CA Issuer -> serving.
 	issuer := cert.Spec.IssuerRef.Name
@@ -564,49 +676,17 @@ func checkCertManager(b built) {
 	}
 }
 
-// checkSelfSigned checks the overlay runs --self-signed-certs with
-// --manage-webhooks for the Service, ships no webhook configurations (the
-// server writes them, with its CA) and grants what those flags need, by
-// name where RBAC allows.
+// checkSelfSigned checks the overlay runs --self-signed-certs and grants
+// what it declares, in the install's namespace.
 func checkSelfSigned(b built) {
 	t := b.t
 	t.Helper()
-	for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
-		if b.has(kind, "celadon") {
-			t.Errorf("%s celadon in the self-signed overlay: --manage-webhooks writes it, with the caBundle", kind)
-		}
-	}
-	var d appsv1.Deployment
-	b.get("Deployment", "celadon", &d)
-	for _, arg := range []string{"--self-signed-certs", "--manage-webhooks", "--webhook-service=" + Namespace + "/" + Service} {
-		if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, arg) {
-			t.Errorf("args %q: want %s", d.Spec.Template.Spec.Containers[0].Args, arg)
-		}
-	}
 	var role rbacv1.Role
-	b.get("Role", "celadon-self-signed", &role)
-	if !equalRules(role.Rules, []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"celadon-tls"}, Verbs: []string{"get", "update"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"celadon-webhooks"}, Verbs: []string{"get", "update"}},
-		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-	}) {
-		t.Errorf("Role celadon-self-signed: rules %+v", role.Rules)
+	b.get("Role", SelfSignedRoleName, &role)
+	if !equalRules(role.Rules, SelfSignedRules()) {
+		t.Errorf("Role %s: rules %+v, want only %+v", SelfSignedRoleName, role.Rules, SelfSignedRules())
 	}
 	var rb rbacv1.RoleBinding
-	b.get("RoleBinding", "celadon-self-signed", &rb)
-	checkBinding(t, rb.RoleRef, rb.Subjects, "Role", "celadon-self-signed")
-	var cr rbacv1.ClusterRole
-	b.get("ClusterRole", "celadon-self-signed", &cr)
-	res := []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}
-	if !equalRules(cr.Rules, []rbacv1.PolicyRule{
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: res, ResourceNames: []string{"celadon"}, Verbs: []string{"get", "update"}},
-		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: res, Verbs: []string{"create"}},
-	}) {
-		t.Errorf("ClusterRole celadon-self-signed: rules %+v", cr.Rules)
-	}
-	var crb rbacv1.ClusterRoleBinding
-	b.get("ClusterRoleBinding", "celadon-self-signed", &crb)
-	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", "celadon-self-signed")
+	b.get("RoleBinding", SelfSignedRoleName, &rb)
+	b.checkBinding(rb.RoleRef, rb.Subjects, "Role", SelfSignedRoleName)
 }

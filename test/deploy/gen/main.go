@@ -42,20 +42,22 @@ func run(root string) error {
 		}
 		fmt.Println("wrote", filepath.ToSlash(f.Path))
 	}
-	// deploy/base/policies/ is the generator's: remove copies of policies
-	// that no longer exist.
-	dir := filepath.Join(root, filepath.FromSlash(deploy.GeneratedPoliciesDir))
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if !keep[p] {
-			if err := os.RemoveAll(p); err != nil {
-				return err
+	// The generated directories are the generator's: remove copies of
+	// policies that no longer exist.
+	for _, gd := range deploy.GeneratedDirs {
+		dir := filepath.Join(root, filepath.FromSlash(gd))
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if !keep[p] {
+				if err := os.RemoveAll(p); err != nil {
+					return err
+				}
+				fmt.Println("removed", filepath.ToSlash(filepath.Join(gd, e.Name())))
 			}
-			fmt.Println("removed", filepath.ToSlash(filepath.Join(deploy.GeneratedPoliciesDir, e.Name())))
 		}
 	}
 	return nil

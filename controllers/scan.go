@@ -159,6 +159,31 @@ func ScanResources(snap *engine.Snapshot) []engine.ResourceRule {
 	return out
 }
 
+// ScanAccess is what a background scan of rules needs: list and watch on
+// the resources, and the reports it writes.
+func ScanAccess(rules []engine.ResourceRule) []engine.Access {
+	out := []engine.Access{
+		{APIGroups: []string{reports.GroupVersion.Group}, Resources: []string{"reports", "clusterreports"}, Verbs: []string{"get", "list", "create", "update", "delete"},
+			Why: "--background-scan: the leader writes the scan's results as a Report per namespace and a ClusterReport, and deletes those left without results"},
+	}
+	byGroup := map[string][]string{}
+	var groups []string
+	for _, r := range rules {
+		if byGroup[r.Group] == nil {
+			groups = append(groups, r.Group)
+		}
+		byGroup[r.Group] = append(byGroup[r.Group], r.Resource)
+	}
+	sort.Strings(groups)
+	for _, g := range groups {
+		res := byGroup[g]
+		sort.Strings(res)
+		out = append(out, engine.Access{APIGroups: []string{g}, Resources: slices.Compact(res), Verbs: []string{"list", "watch"},
+			Why: "--background-scan: the informers of the objects the validating policies match, which the scan evaluates"})
+	}
+	return out
+}
+
 // Scan runs one scan and writes the reports.
 func (b *BackgroundScanner) Scan(ctx context.Context, disc discovery.DiscoveryInterface) error {
 	snap := b.o.Policies.Current()

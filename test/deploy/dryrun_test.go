@@ -31,7 +31,7 @@ func TestServerSideDryRun(t *testing.T) {
 		})
 	}
 	// The components, as their kustomization.yaml tells users to add them.
-	for name, dir := range map[string]string{"monitoring": monitoringOverlay(t), "create-secret": createSecretOverlay(t)} {
+	for name, dir := range map[string]string{"monitoring": monitoringOverlay(t), "create-secret": createSecretOverlay(t), "background-scan": backgroundScanOverlay(t)} {
 		t.Run(name, func(t *testing.T) { dryRun(ctx, t, c, name, build(t, dir)) })
 	}
 	t.Run("rbac", func(t *testing.T) { checkRBACForReal(ctx, t, c) })

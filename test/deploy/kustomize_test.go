@@ -148,6 +148,7 @@ func (b built) args() []string {
 // clusterScoped are the kinds of the output that have no namespace.
 var clusterScoped = map[string]bool{
 	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "PriorityClass": true,
+	"CustomResourceDefinition": true,
 }
 
 func checkNamespaces(b built) {
@@ -471,7 +472,8 @@ func checkMetricsReader(b built) {
 	monitoring := b.has("ServiceMonitor", "celadon")
 	for _, u := range b.objs {
 		switch name := u.GetName(); {
-		case u.GetKind() != "ClusterRoleBinding", name == ClusterRoleName, strings.HasPrefix(name, ClusterRoleName+"-create-secret"):
+		case u.GetKind() != "ClusterRoleBinding", name == ClusterRoleName, strings.HasPrefix(name, ClusterRoleName+"-create-secret"),
+			name == BackgroundScanRoleName && b.has("CustomResourceDefinition", "reports.openreports.io"):
 		case name == "celadon-metrics-reader" && monitoring:
 		default:
 			t.Errorf("%s: unexpected ClusterRoleBinding %s", b.dir, u.GetName())

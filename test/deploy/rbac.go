@@ -253,6 +253,28 @@ func rbacFiles(reg *engine.Registry) []File {
 	return files
 }
 
+// BackgroundScanRoleName names the background scan component's
+// ClusterRole and binding.
+const BackgroundScanRoleName = ClusterRoleName + "-background-scan"
+
+// backgroundScanRBAC is the background scan component's RBAC: the reports,
+// and list and watch on what the shipped validating policies match.
+func backgroundScanRBAC(rules []engine.ResourceRule) File {
+	w := &rbacWriter{}
+	w.b.WriteString(rbacHeader)
+	w.b.WriteString(`# What ` + "`celadon serve --background-scan`" + ` needs beside the base: the
+# OpenReports objects it writes, and list and watch on the resources the
+# validating policies of policies/ match on CREATE (none for the shipped
+# ones). Grant list and watch on what your own validating policies match in
+# a ClusterRole of your own, bound to the ServiceAccount celadon: the scan
+# logs a "forbidden" error naming any resource it cannot list.
+`)
+	w.role(BackgroundScanRoleName, false, func(b *strings.Builder) {
+		writeRules(b, "the server", controllers.ScanAccess(rules))
+	})
+	return File{Path: path.Join(BackgroundScanComponent, "rbac.yaml"), Data: []byte(w.b.String())}
+}
+
 // ChartComponentValue is the chart value (a map with "enabled") turning on
 // the component of a builtin with a controller: createSecret's is
 // createSecret.

@@ -64,11 +64,15 @@ func TestFailurePolicyWhenServerIsDown(t *testing.T) {
 	}
 	t.Logf("server stopped, port closed, in %v", time.Since(stopped).Round(time.Millisecond))
 
-	// Fail: any pod is refused, because the fail-closed webhook cannot be
-	// called.
-	err = suite.c.Create(ctx, ownedPod(owner, 2, nil))
+	// Fail: a pod the Fail policy selects is refused, because the
+	// fail-closed webhook cannot be called; one it does not select never
+	// reaches that webhook (its objectSelector) and is admitted.
+	if err := suite.c.Create(ctx, ownedPod(owner, 9, nil)); err != nil {
+		t.Errorf("with the server down, a pod no Fail policy selects was refused: %v", err)
+	}
+	err = suite.c.Create(ctx, ownedPod(owner, 2, map[string]string{"e2e.celadon.io/deny": "true"}))
 	if err == nil {
-		t.Fatal("with the server down, a pod was admitted despite the failurePolicy: Fail webhook")
+		t.Fatal("with the server down, a selected pod was admitted despite the failurePolicy: Fail webhook")
 	}
 	for _, want := range []string{`failed calling webhook "fail.validate.celadon.io"`, s.url() + "/validate/fail"} {
 		if !strings.Contains(err.Error(), want) {

@@ -64,10 +64,13 @@ spec:
 // the real API server), and installs its webhook configurations limited
 // to namespaces labelled ingressBackendsLabel. Both go away when the test
 // ends.
+// ingressBackendsScope limits the test servers' webhooks to the test's
+// namespaces.
+var ingressBackendsScope = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: ingressBackendsLabel, Operator: metav1.LabelSelectorOpExists}}}
+
 func startIngressBackendsServer(ctx context.Context, t *testing.T, name string, policies map[string][]byte, configure func(*celadon, *server.Options)) *celadon {
 	t.Helper()
-	scope := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: ingressBackendsLabel, Operator: metav1.LabelSelectorOpExists}}}
-	s := startScopedCeladon(ctx, t, name, policies, configure, scope, nil)
+	s := startScopedCeladon(ctx, t, name, policies, configure, ingressBackendsScope, nil)
 	if names := webhookNames(t, s); names != "fail.validate.celadon.io" {
 		t.Fatalf("generated webhooks %q, want one validating webhook", names)
 	}
@@ -477,6 +480,13 @@ spec:
 		t.Fatalf("before the reload nothing checks backends, yet: %v", err)
 	}
 	s.setPolicies(t, ingressBackendsPolicies)
+	// The placeholder's webhook is narrowed to nothing (its condition is
+	// false): install the reloaded set's, as --manage-webhooks does after
+	// a reload.
+	waitFor(ctx, t, "the reload", func(context.Context) (bool, error) {
+		return s.srv.Snapshot().Policy("ingress-placeholder") == nil, nil
+	})
+	installScoped(ctx, t, s, ingressBackendsScope, nil)
 	n := 0
 	waitFor(ctx, t, "the reloaded policy to deny a missing backend", func(ctx context.Context) (bool, error) {
 		n++

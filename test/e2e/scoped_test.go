@@ -28,6 +28,15 @@ func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies
 		t.Fatal(err)
 	}
 	cleanupCeladon(t, s)
+	installScoped(ctx, t, s, namespaces, objects)
+	return s
+}
+
+// installScoped installs the configurations of the policies s serves,
+// narrowed further by namespaces and objects, as startScopedCeladon does;
+// again after a reload, as --manage-webhooks would.
+func installScoped(ctx context.Context, t *testing.T, s *celadon, namespaces, objects *metav1.LabelSelector) {
+	t.Helper()
 	m, v, err := controllers.Configurations(s.srv.Snapshot(), controllers.ConfigOptions{Name: s.name, URL: s.url(), CABundle: devenv.Bundle(s.ca)})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +55,6 @@ func startScopedCeladon(ctx context.Context, t *testing.T, name string, policies
 	if err := devenv.SyncWebhookConfigurations(ctx, suite.c, metav1.NamespaceDefault, waitTimeout); err != nil {
 		t.Fatal(err)
 	}
-	return s
 }
 
 // narrowSelector returns a selector matching what both sel and also match;

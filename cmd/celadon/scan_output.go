@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
@@ -95,23 +97,51 @@ func (s *scanner) summary() string {
 // writeTable writes one line per listed result, the policies that do not
 // apply, what could not be scanned and a summary line.
 func (s *scanner) writeTable(w io.Writer) error {
-	manifests := s.source == "manifests"
 	if len(s.results) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		if manifests {
-			fmt.Fprint(tw, "SOURCE\t")
+		// Two passes, column widths then lines, rather than a
+		// tabwriter, which would hold the whole table.
+		header := []string{"NAMESPACE", "OBJECT", "POLICY", "RESULT", "MESSAGE"}
+		if s.source == "manifests" {
+			header = append([]string{"SOURCE"}, header...)
 		}
-		fmt.Fprintln(tw, "NAMESPACE\tOBJECT\tPOLICY\tRESULT\tMESSAGE")
-		for i := range s.results {
-			r := &s.results[i]
+		widths := make([]int, len(header))
+		row := make([]string, len(header))
+		cells := func(r *scanResult) []string {
 			o := &s.objects[r.object]
-			if manifests {
-				fmt.Fprintf(tw, "%s\t", s.location(o))
+			row = append(row[:0], s.strs.get(o.namespace), s.ref(o), s.policies[r.policy].name, s.stateLabel(r), oneLine(s.strs.get(r.message)))
+			if len(header) > 5 {
+				row = append([]string{s.location(o)}, row...)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.strs.get(o.namespace), s.ref(o), s.policies[r.policy].name, s.stateLabel(r), oneLine(s.strs.get(r.message)))
+			return row
 		}
-		if err := tw.Flush(); err != nil {
+		measure := func(cells []string) {
+			for i, c := range cells {
+				widths[i] = max(widths[i], utf8.RuneCountInString(c))
+			}
+		}
+		measure(header)
+		for i := range s.results {
+			measure(cells(&s.results[i]))
+		}
+		line := func(cells []string) error {
+			var b strings.Builder
+			for i, c := range cells {
+				b.WriteString(c)
+				if i < len(cells)-1 {
+					b.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+2))
+				}
+			}
+			b.WriteByte('\n')
+			_, err := io.WriteString(w, b.String())
 			return err
+		}
+		if err := line(header); err != nil {
+			return err
+		}
+		for i := range s.results {
+			if err := line(cells(&s.results[i])); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintln(w)
 	}
@@ -200,7 +230,9 @@ type (
 	}
 )
 
-func (s *scanner) document() scanJSON {
+// document is the document of -o json and -o yaml; with objects false,
+// its objects are left empty, for writeJSON to stream them.
+func (s *scanner) document(objects bool) scanJSON {
 	out := scanJSON{
 		Source: s.source, Server: s.server, Files: append([]string{}, s.files...),
 		Summary: scanSummaryJSON{
@@ -223,46 +255,98 @@ func (s *scanner) document() scanJSON {
 	for _, p := range s.problems {
 		out.NotScanned = append(out.NotScanned, scanProblemJSON{Resource: p.resource, Error: p.err})
 	}
-	for i := range s.results {
-		r := &s.results[i]
-		if i == 0 || s.results[i-1].object != r.object {
-			o := &s.objects[r.object]
-			k := s.kinds[o.kind]
-			oj := scanObjectJSON{
-				APIVersion: k.apiVersion, Kind: k.kind, Namespace: s.strs.get(o.namespace), Name: o.name, UID: o.uid,
-				Allowed: !o.denied, Results: []scanResultJSON{},
-			}
-			if o.message >= 0 {
-				oj.Message = s.strs.get(o.message)
-			}
-			if o.file >= 0 {
-				oj.Source, oj.File, oj.Line = sourceOf(s.files[o.file], o.document, o.index), s.files[o.file], int(o.line)
-			}
-			out.Objects = append(out.Objects, oj)
-		}
-		p := s.policies[r.policy]
-		oj := &out.Objects[len(out.Objects)-1]
-		oj.Results = append(oj.Results, scanResultJSON{
-			Policy: p.name, State: string(r.state), Enforcement: string(p.p.Policy.Spec.Enforcement), Message: s.strs.get(r.message),
+	if objects {
+		s.eachObject(func(o scanObjectJSON) error {
+			out.Objects = append(out.Objects, o)
+			return nil
 		})
 	}
 	return out
 }
 
+// eachObject calls fn with each object that has a listed result, in scan
+// order, built one at a time.
+func (s *scanner) eachObject(fn func(scanObjectJSON) error) error {
+	for i := 0; i < len(s.results); {
+		o := &s.objects[s.results[i].object]
+		k := s.kinds[o.kind]
+		oj := scanObjectJSON{
+			APIVersion: k.apiVersion, Kind: k.kind, Namespace: s.strs.get(o.namespace), Name: o.name, UID: o.uid,
+			Allowed: !o.denied, Results: []scanResultJSON{},
+		}
+		if o.message >= 0 {
+			oj.Message = s.strs.get(o.message)
+		}
+		if o.file >= 0 {
+			oj.Source, oj.File, oj.Line = sourceOf(s.files[o.file], o.document, o.index), s.files[o.file], int(o.line)
+		}
+		// An object's results are consecutive.
+		for obj := s.results[i].object; i < len(s.results) && s.results[i].object == obj; i++ {
+			r := &s.results[i]
+			p := s.policies[r.policy]
+			oj.Results = append(oj.Results, scanResultJSON{
+				Policy: p.name, State: string(r.state), Enforcement: string(p.p.Policy.Spec.Enforcement), Message: s.strs.get(r.message),
+			})
+		}
+		if err := fn(oj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeJSON writes the document. JSON streams the objects, one at a time,
+// after the rest: with --show-pass on a large cluster they are most of it.
 func (s *scanner) writeJSON(w io.Writer, format string) error {
-	doc := s.document()
 	if format == "yaml" {
-		out, err := yaml.Marshal(doc)
+		out, err := yaml.Marshal(s.document(true))
 		if err != nil {
 			return err
 		}
 		_, err = w.Write(out)
 		return err
 	}
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	return enc.Encode(doc)
+	if err := enc.Encode(s.document(false)); err != nil {
+		return err
+	}
+	const empty = "[]\n}\n"
+	head, ok := bytes.CutSuffix(b.Bytes(), []byte(empty))
+	if !ok {
+		return fmt.Errorf("scan -o json: the document does not end with its objects")
+	}
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	if len(s.results) == 0 {
+		_, err := io.WriteString(w, empty)
+		return err
+	}
+	b.Reset()
+	enc = json.NewEncoder(&b) // one object at a time
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("    ", "  ")
+	sep := "[\n    "
+	err := s.eachObject(func(o scanObjectJSON) error {
+		b.Reset()
+		if err := enc.Encode(o); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, sep); err != nil {
+			return err
+		}
+		sep = ",\n    "
+		_, err := w.Write(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "\n  ]\n}\n")
+	return err
 }
 
 // junitNotApplicable names the testcase of a policy that does not apply,

@@ -128,6 +128,12 @@ func TestScanManifestJSON(t *testing.T) {
 	if got := d.results("default", "Pod", "debug"); code != 1 || !slices.Equal(got, []string{"no-latest=fail", "prod-no-privileged=fail"}) {
 		t.Errorf("--namespace-labels env=prod: exit %d, default/debug: %q", code, got)
 	}
+	// Nothing to list: the objects are an empty array, the document whole.
+	code, stdout, _ = runCLI(t, "scan", "-p", "testdata/scan/policies/no-latest.yaml", "-f", "testdata/scan/manifests/config.json", "-o", "json")
+	d = decodeScanDoc(t, stdout)
+	if code != 0 || d.Objects == nil || len(d.Objects) != 0 || d.Summary.Objects != 3 || !strings.HasSuffix(stdout, "\"objects\": []\n}\n") {
+		t.Errorf("nothing listed: exit %d, %d objects of %d\n%s", code, len(d.Objects), d.Summary.Objects, stdout)
+	}
 	// -n is the namespace of the manifests that name none.
 	code, stdout, _ = runCLI(t, "scan", "-p", "testdata/scan/policies", "-f", "testdata/scan/manifests", "-o", "json", "-n", "prod")
 	d = decodeScanDoc(t, stdout)

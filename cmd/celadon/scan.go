@@ -47,6 +47,7 @@ type scanOptions struct {
 	context    string
 	chunkSize  int64
 	qps        float32
+	timeout    time.Duration
 	nsLabels   string
 	user       string
 	showPass   bool
@@ -57,6 +58,10 @@ type scanOptions struct {
 const (
 	defaultChunkSize = 500
 	defaultScanQPS   = 20
+	// defaultRequestTimeout bounds each request, so that an API server
+	// that accepts connections and never answers fails the scan rather
+	// than hangs it.
+	defaultRequestTimeout = time.Minute
 	// scanObjectTimeout bounds the evaluation of one object, as the API
 	// server's timeout bounds a webhook call.
 	scanObjectTimeout = 30 * time.Second
@@ -126,6 +131,7 @@ does not compile, or a resource that could not be listed.`,
 	f.StringVar(&o.context, "context", "", "the kubeconfig context to use (default: its current context)")
 	f.Int64Var(&o.chunkSize, "chunk-size", defaultChunkSize, "objects per LIST request (the API server's limit)")
 	f.Float32Var(&o.qps, "qps", defaultScanQPS, "at most this many API requests a second (bursts of twice as many)")
+	f.DurationVar(&o.timeout, "request-timeout", defaultRequestTimeout, "how long one API request (a page of a LIST) may take; 0: no limit")
 	f.StringVar(&o.nsLabels, "namespace-labels", "", "manifests: labels of the namespaces no Namespace manifest describes, as key=value,...")
 	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user the policies see (groups system:masters, system:authenticated)")
 	f.BoolVar(&o.showPass, "show-pass", false, "also list the results that found nothing wrong (pass and skip); they are always counted")
@@ -144,7 +150,10 @@ func (o *scanOptions) run(cmd *cobra.Command) error {
 		return usageErrorf("--qps must be more than 0, not %g", o.qps)
 	}
 	manifests := len(o.files) > 0
-	for _, name := range []string{"kubeconfig", "context", "chunk-size", "qps"} {
+	if o.timeout < 0 {
+		return usageErrorf("--request-timeout must not be negative, not %v", o.timeout)
+	}
+	for _, name := range []string{"kubeconfig", "context", "chunk-size", "qps", "request-timeout"} {
 		if manifests && cmd.Flags().Changed(name) {
 			return usageErrorf("--%s is for scanning a cluster; -f scans manifests", name)
 		}

@@ -68,6 +68,7 @@ func (s *scanner) scanCluster(ctx context.Context, o *scanOptions, stderr io.Wri
 	// turn under --qps.
 	lcfg := rest.CopyConfig(cfg)
 	lcfg.QPS, lcfg.Burst = o.qps, max(1, int(2*o.qps))
+	lcfg.Timeout = o.timeout // not the caches' watches: cfg
 	dc, err := discovery.NewDiscoveryClientForConfig(lcfg)
 	if err != nil {
 		return usageErrorf("kubeconfig: %v", err)

@@ -5,8 +5,11 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -508,6 +511,27 @@ current-context: x
 		t.Errorf("took %v to give up on a refused connection", d)
 	}
 
+	// An API server that accepts and never answers: --request-timeout
+	// ends the wait.
+	hung := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hung.Close()
+	hungConfig := filepath.Join(dir, "hung.kubeconfig")
+	if err := os.WriteFile(hungConfig, []byte(strings.Replace(string(mustRead(t, filepath.Join(dir, "kubeconfig"))), "https://127.0.0.1:1", hung.URL, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	code, _, stderr = runCLI(t, "scan", "-p", filepath.Join(dir, "deny.yaml"), "--kubeconfig", hungConfig, "--request-timeout", "1s")
+	if code != 2 || !strings.Contains(stderr, "cannot reach the API server at "+hung.URL) || !regexp.MustCompile(`(deadline|Timeout) exceeded`).MatchString(stderr) {
+		t.Errorf("a hung API server: exit %d, want 2 and a timeout:\n%s", code, stderr)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("took %v with --request-timeout 1s", d)
+	}
+	code, _, stderr = runCLI(t, "scan", "-p", filepath.Join(dir, "deny.yaml"), "--kubeconfig", hungConfig, "--request-timeout", "-1s")
+	if code != 2 || !strings.Contains(stderr, "--request-timeout must not be negative") {
+		t.Errorf("--request-timeout -1s: exit %d\n%s", code, stderr)
+	}
+
 	// No kubeconfig anywhere and not in a cluster.
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("HOME", t.TempDir())
@@ -713,4 +737,13 @@ func TestScanProgress(t *testing.T) {
 			t.Errorf("progress on for %T, which is no terminal", w)
 		}
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -201,11 +201,12 @@ func (o *scanOptions) run(cmd *cobra.Command) error {
 	if err := ctx.Err(); err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("scan interrupted: %v", err)}
 	}
-	for _, w := range s.policyWarnings() {
-		fmt.Fprintln(stderr, "celadon: warning:", w)
-	}
 	if err := s.write(cmd.OutOrStdout(), o.output); err != nil {
 		return &exitError{code: 2, err: err}
+	}
+	// After the table, where a reader of a terminal sees them.
+	for _, w := range s.policyWarnings() {
+		fmt.Fprintln(stderr, "celadon: warning:", w)
 	}
 	switch {
 	case len(s.problems) > 0:

@@ -739,6 +739,23 @@ func TestScanProgress(t *testing.T) {
 	}
 }
 
+// TestScanREADMEExample checks that the README's worked example is what
+// the scan prints.
+func TestScanREADMEExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile("testdata/scan/golden/table.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "$ cd cmd/celadon/testdata/scan && celadon scan -p policies -f manifests\n" + string(golden)
+	if !strings.Contains(string(readme), want) {
+		t.Errorf("README.md does not show the output of testdata/scan/golden/table.golden after\n%s", want)
+	}
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"celadon.io/celadon/reports"
@@ -763,4 +766,69 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestListPagesExpiredContinue checks the paging of a LIST: limit and
+// continue, and a continue token that expires part-way (the API server
+// compacted its history), followed by the inconsistent token the API
+// server offers with a note; without one, the list fails.
+func TestListPagesExpiredContinue(t *testing.T) {
+	item := func(name string) string {
+		return `{"metadata": {"name": "` + name + `", "namespace": "a"}}`
+	}
+	var requests []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		requests = append(requests, r.URL.Path+"?limit="+q.Get("limit")+"&continue="+q.Get("continue"))
+		w.Header().Set("Content-Type", "application/json")
+		switch q.Get("continue") {
+		case "":
+			fmt.Fprint(w, `{"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"continue": "c1", "remainingItemCount": 3}, "items": [`+item("a")+`,`+item("b")+`]}`)
+		case "c1":
+			w.WriteHeader(http.StatusGone)
+			fmt.Fprint(w, `{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": "too old resource version", "metadata": {"continue": "c2"}}`)
+		case "c2":
+			fmt.Fprint(w, `{"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"continue": "c3"}, "items": [`+item("c")+`]}`)
+		case "c3":
+			w.WriteHeader(http.StatusGone)
+			fmt.Fprint(w, `{"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410, "message": "too old resource version"}`)
+		}
+	}))
+	defer srv.Close()
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := make(chan scanPage, 1)
+	go listPages(t.Context(), cs.CoreV1().RESTClient(), "/api/v1/configmaps", 2, pages)
+	var got []string
+	for p := range pages {
+		var names []string
+		for _, raw := range p.items {
+			it, err := newLiveItem(raw, &scanResource{gvk: schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(it.raw), `{"apiVersion":"v1","kind":"ConfigMap",`) {
+				t.Errorf("item %s: the type is not put back: %s", it.name, it.raw)
+			}
+			names = append(names, it.name)
+		}
+		errText := ""
+		if p.err != nil {
+			errText = p.err.Error()
+		}
+		got = append(got, fmt.Sprintf("%q remaining=%d note=%t err=%q", names, p.remaining, p.note != "", errText))
+	}
+	want := []string{
+		`["a" "b"] remaining=3 note=false err=""`,
+		`["c"] remaining=-1 note=true err=""`,
+		`[] remaining=0 note=false err="too old resource version"`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if wantReq := []string{"/api/v1/configmaps?limit=2&continue=", "/api/v1/configmaps?limit=2&continue=c1", "/api/v1/configmaps?limit=2&continue=c2", "/api/v1/configmaps?limit=2&continue=c3"}; !slices.Equal(requests, wantReq) {
+		t.Errorf("requests %q", requests)
+	}
 }

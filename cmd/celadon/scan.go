@@ -111,7 +111,8 @@ the violation.
 Exit status: 0 when no object would be denied, 1 when one would (as with
 eval: a failure under enforcement Deny, or an error under failurePolicy Fail;
 Warn and Audit never deny), 2 for bad usage, unreadable input, a policy that
-does not compile, or a resource that could not be listed.`,
+does not compile, a cluster that cannot be reached, or a resource that could
+not be listed (the results of the others are printed first).`,
 		Example: `  celadon scan -p policies/                                   # the current kubectl context
   celadon scan -p policies/ --context prod -o sarif > scan.sarif
   celadon scan -p policies/ -n shop --show-pass

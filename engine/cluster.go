@@ -26,11 +26,7 @@ type ClusterReader interface {
 func (s *Snapshot) ClusterReads() []ClusterRead {
 	byGVR := map[schema.GroupVersionResource]bool{} // metadata only
 	for _, p := range s.Policies {
-		r, ok := p.action.(ClusterReader)
-		if !ok {
-			continue
-		}
-		for _, cr := range r.ClusterReads() {
+		for _, cr := range p.ClusterReads() {
 			metaOnly, seen := byGVR[cr.Resource]
 			byGVR[cr.Resource] = cr.MetadataOnly && (!seen || metaOnly)
 		}
@@ -41,4 +37,13 @@ func (s *Snapshot) ClusterReads() []ClusterRead {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Resource.String() < out[j].Resource.String() })
 	return out
+}
+
+// ClusterReads returns the resources the policy's action reads; none when
+// it reads nothing (or did not compile).
+func (p *CompiledPolicy) ClusterReads() []ClusterRead {
+	if r, ok := p.action.(ClusterReader); ok {
+		return r.ClusterReads()
+	}
+	return nil
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench.sh: the engine micro-benchmarks, then short load runs through a
 # real `celadon serve` (test/load -spawn: etcd and kube-apiserver from bin/,
-# celadon as a subprocess on 127.0.0.1). Prints one table per part.
+# celadon as a subprocess on 127.0.0.1), then `celadon scan` of a synthetic
+# cluster (test/scanbench). Prints one table per part.
 #
 #   bash hack/bench.sh                      # builds celadon into a temp dir
 #   CELADON=bin/celadon bash hack/bench.sh  # uses that binary
@@ -9,6 +10,8 @@
 #   LOAD_RATE=2000 bash hack/bench.sh        # adds an open-loop run
 #   BENCH_PKGS="./engine/ ./builtins/" bash hack/bench.sh  # more micro-benchmarks
 #   LOAD_PODS=0 bash hack/bench.sh           # skips the pod CREATE latency part
+#   SCAN_SIZES=1000,5000 bash hack/bench.sh  # smaller clusters for celadon scan
+#   SCAN_SIZES=0 bash hack/bench.sh          # skips celadon scan
 #
 # The load tool and the server share the machine's cores: the table's
 # "server CPU" and "client CPU" columns show how they split them.
@@ -67,4 +70,14 @@ if [[ -n ${LOAD_RATE:-} ]]; then
   echo "== load, open loop: $LOAD_RATE reviews/s offered, up to ${LOAD_CONCURRENCY##*,} in flight"
   "$tmp/load" -spawn "$celadon" -policies policies -baseline \
     -path "$LOAD_PATHS" -c "${LOAD_CONCURRENCY##*,}" -rate "$LOAD_RATE" -d "$LOAD_DURATION" -mix "$LOAD_MIX" ${LOAD_ARGS:-}
+fi
+
+# celadon scan of a synthetic cluster: ConfigMaps created in a real
+# kube-apiserver (concurrently, the client unthrottled), then the scan as a
+# subprocess at each size, its wall time and peak RSS (test/scanbench).
+SCAN_SIZES=${SCAN_SIZES:-1000,10000,50000}
+if [[ $SCAN_SIZES != 0 ]]; then
+  echo
+  echo "== celadon scan of a synthetic cluster: $SCAN_SIZES ConfigMaps across 50 namespaces"
+  $GO run ./test/scanbench -celadon "$celadon" -sizes "$SCAN_SIZES"
 fi

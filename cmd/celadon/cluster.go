@@ -95,13 +95,26 @@ func (c *offlineCluster) List(ctx context.Context, gvr schema.GroupVersionResour
 }
 
 // add puts an object in the cluster; a Namespace is also a namespace. A
-// namespaced object without a namespace is in "default".
+// namespaced object without a namespace is in "default". An object the
+// cluster already has is an error.
 func (c *offlineCluster) add(o inputObject) error {
+	k, err := keyOf(o)
+	if err != nil {
+		return err
+	}
+	if _, dup := c.objects[k]; dup {
+		return fmt.Errorf("%s: the cluster already has %s %s", o.Source, o.gvk().Kind, clusterObjectName(k.namespace, k.name))
+	}
+	return c.put(o)
+}
+
+// keyOf returns where the cluster keeps an object.
+func keyOf(o inputObject) (clusterKey, error) {
 	gvk := o.gvk()
 	gvr, _ := resourceFor(gvk)
 	name := o.metadataString("name")
 	if name == "" {
-		return fmt.Errorf("%s: metadata.name is required", o.Source)
+		return clusterKey{}, fmt.Errorf("%s: metadata.name is required", o.Source)
 	}
 	k := clusterKey{group: gvr.Group, resource: gvr.Resource, name: name}
 	if !clusterScopedKinds[gvk.GroupKind()] {
@@ -109,9 +122,16 @@ func (c *offlineCluster) add(o inputObject) error {
 			k.namespace = corev1.NamespaceDefault
 		}
 	}
-	if _, dup := c.objects[k]; dup {
-		return fmt.Errorf("%s: the cluster already has %s %s", o.Source, gvk.Kind, clusterObjectName(k.namespace, name))
+	return k, nil
+}
+
+// put puts an object in the cluster as add does, replacing one it has.
+func (c *offlineCluster) put(o inputObject) error {
+	k, err := keyOf(o)
+	if err != nil {
+		return err
 	}
+	gvk, name := o.gvk(), k.name
 	u := &unstructured.Unstructured{Object: runtime.DeepCopyJSON(o.Object)}
 	if k.namespace != "" {
 		u.SetNamespace(k.namespace)

@@ -15,18 +15,19 @@ import (
 )
 
 // runCLI runs the command line in-process, as main does, and returns the
-// exit code, stdout and stderr. The eval and validate commands are built
-// afresh first: cobra keeps flag values between runs of the same command.
+// exit code, stdout and stderr. The eval, validate and scan commands are
+// built afresh first: cobra keeps flag values between runs of the same
+// command.
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var old []*cobra.Command
 	for _, c := range rootCmd.Commands() {
-		if c.Name() == "eval" || c.Name() == "validate" {
+		if c.Name() == "eval" || c.Name() == "validate" || c.Name() == "scan" {
 			old = append(old, c)
 		}
 	}
 	rootCmd.RemoveCommand(old...)
-	rootCmd.AddCommand(newEvalCmd(), newValidateCmd())
+	rootCmd.AddCommand(newEvalCmd(), newValidateCmd(), newScanCmd())
 
 	var out, errb bytes.Buffer
 	rootCmd.SetOut(&out)

@@ -12,6 +12,7 @@ import (
 func TestOutputCompletion(t *testing.T) {
 	want := map[string][]string{
 		"eval": {"text", "yaml", "json", "patch", "review", "results"},
+		"scan": {"table", "json", "yaml", "junit", "sarif", "report"},
 		"test": {"text", "json", "junit"},
 	}
 	runFreshCLI(t, "version") // every command with -o built afresh

@@ -100,6 +100,7 @@ type (
 		Tests    int             `xml:"tests,attr"`
 		Failures int             `xml:"failures,attr"`
 		Errors   int             `xml:"errors,attr"`
+		Skipped  int             `xml:"skipped,attr,omitempty"`
 		Cases    []junitTestcase `xml:"testcase"`
 	}
 	junitTestcase struct {
@@ -108,7 +109,11 @@ type (
 		File      string        `xml:"file,attr"`
 		Failure   *junitProblem `xml:"failure"`
 		Error     *junitProblem `xml:"error"`
+		Skipped   *junitSkipped `xml:"skipped"`
 		SystemOut *junitText    `xml:"system-out"`
+	}
+	junitSkipped struct {
+		Message string `xml:"message,attr"`
 	}
 	junitText struct {
 		Text string `xml:",cdata"` // xmlText

@@ -346,6 +346,10 @@ func TestExceptionsDirectoryRules(t *testing.T) {
 			`ex.yaml:11:3: exception "x": expires: "2026-03-31" is not an RFC 3339 timestamp`},
 		{"another team's namespace from a team's directory", "team-a/ex.yaml", "team-a", strings.Replace(good, "[team-a]", "[team-a, team-b]", 1),
 			`team-a/ex.yaml:8:26: exception "x": match.namespaces[1]: namespace "team-b": the exceptions of team-a/ match in namespace "team-a" only, which the directory is named after`},
+		{"a second namespaces key, past a reviewer's eye", "ex.yaml", "", strings.Replace(good, "  reason: r\n", "    namespaces: [kube-system]\n  reason: r\n", 1),
+			`ex.yaml:9:5: exception "x": spec.match.namespaces: duplicate field`},
+		{"an owner that forges a second warning line", "ex.yaml", "", strings.Replace(good, "owner: team-a", "owner: \"team-a\\nWarning: all clear\"", 1),
+			`ex.yaml:10:3: exception "x": owner: one line without control characters: it is shown in warnings`},
 		{"no reason, no owner", "ex.yaml", "", strings.Replace(strings.Replace(good, "  reason: r\n", "", 1), "owner: team-a", "owner: ' '", 1),
 			"ex.yaml:5:1: exception \"x\": reason: required: why the policies do not apply here\nex.yaml:9:3: exception \"x\": owner: required: who answers for the exception (a team, an email)"},
 	}

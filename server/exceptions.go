@@ -2,8 +2,11 @@ package server
 
 import (
 	"errors"
+	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"celadon.io/celadon/engine"
@@ -20,6 +23,32 @@ import (
 // celadon_exception_reload_last_failed) and shown at /status, until the
 // content changes. A team with edit on an exceptions ConfigMap can thus
 // never take the policies down, nor Celadon itself.
+
+// checkExceptionsDir refuses an exceptions directory that is the policy
+// directory or holds it, or is held by it: its policies would be read as
+// exceptions of the teams (and refused), or teams would write where the
+// policies are.
+func (o *Options) checkExceptionsDir() error {
+	if o.ExceptionsDir == "" {
+		return nil
+	}
+	ex, err1 := filepath.Abs(o.ExceptionsDir)
+	pol, err2 := filepath.Abs(o.PoliciesDir)
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	within := func(dir, parent string) bool {
+		rel, err := filepath.Rel(parent, dir)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	if within(ex, pol) || within(pol, ex) {
+		return fmt.Errorf("webhook: the exceptions directory %s and the policy directory %s must be apart: teams may edit the exceptions, not the policies", o.ExceptionsDir, o.PoliciesDir)
+	}
+	if o.ExceptionsMaxLifetime < 0 {
+		return fmt.Errorf("webhook: ExceptionsMaxLifetime %v: want a positive duration", o.ExceptionsMaxLifetime)
+	}
+	return nil
+}
 
 // loadExceptions makes the exceptions store, when there is a directory,
 // and loads it once; a failure is reported, not returned.

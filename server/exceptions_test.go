@@ -184,3 +184,18 @@ func TestPolicyFileExceptionsAreServed(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 }
+
+// TestExceptionsDirectoryApartFromThePolicies: a careless --exceptions-dir
+// equal to --policies, or holding it, or held by it, is refused at start.
+func TestExceptionsDirectoryApartFromThePolicies(t *testing.T) {
+	dir := writePolicies(t, denyAll("no"))
+	for _, ex := range []string{dir, dir + "/", filepath.Dir(dir), filepath.Join(dir, "exceptions")} {
+		_, err := NewServer(Options{PoliciesDir: dir, ExceptionsDir: ex, Registry: testRegistry(), Namespaces: staticNamespaces{}, MetricsRegisterer: prometheus.NewRegistry()})
+		if err == nil || !strings.Contains(err.Error(), "must be apart") {
+			t.Errorf("--exceptions-dir %s with --policies %s: %v", ex, dir, err)
+		}
+	}
+	if _, err := NewServer(Options{PoliciesDir: dir, ExceptionsDir: dir + "-exceptions", Registry: testRegistry(), Namespaces: staticNamespaces{}, MetricsRegisterer: prometheus.NewRegistry()}); err != nil {
+		t.Errorf("a sibling directory whose name starts alike: %v", err)
+	}
+}

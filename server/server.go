@@ -94,6 +94,9 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		return nil, errors.New("webhook: Options.Registry is required")
 	}
+	if err := opts.checkExceptionsDir(); err != nil {
+		return nil, err
+	}
 	sa, err := ServiceAccountUsername(opts.ServiceAccount)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	yaml "go.yaml.in/yaml/v3"
@@ -254,7 +255,8 @@ func checkLoadError(t testing.TB, errs engine.ErrorList, want string) {
 	t.Fatalf("errors:\n%v\nwant one starting with:\n%s", errs, want)
 }
 
-// TestExamples checks this package's golden examples, examples/deny-*/,
+// TestExamples checks this package's golden examples, examples/deny-*/
+// (deny-exception-* with their exceptions: -e and --now in eval.args),
 // examples/inject-env-index-*/ and examples/consul-lifecycle-*/, through
 // the engine alone: the denial message or the expected object, the patch applied by a standard library,
 // and idempotence. cmd/celadon's TestExamples runs every example through
@@ -296,18 +298,46 @@ func TestExamples(t *testing.T) {
 				op = admissionv1.Delete
 			}
 			args := strings.Fields(string(read("eval.args")))
+			var user, exceptions string
+			var opts engine.EvalOptions
+			now := time.Now()
 			for i := 0; i < len(args); i++ {
 				switch {
 				case args[i] == "--operation" && i+1 < len(args):
 					op = admissionv1.Operation(args[i+1])
 					i++
+				case args[i] == "--user" && i+1 < len(args):
+					user = args[i+1]
+					i++
+				case args[i] == "-e" && i+1 < len(args):
+					exceptions = filepath.Join("..", args[i+1]) // eval.args are relative to the repository
+					i++
+				case args[i] == "--now" && i+1 < len(args):
+					var err error
+					if now, err = time.Parse(time.RFC3339, args[i+1]); err != nil {
+						t.Fatalf("eval.args: --now: %v", err)
+					}
+					opts.Now = func() time.Time { return now }
+					i++
 				default:
 					t.Fatalf("eval.args: %q is not understood here", args[i])
 				}
 			}
+			if exceptions != "" {
+				files, err := engine.ReadExceptionFiles(exceptions)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if opts.Exceptions, err = engine.CompileExceptions(files, engine.ExceptionOptions{Now: now}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			snap := compilePolicies(t, string(read("policy.yaml")))
 			req := admissionRequest(t, op, obj, old)
-			d := evaluate(t, snap, req, engine.EvalOptions{})
+			if user != "" {
+				req.UserInfo.Username = user
+			}
+			d := evaluate(t, snap, req, opts)
 			if denied := read("expected-denied.txt"); denied != nil {
 				if want := strings.TrimRight(string(denied), "\n"); d.Allowed || d.Message != want {
 					t.Fatalf("allowed %v, message %q; want denied with %q (%s)", d.Allowed, d.Message, want, statesOf(d))
@@ -317,11 +347,17 @@ func TestExamples(t *testing.T) {
 			if !d.Allowed {
 				t.Fatalf("denied: %s", d.Message)
 			}
+			if obj == nil { // an allowed DELETE: no object to mutate
+				if len(d.Patch) > 0 {
+					t.Fatalf("a DELETE is patched: %v", d.Patch)
+				}
+				return
+			}
 			want := read("expected.yaml")
 			if want == nil {
 				t.Fatal("neither expected.yaml nor expected-denied.txt")
 			}
-			checkMutation(t, snap, req, d, yamlJSON(t, string(want)), engine.EvalOptions{})
+			checkMutation(t, snap, req, d, yamlJSON(t, string(want)), opts)
 		})
 	}
 }

@@ -134,7 +134,9 @@ type Options struct {
 var ErrNoPolicies = errors.New("no policies: the policy files hold no policy (no file, or only empty files and comments); an empty set is not served, so that an emptied ConfigMap does not switch every policy off")
 
 // Compile parses and compiles a policy set into a Snapshot. Every error is
-// reported, each located at file:line:col. A policy whose expressions or
+// reported, each located at file:line:col. PolicyException documents among
+// the policies become the snapshot's Exceptions, as trusted as the
+// policies (FromPolicies). A policy whose expressions or
 // arguments fail to compile is kept in the snapshot with its error, so a
 // caller may choose to serve the rest; most callers refuse a set with errors.
 func Compile(files []File, opts Options) (*Snapshot, error) {
@@ -143,12 +145,18 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 	}
 	var errs ErrorList
 	var docs []*document
+	var exDocs []*exceptionDocument
 	for _, f := range files {
-		d, e := parseFile(f)
+		d, x, e := parseFile(f)
 		docs = append(docs, d...)
+		exDocs = append(exDocs, x...)
 		errs = append(errs, e...)
 	}
 	snap := &Snapshot{Hash: Hash(files), index: map[indexKey][]*CompiledPolicy{}}
+	var xerrs ErrorList
+	snap.Exceptions, xerrs = compileExceptions(exDocs, FromPolicies, ExceptionOptions{})
+	snap.Exceptions.Hash = snap.Hash
+	errs = append(errs, xerrs...)
 	seen := map[string]*document{}
 	for _, d := range docs {
 		p, perrs := compilePolicy(d, opts.Registry)

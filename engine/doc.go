@@ -11,6 +11,9 @@
 //     subresource, operation), only the policies that can possibly match.
 //   - Each candidate's selectors and CEL conditions are checked, sharing one
 //     cost budget for the whole request.
+//   - A matched policy that an unexpired PolicyException names, and whose
+//     match selects the request too, is a skip naming the exception; its
+//     action does not run (exception_eval.go).
 //   - Matched policies dispatch, in order, to their builtin Action. Mutating
 //     actions return targeted JSON-patch operations that are applied to the
 //     working copy of the object before the next policy sees it; validating

@@ -64,21 +64,25 @@ const (
 	StateWarn State = "warn"
 	// StateError: a CEL or builtin error; failurePolicy decided.
 	StateError State = "error"
-	// StateSkip: selectors or conditions did not match, or the action did
-	// not apply to this object.
+	// StateSkip: selectors or conditions did not match, the action did
+	// not apply to this object, or an exception applied
+	// (PolicyResult.Exception).
 	StateSkip State = "skip"
 )
 
 // PolicyResult is one policy's result for one request.
 type PolicyResult struct {
-	Policy      string        `json:"policy"`
-	Action      string        `json:"action"`
-	State       State         `json:"state"`
-	Reason      string        `json:"reason,omitempty"`
-	Enforcement Enforcement   `json:"enforcement,omitempty"`
-	Patch       int           `json:"patchOperations,omitempty"`
-	Panicked    bool          `json:"panicked,omitempty"`
-	Duration    time.Duration `json:"-"`
+	Policy      string      `json:"policy"`
+	Action      string      `json:"action"`
+	State       State       `json:"state"`
+	Reason      string      `json:"reason,omitempty"`
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+	Patch       int         `json:"patchOperations,omitempty"`
+	Panicked    bool        `json:"panicked,omitempty"`
+	// Exception names the exception that turned the result into skip:
+	// the policy matched, and its action did not run.
+	Exception string        `json:"exception,omitempty"`
+	Duration  time.Duration `json:"-"`
 }
 
 // Decision is the engine's answer to one admission request.
@@ -145,6 +149,12 @@ type EvalOptions struct {
 	// PlanEffects asks builtins for the side effects they plan, returned
 	// in Decision.Effects, rather than only describing them.
 	PlanEffects bool
+	// Exceptions are those of the exceptions directory, checked after the
+	// snapshot's own. Optional.
+	Exceptions *ExceptionSet
+	// Now is the clock exceptions' expiry is read from, once per request.
+	// Default time.Now.
+	Now func() time.Time
 }
 
 // Evaluate runs the snapshot's policies on one admission request. It returns
@@ -161,7 +171,7 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.CostRemaining = budgetOf(opts)
 		return d, nil
 	}
-	ev, err := newEvaluation(ctx, req, opts)
+	ev, err := newEvaluation(ctx, req, opts, s.Exceptions)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +202,7 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		}
 	}
 	// run evaluates one policy and applies its patch to the working object.
+	// An exception that applies makes it a skip before its action runs.
 	run := func(p *CompiledPolicy) (PolicyResult, Outcome) {
 		start := time.Now()
 		res, out := ev.run(ctx, p)
@@ -272,6 +283,7 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.Message = strings.Join(denials, "; ")
 		d.Patch = nil
 	}
+	d.Warnings = append(d.Warnings, ev.expiryWarnings()...)
 	d.Warnings = dedupe(d.Warnings) // a reinvoked policy may warn twice
 	if ev.object.err != nil {
 		return nil, ev.object.err
@@ -337,14 +349,31 @@ type evaluation struct {
 	object    *workingObject
 	oldObject *workingObject
 
+	// now is the request's time, for exceptions' expiry.
+	now time.Time
+	// exceptions are the snapshot's and the options' sets, in that order.
+	exceptions [2]*ExceptionSet
+	// exBudget is the cost budget of exceptions' conditions, apart from
+	// the policies': an exception cannot spend what policies need.
+	exBudget int64
+	// applied are the exceptions that applied, with the policy each
+	// excepted, in order.
+	applied []appliedException
+
 	objVal, oldObjVal, reqVal, nsVal ref.Val
 	ns                               *corev1.Namespace
 	nsErr                            error
 	nsLooked                         bool
 }
 
-func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts EvalOptions) (*evaluation, error) {
-	ev := &evaluation{ctx: ctx, req: req, opts: opts, budget: budgetOf(opts)}
+func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts EvalOptions, exceptions *ExceptionSet) (*evaluation, error) {
+	ev := &evaluation{ctx: ctx, req: req, opts: opts, budget: budgetOf(opts), exBudget: budgetOf(opts)}
+	ev.exceptions = [2]*ExceptionSet{exceptions, opts.Exceptions}
+	if opts.Now != nil {
+		ev.now = opts.Now()
+	} else {
+		ev.now = time.Now()
+	}
 	var err error
 	if ev.object, err = newWorkingObject(req.Object.Raw, req.Object.Object); err != nil {
 		return nil, fmt.Errorf("request.object: %w", err)
@@ -406,17 +435,22 @@ func (ev *evaluation) namespace(ctx context.Context) (*corev1.Namespace, error) 
 
 // evalVal evaluates an expression, charging its cost to the budget.
 func (ev *evaluation) evalVal(ctx context.Context, a *activation, e *Expression) (ref.Val, error) {
-	if ev.budget <= 0 {
+	return ev.evalCharged(ctx, a, e, &ev.budget)
+}
+
+// evalCharged evaluates an expression, charging its cost to budget.
+func (ev *evaluation) evalCharged(ctx context.Context, a *activation, e *Expression, budget *int64) (ref.Val, error) {
+	if *budget <= 0 {
 		return nil, ErrCostBudgetExceeded
 	}
 	val, details, err := e.program.ContextEval(ctx, a)
 	if details != nil && details.ActualCost() != nil {
-		ev.budget -= int64(min(*details.ActualCost(), uint64(1)<<62))
+		*budget -= int64(min(*details.ActualCost(), uint64(1)<<62))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", exprName(e), err)
 	}
-	if ev.budget < 0 {
+	if *budget < 0 {
 		return nil, ErrCostBudgetExceeded
 	}
 	return val, nil
@@ -454,8 +488,27 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 	if p.Err != nil {
 		return fail("policy did not compile: %v", p.Err)
 	}
+	// excepted makes the result a skip when an exception applies.
+	excepted := func() bool {
+		ex := ev.exceptionFor(ctx, p)
+		if ex == nil {
+			return false
+		}
+		res.State, res.Exception = StateSkip, ex.Name()
+		res.Reason = fmt.Sprintf("excepted by exception %q (owner %s): %s", ex.Name(), ex.Owner(), oneLineReason(ex.Exception.Spec.Reason))
+		return true
+	}
+	// failMatch is fail, unless an exception applies: an error in the
+	// policy's own selectors or conditions is excepted as its action's
+	// would be.
+	failMatch := func(format string, args ...any) (PolicyResult, Outcome) {
+		if excepted() {
+			return res, Outcome{}
+		}
+		return fail(format, args...)
+	}
 	if ok, reason, err := ev.selectorsMatch(ctx, p); err != nil {
-		return fail("%v", err)
+		return failMatch("%v", err)
 	} else if !ok {
 		res.State, res.Reason = StateSkip, reason
 		return res, Outcome{}
@@ -465,15 +518,20 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 	for _, c := range p.conditions {
 		v, err := ev.evalVal(ctx, a, c)
 		if err != nil {
-			return fail("%v", err)
+			return failMatch("%v", err)
 		}
 		if v != types.True {
 			if _, isBool := v.(types.Bool); !isBool {
-				return fail("condition %s returned %s, not a bool", c.name, v.Type())
+				return failMatch("condition %s returned %s, not a bool", c.name, v.Type())
 			}
 			res.State, res.Reason = StateSkip, fmt.Sprintf("condition %s is false", c.name)
 			return res, Outcome{}
 		}
+	}
+	// The policy matches. An exception is checked before the action runs,
+	// so that an excepted request has none of its side effects.
+	if excepted() {
+		return res, Outcome{}
 	}
 	ac := &ActionContext{
 		Context:     ctx,

@@ -9,6 +9,10 @@ type Snapshot struct {
 	Policies []*CompiledPolicy
 	// Hash identifies the content the snapshot was compiled from.
 	Hash string
+	// Exceptions are the PolicyException documents of the policy files;
+	// never nil. Those of an exceptions directory come with each
+	// evaluation (EvalOptions.Exceptions).
+	Exceptions *ExceptionSet
 
 	index    map[indexKey][]*CompiledPolicy
 	wildcard []*CompiledPolicy

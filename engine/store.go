@@ -139,3 +139,119 @@ func (s *Store) notifyFailure(f *LoadFailure) {
 		fn(f)
 	}
 }
+
+// ExceptionStore holds the served exception set of an exceptions
+// directory (ReadExceptionFiles, CompileExceptions), as Store holds a
+// policy set: a set that does not load is never served, the last good one
+// stays and Failure says why. Unlike policies, an empty directory is a
+// set of no exceptions, and nothing here stops a server from starting:
+// before the first good Load, Current is an empty set.
+type ExceptionStore struct {
+	dir  string
+	opts ExceptionOptions
+	// now is the clock MaxLifetime is checked with at each load.
+	now func() time.Time
+
+	cur     atomic.Pointer[ExceptionSet]
+	loadMu  sync.Mutex
+	failure atomic.Pointer[LoadFailure]
+
+	subMu      sync.Mutex
+	subs       []func(*ExceptionSet)
+	failureSub []func(*LoadFailure)
+}
+
+// NewExceptionStore returns a store of the exceptions in dir, compiled with
+// opts (its Now is ignored: each Load uses the time of the load). Nothing
+// is read before Load.
+func NewExceptionStore(dir string, opts ExceptionOptions) *ExceptionStore {
+	s := &ExceptionStore{dir: dir, opts: opts, now: time.Now}
+	s.cur.Store(&ExceptionSet{})
+	return s
+}
+
+// Dir returns the directory the store reads.
+func (s *ExceptionStore) Dir() string { return s.dir }
+
+// Current returns the served set: empty before the first good Load.
+func (s *ExceptionStore) Current() *ExceptionSet { return s.cur.Load() }
+
+// Failure returns why the newest content is not served; nil when the
+// served set is the newest content.
+func (s *ExceptionStore) Failure() *LoadFailure { return s.failure.Load() }
+
+// Subscribe calls fn with every set published from now on, and at once
+// with the current one. fn runs on the loading goroutine: it must not
+// block, nor call Load.
+func (s *ExceptionStore) Subscribe(fn func(*ExceptionSet)) {
+	s.subMu.Lock()
+	s.subs = append(s.subs, fn)
+	s.subMu.Unlock()
+	fn(s.Current())
+}
+
+// SubscribeFailures calls fn when content fails to load, once per content,
+// and with nil when the failure is over.
+func (s *ExceptionStore) SubscribeFailures(fn func(*LoadFailure)) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.failureSub = append(s.failureSub, fn)
+}
+
+// Load reads the directory and, when its content differs from the served
+// set's, compiles it and publishes it; see Store.Load. A directory that
+// cannot be read (not mounted, gone) is a failure like content that does
+// not compile: the last good set stays. Content that failed is compiled
+// again at every Load, as the time decides whether an expiry is too far
+// ahead; it is reported once.
+func (s *ExceptionStore) Load() (bool, error) {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	now := s.now()
+	files, err := ReadExceptionFiles(s.dir)
+	if err != nil {
+		return false, s.failed(&LoadFailure{Time: now, Err: err})
+	}
+	hash := Hash(files)
+	if s.Current().Hash == hash {
+		if s.failure.Swap(nil) != nil {
+			s.notifyFailure(nil)
+		}
+		return false, nil
+	}
+	opts := s.opts
+	opts.Now = now
+	set, err := CompileExceptions(files, opts)
+	if err != nil {
+		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err})
+	}
+	s.cur.Store(set)
+	if s.failure.Swap(nil) != nil {
+		s.notifyFailure(nil)
+	}
+	s.subMu.Lock()
+	subs := s.subs
+	s.subMu.Unlock()
+	for _, fn := range subs {
+		fn(set)
+	}
+	return true, nil
+}
+
+func (s *ExceptionStore) failed(f *LoadFailure) error {
+	if prev := s.failure.Load(); prev != nil && failureKey(prev) == failureKey(f) {
+		return prev.Err
+	}
+	s.failure.Store(f)
+	s.notifyFailure(f)
+	return f.Err
+}
+
+func (s *ExceptionStore) notifyFailure(f *LoadFailure) {
+	s.subMu.Lock()
+	subs := s.failureSub
+	s.subMu.Unlock()
+	for _, fn := range subs {
+		fn(f)
+	}
+}

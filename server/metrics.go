@@ -1,6 +1,7 @@
 package server
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,12 @@ const (
 	MetricPoliciesLoaded   = "celadon_policies_loaded"
 	MetricLastReloadTime   = "celadon_policy_set_last_reload_timestamp_seconds"
 	MetricLastReloadFailed = "celadon_policy_reload_last_failed"
+
+	MetricExceptionReloads    = "celadon_exception_reloads_total"
+	MetricExceptionLastFailed = "celadon_exception_reload_last_failed"
+	MetricExceptionsLoaded    = "celadon_exceptions_loaded"
+	MetricExceptionExpiry     = "celadon_exception_expiry_timestamp_seconds"
+	MetricExceptionsApplied   = "celadon_exceptions_applied_total"
 )
 
 // Reload result label values of MetricReloads.
@@ -45,6 +52,14 @@ type metrics struct {
 	policiesLoaded prometheus.Gauge
 	lastReload     prometheus.Gauge
 	lastFailed     prometheus.Gauge
+
+	exceptionReloads    *prometheus.CounterVec
+	exceptionLastFailed prometheus.Gauge
+	exceptionsLoaded    prometheus.Gauge
+	exceptionExpiry     *prometheus.GaugeVec
+	exceptionsApplied   *prometheus.CounterVec
+	exMu                sync.Mutex
+	exApplied           map[string]bool // exceptions with applied counts
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -87,6 +102,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: MetricLastReloadFailed,
 			Help: "1 when the newest policy content on disk failed to load and an older set is being served, else 0.",
 		})),
+		exceptionReloads: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricExceptionReloads,
+			Help: "Loads of the exceptions directory that found changed content, by result (success, failure).",
+		}, []string{"result"})),
+		exceptionLastFailed: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricExceptionLastFailed,
+			Help: "1 when the newest content of the exceptions directory failed to load and older exceptions (or none) are served, else 0.",
+		})),
+		exceptionsLoaded: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricExceptionsLoaded,
+			Help: "Number of exceptions served, of the policy files and of the exceptions directory, expired ones included.",
+		})),
+		exceptionExpiry: prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricExceptionExpiry,
+			Help: "Unix time at which a served exception expires, by exception and origin (policies, exceptions); absent for those that never expire.",
+		}, []string{"exception", "origin"})),
+		exceptionsApplied: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricExceptionsApplied,
+			Help: "Policy results turned into skip by an exception, by exception and policy.",
+		}, []string{"exception", "policy"})),
+		exApplied: map[string]bool{},
 	}
 }
 
@@ -153,6 +189,12 @@ func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult) 
 		if r.Panicked {
 			o.panics.Inc()
 			m.Panics.WithLabelValues(webhook.PanicBuiltin).Inc()
+		}
+		if r.Exception != "" {
+			m.exMu.Lock()
+			m.exApplied[r.Exception] = true
+			m.exceptionsApplied.WithLabelValues(r.Exception, r.Policy).Inc()
+			m.exMu.Unlock()
 		}
 	}
 }

@@ -62,6 +62,19 @@ type Options struct {
 	// reload and shown at /status): an emptied ConfigMap is far more often
 	// a mistake than a wish to switch every policy off.
 	AllowEmpty bool
+	// ExceptionsDir is a directory of PolicyException files, besides
+	// those among the policies: typically a ConfigMap that teams may edit
+	// without editing the policies, with a subdirectory per team's
+	// namespace (engine.ReadExceptionFiles). Its exceptions must name
+	// their policies one by one, list their namespaces and expire within
+	// ExceptionsMaxLifetime, and match only namespaced objects of those
+	// namespaces. Watched and reloaded with the policies; content that
+	// does not load never stops the server (the last good exceptions, or
+	// none, are served, and the error reported). Optional.
+	ExceptionsDir string
+	// ExceptionsMaxLifetime bounds how far ahead, when it loads, an
+	// exception of ExceptionsDir may expire. Default 90 days.
+	ExceptionsMaxLifetime time.Duration
 
 	// Host is the address the webhook server listens on; "" is every
 	// address.

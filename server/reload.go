@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -36,6 +37,11 @@ import (
 //
 // A ConfigMap mounted with subPath is never updated by the kubelet: mount
 // the ConfigMap as a whole directory for hot reload to work.
+//
+// The exceptions directory (Options.ExceptionsDir) and each of its
+// subdirectories, where teams' ConfigMaps are mounted, are watched by the
+// same watcher; every event and every poll reloads both, each doing
+// nothing when its content is unchanged (exceptions.go).
 
 // policySet is a compiled snapshot and what the server derives from it.
 type policySet struct {
@@ -104,6 +110,7 @@ func (s *Server) swap(snap *engine.Snapshot) {
 		s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
 	}
 	s.metrics.setLoaded(snap, now)
+	s.exceptionMetrics()
 	s.log.Info("policies loaded", "dir", s.opts.PoliciesDir, "hash", snap.Hash, "policies", len(snap.Policies))
 }
 
@@ -165,13 +172,34 @@ func (s *Server) reloadError() error {
 	return nil
 }
 
-// watch runs the reloader until ctx is done.
-func (s *Server) watch(ctx context.Context) {
+// watchDirs returns the directories the reloader watches: the policy
+// directory (a single file's directory), and the exceptions directory with
+// its subdirectories, where teams' ConfigMaps are mounted.
+func (s *Server) watchDirs() []string {
 	dir := s.opts.PoliciesDir
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
 		dir = filepath.Dir(dir) // a single file: watch its directory
 	}
-	log := s.log.WithValues("dir", dir)
+	dirs := []string{filepath.Clean(dir)}
+	if s.opts.ExceptionsDir != "" {
+		for _, d := range engine.ExceptionDirs(s.opts.ExceptionsDir) {
+			if d = filepath.Clean(d); !slices.Contains(dirs, d) {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	return dirs
+}
+
+// reloadAll reloads the policies, then the exceptions.
+func (s *Server) reloadAll() {
+	_, _ = s.Reload()
+	_, _ = s.ReloadExceptions()
+}
+
+// watch runs the reloader until ctx is done.
+func (s *Server) watch(ctx context.Context) {
+	log := s.log.WithValues("dirs", s.watchDirs())
 
 	var events <-chan fsnotify.Event
 	var werrs <-chan error
@@ -186,18 +214,26 @@ func (s *Server) watch(ctx context.Context) {
 		defer watcher.Close()
 		events, werrs = watcher.Events, watcher.Errors
 	}
-	watching := false
-	addWatch := func() {
-		if watcher == nil || watching {
+	// watching holds the directories watched now: one removed is watched
+	// again on the next poll, and a new subdirectory of the exceptions
+	// directory once an event or a poll finds it.
+	watching := map[string]bool{}
+	addWatches := func() {
+		if watcher == nil {
 			return
 		}
-		if err := watcher.Add(dir); err != nil {
-			log.Error(err, "cannot watch the policy directory; polling only until it can", "interval", s.opts.ReloadInterval)
-			return
+		for _, dir := range s.watchDirs() {
+			if watching[dir] {
+				continue
+			}
+			if err := watcher.Add(dir); err != nil {
+				log.Error(err, "cannot watch a directory; polling it only until it can", "dir", dir, "interval", s.opts.ReloadInterval)
+				continue
+			}
+			watching[dir] = true
 		}
-		watching = true
 	}
-	addWatch()
+	addWatches()
 
 	var tick <-chan time.Time
 	if s.opts.ReloadInterval > 0 {
@@ -221,8 +257,8 @@ func (s *Server) watch(ctx context.Context) {
 				events = nil
 				continue
 			}
-			if filepath.Clean(ev.Name) == filepath.Clean(dir) && ev.Has(fsnotify.Remove|fsnotify.Rename) {
-				watching = false // the directory itself went; re-added on the next poll
+			if name := filepath.Clean(ev.Name); watching[name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				delete(watching, name) // the directory itself went; re-added on the next poll
 			}
 			debounce.Reset(reloadDebounce)
 		case err, ok := <-werrs:
@@ -234,10 +270,11 @@ func (s *Server) watch(ctx context.Context) {
 			log.V(1).Info("policy directory watch error", "error", err.Error())
 			debounce.Reset(reloadDebounce)
 		case <-debounce.C:
-			_, _ = s.Reload()
+			addWatches()
+			s.reloadAll()
 		case <-tick:
-			addWatch()
-			_, _ = s.Reload()
+			addWatches()
+			s.reloadAll()
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -52,6 +53,10 @@ type Server struct {
 	store     *engine.Store
 	set       atomic.Pointer[policySet] // derived from store's current set
 	reloadErr atomic.Pointer[ReloadError]
+	// exStore serves the exceptions directory; nil without one.
+	exStore     *engine.ExceptionStore
+	exReloadErr atomic.Pointer[ReloadError]
+	exLoadedAt  atomic.Pointer[time.Time]
 	// cache owns the informers requests read; namespaces and cluster are
 	// it, unless Options.Namespaces or Options.Cluster replace it.
 	cache      *cluster.Cache
@@ -91,6 +96,9 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		return nil, errors.New("webhook: Options.Registry is required")
 	}
+	if err := opts.checkExceptionsDir(); err != nil {
+		return nil, err
+	}
 	sa, err := ServiceAccountUsername(opts.ServiceAccount)
 	if err != nil {
 		return nil, err
@@ -126,6 +134,7 @@ func NewServer(opts Options) (*Server, error) {
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}
+	s.loadExceptions()
 	if users := controllers.ControllerBuiltins(s.Snapshot()); s.opts.ElectForControllers && len(users) > 0 && !s.opts.LeaderElection {
 		if s.opts.LeaderElectionNamespace == "" {
 			s.opts.LeaderElectionNamespace = s.opts.Namespace
@@ -219,6 +228,8 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 	eo.Namespaces, eo.Cluster = s.namespaces, s.cluster
 	return func(ctx context.Context, req admission.Request) admission.Response {
 		set := s.set.Load()
+		eo := eo
+		eo.Exceptions = s.Exceptions()
 		d, err := set.snap.Evaluate(ctx, &req.AdmissionRequest, eo)
 		if err != nil {
 			// The engine cannot read the object: a failed call, so that the

@@ -26,6 +26,22 @@ type Status struct {
 	// LastReloadError is why the newest content on disk is not served;
 	// null when the served set is the newest content.
 	LastReloadError *ReloadError `json:"lastReloadError"`
+	// ExceptionsDir is the watched exceptions directory; absent without
+	// one.
+	ExceptionsDir string `json:"exceptionsDir,omitempty"`
+	// ExceptionsHash identifies the served content of the exceptions
+	// directory; absent before it first loads.
+	ExceptionsHash string `json:"exceptionsHash,omitempty"`
+	// ExceptionsLastReload is when the served exceptions of the
+	// directory were swapped in; absent before they first load.
+	ExceptionsLastReload *time.Time `json:"exceptionsLastReload,omitempty"`
+	// Exceptions are the served exceptions: the policy files', then the
+	// exceptions directory's, in file order; expired ones included.
+	Exceptions []ExceptionStatus `json:"exceptions"`
+	// LastExceptionsReloadError is why the newest content of the
+	// exceptions directory is not served; absent when it is. The policies
+	// are served whatever it says.
+	LastExceptionsReloadError *ReloadError `json:"lastExceptionsReloadError,omitempty"`
 	// Controllers is the state the builtins' controllers report, by
 	// builtin name (createSecret: its Secrets' issues), on the replica that
 	// runs them (the leader); absent elsewhere.
@@ -63,9 +79,12 @@ type LocatedError struct {
 	Line int    `json:"line,omitempty"`
 	// Column is 1-based, in characters; absent when unknown (YAML syntax
 	// errors).
-	Column  int    `json:"column,omitempty"`
-	Policy  string `json:"policy,omitempty"`
-	Message string `json:"message"`
+	Column int    `json:"column,omitempty"`
+	Policy string `json:"policy,omitempty"`
+	// Exception names the exception the error is about, instead of
+	// Policy.
+	Exception string `json:"exception,omitempty"`
+	Message   string `json:"message"`
 	// Text is the error on one line, `file:line:col: policy "name":
 	// message`, as logs print it. The source line and caret that the CLI
 	// prints under it are left out: a JSON string or a log line is read by
@@ -86,7 +105,11 @@ func newReloadError(now time.Time, hash, dir string, err error) *ReloadError {
 	var el engine.ErrorList
 	if errors.As(err, &el) {
 		for _, e := range el {
-			re.Errors = append(re.Errors, LocatedError{File: e.File, Line: e.Line, Column: e.Column, Policy: e.Policy, Message: e.Msg, Text: e.Error()})
+			le := LocatedError{File: e.File, Line: e.Line, Column: e.Column, Policy: e.Policy, Message: e.Msg, Text: e.Error()}
+			if e.Kind == "exception" {
+				le.Policy, le.Exception = "", e.Policy
+			}
+			re.Errors = append(re.Errors, le)
 		}
 	}
 	if len(re.Errors) == 0 {
@@ -126,6 +149,16 @@ func (s *Server) Status() Status {
 		Policies:        set.policies,
 		LastReload:      set.loadedAt.UTC(),
 		LastReloadError: re,
+		ExceptionsDir:   s.opts.ExceptionsDir,
+		Exceptions:      exceptionStatuses(s.servedExceptions(), time.Now()),
+	}
+	if s.exStore != nil {
+		st.ExceptionsHash = s.exStore.Current().Hash
+		st.LastExceptionsReloadError = s.exReloadErr.Load()
+		if at := s.exLoadedAt.Load(); at != nil {
+			utc := at.UTC()
+			st.ExceptionsLastReload = &utc
+		}
 	}
 	if bc := s.controllers.Load(); bc != nil {
 		st.Controllers = bc.Status()

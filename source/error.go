@@ -15,7 +15,10 @@ type Error struct {
 	// errors, whose parser reports lines only.
 	Column int
 	// Policy names the policy the error is about; empty outside policies.
+	// Kind says what Policy names when it is not a policy ("exception"
+	// for a PolicyException); empty for a policy.
 	Policy string
+	Kind   string
 	// Msg is the message, led by the field it is about when there is one.
 	Msg string
 
@@ -23,8 +26,9 @@ type Error struct {
 	text string
 }
 
-// Error returns the one-line form, `file:line:col: policy "name": message`,
-// without the parts that are unknown.
+// Error returns the one-line form, `file:line:col: policy "name": message`
+// (`exception "name"` for an exception), without the parts that are
+// unknown.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
@@ -36,7 +40,11 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Policy != "" {
-		b.WriteString("policy " + strconv.Quote(e.Policy) + ": ")
+		kind := e.Kind
+		if kind == "" {
+			kind = "policy"
+		}
+		b.WriteString(kind + " " + strconv.Quote(e.Policy) + ": ")
 	}
 	b.WriteString(e.Msg)
 	return b.String()

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -48,6 +49,7 @@ type evalOptions struct {
 	user        string
 	subresource string
 	output      string
+	exceptions  exceptionFlags
 }
 
 func newEvalCmd() *cobra.Command { return newEvalCmdFor(&evalOptions{}) }
@@ -84,8 +86,16 @@ back; results, for programs: per request, one JSON object
   {"source", "request": {"operation", "kind", "resource", "subResource",
    "namespace", "name", "user"}, "allowed", "message", "warnings",
    "auditAnnotations", "results": [{"policy", "action", "state",
-   "enforcement", "reason", "patchOperations", "panicked"}], "patch", "object"}
+   "enforcement", "reason", "patchOperations", "panicked", "exception"}],
+   "patch", "object"}
 with every key always present ("object" null for DELETE).
+
+Exceptions: PolicyException documents among the policies apply, and
+-e EXCEPTIONS adds an exceptions directory (or file) read as
+"celadon serve --exceptions-dir" reads it, its rules included. An excepted
+policy is a skip whose reason names the exception; one that expires within
+7 days also warns. --now evaluates at another time than now: what happens
+once an exception has expired.
 
 Exit status: 0 when every request is allowed, 1 when one is denied, 2 for bad
 usage, unreadable input or a policy error.`,
@@ -95,7 +105,8 @@ usage, unreadable input or a policy error.`,
   celadon eval -p policies/ -f ingress.yaml --cluster services.yaml,classes.yaml
   celadon eval -p policies/ --old deploy.yaml              # DELETE
   celadon eval -p policies/ --request review.json -o review
-  celadon eval -p policies/ -f pods.yaml -o results | jq '.results[] | select(.state != "pass")'`,
+  celadon eval -p policies/ -f pods.yaml -o results | jq '.results[] | select(.state != "pass")'
+  celadon eval -p policies/ -e exceptions/ -f pod.yaml --now 2026-04-01T00:00:00Z`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
@@ -109,6 +120,7 @@ usage, unreadable input or a policy error.`,
 	f.StringSliceVar(&o.cluster, "cluster", nil, "objects in the cluster, for builtins that look objects up: files or directories, repeated or comma-separated")
 	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user (groups system:masters, system:authenticated)")
 	f.StringVar(&o.subresource, "subresource", "", `subresource of the request, e.g. "status"`)
+	o.exceptions.add(cmd)
 	addOutputFlag(cmd, &o.output, evalOutputs)
 	return cmd
 }
@@ -216,8 +228,16 @@ func (o *evalOptions) evaluator(cmd *cobra.Command) (*evaluator, error) {
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
+	now, err := o.exceptions.clock()
+	if err != nil {
+		return nil, err
+	}
 	ev := &evaluator{}
 	if ev.snap, err = loadPolicies(cmd, o.policies); err != nil {
+		return nil, err
+	}
+	exceptions, err := o.exceptions.load(cmd, now)
+	if err != nil {
 		return nil, err
 	}
 	if ev.mwc, ev.vwc, err = controllers.Configurations(ev.snap, controllers.ConfigOptions{Service: &simulatedService}); err != nil {
@@ -231,7 +251,7 @@ func (o *evalOptions) evaluator(cmd *cobra.Command) (*evaluator, error) {
 	if err := loadCluster(cluster, o.cluster); err != nil {
 		return nil, usageErrorf("--cluster: %v", err)
 	}
-	ev.opts = engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: cluster}
+	ev.opts = engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: cluster, Exceptions: exceptions, Now: func() time.Time { return now }}
 	if len(o.cluster) > 0 {
 		// Without --cluster, builtins that look objects up get no cluster
 		// at all: an error under their failurePolicy, not a cluster that

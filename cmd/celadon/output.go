@@ -102,6 +102,7 @@ type (
 		Reason          string `json:"reason"`
 		PatchOperations int    `json:"patchOperations"`
 		Panicked        bool   `json:"panicked"`
+		Exception       string `json:"exception"` // the exception that made it a skip; "" for none
 	}
 )
 
@@ -140,6 +141,7 @@ func newDecisionOutput(d *engine.Decision) (decisionOutput, error) {
 			Reason:          r.Reason,
 			PatchOperations: r.Patch,
 			Panicked:        r.Panicked,
+			Exception:       r.Exception,
 		}
 	}
 	return out, nil

@@ -25,6 +25,7 @@ import (
 
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/controllers"
+	"celadon.io/celadon/engine"
 	"celadon.io/celadon/server"
 	"celadon.io/celadon/webhook"
 )
@@ -55,6 +56,8 @@ type serveOptions struct {
 	reloadInterval  time.Duration
 	shutdownTimeout time.Duration
 	allowEmpty      bool
+	exceptionsDir   string
+	exMaxLifetime   time.Duration
 
 	selfSignedCerts   bool
 	certSecret        string
@@ -100,6 +103,8 @@ var serveEnv = map[string]string{
 	"max-concurrent":            "CELADON_MAX_CONCURRENT",
 	"max-body-bytes-in-flight":  "CELADON_MAX_BODY_BYTES_IN_FLIGHT",
 	"allow-empty-policies":      "CELADON_ALLOW_EMPTY_POLICIES",
+	"exceptions-dir":            "CELADON_EXCEPTIONS_DIR",
+	"exceptions-max-lifetime":   "CELADON_EXCEPTIONS_MAX_LIFETIME",
 	"reload-interval":           "CELADON_RELOAD_INTERVAL",
 	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
 	"self-signed-certs":         "CELADON_SELF_SIGNED_CERTS",
@@ -144,6 +149,17 @@ fails, listing every error. A directory with no policy (no file, or only
 empty files and comments) is refused the same way, at start and at a
 reload, unless --allow-empty-policies. Mount the policies ConfigMap as a directory: a
 ConfigMap mounted with subPath is never updated.
+
+PolicyException documents among the policies except policies from requests
+they match. --exceptions-dir adds a directory of them that teams may edit
+without editing the policies, watched and reloaded with the policies: its
+exceptions must name their policies one by one, list their namespaces and
+expire within --exceptions-max-lifetime, and match namespaced objects of
+those namespaces only; in a subdirectory (where a team's ConfigMap is
+mounted), the namespace it is named after alone. Exceptions that do not load
+never stop the server: the last good ones stay (none at start) and the
+error is reported as a policy reload error is, under
+lastExceptionsReloadError at /status.
 
 /metrics and /status (the served policies, their hash and the last reload
 error, as JSON) on --metrics-bind-address: HTTPS with a self-signed
@@ -228,6 +244,8 @@ usage or policies that do not load.`,
 	f.StringVar(&o.serviceAccount, "service-account", "", "Celadon's own service account, whose requests are allowed untouched: NAMESPACE/NAME or system:serviceaccount:NAMESPACE:NAME (default from $POD_NAMESPACE and $SERVICE_ACCOUNT)")
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "maximum concurrent evaluations; more requests wait for a slot until their deadline (default 4×GOMAXPROCS)")
 	f.StringVar(&o.maxBodyBytes, "max-body-bytes-in-flight", resource.NewQuantity(webhook.DefaultMaxBodyBytesInFlight, resource.BinarySI).String(), "bytes of request bodies held at once, taken as they arrive (a quantity: 24Mi, 64Mi...; at least 8Mi); a request that finds no room before its deadline gets HTTP 429")
+	f.StringVar(&o.exceptionsDir, "exceptions-dir", "", "directory of PolicyException files teams may edit, a subdirectory per namespace (see --help)")
+	f.DurationVar(&o.exMaxLifetime, "exceptions-max-lifetime", engine.DefaultExceptionMaxLifetime, "how far ahead an exception of --exceptions-dir may expire, when it loads")
 	f.BoolVar(&o.allowEmpty, "allow-empty-policies", false, "serve a policy directory that holds no policy; without it, an empty set is refused at start and at a reload (the last good set stays)")
 	f.DurationVar(&o.reloadInterval, "reload-interval", server.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", server.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
@@ -302,6 +320,9 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 	if o.policies == "" {
 		return server.Options{}, errors.New("--policies is required")
 	}
+	if o.exMaxLifetime < 0 {
+		return server.Options{}, fmt.Errorf("--exceptions-max-lifetime %v: want a positive duration, or 0 for the default", o.exMaxLifetime)
+	}
 	var svc *controllers.ServiceRef
 	if o.webhookService != "" {
 		if svc, err = parseServiceRef(o.webhookService); err != nil {
@@ -370,6 +391,8 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		MaxConcurrent:           o.maxConcurrent,
 		MaxBodyBytesInFlight:    maxBody,
 		AllowEmpty:              o.allowEmpty,
+		ExceptionsDir:           o.exceptionsDir,
+		ExceptionsMaxLifetime:   o.exMaxLifetime,
 		ReloadInterval:          o.reloadInterval,
 		GracefulShutdownTimeout: o.shutdownTimeout,
 		SelfSignedCerts:         o.selfSignedCerts,

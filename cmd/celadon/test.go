@@ -15,6 +15,9 @@ package main
 //	policies:                             # policy files or directories, relative to this
 //	- ../sts-index.yaml                   # file, loaded in this order
 //	- ../protect-delete.yaml
+//	exceptions:                           # exceptions directories or files, read as celadon
+//	- exceptions/                         #   serve --exceptions-dir reads them (optional)
+//	now: 2026-03-01T00:00:00Z             # the time exceptions' expiry is read at (optional)
 //	resources:                            # objects the cases select by kind, name, namespace:
 //	- resources/pods.yaml                 #   files (YAML documents, JSON, Lists)
 //	- apiVersion: apps/v1                 #   or inline objects
@@ -70,6 +73,14 @@ package main
 //	    allowed: true
 //	    warnings: ["INDEX not injected"]          # each must match one of the warnings
 //	    patched: false
+//	- name: the release bot may delete it, by an exception that expires on March 6
+//	  oldObject: {kind: Deployment, name: api}
+//	  user: release-bot
+//	  expect:
+//	    allowed: true
+//	    results:
+//	    - {policy: protect-delete, result: skip, message: 'exception "release-bot-migration"'}
+//	    warnings: ["expires in 5 days"]
 //
 // (policies/tests/ holds the suites of the shipped policies; this example
 // runs in cmd/celadon/test_test.go with the files of
@@ -146,6 +157,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -168,9 +180,10 @@ const (
 )
 
 type testOptions struct {
-	run     string
-	verbose bool
-	output  string
+	run        string
+	verbose    bool
+	output     string
+	exceptions exceptionFlags
 }
 
 // Output formats of test: -o.
@@ -191,6 +204,11 @@ as FILE. A suite names its policies, the objects it admits, the cluster's
 namespaces and objects, and test cases: a request each, with the expected
 result of each policy, whether it is allowed, its warnings and the patched
 object.
+
+A suite may also name exceptions directories (exceptions:, read as
+"celadon serve --exceptions-dir" reads them, their rules included) and the
+time their expiry is read at (now:, RFC 3339); -e and --now give them to
+every suite (a suite's now: wins). Exceptions among the policies apply too.
 
 Each case prints "PASS suite: name" or "FAIL suite: name" with what differed;
 a summary "N passed, M failed" ends the output.
@@ -222,6 +240,7 @@ file:line:col: message, followed by the source line and a caret).`,
 	f := cmd.Flags()
 	f.StringVar(&o.run, "run", "", `run only the cases whose "suite: name" matches this regular expression`)
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "print every case's request and policy results, passing or not (-o junit: as each testcase's system-out)")
+	o.exceptions.add(cmd)
 	addOutputFlag(cmd, &o.output, testOutputs)
 	return cmd
 }
@@ -241,10 +260,16 @@ func (o *testOptions) runSuites(cmd *cobra.Command, args []string) error {
 	if len(files) == 0 {
 		return usageErrorf("no test suites (kind %s) in %s", suiteKind, strings.Join(args, ", "))
 	}
+	defaults := suiteDefaults{exceptions: o.exceptions.path, maxLifetime: o.exceptions.maxLifetime}
+	if o.exceptions.now != "" {
+		if defaults.now, err = o.exceptions.clock(); err != nil {
+			return err
+		}
+	}
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	var rep testReport
 	for _, file := range files {
-		s, errs := loadSuite(file)
+		s, errs := loadSuiteWith(file, defaults)
 		if len(errs) > 0 {
 			rep.broken++
 			for _, e := range errs {
@@ -424,6 +449,8 @@ type (
 			Name string `json:"name,omitempty"`
 		} `json:"metadata"`
 		Policies   []string          `json:"policies"`
+		Exceptions []string          `json:"exceptions,omitempty"`
+		Now        string            `json:"now,omitempty"`
 		Resources  []json.RawMessage `json:"resources,omitempty"`
 		Namespaces []namespaceSpec   `json:"namespaces,omitempty"`
 		Cluster    []json.RawMessage `json:"cluster,omitempty"`
@@ -468,11 +495,21 @@ type (
 
 // suite is a loaded suite, ready to run.
 type suite struct {
-	file    string
-	name    string // metadata.name
-	snap    *engine.Snapshot
-	cluster *offlineCluster
-	cases   []*suiteCase
+	file       string
+	name       string // metadata.name
+	snap       *engine.Snapshot
+	exceptions *engine.ExceptionSet // the exceptions directory's; nil for none
+	now        time.Time
+	cluster    *offlineCluster
+	cases      []*suiteCase
+}
+
+// suiteDefaults are what the command line gives every suite: -e, --now
+// (zero: the current time) and --exceptions-max-lifetime.
+type suiteDefaults struct {
+	exceptions  string
+	now         time.Time
+	maxLifetime time.Duration
 }
 
 // suiteCase is one request and what is expected of it.
@@ -500,7 +537,8 @@ var suiteStates = []engine.State{engine.StatePass, engine.StateFail, engine.Stat
 // check runs a case and returns what differs from its expectations, and the
 // decision.
 func (s *suite) check(ctx context.Context, c *suiteCase) ([]string, *engine.Decision) {
-	d, err := s.snap.Evaluate(ctx, c.req, engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: s.cluster, Cluster: s.cluster})
+	d, err := s.snap.Evaluate(ctx, c.req, engine.EvalOptions{Phase: engine.PhaseAll, Namespaces: s.cluster, Cluster: s.cluster,
+		Exceptions: s.exceptions, Now: func() time.Time { return s.now }})
 	if err != nil {
 		return []string{"evaluation failed: " + err.Error()}, nil
 	}
@@ -625,14 +663,28 @@ func (l *suiteLoader) errorf(path, format string, args ...any) {
 
 // loadSuite reads a suite, its policies and its objects. It returns every
 // error found, or a suite ready to run.
-func loadSuite(file string) (*suite, []string) {
+func loadSuite(file string) (*suite, []string) { return loadSuiteWith(file, suiteDefaults{}) }
+
+// loadSuiteWith is loadSuite with the command line's defaults.
+func loadSuiteWith(file string, defaults suiteDefaults) (*suite, []string) {
 	l := &suiteLoader{file: file, dir: filepath.Dir(file), cache: map[string][]inputObject{}}
 	spec, ok := l.parse()
 	if !ok {
 		return nil, l.errs
 	}
-	s := &suite{file: file, name: spec.Metadata.Name, cluster: newOfflineCluster()}
+	s := &suite{file: file, name: spec.Metadata.Name, cluster: newOfflineCluster(), now: defaults.now}
+	if spec.Now != "" {
+		t, err := time.Parse(time.RFC3339, spec.Now)
+		if err != nil {
+			l.errorf("now", "%q is not an RFC 3339 timestamp such as 2026-03-31T00:00:00Z", spec.Now)
+		}
+		s.now = t
+	}
+	if s.now.IsZero() {
+		s.now = time.Now()
+	}
 	s.snap = l.policies(spec.Policies)
+	s.exceptions = l.exceptions(spec.Exceptions, defaults, s.now)
 	for i, raw := range spec.Resources {
 		l.pool = append(l.pool, l.objects(fmt.Sprintf("resources[%d]", i), raw)...)
 	}
@@ -740,6 +792,40 @@ func (l *suiteLoader) policies(paths []string) *engine.Snapshot {
 		return nil
 	}
 	return snap
+}
+
+// exceptions loads and compiles the suite's exceptions directories (and
+// the command line's -e) as one exceptions directory, at the suite's time.
+// Errors are reported as for policies.
+func (l *suiteLoader) exceptions(paths []string, defaults suiteDefaults, now time.Time) *engine.ExceptionSet {
+	var files []engine.File
+	for i, p := range paths {
+		fs, err := engine.ReadExceptionFiles(l.resolve(p))
+		if err != nil {
+			l.errorf(fmt.Sprintf("exceptions[%d]", i), "%v", err)
+			continue
+		}
+		files = append(files, fs...)
+	}
+	if defaults.exceptions != "" {
+		fs, err := engine.ReadExceptionFiles(defaults.exceptions)
+		if err != nil {
+			l.errs = append(l.errs, "-e: "+err.Error())
+		}
+		files = append(files, fs...)
+	}
+	if len(files) == 0 || len(l.errs) > 0 {
+		return nil
+	}
+	set, err := engine.CompileExceptions(files, engine.ExceptionOptions{Now: now, MaxLifetime: defaults.maxLifetime})
+	if err != nil {
+		var b bytes.Buffer
+		n := printPolicyErrors(&b, err)
+		l.errorf("exceptions", "%d error%s in the exceptions:", n, pluralS(n))
+		l.errs = append(l.errs, splitLines(b.String())...)
+		return nil
+	}
+	return set
 }
 
 // resolve makes a path in the suite relative to the suite's directory.

@@ -438,7 +438,7 @@ func TestSuiteFormatExample(t *testing.T) {
 	}
 	dir := writeFiles(t, files)
 	code, stdout, stderr := runFreshCLI(t, "test", filepath.Join(dir, "policies/tests"))
-	if code != 0 || !strings.HasSuffix(stdout, "\n5 passed, 0 failed\n") {
+	if code != 0 || !strings.HasSuffix(stdout, "\n6 passed, 0 failed\n") {
 		t.Errorf("the example suite: exit %d\nstdout:\n%s\nstderr:\n%s\nthe suite:\n%s", code, stdout, stderr, example.String())
 	}
 }

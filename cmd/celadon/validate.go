@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,8 +20,10 @@ func init() { rootCmd.AddCommand(newValidateCmd()) }
 
 func newValidateCmd() *cobra.Command {
 	var policies string
+	var ex exceptionFlags
+	var expiring time.Duration
 	cmd := &cobra.Command{
-		Use:   "validate -p POLICIES",
+		Use:   "validate -p POLICIES [-e EXCEPTIONS]",
 		Short: "Compile and lint policies",
 		Long: `Validate compiles every policy in POLICIES (a file, or a directory of *.yaml,
 *.yml and *.json files) as the webhook would load them, and lints them.
@@ -30,14 +33,40 @@ Errors are printed on stderr as
 followed by the source line and a caret under the column; warnings, one
 per line, as
   file:line: policy "name": warning: message
-Exit status: 0 when the policies compile (warnings or not), 2 otherwise.`,
-		Example: `  celadon validate -p policies/`,
-		Args:    cobra.NoArgs,
+
+PolicyException documents among the policies are compiled with them, and
+-e EXCEPTIONS compiles an exceptions directory (or file) as
+"celadon serve --exceptions-dir" loads it, its rules included; the
+expiry limit is read from --now. Warnings, at file:line:col, name an
+exception's policies entry that matches no policy, an exception that has
+expired, one that expires within --expiring-within of --now (7 days:
+"expires in 3 days (2026-03-04T00:00:00Z)", with its owner), and an
+exception of the policy files that matches every request.
+
+Exit status: 0 when the policies and exceptions compile (warnings or not),
+2 otherwise.`,
+		Example: `  celadon validate -p policies/
+  celadon validate -p policies/ -e exceptions/
+  celadon validate -p policies/ -e exceptions/ --expiring-within 720h   # what expires within 30 days`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			now, err := ex.clock()
+			if err != nil {
+				return err
+			}
 			snap, err := loadPolicies(cmd, policies)
+			var dir *engine.ExceptionSet
+			if err == nil {
+				dir, err = ex.load(cmd, now)
+			}
 			if snap != nil {
 				for _, w := range lint(snap) {
 					fmt.Fprintln(cmd.ErrOrStderr(), w)
+				}
+				if err == nil {
+					for _, w := range exceptionWarnings(snap, dir, now, expiring) {
+						fmt.Fprintln(cmd.ErrOrStderr(), w)
+					}
 				}
 			}
 			if err != nil {
@@ -51,12 +80,21 @@ Exit status: 0 when the policies compile (warnings or not), 2 otherwise.`,
 					validating++
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d polic%s (%d mutating, %d validating), hash %s\n",
-				len(snap.Policies), pluralY(len(snap.Policies)), mutating, validating, snap.Hash)
+			exceptions := ""
+			if n := len(snap.Exceptions.Exceptions); n > 0 {
+				exceptions = fmt.Sprintf(", %d exception%s", n, pluralS(n))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d polic%s (%d mutating, %d validating)%s, hash %s\n",
+				len(snap.Policies), pluralY(len(snap.Policies)), mutating, validating, exceptions, snap.Hash)
+			if dir != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "ok: %d exception%s in %s, hash %s\n", len(dir.Exceptions), pluralS(len(dir.Exceptions)), ex.path, dir.Hash)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&policies, "policies", "p", "", "policy file or directory (required)")
+	ex.add(cmd)
+	cmd.Flags().DurationVar(&expiring, "expiring-within", engine.ExpiryWarningWindow, "warn of exceptions expiring within this time of --now; 0 for none")
 	return cmd
 }
 

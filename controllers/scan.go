@@ -54,6 +54,9 @@ type ScanOptions struct {
 	// Excluded are namespaces whose objects are not scanned, as no webhook
 	// is called for them.
 	Excluded []string
+	// Exceptions returns the exceptions of the exceptions directory, as
+	// admission applies them; nil when there are none.
+	Exceptions func() *engine.ExceptionSet
 	// OnScan, when set, receives each finished scan's counts per policy.
 	OnScan func(at time.Time, counts map[string]map[engine.State]int)
 	Log    logr.Logger
@@ -317,7 +320,11 @@ func (b *BackgroundScanner) evaluate(ctx context.Context, snap *engine.Snapshot,
 		// Side-effecting builtins act only on real requests.
 		DryRun: ptr.To(true),
 	}
-	d, err := snap.Evaluate(ctx, req, engine.EvalOptions{Phase: engine.PhaseValidating, Namespaces: b.o.Namespaces, Cluster: b.o.Cluster})
+	eo := engine.EvalOptions{Phase: engine.PhaseValidating, Namespaces: b.o.Namespaces, Cluster: b.o.Cluster, Now: b.o.Now}
+	if b.o.Exceptions != nil {
+		eo.Exceptions = b.o.Exceptions()
+	}
+	d, err := snap.Evaluate(ctx, req, eo)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s/%s: %w", gvr.Resource, u.GetNamespace(), u.GetName(), err)
 	}
@@ -325,7 +332,9 @@ func (b *BackgroundScanner) evaluate(ctx context.Context, snap *engine.Snapshot,
 	var out []reports.Result
 	for _, r := range d.Results {
 		p := snap.Policy(r.Policy)
-		if p == nil || !scanned(p) || r.State == engine.StateSkip {
+		// A skip is reported when an exception made it, as reviewers
+		// want to see what is excepted; not when the policy does not apply.
+		if p == nil || !scanned(p) || (r.State == engine.StateSkip && r.Exception == "") {
 			continue
 		}
 		out = append(out, resultOf(r, ref, at))
@@ -337,6 +346,9 @@ func resultOf(r engine.PolicyResult, ref corev1.ObjectReference, at time.Time) r
 	out := reports.Result{Policy: r.Policy, State: r.State, Message: r.Reason, Object: ref, Time: at}
 	if r.State == engine.StateFail && r.Enforcement != "" {
 		out.Properties = map[string]string{"enforcement": string(r.Enforcement)}
+	}
+	if r.Exception != "" {
+		out.Properties = map[string]string{reports.PropertyException: r.Exception}
 	}
 	return out
 }

@@ -474,7 +474,8 @@ func (s *Server) Start(ctx context.Context) error {
 			Excluded: controllers.ConfigOptions{
 				Service: o.WebhookService, URL: o.WebhookURL, ExcludeNamespaces: []string{o.Namespace},
 			}.ExcludedNamespaces(),
-			Log: s.log.WithName("background-scan"),
+			Exceptions: s.Exceptions,
+			Log:        s.log.WithName("background-scan"),
 		}, cfg, mgr.GetClient())
 		if err := mgr.Add(sc); err != nil {
 			return err

@@ -52,6 +52,7 @@ type scanOptions struct {
 	user       string
 	showPass   bool
 	output     string
+	exceptions exceptionFlags
 }
 
 // Defaults of the flags a scan of a cluster reads with.
@@ -135,6 +136,7 @@ not be listed (the results of the others are printed first).`,
 	f.DurationVar(&o.timeout, "request-timeout", defaultRequestTimeout, "how long one API request (a page of a LIST) may take; 0: no limit")
 	f.StringVar(&o.nsLabels, "namespace-labels", "", "manifests: labels of the namespaces no Namespace manifest describes, as key=value,...")
 	f.StringVar(&o.user, "user", defaultUser, "username of the requesting user the policies see (groups system:masters, system:authenticated)")
+	o.exceptions.add(cmd)
 	f.BoolVar(&o.showPass, "show-pass", false, "also list the results that found nothing wrong (pass and skip); they are always counted")
 	addOutputFlag(cmd, &o.output, scanOutputs)
 	return cmd
@@ -176,7 +178,16 @@ func (o *scanOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	now, err := o.exceptions.clock()
+	if err != nil {
+		return err
+	}
+	exceptions, err := o.exceptions.load(cmd, now)
+	if err != nil {
+		return err
+	}
 	s := newScanner(snap, o.showPass)
+	s.opts.Exceptions, s.opts.Now = exceptions, func() time.Time { return now }
 	if len(s.applicable) == 0 {
 		var b strings.Builder
 		for _, p := range s.policies {
@@ -345,6 +356,9 @@ type scanResult struct {
 	policy  int32
 	state   engine.State
 	message int32 // interned
+	// exception names the exception that made the result skip, interned;
+	// the empty string's index otherwise.
+	exception int32
 }
 
 // stateCounts counts results by state.
@@ -508,13 +522,14 @@ func (s *scanner) record(namespace string, namespaced bool, it *scanItem, d *eng
 		if r.State == engine.StateError && p.firstError == "" {
 			p.firstError = r.Reason
 		}
-		if !s.listed(r.State) {
+		// An excepted result is listed, as a report shows it.
+		if !s.listed(r.State) && r.Exception == "" {
 			continue
 		}
 		if obj < 0 {
 			obj = s.addObject(ns, it, d)
 		}
-		s.results = append(s.results, scanResult{object: obj, policy: pi, state: r.State, message: s.strs.intern(r.Reason)})
+		s.results = append(s.results, scanResult{object: obj, policy: pi, state: r.State, message: s.strs.intern(r.Reason), exception: s.strs.intern(r.Exception)})
 	}
 }
 

@@ -608,13 +608,17 @@ func (s *scanner) writeReports(w io.Writer) error {
 		r := &s.results[i]
 		o := &s.objects[r.object]
 		k := s.kinds[o.kind]
-		byNS[o.namespace] = append(byNS[o.namespace], reports.Result{
+		rr := reports.Result{
 			Policy:  s.policies[r.policy].name,
 			State:   r.state,
 			Message: s.strs.get(r.message),
 			Object:  corev1.ObjectReference{APIVersion: k.apiVersion, Kind: k.kind, Namespace: s.strs.get(o.namespace), Name: o.name, UID: typesUID(o.uid)},
 			Time:    now,
-		})
+		}
+		if ex := s.strs.get(r.exception); ex != "" {
+			rr.Properties = map[string]string{reports.PropertyException: ex}
+		}
+		byNS[o.namespace] = append(byNS[o.namespace], rr)
 	}
 	namespaces := make([]int32, 0, len(byNS))
 	for ns := range byNS {

@@ -832,3 +832,31 @@ func TestListPagesExpiredContinue(t *testing.T) {
 		t.Errorf("requests %q", requests)
 	}
 }
+
+// TestScanExceptions scans with -e, as the server applies its exceptions
+// directory: an excepted violation is listed as skip, naming its
+// exception, in the table and in -o report, and the scan exits 0.
+func TestScanExceptions(t *testing.T) {
+	t.Chdir("../..")
+	ex := "examples/deny-exception-team-namespace"
+	args := []string{"scan", "-p", ex + "/policy.yaml", "-f", ex + "/object.yaml", "-e", ex + "/exceptions", "--now", "2026-03-01T00:00:00Z"}
+	code, stdout, stderr := runCLI(t, args...)
+	if code != 0 || !strings.Contains(stdout, "skip") || !strings.Contains(stdout, "excepted") {
+		t.Fatalf("exit %d, want 0 and the excepted result listed:\n%s\n%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, append(args, "-o", "report")...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	var r v1alpha1.Report
+	if err := yaml.UnmarshalStrict([]byte(strings.Split(stdout, "---\n")[0]), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Results) != 1 || r.Results[0].Result != "skip" || r.Results[0].Properties[reports.PropertyException] == "" {
+		t.Errorf("report: %+v, want one skip naming its exception", r.Results)
+	}
+	// Without -e the same object is a violation.
+	if code, stdout, _ := runCLI(t, args[:5]...); code != 1 {
+		t.Errorf("without -e: exit %d, want 1\n%s", code, stdout)
+	}
+}

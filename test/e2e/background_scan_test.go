@@ -146,6 +146,29 @@ func TestBackgroundScanReports(t *testing.T) {
 	}
 	waitForResults("the fixed object's result to go", "bad/configmap-owner=fail")
 
+	// An exception turns the violation into a skip that the report shows,
+	// naming the exception.
+	exception := `apiVersion: celadon.io/v1alpha1
+kind: PolicyException
+metadata: {name: bad-is-fine}
+spec:
+  policies: [configmap-owner]
+  match: {names: [bad]}
+  reason: e2e
+  owner: e2e
+---
+`
+	s.setPolicies(t, map[string][]byte{"scan.yaml": []byte(scanPolicyWithCondition + exception)})
+	waitForResults("the excepted result", "bad/configmap-owner=skip")
+	u, err = report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _, _ = unstructured.NestedSlice(u.Object, "results")
+	if ex, _, _ := unstructured.NestedString(rs[0].(map[string]any), "properties", reports.PropertyException); ex != "bad-is-fine" {
+		t.Errorf("the excepted result names exception %q, want bad-is-fine: %v", ex, rs[0])
+	}
+
 	// An UPDATE-only policy is not scanned, but its Audit results from
 	// admission join the report.
 	updateAudit := strings.NewReplacer("configmap-owner", "no-update", "[CREATE, UPDATE]", "[UPDATE]", "has no owner label", "was updated").Replace(scanPolicy)

@@ -337,7 +337,17 @@ func (b *BackgroundScanner) evaluate(ctx context.Context, snap *engine.Snapshot,
 		if p == nil || !scanned(p) || (r.State == engine.StateSkip && r.Exception == "") {
 			continue
 		}
-		out = append(out, resultOf(r, ref, at))
+		res := resultOf(r, ref, at)
+		if r.Exception != "" {
+			ex := eo.Exceptions.Exception(r.Exception)
+			if ex == nil {
+				ex = snap.Exceptions.Exception(r.Exception)
+			}
+			if ex != nil {
+				res.Properties = reports.ExceptionProperties(ex.Name(), ex.Expires, at)
+			}
+		}
+		out = append(out, res)
 	}
 	return out, nil
 }

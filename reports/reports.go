@@ -27,7 +27,28 @@ const (
 	PropertyTruncated = "celadon.io/results-left-out"
 	// PropertyException names the exception that turned a result into skip.
 	PropertyException = "celadon.io/exception"
+	// PropertyExceptionExpires is when that exception stops applying, RFC
+	// 3339; PropertyExceptionExpiresSoon is "true" when that is within
+	// ExpiresSoon of the result.
+	PropertyExceptionExpires     = "celadon.io/exception-expires"
+	PropertyExceptionExpiresSoon = "celadon.io/exception-expires-soon"
+	// ExpiresSoon is how close an exception's expiry makes it "soon": the
+	// week in which requesters are warned too.
+	ExpiresSoon = 7 * 24 * time.Hour
 )
+
+// ExceptionProperties are the properties of a result an exception made:
+// its name, and when it expires, if it does.
+func ExceptionProperties(name string, expires, at time.Time) map[string]string {
+	out := map[string]string{PropertyException: name}
+	if !expires.IsZero() {
+		out[PropertyExceptionExpires] = expires.UTC().Format(time.RFC3339)
+		if expires.Sub(at) <= ExpiresSoon {
+			out[PropertyExceptionExpiresSoon] = "true"
+		}
+	}
+	return out
+}
 
 // GroupVersion is openreports.io/v1alpha1.
 var GroupVersion = v1alpha1.SchemeGroupVersion

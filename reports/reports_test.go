@@ -53,3 +53,17 @@ func TestBuild(t *testing.T) {
 		t.Errorf("truncation property %q, want 5", got)
 	}
 }
+
+func TestExceptionProperties(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	p := reports.ExceptionProperties("x", at.Add(8*24*time.Hour), at)
+	if p[reports.PropertyException] != "x" || p[reports.PropertyExceptionExpires] != "2026-03-09T00:00:00Z" || p[reports.PropertyExceptionExpiresSoon] != "" {
+		t.Errorf("eight days ahead: %v", p)
+	}
+	if p := reports.ExceptionProperties("x", at.Add(7*24*time.Hour), at); p[reports.PropertyExceptionExpiresSoon] != "true" {
+		t.Errorf("seven days ahead: %v", p)
+	}
+	if p := reports.ExceptionProperties("x", time.Time{}, at); len(p) != 1 {
+		t.Errorf("never expires: %v", p)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
@@ -615,8 +616,16 @@ func (s *scanner) writeReports(w io.Writer) error {
 			Object:  corev1.ObjectReference{APIVersion: k.apiVersion, Kind: k.kind, Namespace: s.strs.get(o.namespace), Name: o.name, UID: typesUID(o.uid)},
 			Time:    now,
 		}
-		if ex := s.strs.get(r.exception); ex != "" {
-			rr.Properties = map[string]string{reports.PropertyException: ex}
+		if name := s.strs.get(r.exception); name != "" {
+			ex := s.opts.Exceptions.Exception(name)
+			if ex == nil {
+				ex = s.snap.Exceptions.Exception(name)
+			}
+			var expires time.Time
+			if ex != nil {
+				expires = ex.Expires
+			}
+			rr.Properties = reports.ExceptionProperties(name, expires, s.opts.Now())
 		}
 		byNS[o.namespace] = append(byNS[o.namespace], rr)
 	}

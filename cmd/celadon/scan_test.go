@@ -852,8 +852,10 @@ func TestScanExceptions(t *testing.T) {
 	if err := yaml.UnmarshalStrict([]byte(strings.Split(stdout, "---\n")[0]), &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Results) != 1 || r.Results[0].Result != "skip" || r.Results[0].Properties[reports.PropertyException] == "" {
-		t.Errorf("report: %+v, want one skip naming its exception", r.Results)
+	if len(r.Results) != 1 || r.Results[0].Result != "skip" || r.Results[0].Properties[reports.PropertyException] == "" || r.Results[0].Properties[reports.PropertyExceptionExpires] == "" {
+		t.Errorf("report: %+v, want one skip naming its exception and when it expires", r.Results)
+	} else if p := r.Results[0].Properties; p[reports.PropertyExceptionExpires] != "2026-03-04T00:00:00Z" || p[reports.PropertyExceptionExpiresSoon] != "true" {
+		t.Errorf("properties %v: want it to expire 2026-03-04, within a week of --now", p)
 	}
 	// Without -e the same object is a violation.
 	if code, stdout, _ := runCLI(t, args[:5]...); code != 1 {

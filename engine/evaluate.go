@@ -276,7 +276,13 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.Message = strings.Join(denials, "; ")
 		d.Patch = nil
 	}
-	d.Warnings = dedupe(d.Warnings) // a reinvoked policy may warn twice
+	kept := d.Warnings[:0]
+	for _, w := range d.Warnings {
+		if w = warningText(w); w != "" {
+			kept = append(kept, w)
+		}
+	}
+	d.Warnings = dedupe(kept) // a reinvoked policy may warn twice
 	if ev.object.err != nil {
 		return nil, ev.object.err
 	}

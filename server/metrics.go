@@ -25,6 +25,9 @@ const (
 	MetricPoliciesLoaded   = "celadon_policies_loaded"
 	MetricLastReloadTime   = "celadon_policy_set_last_reload_timestamp_seconds"
 	MetricLastReloadFailed = "celadon_policy_reload_last_failed"
+	// MetricDecisionLogsDropped counts the decision log lines dropped
+	// over Options.DecisionLogRate.
+	MetricDecisionLogsDropped = "celadon_decision_logs_dropped_total"
 )
 
 // Reload result label values of MetricReloads.
@@ -45,6 +48,7 @@ type metrics struct {
 	policiesLoaded prometheus.Gauge
 	lastReload     prometheus.Gauge
 	lastFailed     prometheus.Gauge
+	decisionsLost  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -86,6 +90,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lastFailed: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricLastReloadFailed,
 			Help: "1 when the newest policy content on disk failed to load and an older set is being served, else 0.",
+		})),
+		decisionsLost: prom.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricDecisionLogsDropped,
+			Help: "Decision log lines dropped because more than the decision log rate (--decision-log-rate) were due in one second.",
 		})),
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -48,6 +49,10 @@ type Server struct {
 	metrics *metrics
 	limiter *webhook.Limiter
 	bodies  *webhook.BodyBudget // shared by every endpoint
+	// decisions writes the decision logs; nil when they are off.
+	decisions *decisionLogger
+	// now is the clock of the decision logs' rate; tests replace it.
+	now func() time.Time
 
 	store     *engine.Store
 	set       atomic.Pointer[policySet] // derived from store's current set
@@ -100,6 +105,9 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
 		}
 	}
+	if opts.DecisionLogPassSample < 0 {
+		return nil, fmt.Errorf("webhook: Options.DecisionLogPassSample %d: want 0 (no pass result), 1 (every one) or N (one in N)", opts.DecisionLogPassSample)
+	}
 	if opts.SelfSignedCerts {
 		if err := opts.checkSelfSigned(); err != nil {
 			return nil, fmt.Errorf("webhook: self-signed certificates: %w", err)
@@ -110,7 +118,9 @@ func NewServer(opts Options) (*Server, error) {
 		log:     opts.Logger,
 		metrics: newMetrics(opts.MetricsRegisterer),
 		limiter: webhook.NewLimiter(opts.MaxConcurrent),
+		now:     time.Now,
 	}
+	s.decisions = newDecisionLogger(&opts, s.metrics.decisionsLost)
 	s.bodies = webhook.NewBodyBudget(opts.MaxBodyBytesInFlight, s.metrics.BodyBytes)
 	s.cache = cluster.New(opts.Namespaces == nil)
 	s.namespaces, s.cluster = s.cache, s.cache
@@ -195,7 +205,7 @@ func (s *Server) Paths() []string {
 //	    webhook.WithLogging → webhook.WithBypass → webhook.WithLimit → evaluator
 func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 	log := s.log.WithValues("endpoint", path)
-	h := webhook.Chain(s.evaluator(eo),
+	h := webhook.Chain(s.evaluator(eo, s.opts.DecisionLogger.WithValues("endpoint", path)),
 		webhook.WithLogging(log),
 		webhook.WithBypass(s.opts.ServiceAccount),
 		webhook.WithLimit(s.limiter, s.metrics.Throttled.WithLabelValues(path), s.metrics.InFlight),
@@ -212,8 +222,9 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 }
 
 // evaluator answers a request from the policy set served when it starts;
-// a reload during the request does not affect it.
-func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
+// a reload during the request does not affect it. Its results go to the
+// metrics and to decisions, the decision logger of the endpoint.
+func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) admission.HandlerFunc {
 	eo.Namespaces, eo.Cluster = s.namespaces, s.cluster
 	return func(ctx context.Context, req admission.Request) admission.Response {
 		set := s.set.Load()
@@ -224,18 +235,22 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 			return webhook.NotEvaluated(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
 		}
 		s.metrics.observeResults(set, d.Results)
+		s.decisions.write(decisions, s.now(), &req.AdmissionRequest, d)
+		// The diagnostic lines of errors and panics. What they quote of the
+		// request or the object is made one line and bounded (logText): a
+		// hand-made review's uid can be megabytes.
 		for i := range d.Results {
 			switch r := &d.Results[i]; {
 			case r.Panicked:
 				// Rare, and a bug in a builtin: worth an error log.
-				s.log.Error(errors.New(r.Reason), "builtin panicked; its failurePolicy decided",
-					"policy", r.Policy, "action", r.Action, "uid", req.UID)
+				s.log.Error(errors.New(logText(r.Reason, maxLogReasonBytes)), "builtin panicked; its failurePolicy decided",
+					"policy", r.Policy, "action", r.Action, "uid", logText(string(req.UID), maxLogFieldBytes))
 			case r.State == engine.StateError:
 				// The requester reads this reason with its URLs and
-				// addresses redacted (engine.RedactAddresses); the
-				// operator needs them whole.
+				// addresses redacted (engine.RedactAddresses), and so do
+				// the decision logs; the operator needs them whole.
 				s.log.Info("policy evaluation failed; its failurePolicy decided",
-					"policy", r.Policy, "action", r.Action, "uid", req.UID, "reason", r.Reason)
+					"policy", r.Policy, "action", r.Action, "uid", logText(string(req.UID), maxLogFieldBytes), "reason", logText(r.Reason, maxLogReasonBytes))
 			}
 		}
 		return webhook.Response(d)
@@ -248,7 +263,7 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 // decides: denied if any of them is Fail, else allowed with a warning.
 func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.EvalOptions, p any) admission.Response {
 	s.metrics.Panics.WithLabelValues(webhook.PanicEngine).Inc()
-	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", req.UID, "stack", string(debug.Stack()))
+	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", logText(string(req.UID), maxLogFieldBytes), "stack", string(debug.Stack()))
 	return webhook.Response(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
 }
 

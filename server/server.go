@@ -51,8 +51,13 @@ type Server struct {
 	bodies  *webhook.BodyBudget // shared by every endpoint
 	// decisions writes the decision logs; nil when they are off.
 	decisions *decisionLogger
-	// now is the clock of the decision logs' rate; tests replace it.
+	// now is the clock of the decision logs' rate and of the results
+	// /status counts; tests replace it.
 	now func() time.Time
+	// scans are the last background scan's results by policy
+	// (RecordScan), guarded by scanMu.
+	scanMu sync.Mutex
+	scans  map[string]ScanStatus
 
 	store     *engine.Store
 	set       atomic.Pointer[policySet] // derived from store's current set
@@ -234,8 +239,9 @@ func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) admissi
 			// webhook's failurePolicy decides, never a denial.
 			return webhook.NotEvaluated(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
 		}
-		s.metrics.observeResults(set, d.Results)
-		s.decisions.write(decisions, s.now(), &req.AdmissionRequest, d)
+		now := s.now()
+		s.metrics.observeResults(set, d.Results, now)
+		s.decisions.write(decisions, now, &req.AdmissionRequest, d)
 		// The diagnostic lines of errors and panics. What they quote of the
 		// request or the object is made one line and bounded (logText): a
 		// hand-made review's uid can be megabytes.

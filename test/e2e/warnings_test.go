@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -73,5 +75,34 @@ func TestWarningsReachTheRequester(t *testing.T) {
 	t.Logf("warnings: %q", got)
 	if strings.Contains(strings.Join(got, ""), "\n") {
 		t.Errorf("a warning holds a newline: %q", got)
+	}
+
+	// Both results are in the server's decision logs, with the request as
+	// the API server sent it.
+	found := map[string]bool{}
+	for _, line := range strings.Split(suite.logs.tail(2000), "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) != nil || l["msg"] != "policy decision" || l["namespace"] != ns || l["name"] != "settings" {
+			continue // the controller manager's kube-root-ca.crt is logged too
+		}
+		want := map[string]any{"resource": "v1/configmaps", "name": "settings", "operation": "CREATE", "denied": false, "dryRun": false}
+		switch l["policy"] {
+		case "e2e-warn":
+			want["state"], want["message"] = "warn", "line one line two"
+		case "e2e-audit":
+			want["state"], want["enforcement"], want["message"] = "fail", "Audit", "audited"
+		}
+		for k, v := range want {
+			if l[k] != v {
+				t.Errorf("decision line of %v: %s = %#v, want %#v", l["policy"], k, l[k], v)
+			}
+		}
+		if u, _ := l["user"].(string); u == "" || l["uid"] == "" {
+			t.Errorf("decision line of %v without the user or uid: %v", l["policy"], l)
+		}
+		found[fmt.Sprint(l["policy"])] = true
+	}
+	if !found["e2e-warn"] || !found["e2e-audit"] {
+		t.Errorf("decision lines found for %v, want e2e-warn and e2e-audit", found)
 	}
 }

@@ -150,7 +150,8 @@ empty files and comments) is refused the same way, at start and at a
 reload, unless --allow-empty-policies. Mount the policies ConfigMap as a directory: a
 ConfigMap mounted with subPath is never updated.
 
-/metrics and /status (the served policies, their hash and the last reload
+/metrics and /status (the served policies, each with its results of the
+last hour and of the last background scan, their hash and the last reload
 error, as JSON) on --metrics-bind-address: HTTPS with a self-signed
 certificate, and only for a bearer token the API server authenticates
 (TokenReview) and authorizes for get on the path (SubjectAccessReview):

@@ -151,11 +151,12 @@ func TestDeny(t *testing.T) {
 			warning: "protect: deployment web is protected",
 		},
 		{
-			name:    "enforcement Audit: allowed with an audit annotation",
+			name:    "enforcement Audit: allowed with an audit annotation and a warning",
 			with:    "  with:\n    message: protected Deployment deleted\n  enforcement: Audit\n",
 			state:   engine.StateFail,
 			allowed: true,
 			audit:   "protected Deployment deleted",
+			warning: "protect (audit): protected Deployment deleted",
 		},
 	}
 	for _, c := range cases {

@@ -71,8 +71,8 @@ type Outcome struct {
 	// the patched object, the action returns no operations.
 	Patch []jsonpatch.JsonPatchOperation
 	// Violation is non-empty when a validating builtin finds the request
-	// violates the policy. Enforcement turns it into a denial, a warning or an
-	// audit annotation.
+	// violates the policy. Enforcement turns it into a denial, a warning, or
+	// an audit annotation and a warning marked "(audit)".
 	Violation string
 	// Warnings are returned to the client whatever the outcome.
 	Warnings []string

@@ -18,7 +18,8 @@
 //     actions return targeted JSON-patch operations that are applied to the
 //     working copy of the object before the next policy sees it; validating
 //     actions return a violation that the policy's enforcement turns into a
-//     denial, a warning or an audit annotation.
+//     denial, a warning, or an audit annotation and a warning marked
+//     "(audit)".
 //
 // The order is that of one Evaluate call, in which `celadon eval` evaluates
 // every policy. The server makes one call per webhook, limited to a phase

@@ -194,11 +194,15 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 					d.AuditAnnotations = map[string]string{}
 				}
 				d.AuditAnnotations[p.Name()] = out.Violation
+				// The annotation reaches whoever reads the audit log; the
+				// warning tells the requester too, who would otherwise not
+				// learn of a violation until the policy starts denying.
+				d.Warnings = append(d.Warnings, auditWarning(p.Name(), out.Violation))
 			} else {
 				denials = append(denials, out.Violation)
 			}
 		case StateWarn:
-			d.Warnings = append(d.Warnings, p.Name()+": "+out.Violation)
+			d.Warnings = append(d.Warnings, warnWarning(p.Name(), out.Violation))
 		}
 	}
 	// run evaluates one policy and applies its patch to the working object.
@@ -284,7 +288,13 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		d.Patch = nil
 	}
 	d.Warnings = append(d.Warnings, ev.expiryWarnings()...)
-	d.Warnings = dedupe(d.Warnings) // a reinvoked policy may warn twice
+	kept := d.Warnings[:0]
+	for _, w := range d.Warnings {
+		if w = warningText(w); w != "" {
+			kept = append(kept, w)
+		}
+	}
+	d.Warnings = dedupe(kept) // a reinvoked policy may warn twice
 	if ev.object.err != nil {
 		return nil, ev.object.err
 	}
@@ -292,6 +302,15 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 	d.CostRemaining = ev.budget
 	return d, nil
 }
+
+// warnWarning is the warning of a violation under enforcement Warn, as
+// kubectl shows it: "Warning: <policy>: <violation>".
+func warnWarning(policy, violation string) string { return policy + ": " + violation }
+
+// auditWarning is the warning of a violation under enforcement Audit:
+// worded as Warn's, and saying that the policy only audits, so that the
+// requester neither mistakes it for a Warn policy nor ignores it.
+func auditWarning(policy, violation string) string { return policy + " (audit): " + violation }
 
 // ignoredErrorWarning is the warning sent when a policy errors under
 // failurePolicy Ignore: without it the client could not tell a request the

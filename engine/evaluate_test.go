@@ -286,7 +286,7 @@ func TestEnforcementAndFailurePolicy(t *testing.T) {
 	}{
 		{name: "deny", policy: "  action: violate\n  with: {message: nope}\n", state: StateFail, message: "nope"},
 		{name: "warn", policy: "  action: violate\n  with: {message: careful}\n  enforcement: Warn\n", state: StateWarn, allowed: true, warning: "p: careful"},
-		{name: "audit", policy: "  action: violate\n  with: {message: noted}\n  enforcement: Audit\n", state: StateFail, allowed: true, audit: "noted"},
+		{name: "audit", policy: "  action: violate\n  with: {message: noted}\n  enforcement: Audit\n", state: StateFail, allowed: true, audit: "noted", warning: "p (audit): noted"},
 		{name: "error, Fail", policy: "  action: explode\n  failurePolicy: Fail\n", state: StateError, message: `policy "p" failed: exploded`},
 		{name: "error, Ignore (mutating default)", policy: "  action: explode\n", state: StateError, allowed: true, warning: "Evaluation failed for Celadon policy 'p' (failurePolicy Ignore): the request was admitted without it"},
 		{name: "panic, Fail", policy: "  action: explode\n  with: {panic: true}\n  failurePolicy: Fail\n", state: StateError, message: `policy "p" failed: builtin panicked: assignment to entry in nil map`, panicked: true},

@@ -98,7 +98,7 @@ const (
 
 // Enforcement says what a validating violation does: Deny rejects the
 // request, Warn admits it with a warning, Audit admits it with an audit
-// annotation only.
+// annotation and a warning marked "(audit)".
 type Enforcement string
 
 // Enforcement values.

@@ -32,6 +32,9 @@ const (
 	MetricExceptionsLoaded    = "celadon_exceptions_loaded"
 	MetricExceptionExpiry     = "celadon_exception_expiry_timestamp_seconds"
 	MetricExceptionsApplied   = "celadon_exceptions_applied_total"
+	// MetricDecisionLogsDropped counts the decision log lines dropped
+	// over Options.DecisionLogRate.
+	MetricDecisionLogsDropped = "celadon_decision_logs_dropped_total"
 )
 
 // Reload result label values of MetricReloads.
@@ -60,6 +63,7 @@ type metrics struct {
 	exceptionsApplied   *prometheus.CounterVec
 	exMu                sync.Mutex
 	exApplied           map[string]bool // exceptions with applied counts
+	decisionsLost  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -123,21 +127,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Policy results turned into skip by an exception, by exception and policy.",
 		}, []string{"exception", "policy"})),
 		exApplied: map[string]bool{},
+		decisionsLost: prom.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricDecisionLogsDropped,
+			Help: "Decision log lines dropped because more than the decision log rate (--decision-log-rate) were due in one second.",
+		})),
 	}
 }
 
 // policyObservers are one policy's collectors, resolved once per loaded set
-// so that the request path does no label lookups.
+// so that the request path does no label lookups, and its counts of the
+// last hour for /status.
 type policyObservers struct {
 	states   map[engine.State]prometheus.Counter
 	errors   prometheus.Counter
 	panics   prometheus.Counter
 	duration prometheus.Observer
+	recent   *lazyResults
 }
 
 var allStates = []engine.State{engine.StatePass, engine.StateFail, engine.StateWarn, engine.StateError, engine.StateSkip}
 
-func (m *metrics) observersFor(snap *engine.Snapshot) map[string]*policyObservers {
+// observersFor resolves the collectors of snap's policies. A policy prev
+// (the observers of the set snap replaces; nil at first) holds too keeps
+// its counts of the last hour.
+func (m *metrics) observersFor(snap *engine.Snapshot, prev map[string]*policyObservers) map[string]*policyObservers {
 	obs := make(map[string]*policyObservers, len(snap.Policies))
 	for _, p := range snap.Policies {
 		name := p.Name()
@@ -146,6 +159,10 @@ func (m *metrics) observersFor(snap *engine.Snapshot) map[string]*policyObserver
 			errors:   m.policyErrors.WithLabelValues(name),
 			panics:   m.policyPanics.WithLabelValues(name),
 			duration: m.policyDuration.WithLabelValues(name),
+			recent:   new(lazyResults),
+		}
+		if old := prev[name]; old != nil {
+			o.recent = old.recent
 		}
 		for _, st := range allStates {
 			o.states[st] = m.policyEvals.WithLabelValues(name, string(st))
@@ -169,14 +186,16 @@ func (m *metrics) forgetPolicies(old, cur map[string]*policyObservers) {
 	}
 }
 
-// observeResults records the per-policy results of one decision.
-func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult) {
+// observeResults records the per-policy results of one decision, made at
+// now.
+func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult, now time.Time) {
 	for i := range results {
 		r := &results[i]
 		o := set.observers[r.Policy]
 		if o == nil { // cannot happen: results name policies of the set
 			continue
 		}
+		o.recent.get().record(now, r.State)
 		if c := o.states[r.State]; c != nil {
 			c.Inc()
 		} else {

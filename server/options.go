@@ -175,6 +175,26 @@ type Options struct {
 	// Logger is the server's logger. Default (a Logger with no sink):
 	// controller-runtime's (ctrl.SetLogger), named "celadon".
 	Logger logr.Logger
+	// DisableDecisionLogs turns the decision logs off: by default every
+	// fail, warn and error result (a fail under enforcement Audit
+	// included) is logged at info level, one line per policy result with
+	// the request it was for (decisionlog.go).
+	DisableDecisionLogs bool
+	// DecisionLogPassSample also logs pass results: 0 none (the default),
+	// 1 every one, N one in N. Skip results are never logged.
+	DecisionLogPassSample int
+	// DecisionLogRate bounds the decision lines of one second; the rest
+	// of that second's are dropped and counted in
+	// celadon_decision_logs_dropped_total. Default DefaultDecisionLogRate;
+	// negative: no bound.
+	DecisionLogRate int
+	// DecisionLogger writes the decision logs. Default
+	// Logger.WithName("decision"). `celadon serve` gives it a logger of
+	// its own, writing where Logger does but without zap's sampling, which
+	// would silently drop all but one in 100 lines past the first 100 of
+	// a second: DecisionLogRate bounds them instead, and counts what it
+	// drops. Over zap (zapr), lines are written through zap directly.
+	DecisionLogger logr.Logger
 	// MetricsRegisterer receives the server's metrics. Default
 	// controller-runtime's metrics.Registry, which /metrics serves; tests
 	// pass a fresh prometheus.Registry to read their own counters.
@@ -334,6 +354,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = ctrllog.Log.WithName("celadon")
+	}
+	if o.DecisionLogger.GetSink() == nil {
+		o.DecisionLogger = o.Logger.WithName("decision")
+	}
+	if o.DecisionLogRate == 0 {
+		o.DecisionLogRate = DefaultDecisionLogRate
 	}
 }
 

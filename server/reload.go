@@ -98,15 +98,20 @@ func (s *Server) loadInitial() error {
 // swap makes snap the served set; the store calls it for each new set.
 func (s *Server) swap(snap *engine.Snapshot) {
 	now := time.Now()
+	var prev map[string]*policyObservers
+	if old := s.set.Load(); old != nil { // the store calls swap for one set at a time
+		prev = old.observers
+	}
 	set := &policySet{
 		snap:      snap,
-		observers: s.metrics.observersFor(snap),
+		observers: s.metrics.observersFor(snap, prev),
 		loadedAt:  now,
 		policies:  policyStatuses(snap),
 	}
 	old := s.set.Swap(set)
 	if old != nil {
 		s.metrics.forgetPolicies(old.observers, set.observers)
+		s.forgetScans(set)
 		s.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
 	}
 	s.metrics.setLoaded(snap, now)

@@ -49,6 +49,15 @@ type Server struct {
 	metrics *metrics
 	limiter *webhook.Limiter
 	bodies  *webhook.BodyBudget // shared by every endpoint
+	// decisions writes the decision logs; nil when they are off.
+	decisions *decisionLogger
+	// now is the clock of the decision logs' rate and of the results
+	// /status counts; tests replace it.
+	now func() time.Time
+	// scans are the last background scan's results by policy
+	// (RecordScan), guarded by scanMu.
+	scanMu sync.Mutex
+	scans  map[string]ScanStatus
 
 	store     *engine.Store
 	set       atomic.Pointer[policySet] // derived from store's current set
@@ -110,6 +119,9 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
 		}
 	}
+	if opts.DecisionLogPassSample < 0 {
+		return nil, fmt.Errorf("webhook: Options.DecisionLogPassSample %d: want 0 (no pass result), 1 (every one) or N (one in N)", opts.DecisionLogPassSample)
+	}
 	if opts.SelfSignedCerts {
 		if err := opts.checkSelfSigned(); err != nil {
 			return nil, fmt.Errorf("webhook: self-signed certificates: %w", err)
@@ -120,7 +132,9 @@ func NewServer(opts Options) (*Server, error) {
 		log:     opts.Logger,
 		metrics: newMetrics(opts.MetricsRegisterer),
 		limiter: webhook.NewLimiter(opts.MaxConcurrent),
+		now:     time.Now,
 	}
+	s.decisions = newDecisionLogger(&opts, s.metrics.decisionsLost)
 	s.bodies = webhook.NewBodyBudget(opts.MaxBodyBytesInFlight, s.metrics.BodyBytes)
 	s.cache = cluster.New(opts.Namespaces == nil)
 	s.namespaces, s.cluster = s.cache, s.cache
@@ -206,7 +220,7 @@ func (s *Server) Paths() []string {
 //	    webhook.WithLogging → webhook.WithBypass → webhook.WithLimit → evaluator
 func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 	log := s.log.WithValues("endpoint", path)
-	h := webhook.Chain(s.evaluator(eo),
+	h := webhook.Chain(s.evaluator(eo, s.opts.DecisionLogger.WithValues("endpoint", path)),
 		webhook.WithLogging(log),
 		webhook.WithBypass(s.opts.ServiceAccount),
 		webhook.WithLimit(s.limiter, s.metrics.Throttled.WithLabelValues(path), s.metrics.InFlight),
@@ -223,8 +237,9 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 }
 
 // evaluator answers a request from the policy set served when it starts;
-// a reload during the request does not affect it.
-func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
+// a reload during the request does not affect it. Its results go to the
+// metrics and to decisions, the decision logger of the endpoint.
+func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) admission.HandlerFunc {
 	eo.Namespaces, eo.Cluster = s.namespaces, s.cluster
 	return func(ctx context.Context, req admission.Request) admission.Response {
 		set := s.set.Load()
@@ -236,22 +251,27 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 			// webhook's failurePolicy decides, never a denial.
 			return webhook.NotEvaluated(http.StatusBadRequest, fmt.Errorf("celadon: %w", err))
 		}
-		s.metrics.observeResults(set, d.Results)
+		now := s.now()
+		s.metrics.observeResults(set, d.Results, now)
+		s.decisions.write(decisions, now, &req.AdmissionRequest, d)
 		if sc := s.scanner.Load(); sc != nil {
 			sc.RecordAdmission(&req.AdmissionRequest, d)
 		}
+		// The diagnostic lines of errors and panics. What they quote of the
+		// request or the object is made one line and bounded (logText): a
+		// hand-made review's uid can be megabytes.
 		for i := range d.Results {
 			switch r := &d.Results[i]; {
 			case r.Panicked:
 				// Rare, and a bug in a builtin: worth an error log.
-				s.log.Error(errors.New(r.Reason), "builtin panicked; its failurePolicy decided",
-					"policy", r.Policy, "action", r.Action, "uid", req.UID)
+				s.log.Error(errors.New(logText(r.Reason, maxLogReasonBytes)), "builtin panicked; its failurePolicy decided",
+					"policy", r.Policy, "action", r.Action, "uid", logText(string(req.UID), maxLogFieldBytes))
 			case r.State == engine.StateError:
 				// The requester reads this reason with its URLs and
-				// addresses redacted (engine.RedactAddresses); the
-				// operator needs them whole.
+				// addresses redacted (engine.RedactAddresses), and so do
+				// the decision logs; the operator needs them whole.
 				s.log.Info("policy evaluation failed; its failurePolicy decided",
-					"policy", r.Policy, "action", r.Action, "uid", req.UID, "reason", r.Reason)
+					"policy", r.Policy, "action", r.Action, "uid", logText(string(req.UID), maxLogFieldBytes), "reason", logText(r.Reason, maxLogReasonBytes))
 			}
 		}
 		return webhook.Response(d)
@@ -264,7 +284,7 @@ func (s *Server) evaluator(eo engine.EvalOptions) admission.HandlerFunc {
 // decides: denied if any of them is Fail, else allowed with a warning.
 func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.EvalOptions, p any) admission.Response {
 	s.metrics.Panics.WithLabelValues(webhook.PanicEngine).Inc()
-	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", req.UID, "stack", string(debug.Stack()))
+	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", logText(string(req.UID), maxLogFieldBytes), "stack", string(debug.Stack()))
 	return webhook.Response(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
 }
 
@@ -475,6 +495,7 @@ func (s *Server) Start(ctx context.Context) error {
 				Service: o.WebhookService, URL: o.WebhookURL, ExcludeNamespaces: []string{o.Namespace},
 			}.ExcludedNamespaces(),
 			Exceptions: s.Exceptions,
+			OnScan:     s.recordScanCounts,
 			Log:        s.log.WithName("background-scan"),
 		}, cfg, mgr.GetClient())
 		if err := mgr.Add(sc); err != nil {

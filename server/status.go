@@ -11,8 +11,9 @@ import (
 	"celadon.io/celadon/engine"
 )
 
-// Status is what /status reports: the served policy set and the outcome of
-// the last reload. It is served as JSON on the metrics bind address (plain
+// Status is what /status reports: the served policy set, each policy's
+// results (of the last hour's admission requests, and of the last
+// background scan), and the outcome of the last reload. It is served as JSON on the metrics bind address (plain
 // HTTP, next to /metrics).
 type Status struct {
 	// PoliciesDir is the watched directory.
@@ -61,6 +62,14 @@ type PolicyStatus struct {
 	Line          int      `json:"line"`
 	// Location is "file:line".
 	Location string `json:"location"`
+	// AdmissionLastHour counts the policy's results of the admission
+	// requests this replica evaluated in the current minute and the 59
+	// before, by state; zero until it is evaluated. The counts survive a
+	// reload that keeps the policy's name.
+	AdmissionLastHour StateCounts `json:"admissionLastHour"`
+	// LastScan is what the last background scan that reported the policy
+	// found (Server.RecordScan); null until one did.
+	LastScan *ScanStatus `json:"lastScan"`
 }
 
 // ReloadError is a failed reload: the content that did not load, and every
@@ -139,14 +148,22 @@ func policyStatuses(snap *engine.Snapshot) []PolicyStatus {
 	return out
 }
 
-// Status returns the served set and the last reload's outcome.
+// Status returns the served set, each policy's results, and the last
+// reload's outcome.
 func (s *Server) Status() Status {
 	set := s.set.Load()
 	re := s.reloadErr.Load()
+	now := s.now()
+	policies := make([]PolicyStatus, len(set.policies))
+	for i, p := range set.policies {
+		p.AdmissionLastHour = set.observers[p.Name].recent.sum(now)
+		p.LastScan = s.lastScan(p.Name)
+		policies[i] = p
+	}
 	st := Status{
 		PoliciesDir:     s.opts.PoliciesDir,
 		Hash:            set.snap.Hash,
-		Policies:        set.policies,
+		Policies:        policies,
 		LastReload:      set.loadedAt.UTC(),
 		LastReloadError: re,
 		ExceptionsDir:   s.opts.ExceptionsDir,

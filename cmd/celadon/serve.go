@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
@@ -58,6 +60,10 @@ type serveOptions struct {
 	allowEmpty      bool
 	exceptionsDir   string
 	exMaxLifetime   time.Duration
+
+	decisionLog        bool
+	decisionPassSample int
+	decisionLogRate    int
 
 	selfSignedCerts   bool
 	certSecret        string
@@ -105,6 +111,9 @@ var serveEnv = map[string]string{
 	"allow-empty-policies":      "CELADON_ALLOW_EMPTY_POLICIES",
 	"exceptions-dir":            "CELADON_EXCEPTIONS_DIR",
 	"exceptions-max-lifetime":   "CELADON_EXCEPTIONS_MAX_LIFETIME",
+	"decision-log":              "CELADON_DECISION_LOG",
+	"decision-log-pass-sample":  "CELADON_DECISION_LOG_PASS_SAMPLE",
+	"decision-log-rate":         "CELADON_DECISION_LOG_RATE",
 	"reload-interval":           "CELADON_RELOAD_INTERVAL",
 	"shutdown-timeout":          "CELADON_SHUTDOWN_TIMEOUT",
 	"self-signed-certs":         "CELADON_SELF_SIGNED_CERTS",
@@ -161,7 +170,8 @@ never stop the server: the last good ones stay (none at start) and the
 error is reported as a policy reload error is, under
 lastExceptionsReloadError at /status.
 
-/metrics and /status (the served policies, their hash and the last reload
+/metrics and /status (the served policies, each with its results of the
+last hour and of the last background scan, their hash and the last reload
 error, as JSON) on --metrics-bind-address: HTTPS with a self-signed
 certificate, and only for a bearer token the API server authenticates
 (TokenReview) and authorizes for get on the path (SubjectAccessReview):
@@ -169,6 +179,15 @@ certificate, and only for a bearer token the API server authenticates
 anyone, for local development. /healthz and /readyz (plain HTTP; ready once
 the policies are loaded, the namespace cache has synced and the webhook
 listens) on --health-probe-bind-address.
+
+Decision logs: every fail, warn and error result (Audit's fails included)
+is logged at info level by the logger "celadon.decision", one line per
+policy result, with the request's resource, namespace, name, operation,
+user, dryRun and uid and whether it was denied; an error's message is
+redacted as the requester's denial is. --decision-log-pass-sample N also
+logs one pass result in N; --decision-log=false turns them off. At most
+--decision-log-rate lines are written a second; the rest are dropped and
+counted in celadon_decision_logs_dropped_total.
 
 Requests from Celadon's own service account (--service-account, default
 system:serviceaccount:$POD_NAMESPACE:$SERVICE_ACCOUNT) are allowed
@@ -247,6 +266,9 @@ usage or policies that do not load.`,
 	f.StringVar(&o.exceptionsDir, "exceptions-dir", "", "directory of PolicyException files teams may edit, a subdirectory per namespace (see --help)")
 	f.DurationVar(&o.exMaxLifetime, "exceptions-max-lifetime", engine.DefaultExceptionMaxLifetime, "how far ahead an exception of --exceptions-dir may expire, when it loads")
 	f.BoolVar(&o.allowEmpty, "allow-empty-policies", false, "serve a policy directory that holds no policy; without it, an empty set is refused at start and at a reload (the last good set stays)")
+	f.BoolVar(&o.decisionLog, "decision-log", true, "log every fail, warn and error result (and Audit's fails) at info level, one line per policy result with the request's resource, namespace, name, operation, user and uid (logger celadon.decision)")
+	f.IntVar(&o.decisionPassSample, "decision-log-pass-sample", 0, "also log pass results: 0 none, 1 every one, N one in N")
+	f.IntVar(&o.decisionLogRate, "decision-log-rate", server.DefaultDecisionLogRate, "at most this many decision lines a second; the rest of that second's are dropped and counted in "+server.MetricDecisionLogsDropped+"; 0: no limit")
 	f.DurationVar(&o.reloadInterval, "reload-interval", server.DefaultReloadInterval, "re-read the policy directory this often, besides watching it; 0 keeps the default, negative disables polling")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", server.DefaultGracefulShutdownTimeout, "on SIGTERM, how long to wait for in-flight requests")
 	f.BoolVar(&o.selfSignedCerts, "self-signed-certs", false, "make and renew a CA and a serving certificate, kept in --cert-secret and written into --cert-dir")
@@ -363,6 +385,16 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 	if err != nil {
 		return server.Options{}, err
 	}
+	if o.decisionPassSample < 0 {
+		return server.Options{}, fmt.Errorf("--decision-log-pass-sample %d: want 0 (no pass result), 1 (every one) or N (one in N)", o.decisionPassSample)
+	}
+	if o.decisionLogRate < 0 {
+		return server.Options{}, fmt.Errorf("--decision-log-rate %d: want a number of lines a second, or 0 for no limit", o.decisionLogRate)
+	}
+	decisionRate := o.decisionLogRate
+	if decisionRate == 0 {
+		decisionRate = -1 // server.Options' "no limit"
+	}
 	return server.Options{
 		ManageWebhooks:          o.manageWebhooks,
 		WebhookConfigName:       o.webhookConfigName,
@@ -393,6 +425,9 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		AllowEmpty:              o.allowEmpty,
 		ExceptionsDir:           o.exceptionsDir,
 		ExceptionsMaxLifetime:   o.exMaxLifetime,
+		DisableDecisionLogs:     !o.decisionLog,
+		DecisionLogPassSample:   o.decisionPassSample,
+		DecisionLogRate:         decisionRate,
 		ReloadInterval:          o.reloadInterval,
 		GracefulShutdownTimeout: o.shutdownTimeout,
 		SelfSignedCerts:         o.selfSignedCerts,
@@ -422,6 +457,11 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
+	decisions, err := newDecisionLogger(o.logLevel, o.logFormat, cmd.ErrOrStderr())
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	opts.DecisionLogger = decisions.WithName("celadon").WithName("decision")
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return &exitError{code: 2, err: err}
@@ -454,6 +494,40 @@ func parseSecretRef(s string) (namespace, name string, err error) {
 // newLogger builds the zap logger behind logr. format "" picks console on
 // a terminal and JSON otherwise.
 func newLogger(level, format string, w io.Writer) (logr.Logger, error) {
+	lvl, enc, err := logFlags(level, format, w)
+	if err != nil {
+		return logr.Logger{}, err
+	}
+	return crzap.New(
+		crzap.WriteTo(w),
+		crzap.Level(lvl),
+		// Recovered panics log their own stack; keep other errors short.
+		crzap.StacktraceLevel(zapcore.DPanicLevel),
+		crzap.Encoder(enc),
+	), nil
+}
+
+// newDecisionLogger builds the logger of the decision logs: newLogger's
+// level, encoding and writer, without the sampling controller-runtime puts
+// in front of every logger it builds at info level (past the first 100
+// lines of one message in a second, one in 100, silently). Every decision
+// line has the same message, so a busy second would lose 99 of 100 of
+// them with no trace; the server bounds them itself
+// (--decision-log-rate) and counts what it drops.
+func newDecisionLogger(level, format string, w io.Writer) (logr.Logger, error) {
+	lvl, enc, err := logFlags(level, format, w)
+	if err != nil {
+		return logr.Logger{}, err
+	}
+	sink := zapcore.AddSync(w)
+	core := zapcore.NewCore(&crzap.KubeAwareEncoder{Encoder: enc}, sink, lvl)
+	return zapr.NewLogger(zap.New(core, zap.ErrorOutput(sink))), nil
+}
+
+// logFlags reads --log-level and --log-format: the zap level, and the
+// encoder controller-runtime's crzap.JSONEncoder or crzap.ConsoleEncoder
+// would make.
+func logFlags(level, format string, w io.Writer) (zapcore.Level, zapcore.Encoder, error) {
 	var lvl zapcore.Level
 	switch strings.ToLower(level) {
 	case "error":
@@ -465,15 +539,9 @@ func newLogger(level, format string, w io.Writer) (logr.Logger, error) {
 	default:
 		n, err := strconv.Atoi(level)
 		if err != nil || n < 0 || n > 10 {
-			return logr.Logger{}, fmt.Errorf("--log-level %q: want error, info, debug or a V-level 0-10", level)
+			return 0, nil, fmt.Errorf("--log-level %q: want error, info, debug or a V-level 0-10", level)
 		}
 		lvl = zapcore.Level(-n)
-	}
-	opts := []crzap.Opts{
-		crzap.WriteTo(w),
-		crzap.Level(lvl),
-		// Recovered panics log their own stack; keep other errors short.
-		crzap.StacktraceLevel(zapcore.DPanicLevel),
 	}
 	if format == "" {
 		format = "json"
@@ -483,13 +551,11 @@ func newLogger(level, format string, w io.Writer) (logr.Logger, error) {
 	}
 	switch format {
 	case "json":
-		opts = append(opts, crzap.JSONEncoder())
+		return lvl, zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), nil
 	case "console":
-		opts = append(opts, crzap.ConsoleEncoder())
-	default:
-		return logr.Logger{}, fmt.Errorf("--log-format %q: want json or console", format)
+		return lvl, zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), nil
 	}
-	return crzap.New(opts...), nil
+	return 0, nil, fmt.Errorf("--log-format %q: want json or console", format)
 }
 
 func isTerminal(w io.Writer) bool {

@@ -9,8 +9,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -147,6 +149,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{map[string]string{"CELADON_RELOAD_INTERVAL": "often"}, nil, `$CELADON_RELOAD_INTERVAL="often"`},
 		{nil, []string{"extra-arg"}, `unknown command "extra-arg"`},
 		{nil, []string{"--manage-webhooks"}, "--manage-webhooks needs exactly one of --webhook-service and --webhook-url"},
+		{nil, []string{"--decision-log-pass-sample", "-1"}, "--decision-log-pass-sample -1: want 0"},
+		{nil, []string{"--decision-log-rate", "-5"}, "--decision-log-rate -5"},
 		{nil, []string{"--manage-webhooks", "--webhook-service", "x"}, "--webhook-service: want NAMESPACE/NAME[:PORT]"},
 	}
 	for _, c := range cases {
@@ -174,6 +178,7 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("CELADON_MAX_CONCURRENT", "7")
 	t.Setenv("CELADON_METRICS_BIND_ADDRESS", "0")
 	t.Setenv("CELADON_ALLOW_EMPTY_POLICIES", "true")
+	t.Setenv("CELADON_DECISION_LOG_PASS_SAMPLE", "10")
 	cmd := newServeCmd()
 	if err := cmd.ParseFlags([]string{"--port", "9444"}); err != nil {
 		t.Fatal(err)
@@ -187,6 +192,9 @@ func TestServeFlagsFromEnvironment(t *testing.T) {
 		"reload-interval":           "3s",
 		"max-concurrent":            "7",
 		"allow-empty-policies":      "true",
+		"decision-log-pass-sample":  "10",
+		"decision-log":              "true", // default
+		"decision-log-rate":         "1000",
 		"metrics-bind-address":      "0",
 		"health-probe-bind-address": ":8081", // default
 		"cert-dir":                  defaultCertDir,
@@ -222,6 +230,13 @@ func TestServeOptions(t *testing.T) {
 	if opts.PoliciesDir != "/p" || opts.CertDir != "/c" || opts.Port != 9443 || opts.MaxConcurrent != 3 ||
 		opts.ReloadInterval != time.Second || opts.GracefulShutdownTimeout != time.Minute || opts.Kubeconfig != "/k" || !opts.AllowEmpty {
 		t.Errorf("options = %+v", opts)
+	}
+	if !opts.DisableDecisionLogs || opts.DecisionLogPassSample != 0 || opts.DecisionLogRate != -1 {
+		t.Errorf("decision logs of --decision-log=false --decision-log-rate=0: disabled %v, pass sample %d, rate %d; want off, 0, no limit (-1)", opts.DisableDecisionLogs, opts.DecisionLogPassSample, opts.DecisionLogRate)
+	}
+	o.decisionLog, o.decisionPassSample, o.decisionLogRate = true, 5, 200
+	if opts, _ := o.options(testr.New(t)); opts.DisableDecisionLogs || opts.DecisionLogPassSample != 5 || opts.DecisionLogRate != 200 {
+		t.Errorf("decision logs: disabled %v, pass sample %d, rate %d; want on, 5, 200", opts.DisableDecisionLogs, opts.DecisionLogPassSample, opts.DecisionLogRate)
 	}
 	o.serviceAccount = "other/sa" // the flag wins over the environment
 	if opts, _ := o.options(testr.New(t)); opts.ServiceAccount != "system:serviceaccount:other:sa" {
@@ -281,6 +296,57 @@ func TestLogFormat(t *testing.T) {
 	log.V(1).Info("hidden")
 	if out := buf.String(); strings.HasPrefix(out, "{") || !strings.Contains(out, "hello") || strings.Contains(out, "hidden") {
 		t.Errorf("console log at info:\n%s", out)
+	}
+}
+
+// TestDecisionLoggerIsNotSampled: the loggers controller-runtime builds
+// sample at info level (past 100 lines of one message in a second, one in
+// 100), which would silently drop decision lines, all of which share a
+// message. The decision logger writes them all, encoded as the other
+// logger's lines are, and follows --log-level.
+func TestDecisionLoggerIsNotSampled(t *testing.T) {
+	const n = 300
+	var general, decisions syncBuffer
+	log, err := newLogger("info", "json", &general)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlog, err := newDecisionLogger("info", "json", &decisions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		log.Info("policy decision", "i", i)
+		dlog.WithName("celadon").WithName("decision").Info("policy decision", "i", i)
+	}
+	lines := strings.Split(strings.TrimSuffix(decisions.String(), "\n"), "\n")
+	if len(lines) != n {
+		t.Errorf("the decision logger wrote %d lines of %d", len(lines), n)
+	}
+	// Why it exists: were controller-runtime to stop sampling, it could go.
+	if got := strings.Count(general.String(), "\n"); got >= n {
+		t.Errorf("the general logger wrote %d lines of %d: no longer sampled", got, n)
+	}
+	var d, g map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &d); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(general.String(), "\n", 2)[0]), &g); err != nil {
+		t.Fatal(err)
+	}
+	if d["logger"] != "celadon.decision" || d["level"] != "info" || d["msg"] != "policy decision" || fmt.Sprintf("%T", d["ts"]) != fmt.Sprintf("%T", g["ts"]) {
+		t.Errorf("decision line %v, general line %v", d, g)
+	}
+	for _, level := range []string{"error", "info"} {
+		var b syncBuffer
+		dlog, _ := newDecisionLogger(level, "console", &b)
+		dlog.Info("policy decision")
+		if got := b.String(); (level == "error") != (got == "") || strings.HasPrefix(got, "{") {
+			t.Errorf("console decision logger at %s wrote %q", level, got)
+		}
+	}
+	if _, err := newDecisionLogger("info", "xml", &decisions); err == nil {
+		t.Error("--log-format xml: no error")
 	}
 }
 

@@ -139,6 +139,20 @@ func TestBackgroundScanReports(t *testing.T) {
 		t.Errorf("the first result's enforcement property is %q, want Audit: %v", enf, rs[0])
 	}
 
+	// /status has the last scan's counts of the policy.
+	waitFor(ctx, t, "the scan's counts at /status", func(ctx context.Context) (bool, error) {
+		st, err := s.status(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range st.Policies {
+			if p.Name == "configmap-owner" && p.LastScan != nil {
+				return p.LastScan.Counts.Fail == 2, nil
+			}
+		}
+		return false, nil
+	})
+
 	// Fixing an object clears its result.
 	fixable.Labels["owner"] = "team-b"
 	if err := suite.c.Update(ctx, fixable); err != nil {

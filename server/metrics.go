@@ -63,7 +63,7 @@ type metrics struct {
 	exceptionsApplied   *prometheus.CounterVec
 	exMu                sync.Mutex
 	exApplied           map[string]bool // exceptions with applied counts
-	decisionsLost  prometheus.Counter
+	decisionsLost       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -21,9 +21,8 @@ type Store struct {
 	loadMu  sync.Mutex // serializes Load
 	failure atomic.Pointer[LoadFailure]
 
-	subMu      sync.Mutex
-	subs       []func(*Snapshot)
-	failureSub []func(*LoadFailure)
+	subs       subscribers[*Snapshot]
+	failureSub subscribers[*LoadFailure]
 }
 
 // LoadFailure is content that did not load.
@@ -53,9 +52,7 @@ func (s *Store) Failure() *LoadFailure { return s.failure.Load() }
 // of subscription, and at once with the current set when there is one.
 // fn runs on the loading goroutine: it must not block, nor call Load.
 func (s *Store) Subscribe(fn func(*Snapshot)) {
-	s.subMu.Lock()
-	s.subs = append(s.subs, fn)
-	s.subMu.Unlock()
+	s.subs.add(fn)
 	if cur := s.Current(); cur != nil {
 		fn(cur)
 	}
@@ -63,11 +60,7 @@ func (s *Store) Subscribe(fn func(*Snapshot)) {
 
 // SubscribeFailures calls fn when content fails to load, once per content,
 // and with nil when the failure is over (the content on disk is served).
-func (s *Store) SubscribeFailures(fn func(*LoadFailure)) {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	s.failureSub = append(s.failureSub, fn)
-}
+func (s *Store) SubscribeFailures(fn func(*LoadFailure)) { s.failureSub.add(fn) }
 
 // Load reads the directory and, when its content differs from the served
 // set's, compiles it and publishes it. It reports whether a new set was
@@ -104,12 +97,7 @@ func (s *Store) Load() (bool, error) {
 	if s.failure.Swap(nil) != nil {
 		s.notifyFailure(nil)
 	}
-	s.subMu.Lock()
-	subs := s.subs
-	s.subMu.Unlock()
-	for _, fn := range subs {
-		fn(snap)
-	}
+	s.subs.notify(snap)
 	return true, nil
 }
 
@@ -131,14 +119,7 @@ func failureKey(f *LoadFailure) string {
 	return f.Hash
 }
 
-func (s *Store) notifyFailure(f *LoadFailure) {
-	s.subMu.Lock()
-	subs := s.failureSub
-	s.subMu.Unlock()
-	for _, fn := range subs {
-		fn(f)
-	}
-}
+func (s *Store) notifyFailure(f *LoadFailure) { s.failureSub.notify(f) }
 
 // ExceptionStore holds the served exception set of an exceptions
 // directory (ReadExceptionFiles, CompileExceptions), as Store holds a
@@ -156,9 +137,8 @@ type ExceptionStore struct {
 	loadMu  sync.Mutex
 	failure atomic.Pointer[LoadFailure]
 
-	subMu      sync.Mutex
-	subs       []func(*ExceptionSet)
-	failureSub []func(*LoadFailure)
+	subs       subscribers[*ExceptionSet]
+	failureSub subscribers[*LoadFailure]
 }
 
 // NewExceptionStore returns a store of the exceptions in dir, compiled with
@@ -184,19 +164,13 @@ func (s *ExceptionStore) Failure() *LoadFailure { return s.failure.Load() }
 // with the current one. fn runs on the loading goroutine: it must not
 // block, nor call Load.
 func (s *ExceptionStore) Subscribe(fn func(*ExceptionSet)) {
-	s.subMu.Lock()
-	s.subs = append(s.subs, fn)
-	s.subMu.Unlock()
+	s.subs.add(fn)
 	fn(s.Current())
 }
 
 // SubscribeFailures calls fn when content fails to load, once per content,
 // and with nil when the failure is over.
-func (s *ExceptionStore) SubscribeFailures(fn func(*LoadFailure)) {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	s.failureSub = append(s.failureSub, fn)
-}
+func (s *ExceptionStore) SubscribeFailures(fn func(*LoadFailure)) { s.failureSub.add(fn) }
 
 // Load reads the directory and, when its content differs from the served
 // set's, compiles it and publishes it; see Store.Load. A directory that
@@ -229,12 +203,7 @@ func (s *ExceptionStore) Load() (bool, error) {
 	if s.failure.Swap(nil) != nil {
 		s.notifyFailure(nil)
 	}
-	s.subMu.Lock()
-	subs := s.subs
-	s.subMu.Unlock()
-	for _, fn := range subs {
-		fn(set)
-	}
+	s.subs.notify(set)
 	return true, nil
 }
 
@@ -247,11 +216,26 @@ func (s *ExceptionStore) failed(f *LoadFailure) error {
 	return f.Err
 }
 
-func (s *ExceptionStore) notifyFailure(f *LoadFailure) {
-	s.subMu.Lock()
-	subs := s.failureSub
-	s.subMu.Unlock()
-	for _, fn := range subs {
-		fn(f)
+func (s *ExceptionStore) notifyFailure(f *LoadFailure) { s.failureSub.notify(f) }
+
+// subscribers is a list of callbacks, added to at any time and called in
+// order, outside the lock, so that a callback may subscribe.
+type subscribers[T any] struct {
+	mu  sync.Mutex
+	fns []func(T)
+}
+
+func (s *subscribers[T]) add(fn func(T)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fns = append(s.fns, fn)
+}
+
+func (s *subscribers[T]) notify(v T) {
+	s.mu.Lock()
+	fns := s.fns
+	s.mu.Unlock()
+	for _, fn := range fns {
+		fn(v)
 	}
 }

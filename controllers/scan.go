@@ -74,7 +74,8 @@ type BackgroundScanner struct {
 
 	mu sync.Mutex
 	// audits are admission results in Audit mode, by object and policy,
-	// kept until their object is deleted, their policy goes, or two
+	// kept until their object is deleted (its DELETE is admitted, or a
+	// scan of its kind no longer sees it), their policy goes, or two
 	// intervals (at least a minute) pass without them being seen again.
 	audits map[auditKey]reports.Result
 	// informers by resource, started on first need.
@@ -200,6 +201,10 @@ func (b *BackgroundScanner) Scan(ctx context.Context, disc discovery.DiscoveryIn
 	}
 	var results []reports.Result
 	counts := map[string]map[engine.State]int{}
+	// What the scan saw, so that an admission result of an object of a
+	// scanned kind that is gone goes too.
+	scannedKinds := map[schema.GroupKind]bool{}
+	seen := map[types.UID]bool{}
 	excluded := map[string]bool{}
 	for _, ns := range b.o.Excluded {
 		excluded[ns] = true
@@ -211,7 +216,12 @@ func (b *BackgroundScanner) Scan(ctx context.Context, disc discovery.DiscoveryIn
 		}
 		for _, item := range inf.GetStore().List() {
 			u, ok := item.(*unstructured.Unstructured)
-			if !ok || excluded[u.GetNamespace()] || (gvr.Group == "" && gvr.Resource == "namespaces" && excluded[u.GetName()]) {
+			if !ok {
+				continue
+			}
+			scannedKinds[u.GroupVersionKind().GroupKind()] = true
+			seen[u.GetUID()] = true
+			if excluded[u.GetNamespace()] || (gvr.Group == "" && gvr.Resource == "namespaces" && excluded[u.GetName()]) {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
@@ -232,12 +242,13 @@ func (b *BackgroundScanner) Scan(ctx context.Context, disc discovery.DiscoveryIn
 	}
 	// A scan result replaces an admission one of the same object and
 	// policy: a report lists each once.
-	seen := make(map[auditKey]bool, len(results))
+	scanned := make(map[auditKey]bool, len(results))
 	for _, r := range results {
-		seen[auditKey{r.Object.UID, r.Policy}] = true
+		scanned[auditKey{r.Object.UID, r.Policy}] = true
 	}
+	b.forgetGone(scannedKinds, seen)
 	for _, r := range b.currentAudits(snap, start) {
-		if !seen[auditKey{r.Object.UID, r.Policy}] {
+		if !scanned[auditKey{r.Object.UID, r.Policy}] {
 			results = append(results, r)
 		}
 	}
@@ -403,6 +414,19 @@ func (b *BackgroundScanner) RecordAdmission(req *admissionv1.AdmissionRequest, d
 	for _, r := range d.Results {
 		if r.State == engine.StateFail && r.Enforcement == engine.Audit {
 			b.audits[auditKey{u.GetUID(), r.Policy}] = resultOf(r, ref, now)
+		}
+	}
+}
+
+// forgetGone forgets the admission results of objects of a scanned kind
+// that the scan did not see: deleted without a webhook call.
+func (b *BackgroundScanner) forgetGone(kinds map[schema.GroupKind]bool, seen map[types.UID]bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, r := range b.audits {
+		gk := schema.FromAPIVersionAndKind(r.Object.APIVersion, r.Object.Kind).GroupKind()
+		if kinds[gk] && !seen[k.uid] {
+			delete(b.audits, k)
 		}
 	}
 }

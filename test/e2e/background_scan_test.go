@@ -103,10 +103,14 @@ func TestBackgroundScanReports(t *testing.T) {
 		}
 		return strings.Join(out, ",")
 	}
-	waitForResults := func(what, want string) {
+	waitForResultsWithin := func(ctx context.Context, what, want string) {
 		t.Helper()
 		var last string
-		defer func() { t.Logf("%s: last seen %q", what, last) }()
+		defer func() {
+			if t.Failed() {
+				t.Logf("%s: last seen %q", what, last)
+			}
+		}()
 		waitFor(ctx, t, what, func(ctx context.Context) (bool, error) {
 			u, err := report(ctx)
 			if apierrors.IsNotFound(err) {
@@ -120,6 +124,11 @@ func TestBackgroundScanReports(t *testing.T) {
 			return last == want, nil
 		})
 	}
+	waitForResults := func(what, want string) {
+		t.Helper()
+		waitForResultsWithin(ctx, what, want)
+	}
+
 	// good and unselected do not match the policy: no result.
 	waitForResults("the pre-existing violations in the report", "bad/configmap-owner=fail,fixable/configmap-owner=fail")
 
@@ -201,6 +210,20 @@ spec:
 		t.Fatal(err)
 	}
 	waitForResults("the UPDATE's Audit result in the report", "bad/configmap-owner=fail,bad/no-update=fail")
+
+	// A deleted object's results go, its admission one too, though its
+	// DELETE does not reach Celadon.
+	if err := suite.c.Create(ctx, cm("late", map[string]string{"e2e-scan": "true"})); err != nil {
+		t.Fatal(err)
+	}
+	waitForResults("the new object's result", "bad/configmap-owner=fail,bad/no-update=fail,late/configmap-owner=fail")
+	if err := suite.c.Delete(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	// Well within the minute an admission result may otherwise live.
+	soon, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	waitForResultsWithin(soon, "the deleted object's results to go", "late/configmap-owner=fail")
 
 	// Deleting the policy clears its results, and the report goes.
 	s.setPolicies(t, map[string][]byte{"other.yaml": []byte(strings.ReplaceAll(strings.ReplaceAll(scanPolicy, "configmap-owner", "other"), "configmaps", "secrets"))})

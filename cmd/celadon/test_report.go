@@ -180,6 +180,11 @@ func (r *testReport) writeJUnit(w io.Writer, verbose bool) error {
 		out.Errors += ts.Errors
 		out.Suites = append(out.Suites, ts)
 	}
+	return writeJUnitDocument(w, out)
+}
+
+// writeJUnitDocument writes out as an indented JUnit XML document.
+func writeJUnitDocument(w io.Writer, out junitTestsuites) error {
 	if _, err := io.WriteString(w, xml.Header); err != nil {
 		return err
 	}

@@ -107,7 +107,7 @@ func (w *recentResults) sum(now time.Time) StateCounts {
 		}
 	}
 	w.mu.Unlock()
-	return StateCounts{Pass: c[0], Fail: c[1], Warn: c[2], Error: c[3], Skip: c[4]}
+	return stateCounts(c)
 }
 
 // lazyResults holds a policy's recentResults once it is evaluated. One is
@@ -179,22 +179,18 @@ func (s *Server) lastScan(name string) *ScanStatus {
 func (s *Server) recordScanCounts(at time.Time, counts map[string]map[engine.State]int) {
 	out := make(map[string]StateCounts, len(counts))
 	for policy, byState := range counts {
-		var c StateCounts
+		var c [5]uint64
 		for st, n := range byState {
-			switch st {
-			case engine.StatePass:
-				c.Pass += uint64(n)
-			case engine.StateFail:
-				c.Fail += uint64(n)
-			case engine.StateWarn:
-				c.Warn += uint64(n)
-			case engine.StateError:
-				c.Error += uint64(n)
-			case engine.StateSkip:
-				c.Skip += uint64(n)
+			if i := stateIndex(st); i >= 0 {
+				c[i] += uint64(n)
 			}
 		}
-		out[policy] = c
+		out[policy] = stateCounts(c)
 	}
 	s.RecordScan(at, out)
+}
+
+// stateCounts reads counts indexed by stateIndex.
+func stateCounts(c [5]uint64) StateCounts {
+	return StateCounts{Pass: c[0], Fail: c[1], Warn: c[2], Error: c[3], Skip: c[4]}
 }

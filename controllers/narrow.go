@@ -196,8 +196,9 @@ func (s *ruleSet) share(p *engine.CompiledPolicy, objCommon, nsCommon []metav1.L
 // resourcesCoveredBy reports whether the policy matches every resource the
 // webhook's rules send, so that its share need not check.
 func (s *ruleSet) resourcesCoveredBy(p *engine.CompiledPolicy) bool {
+	rules := p.Resources()
 	for r := range s.ops {
-		if !slices.ContainsFunc(p.Resources(), func(a engine.ResourceRule) bool { return covers(a, r) }) {
+		if !slices.ContainsFunc(rules, func(a engine.ResourceRule) bool { return covers(a, r) }) {
 			return false
 		}
 	}
@@ -293,13 +294,16 @@ func requirementsOf(sel *metav1.LabelSelector) []metav1.LabelSelectorRequirement
 	return out
 }
 
+// selectorOperators maps a parsed requirement's operator back to a
+// LabelSelector's: matchLabels parse as Equals.
+var selectorOperators = map[selection.Operator]metav1.LabelSelectorOperator{
+	selection.In: metav1.LabelSelectorOpIn, selection.Equals: metav1.LabelSelectorOpIn, selection.DoubleEquals: metav1.LabelSelectorOpIn,
+	selection.NotIn: metav1.LabelSelectorOpNotIn, selection.NotEquals: metav1.LabelSelectorOpNotIn,
+	selection.Exists: metav1.LabelSelectorOpExists, selection.DoesNotExist: metav1.LabelSelectorOpDoesNotExist,
+}
+
 func requirement(r labels.Requirement) metav1.LabelSelectorRequirement {
-	ops := map[selection.Operator]metav1.LabelSelectorOperator{
-		selection.In: metav1.LabelSelectorOpIn, selection.Equals: metav1.LabelSelectorOpIn, selection.DoubleEquals: metav1.LabelSelectorOpIn,
-		selection.NotIn: metav1.LabelSelectorOpNotIn, selection.NotEquals: metav1.LabelSelectorOpNotIn,
-		selection.Exists: metav1.LabelSelectorOpExists, selection.DoesNotExist: metav1.LabelSelectorOpDoesNotExist,
-	}
-	out := metav1.LabelSelectorRequirement{Key: r.Key(), Operator: ops[r.Operator()]}
+	out := metav1.LabelSelectorRequirement{Key: r.Key(), Operator: selectorOperators[r.Operator()]}
 	if vals := r.ValuesUnsorted(); len(vals) > 0 {
 		out.Values = slices.Sorted(slices.Values(vals))
 	}

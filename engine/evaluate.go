@@ -394,6 +394,16 @@ func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts 
 		ev.now = time.Now()
 	}
 	var err error
+	if doc, obj, old, ok := parsedObjects(ctx, req); ok {
+		// The review was parsed whole: its objects are subtrees of it.
+		if ev.object, err = parsedObject(doc, obj); err != nil {
+			return nil, fmt.Errorf("request.object: %w", err)
+		}
+		if ev.oldObject, err = parsedObject(doc, old); err != nil {
+			return nil, fmt.Errorf("request.oldObject: %w", err)
+		}
+		return ev, nil
+	}
 	if ev.object, err = newWorkingObject(req.Object.Raw, req.Object.Object); err != nil {
 		return nil, fmt.Errorf("request.object: %w", err)
 	}

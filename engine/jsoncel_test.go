@@ -309,7 +309,7 @@ func TestCanDefer(t *testing.T) {
 		{"twice into one object", []JSONPatchOp{add("/metadata/labels/a"), add("/metadata/labels/b")}, false},
 		{"an ancestor after", []JSONPatchOp{add("/metadata/labels/a"), add("/metadata/x")}, true},
 	} {
-		if got := canDefer(d, c.ops); got != c.want {
+		if got := canDefer(d, 0, c.ops); got != c.want {
 			t.Errorf("%s: canDefer %v, want %v", c.name, got, c.want)
 		}
 		// What canDefer accepts must apply.

@@ -22,6 +22,8 @@ type jsonDoc struct {
 	nodes []jsonNode
 	// strs holds the strings that had escapes or non-ASCII text, decoded.
 	strs []string
+	// spans are the extents of the values parseInto was asked to record.
+	spans []jsonSpan
 	// dupKeys is set when some object repeats a key. Such documents are
 	// only read through native(), which keeps the last value as
 	// encoding/json does.
@@ -65,25 +67,51 @@ const (
 
 // parseJSON parses and validates a document into a tape.
 func parseJSON(data []byte) (*jsonDoc, error) {
+	d := new(jsonDoc)
+	if err := d.parseInto(data, -1); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// parseInto parses data into d, reusing d's slices. It records the byte
+// extent of each value nested at most spanDepth deep (see span).
+func (d *jsonDoc) parseInto(data []byte, spanDepth int) error {
 	if len(data) > math.MaxInt32 {
-		return nil, fmt.Errorf("JSON document of %d bytes is too large", len(data))
+		return fmt.Errorf("JSON document of %d bytes is too large", len(data))
 	}
 	// One copy of the input backs every unescaped key and string value:
 	// slicing it costs no allocation, and the caller may reuse data
 	// afterwards.
-	d := &jsonDoc{text: string(data)}
+	*d = jsonDoc{text: string(data), nodes: d.nodes[:0], strs: d.strs[:0], spans: d.spans[:0]}
 	// A Kubernetes object has about one node per 7 bytes of compact JSON.
-	d.nodes = make([]jsonNode, 0, len(data)/6+4)
-	p := jsonParser{data: data, text: d.text, doc: d}
+	if want := len(data)/6 + 4; cap(d.nodes) < want {
+		d.nodes = make([]jsonNode, 0, want)
+	}
+	p := jsonParser{data: data, text: d.text, doc: d, spanDepth: spanDepth}
 	p.skipSpace()
 	if err := p.value(0); err != nil {
-		return nil, err
+		return err
 	}
 	p.skipSpace()
 	if p.pos != len(p.data) {
-		return nil, p.errorf("unexpected %q after the top-level value", p.data[p.pos])
+		return p.errorf("unexpected %q after the top-level value", p.data[p.pos])
 	}
-	return d, nil
+	return nil
+}
+
+// jsonSpan is the byte extent in text of the value at node.
+type jsonSpan struct{ node, start, end int32 }
+
+// span returns the text of value i as it was sent; "" unless parseInto
+// recorded it.
+func (d *jsonDoc) span(i int32) string {
+	for _, s := range d.spans {
+		if s.node == i {
+			return d.text[s.start:s.end]
+		}
+	}
+	return ""
 }
 
 // maxJSONDepth bounds nesting, as encoding/json does, so a hostile body
@@ -95,6 +123,8 @@ type jsonParser struct {
 	text string // the same bytes as data
 	pos  int
 	doc  *jsonDoc
+	// spanDepth is the depth down to which values' extents are recorded.
+	spanDepth int
 }
 
 var errJSONEnd = errors.New("unexpected end of JSON input")
@@ -125,6 +155,16 @@ func (p *jsonParser) close(at, n int) {
 }
 
 func (p *jsonParser) value(depth int) error {
+	if depth <= p.spanDepth {
+		start, at := p.pos, len(p.doc.nodes)
+		err := p.plainValue(depth)
+		p.doc.spans = append(p.doc.spans, jsonSpan{int32(at), int32(start), int32(p.pos)})
+		return err
+	}
+	return p.plainValue(depth)
+}
+
+func (p *jsonParser) plainValue(depth int) error {
 	if p.pos >= len(p.data) {
 		return errJSONEnd
 	}

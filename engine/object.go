@@ -19,6 +19,7 @@ import (
 // mutation is the last step never decodes its object.
 type workingObject struct {
 	doc     *jsonDoc // the parsed object while it is not decoded
+	root    int32    // the object's node in doc
 	pending []jsonpatch.JsonPatchOperation
 	decoded map[string]any // the decoded object; nil while doc is set
 	// err is a deferred patch that failed to apply after all. canDefer
@@ -42,7 +43,16 @@ func newWorkingObject(raw []byte, obj any) (*workingObject, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch d.nodes[0].kind {
+	return parsedObject(d, 0)
+}
+
+// parsedObject is the object at node root of a parsed document: the
+// request's own, or a subtree of the whole review's (ParseReview).
+func parsedObject(d *jsonDoc, root int32) (*workingObject, error) {
+	if root < 0 {
+		return &workingObject{}, nil
+	}
+	switch d.nodes[root].kind {
 	case jsonNull:
 		return &workingObject{}, nil
 	case jsonObject:
@@ -51,9 +61,9 @@ func newWorkingObject(raw []byte, obj any) (*workingObject, error) {
 	}
 	if d.dupKeys {
 		// Only the decoded map says which of the repeated keys counts.
-		return &workingObject{decoded: d.native(0).(map[string]any)}, nil
+		return &workingObject{decoded: d.native(root).(map[string]any)}, nil
 	}
-	return &workingObject{doc: d}, nil
+	return &workingObject{doc: d, root: root}, nil
 }
 
 // asMap returns the object decoded, with deferred patches applied; nil
@@ -61,7 +71,7 @@ func newWorkingObject(raw []byte, obj any) (*workingObject, error) {
 // the object through Value.
 func (w *workingObject) asMap() map[string]any {
 	if w.doc != nil {
-		w.decoded = w.doc.native(0).(map[string]any)
+		w.decoded = w.doc.native(w.root).(map[string]any)
 		w.doc = nil
 		if err := applyPatch(w.decoded, w.pending); err != nil && w.err == nil {
 			w.err = fmt.Errorf("a deferred patch did not apply: %w", err)
@@ -83,7 +93,7 @@ func (w *workingObject) parsed() *jsonDoc {
 // Value returns the object for reading; absent when there is none.
 func (w *workingObject) Value() Value {
 	if d := w.parsed(); d != nil {
-		return Value{doc: d, exists: true}
+		return Value{doc: d, i: w.root, exists: true}
 	}
 	if m := w.asMap(); m != nil {
 		return PlainValue(m)
@@ -94,7 +104,7 @@ func (w *workingObject) Value() Value {
 // celValue returns the object for CEL: null when there is none.
 func (w *workingObject) celValue() ref.Val {
 	if d := w.parsed(); d != nil {
-		return d.celValue(0)
+		return d.celValue(w.root)
 	}
 	if m := w.asMap(); m != nil {
 		return types.DefaultTypeAdapter.NativeToValue(m)
@@ -104,7 +114,7 @@ func (w *workingObject) celValue() ref.Val {
 
 // patch applies ops, or defers them when they surely apply.
 func (w *workingObject) patch(ops []jsonpatch.JsonPatchOperation) error {
-	if w.doc != nil && canDefer(w.doc, append(w.pending[:len(w.pending):len(w.pending)], ops...)) {
+	if w.doc != nil && canDefer(w.doc, w.root, append(w.pending[:len(w.pending):len(w.pending)], ops...)) {
 		w.pending = append(w.pending, ops...)
 		return nil
 	}
@@ -116,7 +126,7 @@ func (w *workingObject) patch(ops []jsonpatch.JsonPatchOperation) error {
 // exists in the document, and no operation into a container that an
 // earlier one changed: then each parent exists when its turn comes, as it
 // did in the document. Anything else is applied at once.
-func canDefer(d *jsonDoc, ops []jsonpatch.JsonPatchOperation) bool {
+func canDefer(d *jsonDoc, root int32, ops []jsonpatch.JsonPatchOperation) bool {
 	changed := make([][]string, 0, len(ops)) // each earlier operation's parent
 	for _, op := range ops {
 		if op.Operation != "add" || !isPlain(op.Value) {
@@ -132,7 +142,7 @@ func canDefer(d *jsonDoc, ops []jsonpatch.JsonPatchOperation) bool {
 			}
 		}
 		parent, last := segs[:len(segs)-1], segs[len(segs)-1]
-		i := int32(0)
+		i := root
 		for _, s := range parent {
 			var ok bool
 			switch d.nodes[i].kind {

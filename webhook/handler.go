@@ -186,7 +186,13 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	var bad *badRequest
-	apiVersion, buf, bad = readReview(ctx, r, &grant, &req)
+	var review *engine.Review
+	if buf, bad = readBodyOf(ctx, r, &grant); bad == nil {
+		apiVersion, review, bad = decodeReview(buf.Bytes(), &req)
+	}
+	// The tape is read by the evaluation, and reused once the answer is
+	// written.
+	defer review.Release()
 	if bad != nil {
 		if bad.notEvaluated {
 			if h.Throttled != nil {
@@ -200,6 +206,9 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	decoded = true
 
+	if review != nil {
+		ctx = engine.WithReview(ctx, review)
+	}
 	resp := h.Handler.Handle(ctx, req)
 	h.write(w, rec, apiVersion, req, resp, buf)
 }
@@ -268,23 +277,22 @@ func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion s
 	}
 }
 
-// readReview reads and checks the body of r into req, in a pooled buffer it
-// returns (to put back once the answer is written), under g. It returns
-// the review's apiVersion, or why the request is bad. Content-Length only
-// refuses a body announced too large: memory and budget follow the bytes
-// received.
-func readReview(ctx context.Context, r *http.Request, g *bodyGrant, req *admission.Request) (string, *bytes.Buffer, *badRequest) {
+// readBodyOf reads and checks the body of r, in a pooled buffer it returns
+// (to put back once the answer is written), under g; or why the request is
+// bad. Content-Length only refuses a body announced too large: memory and
+// budget follow the bytes received.
+func readBodyOf(ctx context.Context, r *http.Request, g *bodyGrant) (*bytes.Buffer, *badRequest) {
 	if r.Method != http.MethodPost {
-		return "", nil, reject(http.StatusMethodNotAllowed, "method %s not allowed: POST an AdmissionReview", r.Method)
+		return nil, reject(http.StatusMethodNotAllowed, "method %s not allowed: POST an AdmissionReview", r.Method)
 	}
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-		return "", nil, reject(http.StatusBadRequest, "%v", err)
+		return nil, reject(http.StatusBadRequest, "%v", err)
 	}
 	if r.ContentLength > MaxRequestBytes {
-		return "", nil, reject(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, MaxRequestBytes)
+		return nil, reject(http.StatusRequestEntityTooLarge, "request body of %d bytes is over the limit of %d bytes", r.ContentLength, MaxRequestBytes)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return "", nil, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+		return nil, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
 	}
 	buf, err := readBody(ctx, r.Body, MaxRequestBytes+1, g)
 	if be := (*budgetError)(nil); errors.As(err, &be) {
@@ -293,43 +301,69 @@ func readReview(ctx context.Context, r *http.Request, g *bodyGrant, req *admissi
 			bad.msg = fmt.Sprintf("celadon: too many request bodies in flight (budget %d bytes): no room freed up before the deadline (%v)", g.b.Size(), context.Cause(ctx))
 		}
 		bad.notEvaluated = true
-		return "", buf, bad
+		return buf, bad
 	}
 	if err != nil {
-		return "", buf, reject(http.StatusBadRequest, "reading the request body: %v", err)
+		return buf, reject(http.StatusBadRequest, "reading the request body: %v", err)
 	}
 	if buf == nil {
-		return "", nil, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+		return nil, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
 	}
 	body := buf.Bytes()
 	if len(body) > MaxRequestBytes {
-		return "", buf, reject(http.StatusRequestEntityTooLarge, "request body is over the limit of %d bytes", MaxRequestBytes)
+		return buf, reject(http.StatusRequestEntityTooLarge, "request body is over the limit of %d bytes", MaxRequestBytes)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return "", buf, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
+		return buf, reject(http.StatusBadRequest, "request body is empty: POST an AdmissionReview")
 	}
-	var review reviewIn
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
-		return "", buf, reject(http.StatusBadRequest, "request body is not a JSON AdmissionReview: %v", err)
+	return buf, nil
+}
+
+// decodeReview decodes an AdmissionReview body into req. It parses the body
+// once into a tape (engine.ParseReview) and returns it, for Evaluate to read
+// the objects from: the caller releases it once the answer is written. A
+// body the tape does not read exactly as the API server's decoder would is
+// decoded by that decoder instead, as it always was, and gets no Review.
+func decodeReview(body []byte, req *admission.Request) (string, *engine.Review, *badRequest) {
+	review, err := engine.ParseReview(body)
+	if err != nil {
+		var in reviewIn
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &in); err != nil {
+			return "", nil, reject(http.StatusBadRequest, "request body is not a JSON AdmissionReview: %v", err)
+		}
+		if bad := checkEnvelope(in.APIVersion, in.Kind, in.Request); bad != nil {
+			return "", nil, bad
+		}
+		req.AdmissionRequest = *in.Request
+		return in.APIVersion, nil, nil
 	}
-	switch review.APIVersion {
-	case admissionv1.SchemeGroupVersion.String(), admissionv1beta1.SchemeGroupVersion.String():
-	case "":
-		return "", buf, reject(http.StatusBadRequest, "AdmissionReview has no apiVersion: want %s or %s", admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
-	default:
-		return "", buf, reject(http.StatusBadRequest, "unsupported apiVersion %q: want %s or %s", review.APIVersion, admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
-	}
-	if review.Kind != "AdmissionReview" {
-		return "", buf, reject(http.StatusBadRequest, "kind %q is not AdmissionReview", review.Kind)
-	}
-	if review.Request == nil {
-		return "", buf, reject(http.StatusBadRequest, "AdmissionReview has no request")
-	}
-	if review.Request.UID == "" {
-		return "", buf, reject(http.StatusBadRequest, "AdmissionReview request has no uid")
+	if bad := checkEnvelope(review.APIVersion, review.Kind, review.Request); bad != nil {
+		review.Release()
+		return "", nil, bad
 	}
 	req.AdmissionRequest = *review.Request
-	return review.APIVersion, buf, nil
+	return review.APIVersion, review, nil
+}
+
+// checkEnvelope checks what every review must have.
+func checkEnvelope(apiVersion, kind string, req *admissionv1.AdmissionRequest) *badRequest {
+	switch apiVersion {
+	case admissionv1.SchemeGroupVersion.String(), admissionv1beta1.SchemeGroupVersion.String():
+	case "":
+		return reject(http.StatusBadRequest, "AdmissionReview has no apiVersion: want %s or %s", admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
+	default:
+		return reject(http.StatusBadRequest, "unsupported apiVersion %q: want %s or %s", apiVersion, admissionv1.SchemeGroupVersion, admissionv1beta1.SchemeGroupVersion)
+	}
+	if kind != "AdmissionReview" {
+		return reject(http.StatusBadRequest, "kind %q is not AdmissionReview", kind)
+	}
+	if req == nil {
+		return reject(http.StatusBadRequest, "AdmissionReview has no request")
+	}
+	if req.UID == "" {
+		return reject(http.StatusBadRequest, "AdmissionReview request has no uid")
+	}
+	return nil
 }
 
 func checkContentType(ct string) error {

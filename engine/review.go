@@ -30,6 +30,7 @@ type Review struct {
 	req               admissionv1.AdmissionRequest
 	doc               jsonDoc
 	object, oldObject int32 // value nodes; -1 when absent
+	reqKR             *requestedKindAndResource
 }
 
 // ErrReviewSlowPath is wrapped by ParseReview's errors: the body is not one
@@ -116,6 +117,21 @@ func (r *Review) parse(body []byte) error {
 	return nil
 }
 
+// requestedKindAndResource holds a request's requestKind and
+// requestResource in one allocation. It is not pooled: the request may be
+// kept.
+type requestedKindAndResource struct {
+	kind     metav1.GroupVersionKind
+	resource metav1.GroupVersionResource
+}
+
+func (r *Review) requested() *requestedKindAndResource {
+	if r.reqKR == nil {
+		r.reqKR = new(requestedKindAndResource)
+	}
+	return r.reqKR
+}
+
 func (r *Review) readRequest(i int32) bool {
 	d, q := &r.doc, &r.req
 	for k, v := range d.members(i) {
@@ -133,12 +149,12 @@ func (r *Review) readRequest(i int32) bool {
 			ok = d.readString(v, &q.SubResource)
 		case "requestKind":
 			if d.nodes[v].kind != jsonNull {
-				q.RequestKind = new(metav1.GroupVersionKind)
+				q.RequestKind = &r.requested().kind
 				ok = d.readGVK(v, q.RequestKind)
 			}
 		case "requestResource":
 			if d.nodes[v].kind != jsonNull {
-				q.RequestResource = new(metav1.GroupVersionResource)
+				q.RequestResource = &r.requested().resource
 				ok = d.readGVR(v, q.RequestResource)
 			}
 		case "requestSubResource":
@@ -313,18 +329,21 @@ func (d *jsonDoc) raw(i int32) ([]byte, int32) {
 // reviewKey carries a Review in a context, for Evaluate.
 type reviewKey struct{}
 
-// WithReview returns ctx carrying r, so that Evaluate reads r's object and
-// old object from its tape instead of parsing their bytes again. Evaluate
-// uses them only for a request whose Object and OldObject bytes are still
-// r's.
+// ReviewKey is the context key under which Evaluate looks for the Review a
+// request was read from, to read its object and old object from the tape
+// instead of parsing their bytes again. It uses them only for a request
+// whose Object and OldObject bytes are still the Review's.
+var ReviewKey any = reviewKey{}
+
+// WithReview returns ctx carrying r under ReviewKey.
 func WithReview(ctx context.Context, r *Review) context.Context {
-	return context.WithValue(ctx, reviewKey{}, r)
+	return context.WithValue(ctx, ReviewKey, r)
 }
 
 // parsedObjects returns the tape nodes of req's object and old object when
 // ctx carries the Review req was read from and req still holds its bytes.
 func parsedObjects(ctx context.Context, req *admissionv1.AdmissionRequest) (*jsonDoc, int32, int32, bool) {
-	r, _ := ctx.Value(reviewKey{}).(*Review)
+	r, _ := ctx.Value(ReviewKey).(*Review)
 	if r == nil || r.Request == nil || !sameBytes(req.Object.Raw, r.req.Object.Raw) || !sameBytes(req.OldObject.Raw, r.req.OldObject.Raw) ||
 		req.Object.Object != nil || req.OldObject.Object != nil {
 		return nil, 0, 0, false

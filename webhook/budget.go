@@ -130,18 +130,23 @@ func (e *budgetError) Unwrap() error { return e.err }
 // returns the buffer (nil when the body was empty), and a *budgetError
 // when budget ran out, or the read error.
 func readBody(ctx context.Context, body io.Reader, limit int64, g *bodyGrant) (*bytes.Buffer, error) {
-	var head [firstRead]byte
-	n, err := io.ReadAtLeast(body, head[:], 1)
+	// The first bytes go into a pooled buffer before any budget is taken:
+	// an empty body takes none.
+	buf := getBuffer()
+	buf.Grow(firstRead)
+	head := buf.AvailableBuffer()[:firstRead]
+	n, err := io.ReadAtLeast(body, head, 1)
 	if n == 0 {
+		putBuffer(buf)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			err = nil
 		}
 		return nil, err
 	}
 	if err := g.take(ctx, bodyChunk); err != nil {
+		putBuffer(buf)
 		return nil, &budgetError{err}
 	}
-	buf := getBuffer()
 	buf.Write(head[:n])
 	for int64(buf.Len()) < limit {
 		if int64(buf.Len()) >= g.held {

@@ -160,14 +160,13 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// hold the connection forever (the server only bounds the headers).
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	// The deadline, not the connection, bounds the wait for body budget and
-	// the evaluation: controller-runtime's server cancels every request's
-	// context as soon as shutdown starts, and in-flight requests must still
-	// get their answer.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
-	defer cancel()
+	// the evaluation (requestContext).
+	rc := newRequestContext(r.Context(), timeout)
+	defer rc.stop()
+	var ctx context.Context = rc
 
 	// The body's budget and buffer are held until the answer is written:
-	// the buffer is reused for it, and the decoded request copies the body.
+	// the buffer is reused for it, and the parsed review copies the body.
 	grant := bodyGrant{b: h.Bodies}
 	defer grant.release()
 	var buf *bytes.Buffer
@@ -206,9 +205,7 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	decoded = true
 
-	if review != nil {
-		ctx = engine.WithReview(ctx, review)
-	}
+	rc.review = review
 	resp := h.Handler.Handle(ctx, req)
 	h.write(w, rec, apiVersion, req, resp, buf)
 }

@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -439,7 +440,12 @@ func run(o options, stdout, stderr io.Writer) error {
 		} else if label == "policies" {
 			label = "shipped"
 		}
-		srv, err := e.StartServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), serveArgs, logf)
+		args := serveArgs
+		if s.dir == EmptyPolicies {
+			// serve refuses an empty set unless told it is meant.
+			args = append(slices.Clone(serveArgs), "--allow-empty-policies")
+		}
+		srv, err := e.StartServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), args, logf)
 		if err != nil {
 			return err
 		}

@@ -16,7 +16,7 @@ IMAGE   ?= celadon:$(VERSION)
 # e2e and controlplane tests start real processes; keep the suite bounded.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test test-tools unit run demo bench soak lint fuzz fuzz-short clean image policy-test deploy-generate
+.PHONY: all build test test-tools unit run demo bench profile soak lint fuzz fuzz-short clean image policy-test deploy-generate
 
 all: build
 
@@ -122,11 +122,19 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_SHORT)
 
 # bench runs the Go benchmarks, then short load runs through a real
-# `celadon serve` at concurrency 1, 8 and 32, then `celadon scan` of a
+# `celadon serve` at concurrency 1, 8 and 32, each followed by the same run
+# against a no-op HTTPS webhook (the floor: a table of Celadon/floor
+# ratios), then `celadon scan` of a
 # synthetic cluster of 1,000, 10,000 and 50,000 ConfigMaps (SCAN_SIZES; 0 skips
 # it), and prints the tables.
 bench: $(CONTROLPLANE_BINS) $(BIN)/celadon
 	CELADON=$(BIN)/celadon GO=$(GO) BENCH_PKGS="./engine/ ./builtins/" bash hack/bench.sh
+
+# profile takes a CPU profile of `celadon serve` under c=32 /mutate load
+# (--pprof-bind-address on 127.0.0.1) and prints `go tool pprof -top` of it
+# (hack/profile.sh; PROFILE_DURATION, PROFILE_PATH, PROFILE_OUT).
+profile: $(CONTROLPLANE_BINS) $(BIN)/celadon
+	CELADON=$(BIN)/celadon GO=$(GO) bash hack/profile.sh
 
 # soak runs `celadon serve` for SOAK_DURATION (default 10m) under mixed
 # load with policy edits every 30s and certificate rotations every 2m, and

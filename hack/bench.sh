@@ -15,6 +15,12 @@
 #
 # The load tool and the server share the machine's cores: the table's
 # "server CPU" and "client CPU" columns show how they split them.
+#
+# Every load run of Celadon is followed by the same run against a no-op
+# HTTPS webhook (test/load -floor), and a second table gives Celadon's
+# req/s, server CPU per review and p99 over that floor's.
+#   FLOOR_ROUNDS=3 bash hack/bench.sh        # medians of 3 interleaved pairs
+#   LOAD_FLOOR=0 bash hack/bench.sh          # no floor runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +29,10 @@ LOAD_DURATION=${LOAD_DURATION:-5s}
 LOAD_CONCURRENCY=${LOAD_CONCURRENCY:-1,8,32}
 LOAD_PATHS=${LOAD_PATHS:-/mutate,/validate}
 LOAD_MIX=${LOAD_MIX:-pod=8,deploydelete=1,ingress=1}
+floor=()
+if [[ ${LOAD_FLOOR:-1} != 0 ]]; then
+  floor=(-floor -floor-rounds "${FLOOR_ROUNDS:-1}")
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -50,8 +60,8 @@ if [[ -z $celadon ]]; then
 fi
 $GO build -o "$tmp/load" ./test/load
 
-echo "== load: $LOAD_PATHS, concurrency $LOAD_CONCURRENCY, $LOAD_DURATION each, mix $LOAD_MIX; baseline: empty policy set at the highest concurrency"
-"$tmp/load" -spawn "$celadon" -policies policies -baseline \
+echo "== load: $LOAD_PATHS, concurrency $LOAD_CONCURRENCY, $LOAD_DURATION each, mix $LOAD_MIX; baseline: empty policy set at the highest concurrency${floor:+; each run then against the no-op floor}"
+"$tmp/load" -spawn "$celadon" -policies policies -baseline "${floor[@]}" \
   -path "$LOAD_PATHS" -c "$LOAD_CONCURRENCY" -d "$LOAD_DURATION" -mix "$LOAD_MIX" ${LOAD_ARGS:-}
 
 # Pod CREATE latency through kube-apiserver: the webhook installed, none,
@@ -68,7 +78,7 @@ fi
 if [[ -n ${LOAD_RATE:-} ]]; then
   echo
   echo "== load, open loop: $LOAD_RATE reviews/s offered, up to ${LOAD_CONCURRENCY##*,} in flight"
-  "$tmp/load" -spawn "$celadon" -policies policies -baseline \
+  "$tmp/load" -spawn "$celadon" -policies policies -baseline "${floor[@]}" \
     -path "$LOAD_PATHS" -c "${LOAD_CONCURRENCY##*,}" -rate "$LOAD_RATE" -d "$LOAD_DURATION" -mix "$LOAD_MIX" ${LOAD_ARGS:-}
 fi
 

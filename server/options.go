@@ -122,6 +122,13 @@ type Options struct {
 	// HealthProbeBindAddress serves /healthz and /readyz over plain HTTP.
 	// Default ":8081"; "0" disables them.
 	HealthProbeBindAddress string
+	// PprofBindAddress serves net/http/pprof (/debug/pprof/...) over plain
+	// HTTP, with no authentication: "" or "0" (the default) disables it.
+	// It must be a loopback address (127.0.0.0/8, ::1 or localhost, with a
+	// port; CheckLoopbackAddress), so that only a process on the same host,
+	// or in the same Pod, can profile the server: a profile names the
+	// server's code and its command line, and costs CPU to take.
+	PprofBindAddress string
 
 	// Config reaches the API server, for the namespace informer. Default:
 	// Kubeconfig when set, else controller-runtime's loading rules
@@ -361,6 +368,35 @@ func (o *Options) setDefaults() {
 	if o.DecisionLogRate == 0 {
 		o.DecisionLogRate = DefaultDecisionLogRate
 	}
+}
+
+// CheckLoopbackAddress refuses a HOST:PORT address whose host is not
+// loopback: an IP in 127.0.0.0/8, ::1, or the name localhost. An empty host
+// (":6060") listens on every address and is refused too.
+func CheckLoopbackAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT on loopback, e.g. 127.0.0.1:6060: %v", addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: bad port: %v", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address: want 127.0.0.1, [::1] or localhost with a port, since pprof is served to any caller without authentication", addr)
+}
+
+// pprofAddress is the address controller-runtime's manager serves pprof
+// on; "" serves none.
+func (o *Options) pprofAddress() string {
+	if o.PprofBindAddress == "0" {
+		return ""
+	}
+	return o.PprofBindAddress
 }
 
 // ServiceAccountFromEnv returns the username of the Pod's service account,

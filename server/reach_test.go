@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,5 +180,86 @@ func TestClientCA(t *testing.T) {
 	if resp, err := post(other); err == nil {
 		resp.Body.Close()
 		t.Errorf("with a certificate from another CA: HTTP %d, want the handshake refused", resp.StatusCode)
+	}
+}
+
+// pprof is served on loopback only: any other address is refused before
+// anything listens.
+func TestCheckLoopbackAddress(t *testing.T) {
+	for _, a := range []string{"127.0.0.1:6060", "127.3.2.1:6060", "[::1]:6060", "localhost:6060", "127.0.0.1:0"} {
+		if err := CheckLoopbackAddress(a); err != nil {
+			t.Errorf("CheckLoopbackAddress(%q) = %v, want accepted", a, err)
+		}
+	}
+	for _, a := range []string{":6060", "0.0.0.0:6060", "[::]:6060", "10.0.0.1:6060", "192.168.1.2:6060", "[fe80::1]:6060",
+		"example.com:6060", "localhost.example.com:6060", "127.0.0.1", "localhost", "127.0.0.1:http-alt-nope"} {
+		if err := CheckLoopbackAddress(a); err == nil {
+			t.Errorf("CheckLoopbackAddress(%q) accepted, want refused", a)
+		}
+	}
+	_, err := NewServer(Options{
+		PoliciesDir: writePolicies(t, map[string]string{"deny.yaml": handlerPolicies["20-deny.yaml"]}),
+		Registry:    testRegistry(), Namespaces: staticNamespaces{}, Logger: testr.New(t),
+		PprofBindAddress: "0.0.0.0:6060",
+	})
+	if err == nil || !strings.Contains(err.Error(), "PprofBindAddress") || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("NewServer with PprofBindAddress 0.0.0.0:6060: %v, want refused naming the option", err)
+	}
+	// "" and "0" hand controller-runtime's manager no address: no listener.
+	for _, a := range []string{"", "0"} {
+		if got := (&Options{PprofBindAddress: a}).pprofAddress(); got != "" {
+			t.Errorf("pprofAddress of %q = %q, want \"\" (off)", a, got)
+		}
+	}
+}
+
+// TestPprof runs the server with PprofBindAddress and takes a CPU profile
+// from it, as `make profile` does.
+func TestPprof(t *testing.T) {
+	certDir := t.TempDir()
+	cert, key, _ := newTestCA(t, "celadon-serving-ca").issue(t)
+	installCert(t, certDir, cert, key)
+	hookAddr, pprofAddr := freeAddr(t), freeAddr(t)
+	_, portStr, _ := net.SplitHostPort(hookAddr)
+	port, _ := strconv.Atoi(portStr)
+	s, err := NewServer(Options{
+		PoliciesDir:            writePolicies(t, map[string]string{"deny.yaml": handlerPolicies["20-deny.yaml"]}),
+		Registry:               testRegistry(),
+		Host:                   "127.0.0.1",
+		Port:                   port,
+		CertDir:                certDir,
+		MetricsBindAddress:     "0",
+		HealthProbeBindAddress: "0",
+		PprofBindAddress:       pprofAddr,
+		Config:                 &rest.Config{Host: "https://127.0.0.1:1"}, // never dialled
+		Namespaces:             staticNamespaces{},
+		Logger:                 testr.New(t),
+		ReloadInterval:         time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	eventually(t, "the pprof index", func() bool {
+		select {
+		case err := <-errc:
+			t.Fatalf("Start returned early: %v", err)
+		default:
+		}
+		code, body, err := getBody("http://" + pprofAddr + "/debug/pprof/")
+		return err == nil && code == http.StatusOK && strings.Contains(body, "goroutine")
+	})
+	code, body, err := getBody("http://" + pprofAddr + "/debug/pprof/profile?seconds=1")
+	// A CPU profile is gzipped protobuf.
+	if err != nil || code != http.StatusOK || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Errorf("/debug/pprof/profile: HTTP %d, %v, %d bytes starting %q; want a gzipped profile", code, err, len(body), body[:min(len(body), 16)])
 	}
 }

@@ -119,6 +119,11 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("webhook: managing the webhook configurations: %w", err)
 		}
 	}
+	if a := opts.pprofAddress(); a != "" {
+		if err := CheckLoopbackAddress(a); err != nil {
+			return nil, fmt.Errorf("webhook: Options.PprofBindAddress: %w", err)
+		}
+	}
 	if opts.DecisionLogPassSample < 0 {
 		return nil, fmt.Errorf("webhook: Options.DecisionLogPassSample %d: want 0 (no pass result), 1 (every one) or N (one in N)", opts.DecisionLogPassSample)
 	}
@@ -377,6 +382,7 @@ func (s *Server) Start(ctx context.Context) error {
 		Logger:                  s.log.WithName("manager"),
 		Metrics:                 o.metricsOptions(s.StatusHandler()),
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		PprofBindAddress:        o.pprofAddress(), // loopback only: NewServer checked it
 		WebhookServer:           hooks,
 		GracefulShutdownTimeout: &shutdown,
 		LeaderElection:          o.LeaderElection,
@@ -510,6 +516,7 @@ func (s *Server) Start(ctx context.Context) error {
 	snap := s.Snapshot()
 	s.log.Info("starting the admission webhook", "port", o.Port, "certDir", o.CertDir,
 		"metrics", o.MetricsBindAddress, "metricsSecure", !o.InsecureMetrics, "clientCA", o.ClientCAFile, "healthProbes", o.HealthProbeBindAddress,
+		"pprof", o.pprofAddress(),
 		"policies", len(snap.Policies), "hash", snap.Hash, "maxConcurrent", s.limiter.Size())
 	err = mgr.Start(ctx)
 	cancel()

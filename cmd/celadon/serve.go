@@ -49,6 +49,7 @@ type serveOptions struct {
 	metricsSecure   bool
 	clientCA        string
 	probeAddr       string
+	pprofAddr       string
 	kubeconfig      string
 	logLevel        string
 	logFormat       string
@@ -103,6 +104,7 @@ var serveEnv = map[string]string{
 	"metrics-secure":            "CELADON_METRICS_SECURE",
 	"client-ca":                 "CELADON_CLIENT_CA",
 	"health-probe-bind-address": "CELADON_HEALTH_PROBE_BIND_ADDRESS",
+	"pprof-bind-address":        "CELADON_PPROF_BIND_ADDRESS",
 	"log-level":                 "CELADON_LOG_LEVEL",
 	"log-format":                "CELADON_LOG_FORMAT",
 	"service-account":           "CELADON_SERVICE_ACCOUNT",
@@ -178,7 +180,9 @@ certificate, and only for a bearer token the API server authenticates
 401 or 403 otherwise. --metrics-secure=false serves them as plain HTTP to
 anyone, for local development. /healthz and /readyz (plain HTTP; ready once
 the policies are loaded, the namespace cache has synced and the webhook
-listens) on --health-probe-bind-address.
+listens) on --health-probe-bind-address. --pprof-bind-address serves
+net/http/pprof's /debug/pprof/ (plain HTTP, no authentication) on a
+loopback address only, for profiling; off by default.
 
 Decision logs: every fail, warn and error result (Audit's fails included)
 is logged at info level by the logger "celadon.decision", one line per
@@ -257,6 +261,7 @@ usage or policies that do not load.`,
 	f.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve /metrics and /status over HTTPS, each request's bearer token authenticated and authorized by the API server (get on the path); false serves plain HTTP to anyone, for local development only")
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM bundle of CAs: the webhook requires a client certificate they signed (the API server's, see its AdmissionConfiguration) and refuses any other client at the TLS handshake")
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", server.DefaultHealthProbeBindAddress, `address of /healthz and /readyz (plain HTTP); "0" disables them`)
+	f.StringVar(&o.pprofAddr, "pprof-bind-address", "", `loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT) of net/http/pprof's /debug/pprof/, plain HTTP with no authentication, for profiling; any other address is refused; "" disables it`)
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log verbosity: error, info, debug, or a number (V-level; debug is 1)")
 	f.StringVar(&o.logFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
@@ -345,6 +350,11 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 	if o.exMaxLifetime < 0 {
 		return server.Options{}, fmt.Errorf("--exceptions-max-lifetime %v: want a positive duration, or 0 for the default", o.exMaxLifetime)
 	}
+	if o.pprofAddr != "" && o.pprofAddr != "0" {
+		if err := server.CheckLoopbackAddress(o.pprofAddr); err != nil {
+			return server.Options{}, fmt.Errorf("--pprof-bind-address: %v", err)
+		}
+	}
 	var svc *controllers.ServiceRef
 	if o.webhookService != "" {
 		if svc, err = parseServiceRef(o.webhookService); err != nil {
@@ -418,6 +428,7 @@ func (o *serveOptions) options(log logr.Logger) (server.Options, error) {
 		InsecureMetrics:         !o.metricsSecure,
 		ClientCAFile:            o.clientCA,
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		Kubeconfig:              o.kubeconfig,
 		ServiceAccount:          sa,
 		MaxConcurrent:           o.maxConcurrent,

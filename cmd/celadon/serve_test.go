@@ -152,6 +152,10 @@ func TestServeUsageErrors(t *testing.T) {
 		{nil, []string{"--decision-log-pass-sample", "-1"}, "--decision-log-pass-sample -1: want 0"},
 		{nil, []string{"--decision-log-rate", "-5"}, "--decision-log-rate -5"},
 		{nil, []string{"--manage-webhooks", "--webhook-service", "x"}, "--webhook-service: want NAMESPACE/NAME[:PORT]"},
+		// pprof is never served beyond loopback.
+		{nil, []string{"--pprof-bind-address", "0.0.0.0:6060"}, `--pprof-bind-address: "0.0.0.0:6060" is not a loopback address`},
+		{nil, []string{"--pprof-bind-address", ":6060"}, `--pprof-bind-address: ":6060" is not a loopback address`},
+		{map[string]string{"CELADON_PPROF_BIND_ADDRESS": "10.1.2.3:6060"}, nil, `--pprof-bind-address: "10.1.2.3:6060" is not a loopback address`},
 	}
 	for _, c := range cases {
 		for k, v := range c.env {
@@ -237,6 +241,13 @@ func TestServeOptions(t *testing.T) {
 	o.decisionLog, o.decisionPassSample, o.decisionLogRate = true, 5, 200
 	if opts, _ := o.options(testr.New(t)); opts.DisableDecisionLogs || opts.DecisionLogPassSample != 5 || opts.DecisionLogRate != 200 {
 		t.Errorf("decision logs: disabled %v, pass sample %d, rate %d; want on, 5, 200", opts.DisableDecisionLogs, opts.DecisionLogPassSample, opts.DecisionLogRate)
+	}
+	if opts.PprofBindAddress != "" {
+		t.Errorf("PprofBindAddress %q by default, want \"\" (off)", opts.PprofBindAddress)
+	}
+	o.pprofAddr = "127.0.0.1:6060"
+	if opts, err := o.options(testr.New(t)); err != nil || opts.PprofBindAddress != "127.0.0.1:6060" {
+		t.Errorf("--pprof-bind-address 127.0.0.1:6060: PprofBindAddress %q, %v", opts.PprofBindAddress, err)
 	}
 	o.serviceAccount = "other/sa" // the flag wins over the environment
 	if opts, _ := o.options(testr.New(t)); opts.ServiceAccount != "system:serviceaccount:other:sa" {

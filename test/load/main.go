@@ -6,6 +6,8 @@
 //	go run ./test/load -spawn ./bin/celadon -policies synthetic:1000 -c 32 -d 10s   # RSS with 1,000 policies
 //	go run ./test/load -spawn ./bin/celadon -pods 200                                 # pod CREATE latency, webhook vs none
 //	go run ./test/load -spawn ./bin/celadon -soak 10m                                 # soak: reloads, rotations, RSS, goroutines
+//	go run ./test/load -spawn ./bin/celadon -floor -path /mutate,/validate -c 32       # Celadon over a no-op webhook's floor
+//	go run ./test/load -spawn ./bin/celadon -path /mutate -c 32 -d 10s -cpuprofile /tmp/cpu.pprof
 //	go run ./test/load -url https://127.0.0.1:9443/validate -ca certs/ca.crt -server-pid 1234 -c 32 -n 100000
 //
 // With -spawn it starts etcd and kube-apiserver (bin/, through
@@ -14,6 +16,11 @@
 // subprocess on 127.0.0.1 with generated certificates, once per -policies
 // directory. The client and the server share the machine's cores; the
 // table reports each one's CPU use so that the share is visible.
+//
+// With -floor, every run of Celadon is followed by one of the same path,
+// concurrency and rate against a no-op HTTPS webhook (this binary run with
+// -serve-floor, so that its CPU is read from /proc as Celadon's is), and a
+// second table gives Celadon's figures over the floor's.
 //
 // Traffic only ever goes to 127.0.0.1, and every run stops by itself:
 // after -d, after -n requests, and in any case after -max-duration.
@@ -25,15 +32,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"celadon.io/celadon/internal/devenv"
 	"celadon.io/celadon/internal/synthetic"
 	"celadon.io/celadon/test/load/loadgen"
 )
@@ -69,6 +79,11 @@ type options struct {
 	soakReload  time.Duration
 	soakRotate  time.Duration
 	soakSample  time.Duration
+	floor       bool
+	floorRounds int
+	serveFloor  bool
+	floorCerts  string
+	cpuprofile  string
 }
 
 func main() {
@@ -97,9 +112,20 @@ func main() {
 	flag.DurationVar(&o.soakRotate, "soak-rotate", 2*time.Minute, "with -soak: a certificate rotation (new CA) this often")
 	flag.DurationVar(&o.soakSample, "soak-sample", 10*time.Second, "with -soak: sample RSS and goroutines this often")
 	flag.StringVar(&o.serveArgs, "serve-args", "", "with -spawn: extra space-separated flags for celadon serve")
+	flag.BoolVar(&o.floor, "floor", false, "with -spawn: follow every run with the same run against a no-op HTTPS webhook (the floor), and print Celadon/floor ratios")
+	flag.IntVar(&o.floorRounds, "floor-rounds", 1, "with -floor: Celadon/floor pairs of runs per path and concurrency; the ratios are of the medians")
+	flag.BoolVar(&o.serveFloor, "serve-floor", false, "internal: serve the no-op webhook on the listener -floor hands over")
+	flag.StringVar(&o.floorCerts, "floor-cert-dir", "", "internal: with -serve-floor, the directory of tls.crt and tls.key")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "with -spawn and a single run (one -policies, -path and -c, -d given): write a CPU profile of celadon serve over the measured window to this file (serve gets --pprof-bind-address on 127.0.0.1)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fatalf("unexpected arguments: %v", flag.Args())
+	}
+	if o.serveFloor {
+		if err := serveFloor(o.floorCerts); err != nil {
+			fatalf("floor: %v", err)
+		}
+		return
 	}
 	if err := run(o, os.Stdout, os.Stderr); err != nil {
 		fatalf("%v", err)
@@ -109,6 +135,17 @@ func main() {
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "load: "+format+"\n", args...)
 	os.Exit(1)
+}
+
+// serveFloor is the -serve-floor process: the no-op webhook until SIGTERM.
+func serveFloor(certDir string) error {
+	ln, err := loadgen.FloorListener()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return loadgen.ServeFloor(ctx, ln, certDir)
 }
 
 func parseInts(s string) ([]int, error) {
@@ -176,24 +213,79 @@ func run(o options, stdout, stderr io.Writer) error {
 		Warmup: o.warmup, Timeout: o.timeout, Rate: o.rate,
 		Templates: templates, Schedule: loadgen.Schedule(mix),
 	}
+	if o.floor && (o.spawn == "" || o.pods > 0 || o.soak > 0) {
+		return fmt.Errorf("-floor needs -spawn, and neither -pods nor -soak")
+	}
+	if o.floorRounds < 1 {
+		return fmt.Errorf("-floor-rounds %d: want at least 1", o.floorRounds)
+	}
+	if o.cpuprofile != "" {
+		// One run, so that the profile is of one thing.
+		if o.spawn == "" || o.pods > 0 || o.soak > 0 || o.floor || o.baseline || len(splitList(o.policies)) != 1 || len(paths) != 1 || len(concs) != 1 {
+			return fmt.Errorf("-cpuprofile needs -spawn and a single run: one -policies, -path and -c, no -baseline, -floor, -pods or -soak")
+		}
+		if o.duration < time.Second {
+			return fmt.Errorf("-cpuprofile needs -d of at least 1s: the profile covers it")
+		}
+	}
 	var results []*loadgen.Result
-	measure := func(label, baseURL, caFile string, pid int, paths []string, concs []int) error {
+	var ratios []loadgen.FloorRatio
+	var floor *loadgen.Server // set with -floor
+	pprofAddr := ""           // serve's --pprof-bind-address, with -cpuprofile
+	runOne := func(label, url, caFile string, pid, c int, profile bool) (*loadgen.Result, error) {
+		client, err := loadgen.NewClient(caFile, c, o.timeout)
+		if err != nil {
+			return nil, err
+		}
+		cfg := base
+		cfg.Label, cfg.URL, cfg.Concurrency, cfg.Client, cfg.ServerPID = label, url, c, client, pid
+		var profErr chan error
+		if profile {
+			profErr = make(chan error, 1)
+			cfg.Started = func() {
+				go func() { profErr <- fetchProfile(pprofAddr, o.duration, o.cpuprofile) }()
+			}
+		}
+		logf("run: policies=%s %s c=%d", label, url, c)
+		r, err := loadgen.Run(cfg)
+		client.CloseIdleConnections()
+		if err != nil {
+			return nil, err
+		}
+		if profErr != nil {
+			if err := <-profErr; err != nil {
+				return nil, fmt.Errorf("-cpuprofile: %w", err)
+			}
+			logf("     CPU profile of the server over the run: %s", o.cpuprofile)
+		}
+		logf("     %.0f req/s, p99 %.2f ms, %d errors", r.RPS, r.P99ms, r.ErrorCount)
+		results = append(results, r)
+		return r, nil
+	}
+	measure := func(label string, srv *loadgen.Server, paths []string, concs []int) error {
 		for _, p := range paths {
 			for _, c := range concs {
-				client, err := loadgen.NewClient(caFile, c, o.timeout)
-				if err != nil {
-					return err
+				// Celadon, floor, Celadon, floor...: both see the same
+				// drift of a shared machine.
+				var as, fs []*loadgen.Result
+				for range o.floorRounds {
+					a, err := runOne(label, srv.BaseURL+p, srv.CAFile, srv.PID, c, o.cpuprofile != "")
+					if err != nil {
+						return err
+					}
+					as = append(as, a)
+					if floor == nil {
+						break
+					}
+					f, err := runOne(loadgen.FloorLabel, floor.BaseURL+p, floor.CAFile, floor.PID, c, false)
+					if err != nil {
+						return err
+					}
+					fs = append(fs, f)
 				}
-				cfg := base
-				cfg.Label, cfg.URL, cfg.Concurrency, cfg.Client, cfg.ServerPID = label, baseURL+p, c, client, pid
-				logf("run: policies=%s path=%s c=%d", label, p, c)
-				r, err := loadgen.Run(cfg)
-				client.CloseIdleConnections()
-				if err != nil {
-					return err
+				if floor != nil {
+					ratios = append(ratios, loadgen.CompareFloor(as, fs))
 				}
-				logf("     %.0f req/s, p99 %.2f ms, %d errors", r.RPS, r.P99ms, r.ErrorCount)
-				results = append(results, r)
 			}
 		}
 		return nil
@@ -212,10 +304,10 @@ func run(o options, stdout, stderr io.Writer) error {
 			cut := len("https://") + i
 			paths, baseURL = []string{baseURL[cut:]}, baseURL[:cut]
 		}
-		if err := measure("(given)", baseURL, o.ca, o.serverPID, paths, concs); err != nil {
+		if err := measure("(given)", &loadgen.Server{BaseURL: baseURL, CAFile: o.ca, PID: o.serverPID}, paths, concs); err != nil {
 			return err
 		}
-		return report(o, stdout, results)
+		return report(o, stdout, results, nil)
 	}
 
 	bin, err := filepath.Abs(o.spawn)
@@ -295,6 +387,24 @@ func run(o options, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "unmatched pod: %+.2f ms with the webhook, %+.2f ms with a no-op webhook\n", r.UnmatchedMedianDiffMs, r.NoopUnmatched.P50Ms-r.WithoutUnmatched.P50Ms)
 		return nil
 	}
+	if o.floor {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if floor, err = e.StartFloor(self, "floor", logf); err != nil {
+			return err
+		}
+	}
+	serveArgs := strings.Fields(o.serveArgs)
+	if o.cpuprofile != "" {
+		port, err := devenv.FreePort()
+		if err != nil {
+			return err
+		}
+		pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
+		serveArgs = append(serveArgs, "--pprof-bind-address", pprofAddr)
+	}
 	type set struct {
 		dir   string
 		concs []int
@@ -330,16 +440,21 @@ func run(o options, stdout, stderr io.Writer) error {
 		} else if label == "policies" {
 			label = "shipped"
 		}
-		srv, err := e.StartServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), strings.Fields(o.serveArgs), logf)
+		args := serveArgs
+		if s.dir == EmptyPolicies {
+			// serve refuses an empty set unless told it is meant.
+			args = append(slices.Clone(serveArgs), "--allow-empty-policies")
+		}
+		srv, err := e.StartServer(ctx, bin, dir, fmt.Sprintf("celadon-%d", i), args, logf)
 		if err != nil {
 			return err
 		}
-		if err := measure(label, srv.BaseURL, srv.CAFile, srv.PID, paths, s.concs); err != nil {
+		if err := measure(label, srv, paths, s.concs); err != nil {
 			return err
 		}
 		srv.Stop()
 	}
-	return report(o, stdout, results)
+	return report(o, stdout, results, ratios)
 }
 
 // writeJSON writes v as indented JSON, for -json.
@@ -349,12 +464,71 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func report(o options, w io.Writer, results []*loadgen.Result) error {
+// fetchProfile writes a CPU profile of the server at pprofAddr, taken over
+// d (whole seconds, as pprof counts them), to file.
+func fetchProfile(pprofAddr string, d time.Duration, file string) error {
+	secs := max(1, int(d/time.Second))
+	c := &http.Client{Timeout: time.Duration(secs)*time.Second + 30*time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: HTTP %d: %s", resp.Request.URL, resp.StatusCode, b)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// report prints the results, then with -floor the Celadon/floor ratios.
+// Its JSON is the list of results, or with -floor an object holding it
+// and the ratios.
+func report(o options, w io.Writer, results []*loadgen.Result, ratios []loadgen.FloorRatio) error {
 	if o.json {
+		if o.floor {
+			return writeJSON(w, struct {
+				Results     []*loadgen.Result    `json:"results"`
+				FloorRatios []loadgen.FloorRatio `json:"floor_ratios"`
+			}{results, ratios})
+		}
 		return writeJSON(w, results)
 	}
 	PrintTable(w, results)
+	if o.floor {
+		fmt.Fprintln(w)
+		PrintFloorTable(w, ratios)
+	}
 	return nil
+}
+
+// PrintFloorTable prints Celadon's figures over the floor's.
+func PrintFloorTable(w io.Writer, ratios []loadgen.FloorRatio) {
+	if len(ratios) > 0 && ratios[0].Runs > 1 {
+		fmt.Fprintf(w, "Celadon / floor (a no-op HTTPS webhook), medians of %d interleaved runs each:\n", ratios[0].Runs)
+	} else {
+		fmt.Fprintln(w, "Celadon / floor (a no-op HTTPS webhook), runs interleaved:")
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policies\tpath\tc\trate\treq/s\tfloor req/s\treq/s ×floor\tserver µs/req\tfloor µs/req\tµs/req ×floor\tp99 ms\tfloor p99 ms\tp99 ×floor\terrors\t")
+	for _, r := range ratios {
+		rate := "closed"
+		if r.Rate > 0 {
+			rate = fmt.Sprintf("%.0f/s", r.Rate)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n",
+			r.Label, r.Path, r.Concurrency, rate, r.RPS, r.FloorRPS, r.RPSRatio, r.CPUPerReq, r.FloorCPUPerReq, r.CPURatio,
+			r.P99ms, r.FloorP99ms, r.P99Ratio, r.Errors)
+	}
+	tw.Flush()
 }
 
 func reportSoak(o options, w io.Writer, r *loadgen.SoakResult) error {

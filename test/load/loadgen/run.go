@@ -45,6 +45,9 @@ type RunConfig struct {
 	// (a *TransportError): it then counts in Result.Tolerated, not as an
 	// error. For a server that is shutting down on purpose.
 	Tolerate func(err *TransportError) bool
+	// Started, when not nil, is called as the measured window begins,
+	// after the warm-up: e.g. to take a CPU profile of the server over it.
+	Started func()
 	// Live, when not nil, is updated as answers arrive, so that a caller
 	// can inject a fault once traffic flows.
 	Live *Live
@@ -361,6 +364,9 @@ func Run(cfg RunConfig) (*Result, error) {
 	var issued atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
+	if cfg.Started != nil {
+		cfg.Started()
+	}
 	var dues chan time.Time
 	if cfg.Rate > 0 {
 		// Open loop: a pacer schedules a request every 1/Rate; a free

@@ -148,6 +148,22 @@ var overlayEnv = sync.OnceValues(func() (*policyEnv, error) {
 	return pe, nil
 })
 
+// overlayPrograms are overlayExpressions compiled, once: fuzzing calls
+// checkOverlay many times.
+var overlayPrograms = sync.OnceValues(func() ([]*Expression, error) {
+	pe, err := overlayEnv()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Expression, len(overlayExpressions))
+	for i, expr := range overlayExpressions {
+		if out[i], err = pe.compile("test", expr, nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+})
+
 // checkOverlay patches a random document with random batches of
 // operations, deferred, and after each expects every read through the
 // overlay (Value, Decode, the JSON text, CEL) to give what the decoded
@@ -163,7 +179,7 @@ func checkOverlay(t *testing.T, seed uint64) {
 	w, err := newWorkingObject(raw, nil)
 	must(t, err)
 	want := w.doc.native(0).(map[string]any)
-	pe, err := overlayEnv()
+	programs, err := overlayPrograms()
 	must(t, err)
 	for step := range 6 {
 		ops := make([]JSONPatchOp, 1+r.IntN(3))
@@ -184,9 +200,8 @@ func checkOverlay(t *testing.T, seed uint64) {
 			t.Fatalf("seed %d step %d: %v was not deferred", seed, step, ops)
 		}
 		checkValuesMatch(t, w.Value(), PlainValue(want))
-		for _, expr := range overlayExpressions {
-			e, err := pe.compile("test", expr, nil)
-			must(t, err)
+		for i, e := range programs {
+			expr := overlayExpressions[i]
 			eval := func(object, oldObject ref.Val) (any, error) {
 				v, _, err := e.program.Eval(map[string]any{"object": object, "oldObject": oldObject, "variables": emptyVariables})
 				if err != nil {

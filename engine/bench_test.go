@@ -22,7 +22,7 @@ import (
 // podCreate returns the benchmark's Pod CREATE request. The object is
 // compacted, as the API server sends it: the file is indented for people,
 // and its whitespace would be a fifth of what the decoder reads.
-func podCreate(b *testing.B) *admissionv1.AdmissionRequest {
+func podCreate(b testing.TB) *admissionv1.AdmissionRequest {
 	indented, err := os.ReadFile("testdata/pod.json")
 	if err != nil {
 		b.Fatal(err)

@@ -183,7 +183,13 @@ func TestValueMatchesPlain(t *testing.T) {
 
 func checkValueMatchesPlain(t *testing.T, d *jsonDoc) {
 	t.Helper()
-	parsed, plain := Value{doc: d, exists: true}, PlainValue(d.native(0))
+	checkValuesMatch(t, Value{doc: d, exists: true}, PlainValue(d.native(0)))
+}
+
+// checkValuesMatch reads a, a parsed document (maybe with an overlay), and
+// b, its plain equivalent, and expects the same everywhere.
+func checkValuesMatch(t *testing.T, parsed, plain Value) {
+	t.Helper()
 	var walk func(path string, a, b Value)
 	walk = func(path string, a, b Value) {
 		if a.Exists() != b.Exists() || a.IsNull() != b.IsNull() || a.IsObject() != b.IsObject() ||
@@ -321,9 +327,10 @@ func TestCanDefer(t *testing.T) {
 	}
 }
 
-// TestDeferredPatchIsAppliedOnRead patches with deferral, then reads the
-// object through CEL, Value and Map: all see the patch.
-func TestDeferredPatchIsAppliedOnRead(t *testing.T) {
+// TestDeferredPatchIsReadThroughTheOverlay patches with deferral, then
+// reads the object through Value and CEL without decoding it, and through
+// asMap: all see the patch.
+func TestDeferredPatchIsReadThroughTheOverlay(t *testing.T) {
 	w, err := newWorkingObject([]byte(celDoc), nil)
 	must(t, err)
 	must(t, w.patch([]JSONPatchOp{Op("add", "/metadata/labels/new", "v")}))
@@ -333,20 +340,35 @@ func TestDeferredPatchIsAppliedOnRead(t *testing.T) {
 	if got, _ := w.Value().Get("metadata").Get("labels").Get("new").Str(); got != "v" {
 		t.Errorf("Value reads new=%q", got)
 	}
-	if w.doc != nil || w.err != nil {
-		t.Fatalf("reading did not decode: doc %v, err %v", w.doc != nil, w.err)
-	}
 	labels := w.celValue().(interface{ Get(ref.Val) ref.Val }).Get(types.String("metadata"))
 	if got := labels.(interface{ Get(ref.Val) ref.Val }).Get(types.String("labels")); got.Equal(types.DefaultTypeAdapter.NativeToValue(map[string]any{"app": "web", "tier": "front", "new": "v"})) != types.True {
 		t.Errorf("CEL reads labels %v", got)
 	}
-	// A patch that cannot be deferred applies at once, and one that does not
-	// apply is an error.
+	if w.doc == nil || w.err != nil {
+		t.Fatalf("reading decoded: err %v", w.err)
+	}
+	// Replace, remove and a second operation into a changed container
+	// are deferred too.
+	must(t, w.patch([]JSONPatchOp{Op("replace", "/metadata/name", "web-1"), Op("remove", "/metadata/labels/app", nil), Op("add", "/metadata/labels/x", "y")}))
+	if w.doc == nil {
+		t.Fatal("replace and remove were not deferred")
+	}
+	if got, _ := w.Value().Get("metadata").Get("name").Str(); got != "web-1" {
+		t.Errorf("Value reads name=%q", got)
+	}
+	want := map[string]any{"tier": "front", "new": "v", "x": "y"}
+	if got := w.Value().Get("metadata").Get("labels").Interface(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Value reads labels %v", got)
+	}
+	if got := w.asMap()["metadata"].(map[string]any)["labels"]; w.err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded labels %v, %v", got, w.err)
+	}
+	// A "test" applies at once, and a patch that does not apply is an error.
 	w, err = newWorkingObject([]byte(celDoc), nil)
 	must(t, err)
-	must(t, w.patch([]JSONPatchOp{Op("replace", "/metadata/name", "web-1")}))
-	if w.doc != nil || w.asMap()["metadata"].(map[string]any)["name"] != "web-1" {
-		t.Errorf("replace was not applied at once")
+	must(t, w.patch([]JSONPatchOp{Op("test", "/metadata/name", "web-0")}))
+	if w.doc != nil {
+		t.Error("test was deferred")
 	}
 	if err := w.patch([]JSONPatchOp{Op("add", "/nope/x", 1)}); err == nil {
 		t.Error("a patch into a missing parent applied")

@@ -112,17 +112,19 @@ func (d *jsonDoc) native(i int32) any {
 }
 
 // Value is a read-only view of a JSON value: of the request's object as the
-// API server sent it, parsed but not decoded into Go maps, or of a plain Go
-// value (map[string]any, []any, string, int64, float64, bool or nil) once
-// the object has been decoded. Reading a few fields through a Value costs
+// API server sent it, parsed but not decoded into Go maps (with earlier
+// policies' deferred patches laid over it), or of a plain Go value
+// (map[string]any, []any, string, int64, float64, bool or nil) once the
+// object has been decoded. Reading a few fields through a Value costs
 // no allocation; Interface decodes, and Decode gives the caller a copy,
 // typed or plain.
 //
 // The zero Value is absent: Get of a missing key yields it. Its methods
 // return their zero results, except IsNull, which is true.
 type Value struct {
-	doc    *jsonDoc // nil: plain holds the value
+	doc    *jsonDoc // nil: ov or else plain holds the value
 	i      int32
+	ov     *ovContainer // a container a deferred patch changed
 	plain  any
 	exists bool
 }
@@ -136,6 +138,9 @@ func (v Value) Exists() bool { return v.exists }
 
 // IsNull reports whether the value is absent or JSON null.
 func (v Value) IsNull() bool {
+	if v.ov != nil {
+		return false
+	}
 	if v.doc != nil {
 		return v.doc.nodes[v.i].kind == jsonNull
 	}
@@ -144,6 +149,9 @@ func (v Value) IsNull() bool {
 
 // IsObject reports whether the value is a JSON object.
 func (v Value) IsObject() bool {
+	if v.ov != nil {
+		return !v.ov.list
+	}
 	if v.doc != nil {
 		return v.doc.nodes[v.i].kind == jsonObject
 	}
@@ -153,6 +161,9 @@ func (v Value) IsObject() bool {
 
 // IsList reports whether the value is a JSON list.
 func (v Value) IsList() bool {
+	if v.ov != nil {
+		return v.ov.list
+	}
 	if v.doc != nil {
 		return v.doc.nodes[v.i].kind == jsonList
 	}
@@ -175,6 +186,14 @@ func (v Value) Str() (string, bool) {
 // Get returns the member key of an object; absent if there is none or v is
 // not an object.
 func (v Value) Get(key string) Value {
+	if v.ov != nil {
+		if !v.ov.list {
+			if n, ok := v.ov.get(key); ok {
+				return n.value(v.ov.doc)
+			}
+		}
+		return Value{}
+	}
 	if v.doc != nil {
 		if v.doc.nodes[v.i].kind == jsonObject {
 			if j, ok := v.doc.member(v.i, key); ok {
@@ -191,6 +210,9 @@ func (v Value) Get(key string) Value {
 // Len returns the number of members of an object or elements of a list;
 // 0 for anything else.
 func (v Value) Len() int {
+	if v.ov != nil {
+		return v.ov.length()
+	}
 	if v.doc != nil {
 		if k := v.doc.nodes[v.i].kind; k == jsonObject || k == jsonList {
 			return int(v.doc.nodes[v.i].a)
@@ -207,8 +229,15 @@ func (v Value) Len() int {
 }
 
 // Range calls fn for each member of an object: in document order for a
-// parsed one, in map order for a decoded one.
+// parsed one (then the members a deferred patch added), in map order for a
+// decoded one.
 func (v Value) Range(fn func(key string, e Value)) {
+	if v.ov != nil {
+		if !v.ov.list {
+			v.ov.rangeMembers(func(key string, n ovNode) { fn(key, n.value(v.ov.doc)) })
+		}
+		return
+	}
 	if v.doc != nil {
 		n := v.doc.nodes[v.i]
 		if n.kind != jsonObject {
@@ -229,6 +258,16 @@ func (v Value) Range(fn func(key string, e Value)) {
 
 // Elements returns the elements of a list; nil if v is not a list.
 func (v Value) Elements() []Value {
+	if v.ov != nil {
+		if !v.ov.list {
+			return nil
+		}
+		out := make([]Value, len(v.ov.elems))
+		for k, n := range v.ov.elems {
+			out[k] = n.value(v.ov.doc)
+		}
+		return out
+	}
 	if v.doc != nil {
 		n := v.doc.nodes[v.i]
 		if n.kind != jsonList {
@@ -257,6 +296,9 @@ func (v Value) Elements() []Value {
 // reading. For a parsed object that decodes it, a new map each call; for a
 // decoded one it is the engine's own: use Decode for a copy to change.
 func (v Value) Interface() any {
+	if v.ov != nil {
+		return v.ov.native(false)
+	}
 	if v.doc != nil {
 		return v.doc.native(v.i)
 	}

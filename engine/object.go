@@ -13,14 +13,16 @@ import (
 
 // workingObject is the request's object (or old object) as the policies see
 // it. It starts as the parsed document, which CEL and Value read without
-// decoding, and is decoded into plain Go maps only when something reads it
-// after a patch, or for Decision.Object. Patches that surely apply are
-// deferred while nothing reads the result, so a request whose only
-// mutation is the last step never decodes its object.
+// decoding. Patches that apply are deferred (pending), and reads see them
+// laid over the document (overlay.go); the object is decoded into plain Go
+// maps only for Decision.Object, or for a patch the overlay does not take
+// (a "test", or one that does not apply, to report its error).
 type workingObject struct {
 	doc     *jsonDoc // the parsed object while it is not decoded
 	root    int32    // the object's node in doc
 	pending []jsonpatch.JsonPatchOperation
+	// ov is pending laid over doc, built on first read after a patch.
+	ov      *ovContainer
 	decoded map[string]any // the decoded object; nil while doc is set
 	// err is a deferred patch that failed to apply after all. canDefer
 	// rules that out; it is kept so that it cannot pass silently.
@@ -76,9 +78,21 @@ func (w *workingObject) asMap() map[string]any {
 		if err := applyPatch(w.decoded, w.pending); err != nil && w.err == nil {
 			w.err = fmt.Errorf("a deferred patch did not apply: %w", err)
 		}
-		w.pending = nil
+		w.pending, w.ov = nil, nil
 	}
 	return w.decoded
+}
+
+// overlay returns the pending patch laid over the document; nil when there
+// is none, or when it does not apply after all.
+func (w *workingObject) overlay() *ovContainer {
+	if w.doc == nil || len(w.pending) == 0 {
+		return nil
+	}
+	if w.ov == nil {
+		w.ov, _ = buildOverlay(w.doc, w.root, w.pending)
+	}
+	return w.ov
 }
 
 // parsed returns the document while it can be read as it is: parsed and
@@ -95,6 +109,9 @@ func (w *workingObject) Value() Value {
 	if d := w.parsed(); d != nil {
 		return Value{doc: d, i: w.root, exists: true}
 	}
+	if c := w.overlay(); c != nil {
+		return Value{ov: c, exists: true}
+	}
 	if m := w.asMap(); m != nil {
 		return PlainValue(m)
 	}
@@ -106,23 +123,36 @@ func (w *workingObject) celValue() ref.Val {
 	if d := w.parsed(); d != nil {
 		return d.celValue(w.root)
 	}
+	if c := w.overlay(); c != nil {
+		return c.celValue()
+	}
 	if m := w.asMap(); m != nil {
 		return types.DefaultTypeAdapter.NativeToValue(m)
 	}
 	return types.NullValue
 }
 
-// patch applies ops, or defers them when they surely apply.
+// patch defers ops when they apply, and else applies them to the decoded
+// object, which gives the error.
 func (w *workingObject) patch(ops []jsonpatch.JsonPatchOperation) error {
-	if w.doc != nil && canDefer(w.doc, w.root, append(w.pending[:len(w.pending):len(w.pending)], ops...)) {
-		w.pending = append(w.pending, ops...)
-		return nil
+	if w.doc != nil {
+		all := append(w.pending[:len(w.pending):len(w.pending)], ops...)
+		// canDefer is the cheap check: the overlay is built only if
+		// something reads the object.
+		if canDefer(w.doc, w.root, all) {
+			w.pending, w.ov = all, nil
+			return nil
+		}
+		if c, ok := buildOverlay(w.doc, w.root, all); ok {
+			w.pending, w.ov = all, c
+			return nil
+		}
 	}
 	return applyPatch(w.asMap(), ops)
 }
 
 // canDefer reports whether applyPatch would surely succeed on the document
-// with ops. It accepts only "add" operations of plain values whose parent
+// with ops, without building the overlay. It accepts only "add" operations of plain values whose parent
 // exists in the document, and no operation into a container that an
 // earlier one changed: then each parent exists when its turn comes, as it
 // did in the document. Anything else is applied at once.

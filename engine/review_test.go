@@ -41,6 +41,14 @@ func TestEvaluateReadsTheReviewTape(t *testing.T) {
 		t.Fatalf("from the tape %s %v %q; from bytes %s %v %q", states(got), got.Patch, got.Warnings, states(want), want.Patch, want.Warnings)
 	}
 
+	gotObj, err := got.Object()
+	must(t, err)
+	wantObj, err := want.Object()
+	must(t, err)
+	if !reflect.DeepEqual(gotObj, wantObj) {
+		t.Fatalf("patched object from the tape %v, from bytes %v", gotObj, wantObj)
+	}
+
 	// A decorator that replaced the object: its bytes count.
 	other := req
 	other.Object = raw(t, pod("other", map[string]string{"app": "web"}))

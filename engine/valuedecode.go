@@ -56,7 +56,7 @@ func (v Value) Decode(dst any) error {
 		return fmt.Errorf("cannot decode into %T: %w", dst, err)
 	}
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(text, dst); err != nil {
-		if v.doc == nil {
+		if v.doc == nil && v.ov == nil {
 			// Of several faults the decoder names the first, and a map's
 			// keys come in no set order: decode again, keys sorted, so that
 			// the error is the same every time.
@@ -73,6 +73,9 @@ func (v Value) Decode(dst any) error {
 
 // copyPlain returns the value as plain Go values the caller owns.
 func (v Value) copyPlain() any {
+	if v.ov != nil {
+		return v.ov.native(true)
+	}
 	if v.doc != nil {
 		return v.doc.native(v.i)
 	}
@@ -82,6 +85,9 @@ func (v Value) copyPlain() any {
 // jsonText returns the value as JSON. The whole parsed object is the text
 // it was parsed from; a part of it is written out from the tape.
 func (v Value) jsonText() ([]byte, error) {
+	if v.ov != nil {
+		return v.ov.appendJSON(nil)
+	}
 	if v.doc == nil {
 		return appendPlainJSON(nil, v.plain)
 	}

@@ -255,6 +255,7 @@ func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion s
 		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
 		out, _ = e.appendReview(buf.AvailableBuffer(), apiVersion, req.UID, &resp)
 	}
+	keep(buf, out)
 	if rec != nil {
 		rec.decision = decisionOf(&resp)
 	}
@@ -362,11 +363,13 @@ func writeStatus(w http.ResponseWriter, code int, msg string) {
 	buf := getBuffer()
 	defer putBuffer(buf)
 	body, _ := appendStatus(buf.AvailableBuffer(), &st, 0) // no Details: cannot fail
+	body = append(body, '\n')
+	keep(buf, body)
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(code)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 func statusReason(code int) metav1.StatusReason {

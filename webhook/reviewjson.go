@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"math"
@@ -37,6 +38,9 @@ func putEncoder(e *reviewEncoder) {
 	if cap(e.patch) > 1<<20 { // let big buffers go
 		e.patch = nil
 	}
+	if cap(e.keys) > 1<<14 {
+		e.keys = nil
+	}
 	e.patch = e.patch[:0]
 	clear(e.keys[:cap(e.keys)])
 	e.keys = e.keys[:0]
@@ -51,6 +55,14 @@ func AppendReview(b []byte, apiVersion string, uid types.UID, resp *admission.Re
 	e := getEncoder()
 	defer putEncoder(e)
 	return e.appendReview(b, apiVersion, uid, resp)
+}
+
+// keep has buf hold out, appended to buf's free space: an array that
+// grew goes back to the pool with buf.
+func keep(buf *bytes.Buffer, out []byte) {
+	if cap(out) > buf.Cap() {
+		*buf = *bytes.NewBuffer(out[:0])
+	}
 }
 
 var jsonPatchType = admissionv1.PatchTypeJSONPatch

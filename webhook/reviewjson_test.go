@@ -218,6 +218,22 @@ func TestAppendReviewAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestKeepHoldsTheGrownArray: an answer larger than the request's buffer
+// goes back to the pool in it.
+func TestKeepHoldsTheGrownArray(t *testing.T) {
+	buf := bytes.NewBuffer(make([]byte, 0, 8))
+	small := append(buf.AvailableBuffer(), "short"...)
+	keep(buf, small)
+	if buf.Cap() != 8 || &buf.AvailableBuffer()[:1][0] != &small[0] {
+		t.Errorf("an answer that fits: the buffer changed (cap %d)", buf.Cap())
+	}
+	big := append(buf.AvailableBuffer(), "longer than eight"...)
+	keep(buf, big)
+	if buf.Cap() != cap(big) || buf.Len() != 0 || &buf.AvailableBuffer()[:1][0] != &big[0] {
+		t.Errorf("a grown answer: cap %d, len %d; want the grown array, empty", buf.Cap(), buf.Len())
+	}
+}
+
 // FuzzReviewResponseJSON builds responses from fuzzed strings and numbers
 // and compares AppendReview's bytes with encoding/json's.
 func FuzzReviewResponseJSON(f *testing.F) {

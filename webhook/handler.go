@@ -3,7 +3,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -237,9 +236,10 @@ func (h *ReviewHandler) recovered(w http.ResponseWriter, rec *recorder, apiVersi
 	}
 }
 
-// write completes resp for req and writes it as a review of apiVersion; a
-// response of NotEvaluated is written as its HTTP status instead, so that
-// the API server applies the webhook's failurePolicy.
+// write writes resp for req as a review of apiVersion, completed as
+// resp.Complete would (AppendReview); a response of NotEvaluated is
+// written as its HTTP status instead, so that the API server applies the
+// webhook's failurePolicy. buf, when not nil, holds the bytes written.
 func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion string, req admission.Request, resp admission.Response, buf *bytes.Buffer) {
 	if notEvaluated(&resp) {
 		if rec != nil {
@@ -248,31 +248,35 @@ func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion s
 		writeStatus(w, int(resp.Result.Code), resp.Result.Message)
 		return
 	}
-	if err := resp.Complete(req); err != nil {
+	if buf == nil {
+		buf = getBuffer()
+		defer putBuffer(buf)
+	}
+	buf.Reset()
+	e := getEncoder()
+	defer putEncoder(e)
+	out, err := e.appendReview(buf.AvailableBuffer(), apiVersion, req.UID, &resp)
+	if err != nil {
 		h.Log.Error(err, "cannot encode the admission response", "uid", req.UID)
 		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
-		resp.UID = req.UID
+		out, _ = e.appendReview(buf.AvailableBuffer(), apiVersion, req.UID, &resp)
 	}
+	keep(buf, out)
 	if rec != nil {
 		rec.decision = decisionOf(&resp)
 	}
-
-	buf.Reset()
-	out := admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: "AdmissionReview"},
-		Response: &resp.AdmissionResponse,
-	}
-	if err := json.NewEncoder(buf).Encode(&out); err != nil {
-		h.Log.Error(err, "cannot encode the admission review", "uid", req.UID)
-		writeStatus(w, http.StatusInternalServerError, "celadon: cannot encode the response: "+err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
+	// Shared, read-only header values: Header().Set allocates a slice.
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(buf.Bytes()); err != nil && h.Log.V(1).Enabled() {
+	if _, err := w.Write(out); err != nil && h.Log.V(1).Enabled() {
 		h.Log.V(1).Info("cannot write the admission review", "uid", req.UID, "error", err.Error())
 	}
 }
+
+var (
+	jsonContentType = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
 
 // readBodyOf reads and checks the body of r, in a pooled buffer it returns
 // (to put back once the answer is written), under g; or why the request is
@@ -387,11 +391,16 @@ func writeStatus(w http.ResponseWriter, code int, msg string) {
 		Reason:   statusReason(code),
 		Code:     int32(code),
 	}
-	body, _ := json.Marshal(&st)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	buf := getBuffer()
+	defer putBuffer(buf)
+	body, _ := appendStatus(buf.AvailableBuffer(), &st, 0) // no Details: cannot fail
+	body = append(body, '\n')
+	keep(buf, body)
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(code)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 func statusReason(code int) metav1.StatusReason {
@@ -447,10 +456,11 @@ func queryValue(rawQuery, key string) (string, bool) {
 	return "", false
 }
 
-// decisionOf classifies a completed response for metrics.
+// decisionOf classifies a response for metrics, as completed: no Result
+// is code 200.
 func decisionOf(resp *admission.Response) string {
 	switch {
-	case !resp.Allowed && resp.Result != nil && resp.Result.Code != http.StatusForbidden:
+	case !resp.Allowed && (resp.Result == nil || resp.Result.Code != http.StatusForbidden):
 		return DecisionError
 	case !resp.Allowed:
 		return DecisionDenied

@@ -7,25 +7,27 @@ import (
 	"celadon.io/celadon/engine"
 )
 
-// Response builds the admission response for an engine decision through
-// controller-runtime's constructors; Complete then sets the UID, the status
-// code and the encoded patch. The server and `celadon eval -o review` both
-// use it, so what eval prints is what the server sends.
+// Response builds the admission response for an engine decision. An
+// allowed one has no status: AppendReview writes it with code 200, as
+// Complete would, and building none saves an allocation per request. It
+// shares the decision's patch and warnings. The server and `celadon eval
+// -o review` both build it here and write it with AppendReview, so what
+// eval prints is what the server sends.
 func Response(d *engine.Decision) admission.Response {
 	var resp admission.Response
-	switch {
-	case !d.Allowed:
+	if d.Allowed {
+		resp.Allowed = true
+		if len(d.Patch) > 0 {
+			resp.Patches = d.Patch
+		}
+	} else {
 		resp = admission.Denied(d.Message)
-	case len(d.Patch) > 0:
-		resp = admission.Patched("", d.Patch...)
-	default:
-		resp = admission.Allowed("")
 	}
 	if len(d.AuditAnnotations) > 0 {
 		resp.AuditAnnotations = d.AuditAnnotations
 	}
 	if len(d.Warnings) > 0 {
-		resp = resp.WithWarnings(d.Warnings...)
+		resp.Warnings = d.Warnings
 	}
 	return resp
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -635,23 +634,22 @@ func writePatches(w io.Writer, cases []*evalCase) error {
 }
 
 // writeReviews writes, for each request, the AdmissionReview the webhook
-// would send back: built by webhook.Response and completed by
-// controller-runtime as the server does, in the request's review version.
+// would send back: built by webhook.Response and written by
+// webhook.AppendReview as the server does, in the request's review
+// version, indented.
 func writeReviews(w io.Writer, cases []*evalCase) error {
 	var b bytes.Buffer
+	var j []byte
 	for _, c := range cases {
 		resp := webhook.Response(c.decision)
-		if err := resp.Complete(admission.Request{AdmissionRequest: *c.req}); err != nil {
+		var err error
+		if j, err = webhook.AppendReview(j[:0], c.apiVersion, c.req.UID, &resp); err != nil {
 			return fmt.Errorf("%s: %v", c.source, err)
 		}
-		rv := admissionv1.AdmissionReview{Response: &resp.AdmissionResponse}
-		rv.APIVersion, rv.Kind = c.apiVersion, "AdmissionReview"
-		j, err := json.MarshalIndent(rv, "", "  ")
-		if err != nil {
+		// Indent keeps AppendReview's closing newline.
+		if err := json.Indent(&b, j, "", "  "); err != nil {
 			return err
 		}
-		b.Write(j)
-		b.WriteString("\n")
 	}
 	_, err := w.Write(b.Bytes())
 	return err

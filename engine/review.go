@@ -329,21 +329,18 @@ func (d *jsonDoc) raw(i int32) ([]byte, int32) {
 // reviewKey carries a Review in a context, for Evaluate.
 type reviewKey struct{}
 
-// ReviewKey is the context key under which Evaluate looks for the Review a
-// request was read from, to read its object and old object from the tape
-// instead of parsing their bytes again. It uses them only for a request
-// whose Object and OldObject bytes are still the Review's.
-var ReviewKey any = reviewKey{}
-
-// WithReview returns ctx carrying r under ReviewKey.
+// WithReview returns ctx carrying r, so that Evaluate reads r's object and
+// old object from its tape instead of parsing their bytes again. Evaluate
+// uses them only for a request whose Object and OldObject bytes are still
+// r's.
 func WithReview(ctx context.Context, r *Review) context.Context {
-	return context.WithValue(ctx, ReviewKey, r)
+	return context.WithValue(ctx, reviewKey{}, r)
 }
 
 // parsedObjects returns the tape nodes of req's object and old object when
 // ctx carries the Review req was read from and req still holds its bytes.
 func parsedObjects(ctx context.Context, req *admissionv1.AdmissionRequest) (*jsonDoc, int32, int32, bool) {
-	r, _ := ctx.Value(ReviewKey).(*Review)
+	r, _ := ctx.Value(reviewKey{}).(*Review)
 	if r == nil || r.Request == nil || !sameBytes(req.Object.Raw, r.req.Object.Raw) || !sameBytes(req.OldObject.Raw, r.req.OldObject.Raw) ||
 		req.Object.Object != nil || req.OldObject.Object != nil {
 		return nil, 0, 0, false

@@ -159,10 +159,14 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// hold the connection forever (the server only bounds the headers).
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	// The deadline, not the connection, bounds the wait for body budget and
-	// the evaluation (requestContext).
-	rc := newRequestContext(r.Context(), timeout)
-	defer rc.stop()
-	var ctx context.Context = rc
+	// the evaluation: controller-runtime's server cancels every request's
+	// context as soon as shutdown starts, and in-flight requests must still
+	// get their answer. (A context of its own, with a timer made only when
+	// something waits, was tried: cel-go's context.WithCancel per
+	// evaluation then starts a goroutine each, as it cannot find a
+	// cancelCtx to register with.)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+	defer cancel()
 
 	// The body's budget and buffer are held until the answer is written:
 	// the buffer is reused for it, and the parsed review copies the body.
@@ -204,7 +208,9 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	decoded = true
 
-	rc.review = review
+	if review != nil {
+		ctx = engine.WithReview(ctx, review)
+	}
 	resp := h.Handler.Handle(ctx, req)
 	h.write(w, rec, apiVersion, req, resp, buf)
 }

@@ -188,6 +188,8 @@ func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, er
 	if want != nil && !ast.OutputType().IsExactType(want) && !ast.OutputType().IsExactType(cel.DynType) {
 		return nil, &exprError{field: field, expr: expr, msg: fmt.Sprintf("CEL: must evaluate to %s, not %s", want, ast.OutputType())}
 	}
+	// cel-go ≥ 0.31 plans every program of an environment against one
+	// function table; before, each program copied it (≈ 14.5 KB each).
 	prog, err := p.env.Program(ast, cel.InterruptCheckFrequency(celconfig.CheckFrequency))
 	if err != nil {
 		return nil, &exprError{field: field, expr: expr, msg: "CEL program: " + err.Error()}

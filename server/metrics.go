@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -134,50 +135,79 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 }
 
-// policyObservers are one policy's collectors, resolved once per loaded set
-// so that the request path does no label lookups, and its counts of the
-// last hour for /status.
+// policyObservers are what the server keeps of one policy across the sets
+// that hold it: its collectors, made on its first evaluation, and its
+// counts of the last hour for /status. A policy never evaluated has no
+// series: eager series cost ≈ 5 KB per policy.
 type policyObservers struct {
-	states   map[engine.State]prometheus.Counter
+	name   string
+	series atomic.Pointer[policySeries]
+	mu     sync.Mutex // orders making the series against forgetting them
+	gone   bool       // the policy left the set; under mu
+	recent *lazyResults
+}
+
+// policySeries are one policy's collectors, resolved once so that the
+// request path does no label lookups.
+type policySeries struct {
+	states   [5]prometheus.Counter // by stateIndex
 	errors   prometheus.Counter
 	panics   prometheus.Counter
 	duration prometheus.Observer
-	recent   *lazyResults
 }
 
 var allStates = []engine.State{engine.StatePass, engine.StateFail, engine.StateWarn, engine.StateError, engine.StateSkip}
 
-// observersFor resolves the collectors of snap's policies. A policy prev
-// (the observers of the set snap replaces; nil at first) holds too keeps
-// its counts of the last hour.
+// observersFor returns the observers of snap's policies: those of prev
+// (the set snap replaces; nil at first) for the policies it holds too, so
+// that they keep their series and counts.
 func (m *metrics) observersFor(snap *engine.Snapshot, prev map[string]*policyObservers) map[string]*policyObservers {
 	obs := make(map[string]*policyObservers, len(snap.Policies))
 	for _, p := range snap.Policies {
 		name := p.Name()
-		o := &policyObservers{
-			states:   make(map[engine.State]prometheus.Counter, len(allStates)),
-			errors:   m.policyErrors.WithLabelValues(name),
-			panics:   m.policyPanics.WithLabelValues(name),
-			duration: m.policyDuration.WithLabelValues(name),
-			recent:   new(lazyResults),
-		}
-		if old := prev[name]; old != nil {
-			o.recent = old.recent
-		}
-		for _, st := range allStates {
-			o.states[st] = m.policyEvals.WithLabelValues(name, string(st))
+		o := prev[name]
+		if o == nil {
+			o = &policyObservers{name: name, recent: new(lazyResults)}
 		}
 		obs[name] = o
 	}
 	return obs
 }
 
+// seriesOf returns o's collectors, making them on first use; nil once the
+// policy has left the set, so that a request still on the old set does not
+// bring back the series forgetPolicies deleted.
+func (m *metrics) seriesOf(o *policyObservers) *policySeries {
+	if s := o.series.Load(); s != nil {
+		return s
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if s := o.series.Load(); s != nil || o.gone {
+		return s
+	}
+	s := &policySeries{
+		errors:   m.policyErrors.WithLabelValues(o.name),
+		panics:   m.policyPanics.WithLabelValues(o.name),
+		duration: m.policyDuration.WithLabelValues(o.name),
+	}
+	for _, st := range allStates {
+		s.states[stateIndex(st)] = m.policyEvals.WithLabelValues(o.name, string(st))
+	}
+	o.series.Store(s)
+	return s
+}
+
 // forgetPolicies drops the series of policies that left the set.
 func (m *metrics) forgetPolicies(old, cur map[string]*policyObservers) {
-	for name := range old {
+	for name, o := range old {
 		if _, ok := cur[name]; ok {
 			continue
 		}
+		o.mu.Lock()
+		o.gone = true
+		o.series.Store(nil)
+		o.mu.Unlock()
 		l := prometheus.Labels{"policy": name}
 		m.policyEvals.DeletePartialMatch(l)
 		m.policyErrors.DeletePartialMatch(l)
@@ -196,17 +226,7 @@ func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult, 
 			continue
 		}
 		o.recent.get().record(now, r.State)
-		if c := o.states[r.State]; c != nil {
-			c.Inc()
-		} else {
-			m.policyEvals.WithLabelValues(r.Policy, string(r.State)).Inc()
-		}
-		o.duration.Observe(r.Duration.Seconds())
-		if r.State == engine.StateError {
-			o.errors.Inc()
-		}
 		if r.Panicked {
-			o.panics.Inc()
 			m.Panics.WithLabelValues(webhook.PanicBuiltin).Inc()
 		}
 		if r.Exception != "" {
@@ -214,6 +234,22 @@ func (m *metrics) observeResults(set *policySet, results []engine.PolicyResult, 
 			m.exApplied[r.Exception] = true
 			m.exceptionsApplied.WithLabelValues(r.Exception, r.Policy).Inc()
 			m.exMu.Unlock()
+		}
+		s := m.seriesOf(o)
+		if s == nil { // the policy left the set while this request ran
+			continue
+		}
+		if i := stateIndex(r.State); i >= 0 {
+			s.states[i].Inc()
+		} else {
+			m.policyEvals.WithLabelValues(r.Policy, string(r.State)).Inc()
+		}
+		s.duration.Observe(r.Duration.Seconds())
+		if r.State == engine.StateError {
+			s.errors.Inc()
+		}
+		if r.Panicked {
+			s.panics.Inc()
 		}
 	}
 }

@@ -440,3 +440,46 @@ go_goroutines_max 99
 		}
 	}
 }
+
+// TestPatchingWebhookAnswersCeladonsPatch: the patching no-op webhook
+// returns the shipped policies' patch of the pod fixture for the pod, and
+// no patch for anything else.
+func TestPatchingWebhookAnswersCeladonsPatch(t *testing.T) {
+	files, err := engine.ReadFiles(filepath.Join("..", "..", "..", "policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, err := LoadPod("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := podPatch(snap, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(patch), `"INDEX"`) {
+		t.Fatalf("patch %s does not set INDEX", patch)
+	}
+	h := patchingWebhook(patch)
+	for _, c := range []struct {
+		body    string
+		patched bool
+	}{
+		{`{"request":{"uid":"a","object":{"metadata":{"ownerReferences":[{"kind":"StatefulSet"}]}}}}`, true},
+		{`{"request":{"uid":"b","object":{"metadata":{}}}}`, false},
+	} {
+		w := httptest.NewRecorder()
+		h(w, httptest.NewRequest(http.MethodPost, "/noop", strings.NewReader(c.body)))
+		var review admissionv1.AdmissionReview
+		if err := json.Unmarshal(w.Body.Bytes(), &review); err != nil || review.Response == nil {
+			t.Fatalf("%s: %v %s", c.body, err, w.Body)
+		}
+		if got := string(review.Response.Patch); (got == string(patch)) != c.patched || !review.Response.Allowed {
+			t.Errorf("%s: allowed %v, patch %q", c.body, review.Response.Allowed, got)
+		}
+	}
+}

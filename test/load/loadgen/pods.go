@@ -1,18 +1,23 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,12 +41,19 @@ type PodLatency struct {
 	With    LatencySummary `json:"with_webhook"`
 	Without LatencySummary `json:"without_webhook"`
 	Noop    LatencySummary `json:"noop_webhook"`
+	// PatchNoop is a webhook that answers at once with the patch Celadon
+	// sends for the pod, computed before the run: what the API server
+	// spends calling a webhook and applying that patch.
+	PatchNoop LatencySummary `json:"patching_noop_webhook"`
 	// MedianDiffMs is With.P50Ms - Without.P50Ms.
 	MedianDiffMs float64 `json:"median_diff_ms"`
 
 	WithUnmatched    LatencySummary `json:"with_webhook_unmatched"`
 	WithoutUnmatched LatencySummary `json:"without_webhook_unmatched"`
 	NoopUnmatched    LatencySummary `json:"noop_webhook_unmatched"`
+	// PatchNoopUnmatched: the patching no-op webhook allows the unmatched
+	// pod without a patch.
+	PatchNoopUnmatched LatencySummary `json:"patching_noop_webhook_unmatched"`
 	// UnmatchedMedianDiffMs is WithUnmatched.P50Ms - WithoutUnmatched.P50Ms.
 	UnmatchedMedianDiffMs float64 `json:"unmatched_median_diff_ms"`
 
@@ -96,26 +108,20 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 	if mwc == nil {
 		return nil, fmt.Errorf("%s: no mutating policy, nothing would change a pod", policiesDir)
 	}
+	patch, err := podPatch(snap, podJSON)
+	if err != nil {
+		return nil, err
+	}
 	noop := httptest.NewUnstartedServer(http.HandlerFunc(noopWebhook))
 	noop.EnableHTTP2 = false
 	noop.StartTLS()
 	defer noop.Close()
-	noopPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: noop.Certificate().Raw})
-	noopM, noopV := mwc.DeepCopy(), vwc.DeepCopy()
-	for i := range noopM.Webhooks {
-		u := noop.URL + "/noop"
-		noopM.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: noopPEM}
-		noopM.Webhooks[i].ObjectSelector, noopM.Webhooks[i].MatchConditions = nil, nil
-		noopM.Webhooks[i].NamespaceSelector = unnarrowed(noopM.Webhooks[i].NamespaceSelector)
-	}
-	if noopV != nil {
-		for i := range noopV.Webhooks {
-			u := noop.URL + "/noop"
-			noopV.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: noopPEM}
-			noopV.Webhooks[i].ObjectSelector, noopV.Webhooks[i].MatchConditions = nil, nil
-			noopV.Webhooks[i].NamespaceSelector = unnarrowed(noopV.Webhooks[i].NamespaceSelector)
-		}
-	}
+	patching := httptest.NewUnstartedServer(patchingWebhook(patch))
+	patching.EnableHTTP2 = false
+	patching.StartTLS()
+	defer patching.Close()
+	noopM, noopV := pointedAt(mwc, vwc, noop)
+	patchM, patchV := pointedAt(mwc, vwc, patching)
 	cfg := *e.CP.Config
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the figures
 	c, err := client.New(&cfg, client.Options{})
@@ -153,8 +159,10 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 		modeWith = iota
 		modeWithout
 		modeNoop
+		modePatchNoop
+		modes
 	)
-	var hists, unmatched [3]Histogram
+	var hists, unmatched [modes]Histogram
 	n := 0
 	for round := 0; ; round++ {
 		done := true
@@ -164,8 +172,8 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 		if done {
 			break
 		}
-		for k := range 3 {
-			mode := (round + k) % 3
+		for k := range modes {
+			mode := (round + k) % modes
 			h := &hists[mode]
 			var err error
 			switch mode {
@@ -173,6 +181,8 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 				err = devenv.ApplyWebhookConfigurations(ctx, c, mwc, vwc)
 			case modeNoop:
 				err = devenv.ApplyWebhookConfigurations(ctx, c, noopM, noopV)
+			case modePatchNoop:
+				err = devenv.ApplyWebhookConfigurations(ctx, c, patchM, patchV)
 			default:
 				err = devenv.DeleteWebhookConfigurations(ctx, c, configName)
 			}
@@ -204,17 +214,18 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 				if err != nil {
 					return nil, fmt.Errorf("creating pod %s (mode %d): %w", pod.Name, mode, err)
 				}
-				if i < 2 && (envCount(got) > baseEnv) != (mode == modeWith && matched) {
+				if i < 2 && (envCount(got) > baseEnv) != ((mode == modeWith || mode == modePatchNoop) && matched) {
 					return nil, fmt.Errorf("pod %s: %d env variables (fixture %d) in mode %d: the API server did not use the configuration it should", got.Name, envCount(got), baseEnv, mode)
 				}
 				hh.Record(lat)
 			}
 		}
-		logf("round %d: %d pods with the webhook, %d without, %d with a no-op webhook", round, hists[modeWith].Count(), hists[modeWithout].Count(), hists[modeNoop].Count())
+		logf("round %d: %d pods with the webhook, %d without, %d with a no-op webhook, %d with a patching no-op webhook", round, hists[modeWith].Count(), hists[modeWithout].Count(), hists[modeNoop].Count(), hists[modePatchNoop].Count())
 	}
 	r := &PodLatency{
-		With: summarize(&hists[modeWith]), Without: summarize(&hists[modeWithout]), Noop: summarize(&hists[modeNoop]),
+		With: summarize(&hists[modeWith]), Without: summarize(&hists[modeWithout]), Noop: summarize(&hists[modeNoop]), PatchNoop: summarize(&hists[modePatchNoop]),
 		WithUnmatched: summarize(&unmatched[modeWith]), WithoutUnmatched: summarize(&unmatched[modeWithout]), NoopUnmatched: summarize(&unmatched[modeNoop]),
+		PatchNoopUnmatched: summarize(&unmatched[modePatchNoop]),
 		Batch: batch,
 	}
 	r.MedianDiffMs = r.With.P50Ms - r.Without.P50Ms
@@ -247,4 +258,71 @@ func noopWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, review.Request.UID)
+}
+
+// pointedAt returns the configurations pointed at a webhook server, without
+// their narrowing, so that it stays what calling any webhook costs.
+func pointedAt(mwc *admissionregistrationv1.MutatingWebhookConfiguration, vwc *admissionregistrationv1.ValidatingWebhookConfiguration, srv *httptest.Server) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	u := srv.URL + "/noop"
+	m, v := mwc.DeepCopy(), vwc.DeepCopy()
+	for i := range m.Webhooks {
+		m.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: caPEM}
+		m.Webhooks[i].ObjectSelector, m.Webhooks[i].MatchConditions = nil, nil
+		m.Webhooks[i].NamespaceSelector = unnarrowed(m.Webhooks[i].NamespaceSelector)
+	}
+	if v != nil {
+		for i := range v.Webhooks {
+			v.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: caPEM}
+			v.Webhooks[i].ObjectSelector, v.Webhooks[i].MatchConditions = nil, nil
+			v.Webhooks[i].NamespaceSelector = unnarrowed(v.Webhooks[i].NamespaceSelector)
+		}
+	}
+	return m, v
+}
+
+// podPatch is the patch the policies give the pod fixture on CREATE.
+func podPatch(snap *engine.Snapshot, podJSON []byte) ([]byte, error) {
+	req := &admissionv1.AdmissionRequest{
+		UID: "pod-patch", Operation: admissionv1.Create,
+		Kind:     metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Object:   runtime.RawExtension{Raw: podJSON},
+	}
+	d, err := snap.Evaluate(context.Background(), req, engine.EvalOptions{Phase: engine.PhaseMutating})
+	if err != nil {
+		return nil, err
+	}
+	if len(d.Patch) == 0 {
+		return nil, fmt.Errorf("the policies do not patch the pod fixture")
+	}
+	return d.PatchJSON()
+}
+
+// patchingWebhook answers at once: with patch for a pod owned by a
+// StatefulSet (the matched pod), allowed without one for anything else.
+func patchingWebhook(patch []byte) http.HandlerFunc {
+	patch64 := base64.StdEncoding.EncodeToString(patch)
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var review struct {
+			Request struct {
+				UID string `json:"uid"`
+			} `json:"request"`
+		}
+		if err := json.Unmarshal(body, &review); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if bytes.Contains(body, []byte(`"kind":"StatefulSet"`)) {
+			fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true,"patchType":"JSONPatch","patch":%q}}`, review.Request.UID, patch64)
+			return
+		}
+		fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, review.Request.UID)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // jsonDoc is a parsed JSON document as a tape: one node per value and per
@@ -68,24 +69,32 @@ const (
 // parseJSON parses and validates a document into a tape.
 func parseJSON(data []byte) (*jsonDoc, error) {
 	d := new(jsonDoc)
-	if err := d.parseInto(data, -1); err != nil {
+	if err := d.parseInto(data, -1, false); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
 // parseInto parses data into d, reusing d's slices. It records the byte
-// extent of each value nested at most spanDepth deep (see span).
-func (d *jsonDoc) parseInto(data []byte, spanDepth int) error {
+// extent of each value nested at most spanDepth deep (see span). With
+// own, d keeps data itself, which the caller must never write again.
+func (d *jsonDoc) parseInto(data []byte, spanDepth int, own bool) error {
 	if len(data) > math.MaxInt32 {
 		return fmt.Errorf("JSON document of %d bytes is too large", len(data))
 	}
 	// One copy of the input backs every unescaped key and string value:
 	// slicing it costs no allocation, and the caller may reuse data
 	// afterwards.
-	*d = jsonDoc{text: string(data), nodes: d.nodes[:0], strs: d.strs[:0], spans: d.spans[:0]}
-	// A Kubernetes object has about one node per 7 bytes of compact JSON.
-	if want := len(data)/6 + 4; cap(d.nodes) < want {
+	text := unsafe.String(unsafe.SliceData(data), len(data))
+	if !own {
+		text = string(data)
+	}
+	*d = jsonDoc{text: text, nodes: d.nodes[:0], strs: d.strs[:0], spans: d.spans[:0]}
+	// A Kubernetes object has about one node per 7 bytes of compact JSON;
+	// past maxPresizedNodes the tape grows with the nodes actually found,
+	// so that a large body of a few long strings (a 7 MB annotation) does
+	// not cost twice its size in nodes it never fills.
+	if want := min(len(data)/6+4, maxPresizedNodes); cap(d.nodes) < want {
 		d.nodes = make([]jsonNode, 0, want)
 	}
 	p := jsonParser{data: data, text: d.text, doc: d, spanDepth: spanDepth}
@@ -99,6 +108,10 @@ func (d *jsonDoc) parseInto(data []byte, spanDepth int) error {
 	}
 	return nil
 }
+
+// maxPresizedNodes bounds the nodes a tape is made with before parsing:
+// 16,384 nodes (192 KiB) cover objects of about 100 KB.
+const maxPresizedNodes = 1 << 14
 
 // jsonSpan is the byte extent in text of the value at node.
 type jsonSpan struct{ node, start, end int32 }

@@ -52,9 +52,17 @@ const maxPooledNodes = 1 << 16
 // null leaves a field unset, unknown fields are skipped, and a RawExtension
 // holds the value's bytes as sent. Where they could differ, ParseReview
 // returns an error wrapping ErrReviewSlowPath.
-func ParseReview(body []byte) (*Review, error) {
+func ParseReview(body []byte) (*Review, error) { return parseReview(body, false) }
+
+// ParseReviewOwned is ParseReview for a body the Review takes over: the
+// request's strings and bytes share body instead of a copy of it, so the
+// caller must never write body again. It saves the copy of a large body
+// whose buffer is not reused anyway.
+func ParseReviewOwned(body []byte) (*Review, error) { return parseReview(body, true) }
+
+func parseReview(body []byte, own bool) (*Review, error) {
 	r := reviewPool.Get().(*Review)
-	if err := r.parse(body); err != nil {
+	if err := r.parse(body, own); err != nil {
 		r.Release()
 		return nil, err
 	}
@@ -76,8 +84,8 @@ func (r *Review) Release() {
 	reviewPool.Put(r)
 }
 
-func (r *Review) parse(body []byte) error {
-	if err := r.doc.parseInto(body, 2); err != nil {
+func (r *Review) parse(body []byte, own bool) error {
+	if err := r.doc.parseInto(body, 2, own); err != nil {
 		return fmt.Errorf("%w: %v", ErrReviewSlowPath, err)
 	}
 	d := &r.doc

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"reflect"
@@ -75,5 +76,27 @@ func TestReleasedReviewKeepsTheRequest(t *testing.T) {
 	defer r2.Release()
 	if req.UID != "u1" || req.Name != "n1" || string(req.Object.Raw) != `{"a":"b"}` {
 		t.Fatalf("a released review's request changed: %+v %s", req, req.Object.Raw)
+	}
+}
+
+// TestParseReviewOwnedSharesTheBody: an owned body backs the request
+// without a copy, and reads as the copied one does.
+func TestParseReviewOwnedSharesTheBody(t *testing.T) {
+	body := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","name":"n1","object":{"a":"b"}}}`)
+	owned, err := ParseReviewOwned(body)
+	must(t, err)
+	defer owned.Release()
+	copied, err := ParseReview(body)
+	must(t, err)
+	defer copied.Release()
+	if !reflect.DeepEqual(*owned.Request, *copied.Request) {
+		t.Fatalf("owned %+v, copied %+v", *owned.Request, *copied.Request)
+	}
+	raw := owned.Request.Object.Raw
+	if &raw[0] != &body[bytes.Index(body, []byte(`{"a"`))] {
+		t.Errorf("the owned review's object is a copy")
+	}
+	if &copied.Request.Object.Raw[0] == &raw[0] {
+		t.Errorf("the copied review shares the body")
 	}
 }

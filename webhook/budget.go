@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,51 +124,89 @@ type budgetError struct{ err error }
 func (e *budgetError) Error() string { return e.err.Error() }
 func (e *budgetError) Unwrap() error { return e.err }
 
-// readBody reads body, at most limit bytes, into a pooled buffer that
-// grows with the bytes received (by doubling, as bytes.Buffer.ReadFrom),
-// under g: budget is taken in chunks ahead of the bytes read into them.
-// Nothing is taken, and no buffer, until the first bytes arrive. It
-// returns the buffer (nil when the body was empty), and a *budgetError
-// when budget ran out, or the read error.
+// readBody reads body, at most limit bytes, into a buffer that grows with
+// the bytes received, under g: budget is taken in chunks ahead of the
+// bytes read into them. Nothing is taken, and no buffer, until the first
+// bytes arrive. Up to spillSize the body grows in a pooled buffer; past
+// it, in pooled chunks joined once at the end into a buffer of the body's
+// size, so that a 7 MB body leaves 7 MB of garbage rather than the 16 MB of
+// a buffer doubling to 8 MB. It returns the buffer (nil when the body was
+// empty), and a *budgetError when budget ran out, or the read error.
 func readBody(ctx context.Context, body io.Reader, limit int64, g *bodyGrant) (*bytes.Buffer, error) {
-	// The first bytes go into a pooled buffer before any budget is taken:
-	// an empty body takes none.
-	buf := getBuffer()
-	buf.Grow(firstRead)
-	head := buf.AvailableBuffer()[:firstRead]
-	n, err := io.ReadAtLeast(body, head, 1)
+	var head [firstRead]byte
+	n, err := io.ReadAtLeast(body, head[:], 1)
 	if n == 0 {
-		putBuffer(buf)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			err = nil
 		}
 		return nil, err
 	}
 	if err := g.take(ctx, bodyChunk); err != nil {
-		putBuffer(buf)
 		return nil, &budgetError{err}
 	}
+	buf := getBuffer()
 	buf.Write(head[:n])
-	for int64(buf.Len()) < limit {
-		if int64(buf.Len()) >= g.held {
+	var spill [][]byte // the body past spillSize
+	defer func() {
+		for _, c := range spill {
+			putChunk(c)
+		}
+	}()
+	size := int64(n)
+	for size < limit {
+		if size >= g.held {
 			if err := g.take(ctx, bodyChunk); err != nil {
 				return buf, &budgetError{err}
 			}
 		}
-		if buf.Available() < firstRead {
-			buf.Grow(firstRead) // doubles the buffer when full
+		room := min(g.held, limit) - size
+		var p []byte
+		if buf.Len() < spillSize {
+			if buf.Available() < firstRead {
+				buf.Grow(firstRead) // doubles the buffer when full
+			}
+			p = buf.AvailableBuffer()
+			p = p[:min(int64(cap(p)), room, int64(spillSize-buf.Len()))]
+		} else {
+			if len(spill) == 0 || len(spill[len(spill)-1]) == bodyChunk {
+				spill = append(spill, getChunk())
+			}
+			last := spill[len(spill)-1]
+			p = last[len(last):bodyChunk]
+			p = p[:min(int64(len(p)), room)]
 		}
-		room := min(g.held, limit) - int64(buf.Len())
-		p := buf.AvailableBuffer()
-		p = p[:min(int64(cap(p)), room)]
 		n, err := body.Read(p)
-		buf.Write(p[:n])
+		if buf.Len() < spillSize {
+			buf.Write(p[:n])
+		} else {
+			spill[len(spill)-1] = spill[len(spill)-1][:len(spill[len(spill)-1])+n]
+		}
+		size += int64(n)
 		if err == io.EOF {
-			return buf, nil
+			break
 		}
 		if err != nil {
 			return buf, err
 		}
 	}
-	return buf, nil
+	if len(spill) == 0 {
+		return buf, nil
+	}
+	whole := make([]byte, 0, size)
+	whole = append(whole, buf.Bytes()...)
+	for _, c := range spill {
+		whole = append(whole, c...)
+	}
+	putBuffer(buf)
+	return bytes.NewBuffer(whole), nil
 }
+
+// spillSize is the size past which a body is read into chunks (readBody):
+// the pooled buffer then stays under maxPooledBuffer.
+const spillSize = 256 << 10
+
+var chunkPool = sync.Pool{New: func() any { return new([bodyChunk]byte) }}
+
+func getChunk() []byte { return chunkPool.Get().(*[bodyChunk]byte)[:0] }
+
+func putChunk(c []byte) { chunkPool.Put((*[bodyChunk]byte)(c[:bodyChunk])) }

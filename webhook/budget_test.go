@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -230,3 +231,37 @@ func TestBodyBudget(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestReadBodySpillsIntoChunks: bodies around and past spillSize, read in
+// reads of every size, come back whole, and a large one in a buffer of its
+// own size rather than a doubled one.
+func TestReadBodySpillsIntoChunks(t *testing.T) {
+	for _, size := range []int{1, firstRead, spillSize - 1, spillSize, spillSize + 1, spillSize + bodyChunk, 3<<20 + 12345} {
+		for _, step := range []int{1000, 70000} {
+			want := make([]byte, size)
+			for i := range want {
+				want[i] = byte(i*7 + size)
+			}
+			g := bodyGrant{b: NewBodyBudget(16<<20, nil)}
+			buf, err := readBody(context.Background(), iotest.HalfReader(&stepReader{r: bytes.NewReader(want), step: step}), MaxRequestBytes+1, &g)
+			if err != nil {
+				t.Fatalf("size %d step %d: %v", size, step, err)
+			}
+			if !bytes.Equal(buf.Bytes(), want) {
+				t.Fatalf("size %d step %d: got %d bytes, not the body", size, step, buf.Len())
+			}
+			if size > spillSize && buf.Cap() != size {
+				t.Errorf("size %d: a buffer of %d bytes", size, buf.Cap())
+			}
+			g.release()
+		}
+	}
+}
+
+// stepReader returns at most step bytes a read.
+type stepReader struct {
+	r    io.Reader
+	step int
+}
+
+func (s *stepReader) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), s.step)]) }

@@ -117,8 +117,12 @@ var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func getBuffer() *bytes.Buffer { return bufferPool.Get().(*bytes.Buffer) }
 
+// maxPooledBuffer is the largest buffer put back in the pool: bigger ones
+// are let go.
+const maxPooledBuffer = 1 << 20
+
 func putBuffer(b *bytes.Buffer) {
-	if b.Cap() > 1<<20 { // let big buffers go
+	if b.Cap() > maxPooledBuffer {
 		return
 	}
 	b.Reset()
@@ -190,7 +194,13 @@ func (h *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var bad *badRequest
 	var review *engine.Review
 	if buf, bad = readBodyOf(ctx, r, &grant); bad == nil {
-		apiVersion, review, bad = decodeReview(buf.Bytes(), &req)
+		// A buffer too big for the pool is handed to the review, which
+		// reads it without a copy; the answer gets a buffer of its own.
+		own := buf.Cap() > maxPooledBuffer
+		apiVersion, review, bad = decodeReview(buf.Bytes(), &req, own)
+		if own {
+			buf = nil
+		}
 	}
 	// The tape is read by the evaluation, and reused once the answer is
 	// written.
@@ -327,12 +337,17 @@ func readBodyOf(ctx context.Context, r *http.Request, g *bodyGrant) (*bytes.Buff
 }
 
 // decodeReview decodes an AdmissionReview body into req. It parses the body
-// once into a tape (engine.ParseReview) and returns it, for Evaluate to read
-// the objects from: the caller releases it once the answer is written. A
+// once into a tape (engine.ParseReview; with own, ParseReviewOwned: body is
+// never written again) and returns it, for Evaluate to read the objects
+// from: the caller releases it once the answer is written. A
 // body the tape does not read exactly as the API server's decoder would is
 // decoded by that decoder instead, as it always was, and gets no Review.
-func decodeReview(body []byte, req *admission.Request) (string, *engine.Review, *badRequest) {
-	review, err := engine.ParseReview(body)
+func decodeReview(body []byte, req *admission.Request, own bool) (string, *engine.Review, *badRequest) {
+	parse := engine.ParseReview
+	if own {
+		parse = engine.ParseReviewOwned
+	}
+	review, err := parse(body)
 	if err != nil {
 		var in reviewIn
 		if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &in); err != nil {

@@ -16,12 +16,11 @@ import (
 // header: a client can announce 7 MiB and send nothing.
 const (
 	// DefaultMaxBodyBytesInFlight is the default BodyBudget: three reviews
-	// of MaxRequestBytes and change. A body costs up to about three times
-	// its bytes while it is served (its buffer, which grows by doubling;
-	// the decoded request's copy of the objects; the engine's view of the
-	// object), and the collector, paced by GOMEMLIMIT, lets about as much
-	// garbage stand: 24 MiB of bodies keeps a server that idles at about
-	// 45 MiB within the shipped Deployment's 256 MiB (BENCHMARKS.md).
+	// of MaxRequestBytes and change. A large body costs about its bytes
+	// again while it is served (read into chunks, joined into one buffer
+	// the parsed review keeps, and its tape), and the collector, paced by
+	// GOMEMLIMIT, lets garbage stand: 24 MiB of bodies keeps the server
+	// within the shipped Deployment's 256 MiB (BENCHMARKS.md).
 	DefaultMaxBodyBytesInFlight = 24 << 20
 	// bodyChunk is how much budget a request takes at a time, ahead of the
 	// bytes it reads into it.

@@ -132,7 +132,8 @@ func (e *budgetError) Unwrap() error { return e.err }
 // a buffer doubling to 8 MB. It returns the buffer (nil when the body was
 // empty), and a *budgetError when budget ran out, or the read error.
 func readBody(ctx context.Context, body io.Reader, limit int64, g *bodyGrant) (*bytes.Buffer, error) {
-	var head [firstRead]byte
+	head := headPool.Get().(*[firstRead]byte)
+	defer headPool.Put(head)
 	n, err := io.ReadAtLeast(body, head[:], 1)
 	if n == 0 {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
@@ -203,6 +204,9 @@ func readBody(ctx context.Context, body io.Reader, limit int64, g *bodyGrant) (*
 // spillSize is the size past which a body is read into chunks (readBody):
 // the pooled buffer then stays under maxPooledBuffer.
 const spillSize = 256 << 10
+
+// headPool holds the firstRead bytes a request reads before anything else.
+var headPool = sync.Pool{New: func() any { return new([firstRead]byte) }}
 
 var chunkPool = sync.Pool{New: func() any { return new([bodyChunk]byte) }}
 

@@ -97,9 +97,13 @@ func (d *jsonDoc) parseInto(data []byte, spanDepth int, own bool) error {
 	if want := min(len(data)/6+4, maxPresizedNodes); cap(d.nodes) < want {
 		d.nodes = make([]jsonNode, 0, want)
 	}
-	p := jsonParser{data: data, text: d.text, doc: d, spanDepth: spanDepth}
+	p := jsonParser{data: data, text: d.text, doc: d, spanDepth: spanDepth, maxNodes: maxTapeNodes(len(data))}
 	p.skipSpace()
-	if err := p.value(0); err != nil {
+	err := p.value(0)
+	if p.tooDense {
+		return fmt.Errorf("%w: more than %d values in %d bytes", ErrTooDense, len(d.nodes)-1, len(data))
+	}
+	if err != nil {
 		return err
 	}
 	p.skipSpace()
@@ -108,6 +112,17 @@ func (d *jsonDoc) parseInto(data []byte, spanDepth int, own bool) error {
 	}
 	return nil
 }
+
+// ErrTooDense refuses a document of many more values for its size than a
+// Kubernetes object has: its tape would take up to six times its bytes
+// (12 bytes a node, a node per 2 bytes of "[0,0,0,…]"), a memory
+// amplification outside the body budget.
+var ErrTooDense = errors.New("JSON document too dense to parse")
+
+// maxTapeNodes is the most nodes a document of size bytes may have: one
+// per 4 bytes, past the first 65,536. A Kubernetes object has about one per
+// 7 bytes; a tape then takes at most three times its document.
+func maxTapeNodes(size int) int { return 1<<16 + size/4 }
 
 // maxPresizedNodes bounds the nodes a tape is made with before parsing:
 // 16,384 nodes (192 KiB) cover objects of about 100 KB.
@@ -138,6 +153,10 @@ type jsonParser struct {
 	doc  *jsonDoc
 	// spanDepth is the depth down to which values' extents are recorded.
 	spanDepth int
+	// maxNodes bounds the tape (maxTapeNodes); tooDense is set when the
+	// document needs more.
+	maxNodes int
+	tooDense bool
 }
 
 var errJSONEnd = errors.New("unexpected end of JSON input")
@@ -158,8 +177,28 @@ func (p *jsonParser) skipSpace() {
 }
 
 func (p *jsonParser) push(kind jsonKind, a, b int) int {
+	if n := len(p.doc.nodes); n == cap(p.doc.nodes) {
+		if p.grow(); p.tooDense {
+			return n - 1 // the parse is over: nothing reads the tape
+		}
+	}
 	p.doc.nodes = append(p.doc.nodes, jsonNode{kind: kind, a: int32(a), b: int32(b)})
 	return len(p.doc.nodes) - 1
+}
+
+// grow doubles the tape, up to maxNodes: append's growth of a quarter at a
+// time would allocate five times the final tape on the way.
+func (p *jsonParser) grow() {
+	n := len(p.doc.nodes)
+	if n >= p.maxNodes {
+		// Stop: with no input left, the parse returns at its next read.
+		p.tooDense = true
+		p.data = p.data[:p.pos]
+		return
+	}
+	nodes := make([]jsonNode, n, min(2*n+16, p.maxNodes))
+	copy(nodes, p.doc.nodes)
+	p.doc.nodes = nodes
 }
 
 // close records the size and extent of the object or list at node at.

@@ -3,8 +3,10 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -143,5 +145,33 @@ func TestHasStringSpecial(t *testing.T) {
 				t.Errorf("byte %#x at %d: hasStringSpecial %v, want %v", c, pos, got, want)
 			}
 		}
+	}
+}
+
+// TestDenseDocumentsAreRefused: a document with far more values than bytes
+// warrant is refused before its tape outgrows three times its size, and
+// an ordinary one of the same size is not.
+func TestDenseDocumentsAreRefused(t *testing.T) {
+	dense := []byte("[" + strings.Repeat("0,", 1<<20) + "0]")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := parseJSON(dense)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooDense) {
+		t.Fatalf("a list of 1M zeros: %v, want ErrTooDense", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 12*uint64(len(dense)) {
+		t.Errorf("refusing %d bytes allocated %d", len(dense), got)
+	}
+	if _, err := ParseReview(append(append([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":{"a":`), dense...), "}}}"...)); !errors.Is(err, ErrReviewSlowPath) {
+		t.Errorf("a dense review: %v, want the slow path", err)
+	}
+	sparse := []byte("[" + strings.Repeat(`"abcdefgh",`, 1<<17) + `"x"]`)
+	if _, err := parseJSON(sparse); err != nil {
+		t.Errorf("%d strings of 8 bytes: %v", 1<<17, err)
+	}
+	pod := []byte(`{"spec":{"containers":[` + strings.Repeat(`{"name":"a","ports":[{"containerPort":80}]},`, 20000) + `{"name":"b"}]}}`)
+	if _, err := parseJSON(pod); err != nil {
+		t.Errorf("a pod of 20,001 containers: %v", err)
 	}
 }

@@ -235,8 +235,12 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	}
 	for i, r := range m.Resources {
 		rr, err := parseResource(r)
+		if err == nil {
+			err = checkResource(r, rr)
+		}
 		if err != nil {
-			errs = append(errs, d.errorf(fmt.Sprintf("spec.match.resources[%d]", i), "%v", err))
+			path := fmt.Sprintf("spec.match.resources[%d]", i)
+			errs = append(errs, d.errorf(path, "%s: %v", strings.TrimPrefix(path, "spec."), err))
 			continue
 		}
 		p.rules = append(p.rules, rr)

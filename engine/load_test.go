@@ -133,7 +133,7 @@ spec:
     - a/b/c/d
   action: setLabel
   with: {key: a}
-`, `policies.yaml:8:7: policy "badres": resource "a/b/c/d" has too many segments`},
+`, `policies.yaml:8:7: policy "badres": match.resources[1]: resource "a/b/c/d" has too many segments`},
 		{"bad selector", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badsel}
@@ -209,6 +209,37 @@ spec:
     key: a
     value: [x]
 `, `policies.yaml:9:5: policy "wrongtype": with.value: expected a string, got a list`},
+		{"resource written as a kind", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: kind}
+spec:
+  match:
+    resources: [configmaps, Pod]
+  action: violate
+`, `policies.yaml:6:29: policy "kind": match.resources[1]: unknown resource "Pod": did you mean "pods"?`},
+		{"resource without its group", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: nogroup}
+spec:
+  match:
+    resources:
+    - deployments
+  action: violate
+`, `policies.yaml:7:7: policy "nogroup": match.resources[0]: unknown resource "deployments": did you mean "apps/deployments"?`},
+		{"misspelt resource", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: misspelt}
+spec:
+  match: {resources: [podz]}
+  action: violate
+`, `policies.yaml:5:23: policy "misspelt": match.resources[0]: unknown resource "podz": did you mean "pods"?`},
+		{"unknown subresource", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: sub}
+spec:
+  match: {resources: [pods/stats]}
+  action: violate
+`, `policies.yaml:5:23: policy "sub": match.resources[0]: unknown subresource "pods/stats": did you mean "pods/status"?`},
 		{"variable error", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: vars}

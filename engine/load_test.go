@@ -298,6 +298,45 @@ func TestEveryErrorIsReported(t *testing.T) {
 	}
 }
 
+// TestEveryErrorOfAPolicyIsReported checks that an error in the policy's
+// structure does not hide those of its conditions and builtin arguments.
+func TestEveryErrorOfAPolicyIsReported(t *testing.T) {
+	doc := `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: many}
+spec:
+  match:
+    resources: [Pod, deployments]
+    operations: [CREATE, MAKE]
+    conditions:
+    - expression: "'a'"
+    - expression: "object.metadata.name +"
+  action: setLabel
+  with: {value: x}
+`
+	_, err := Compile([]File{{Name: "p.yaml", Data: []byte(doc)}}, Options{Registry: testRegistry()})
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("want an ErrorList, got %v", err)
+	}
+	want := []string{
+		`p.yaml:6:17: policy "many": match.resources[0]: unknown resource "Pod": did you mean "pods"?`,
+		`p.yaml:6:22: policy "many": match.resources[1]: unknown resource "deployments": did you mean "apps/deployments"?`,
+		`p.yaml:7:26: policy "many": unknown operation "MAKE"`,
+		`p.yaml:9:20: policy "many": match.conditions[0].expression: CEL: must evaluate to bool, not string`,
+		`p.yaml:10:42: policy "many": match.conditions[1].expression: CEL: Syntax error`,
+		`p.yaml:12:3: policy "many": with.key: is required`,
+	}
+	if len(list) != len(want) {
+		t.Fatalf("want %d errors, got %d:\n%v", len(want), len(list), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(list[i].Error(), w) {
+			t.Errorf("error %d:\n  %s\ndoes not start with\n  %s", i, list[i].Error(), w)
+		}
+	}
+}
+
 func TestReadFilesFromConfigMapMount(t *testing.T) {
 	dir := t.TempDir()
 	ts := filepath.Join(dir, "..2026_11_22_00_00_00.000")

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -121,7 +122,13 @@ func suggestResource(raw string, r resourceRule) string {
 // nearest returns the candidate nearest to s by edit distance, the first
 // of equals, if it is near enough to be a typo; "" otherwise.
 func nearest(s string, candidates []string) string {
-	best, bestD := "", max(2, len(s)/3)+1 // one more than the largest distance allowed
+	return nearestWithin(s, candidates, max(2, len(s)/3))
+}
+
+// nearestWithin returns the candidate nearest to s, the first of equals,
+// if at most maxD edits away; "" otherwise.
+func nearestWithin(s string, candidates []string, maxD int) string {
+	best, bestD := "", maxD+1
 	for _, c := range candidates {
 		if d := editDistance(s, c); d < bestD {
 			best, bestD = c, d
@@ -149,4 +156,32 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// GroupTypo returns, for a rule of a group that is not built in but is
+// near one by edit distance ("networking.k8s.oi"), the built-in resource
+// it likely meant; "" otherwise. Such a group is no error, as it may be a
+// CRD's, but is worth a warning.
+func GroupTypo(r ResourceRule) string {
+	if r.Group == "*" || r.Group == "" || builtinGroups[r.Group] != nil || !strings.Contains(r.Group, ".") {
+		return ""
+	}
+	groups := make([]string, 0, len(builtinGroups))
+	for g := range builtinGroups {
+		if g != "" {
+			groups = append(groups, g)
+		}
+	}
+	sort.Strings(groups) // nearest keeps the first of equals
+	// Two edits at most: a longer group ending in a built-in one
+	// (gateway.networking.k8s.io) is a CRD's, no typo.
+	g := nearestWithin(r.Group, groups, 2)
+	if g == "" {
+		return ""
+	}
+	s := g + "/" + r.Resource
+	if r.Subresource != "" {
+		s += "/" + r.Subresource
+	}
+	return s
 }

@@ -135,3 +135,23 @@ func TestBuiltinResourcesIndex(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupTypo(t *testing.T) {
+	for _, tc := range []struct {
+		rule ResourceRule
+		want string
+	}{
+		{ResourceRule{Group: "networking.k8s.oi", Resource: "ingresses"}, "networking.k8s.io/ingresses"},
+		{ResourceRule{Group: "app.k8s.io", Resource: "x", Subresource: "status"}, ""},
+		{ResourceRule{Group: "rbac.authorization.k8s.oi", Resource: "roles", Subresource: "*"}, "rbac.authorization.k8s.io/roles/*"},
+		{ResourceRule{Group: "example.com", Resource: "widgets"}, ""},
+		{ResourceRule{Group: "gateway.networking.k8s.io", Resource: "gateways"}, ""},
+		{ResourceRule{Group: "networking.k8s.io", Resource: "ingresses"}, ""},
+		{ResourceRule{Group: "", Resource: "pods"}, ""},
+		{ResourceRule{Group: "*", Resource: "*"}, ""},
+	} {
+		if got := GroupTypo(tc.rule); got != tc.want {
+			t.Errorf("%+v: got %q, want %q", tc.rule, got, tc.want)
+		}
+	}
+}

@@ -47,6 +47,8 @@ func TestCheckResource(t *testing.T) {
 		{"configmaps/status", `unknown subresource "configmaps/status": configmaps has no subresources`},
 		{"pods/zzzzzzzz", `unknown subresource "pods/zzzzzzzz" (pods has attach,`},
 		{"batch/*", ""},
+		{"extensions/*", `unknown API group "extensions"`},
+		{"apps/v1/deployments", `unknown resource "apps/v1/deployments": did you mean "apps/deployments"?`},
 		{"foo/*", `unknown resource "foo/*"`}, // resource foo, every subresource
 	}
 	for _, tc := range cases {

@@ -180,10 +180,10 @@ func TestConfigurationsRules(t *testing.T) {
 	}, {
 		name: "groups with the same resources and operations share a rule",
 		policies: []string{
-			pol("a", "deny", "", "CREATE", "apps/deployments", "extensions/deployments", "batch/jobs"),
+			pol("a", "deny", "", "CREATE", "apps/deployments", "example.com/deployments", "batch/jobs"),
 		},
 		want: map[string][]string{"fail.validate.celadon.io": {
-			`apps,extensions|CREATE|deployments`,
+			`apps,example.com|CREATE|deployments`,
 			`batch|CREATE|jobs`,
 		}},
 	}, {
@@ -624,7 +624,7 @@ func TestConfigurationsOptionErrors(t *testing.T) {
 func TestConfigurationsDeterministic(t *testing.T) {
 	docs := []string{
 		pol("a", "deny", "", "CREATE,UPDATE", "pods", "services", "apps/deployments", "networking.k8s.io/ingresses", "pods/status"),
-		pol("b", "deny", "Ignore", "DELETE", "namespaces", "apps/statefulsets", "extensions/deployments"),
+		pol("b", "deny", "Ignore", "DELETE", "namespaces", "apps/statefulsets", "example.com/deployments"),
 		pol("c", "mutate", "", "CREATE", "pods", "apps/deployments/scale", "batch/jobs", "batch/cronjobs"),
 		pol("d", "mutate", "Fail", "", "*/status", "nodes/status", "apps/*"),
 	}

@@ -235,8 +235,12 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	}
 	for i, r := range m.Resources {
 		rr, err := parseResource(r)
+		if err == nil {
+			err = checkResource(r, rr)
+		}
 		if err != nil {
-			errs = append(errs, d.errorf(fmt.Sprintf("spec.match.resources[%d]", i), "%v", err))
+			path := fmt.Sprintf("spec.match.resources[%d]", i)
+			errs = append(errs, d.errorf(path, "%s: %v", strings.TrimPrefix(path, "spec."), err))
 			continue
 		}
 		p.rules = append(p.rules, rr)
@@ -267,20 +271,28 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	}
 
 	varNames := map[string]bool{}
+	varsOK := true
 	for i, v := range pol.Spec.Variables {
 		path := fmt.Sprintf("spec.variables[%d].name", i)
+		msg := ""
 		switch {
 		case v.Name == "":
-			errs = append(errs, d.errorf(path, "variable name is required"))
+			msg = "variable name is required"
 		case varNames[v.Name]:
-			errs = append(errs, d.errorf(path, "duplicate variable %q", v.Name))
+			msg = fmt.Sprintf("duplicate variable %q", v.Name)
 		case !isCELIdentifier(v.Name):
-			errs = append(errs, d.errorf(path, "variable name %q is not a CEL identifier", v.Name))
+			msg = fmt.Sprintf("variable name %q is not a CEL identifier", v.Name)
+		}
+		if msg != "" {
+			errs = append(errs, d.errorf(path, "%s", msg))
+			varsOK = false
 		}
 		varNames[v.Name] = true
 	}
-	// The CEL and builtin checks below need a sound structure; stop here if not.
-	if len(errs) > 0 {
+	// The CEL checks below need the variables' names, and the builtin's
+	// its builtin; other errors above do not stop them, so that every error
+	// of the policy is reported at once.
+	if !varsOK {
 		p.Err = errs
 		return p, errs
 	}
@@ -307,6 +319,10 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 		p.conditions = append(p.conditions, e)
 	}
 
+	if p.builtin == nil {
+		p.Err = errs
+		return p, errs
+	}
 	cc := &CompileContext{Policy: name, with: pol.Spec.With, failurePolicy: p.Policy.Spec.FailurePolicy, cel: env}
 	action, err := b.Compile(cc)
 	if err != nil {

@@ -133,7 +133,7 @@ spec:
     - a/b/c/d
   action: setLabel
   with: {key: a}
-`, `policies.yaml:8:7: policy "badres": resource "a/b/c/d" has too many segments`},
+`, `policies.yaml:8:7: policy "badres": match.resources[1]: resource "a/b/c/d" has too many segments`},
 		{"bad selector", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: badsel}
@@ -209,6 +209,37 @@ spec:
     key: a
     value: [x]
 `, `policies.yaml:9:5: policy "wrongtype": with.value: expected a string, got a list`},
+		{"resource written as a kind", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: kind}
+spec:
+  match:
+    resources: [configmaps, Pod]
+  action: violate
+`, `policies.yaml:6:29: policy "kind": match.resources[1]: unknown resource "Pod": did you mean "pods"?`},
+		{"resource without its group", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: nogroup}
+spec:
+  match:
+    resources:
+    - deployments
+  action: violate
+`, `policies.yaml:7:7: policy "nogroup": match.resources[0]: unknown resource "deployments": did you mean "apps/deployments"?`},
+		{"misspelt resource", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: misspelt}
+spec:
+  match: {resources: [podz]}
+  action: violate
+`, `policies.yaml:5:23: policy "misspelt": match.resources[0]: unknown resource "podz": did you mean "pods"?`},
+		{"unknown subresource", `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: sub}
+spec:
+  match: {resources: [pods/stats]}
+  action: violate
+`, `policies.yaml:5:23: policy "sub": match.resources[0]: unknown subresource "pods/stats": did you mean "pods/status"?`},
 		{"variable error", `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: vars}
@@ -264,6 +295,45 @@ func TestEveryErrorIsReported(t *testing.T) {
 	// Broken policies stay in the snapshot with their error.
 	if p := snap.Policy("two"); p == nil || p.Err == nil {
 		t.Errorf("policy two should be kept with its compile error")
+	}
+}
+
+// TestEveryErrorOfAPolicyIsReported checks that an error in the policy's
+// structure does not hide those of its conditions and builtin arguments.
+func TestEveryErrorOfAPolicyIsReported(t *testing.T) {
+	doc := `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: many}
+spec:
+  match:
+    resources: [Pod, deployments]
+    operations: [CREATE, MAKE]
+    conditions:
+    - expression: "'a'"
+    - expression: "object.metadata.name +"
+  action: setLabel
+  with: {value: x}
+`
+	_, err := Compile([]File{{Name: "p.yaml", Data: []byte(doc)}}, Options{Registry: testRegistry()})
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("want an ErrorList, got %v", err)
+	}
+	want := []string{
+		`p.yaml:6:17: policy "many": match.resources[0]: unknown resource "Pod": did you mean "pods"?`,
+		`p.yaml:6:22: policy "many": match.resources[1]: unknown resource "deployments": did you mean "apps/deployments"?`,
+		`p.yaml:7:26: policy "many": unknown operation "MAKE"`,
+		`p.yaml:9:20: policy "many": match.conditions[0].expression: CEL: must evaluate to bool, not string`,
+		`p.yaml:10:42: policy "many": match.conditions[1].expression: CEL: Syntax error`,
+		`p.yaml:12:3: policy "many": with.key: is required`,
+	}
+	if len(list) != len(want) {
+		t.Fatalf("want %d errors, got %d:\n%v", len(want), len(list), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(list[i].Error(), w) {
+			t.Errorf("error %d:\n  %s\ndoes not start with\n  %s", i, list[i].Error(), w)
+		}
 	}
 }
 

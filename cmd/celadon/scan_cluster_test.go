@@ -65,13 +65,13 @@ spec:
   action: deny
   with: {message: frozen}
 `,
-	"typo.yaml": `apiVersion: celadon.io/v1alpha1
+	"no-crd.yaml": `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata:
-  name: typo
+  name: no-crd
 spec:
   match:
-    resources: [configmap]
+    resources: [example.com/widgets]
   action: deny
   with: {message: never}
 `,
@@ -265,7 +265,7 @@ func TestScanCluster(t *testing.T) {
 				t.Errorf("policy frozen: %+v", p)
 			}
 		}
-		if !strings.Contains(stderr, `policy "typo" matches configmap, which the API server does not serve`) {
+		if !strings.Contains(stderr, `policy "no-crd" matches example.com/widgets, which the API server does not serve`) {
 			t.Errorf("stderr does not warn of the resource the cluster does not serve:\n%s", stderr)
 		}
 		if strings.Contains(stderr, "\r") {

@@ -13,6 +13,16 @@ func TestValidate(t *testing.T) {
 		"good/a.yaml":    denyLatestPolicy,
 		"good/b.yaml":    labelPodsPolicy,
 		"good/README.md": "not a policy file: skipped\n",
+		"lint/group.yaml": `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: group-typo
+spec:
+  match:
+    resources: [networking.k8s.oi/ingresses, example.com/widgets]
+  action: deny
+  with: {message: x}
+`,
 		"lint/mutate.yaml": `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata:
@@ -107,11 +117,12 @@ spec:
 		if code != 0 {
 			t.Fatalf("exit %d, want 0: warnings do not fail\nstderr:\n%s", code, stderr)
 		}
-		if !strings.HasPrefix(out, "ok: 3 policies (3 mutating, 0 validating)") {
+		if !strings.HasPrefix(out, "ok: 4 policies (3 mutating, 1 validating)") {
 			t.Errorf("summary %q", out)
 		}
 		f := p("lint/mutate.yaml")
 		want := []string{
+			p("lint/group.yaml") + `:1: policy "group-typo": warning: API group "networking.k8s.oi" is not built in (a CRD's?): did you mean "networking.k8s.io/ingresses"?`,
 			f + `:1: policy "strict-mutation": warning: mutating policy with failurePolicy Fail matches pods: any error in it blocks pod creation cluster-wide; use failurePolicy Ignore unless the mutation is required`,
 			f + `:12: policy "every-operation": warning: mutating builtin "injectEnvIndex" matches DELETE, which has no object to mutate: list spec.match.operations, e.g. [CREATE, UPDATE]`,
 		}

@@ -80,6 +80,10 @@ type Options struct {
 
 	// CRDDirectoryPaths lists directories or files of CRDs to install.
 	CRDDirectoryPaths []string
+
+	// APIServerArgs are further kube-apiserver flags, name to value, e.g.
+	// "runtime-config": "api/all=true" to serve every API version.
+	APIServerArgs map[string]string
 }
 
 // ControlPlane is a running control plane started by Start.
@@ -192,6 +196,9 @@ func Start(ctx context.Context, o Options) (_ *ControlPlane, retErr error) {
 	args.Set("endpoint-reconciler-type", "none")
 	if o.ServiceAccountAdmission {
 		args.Disable("disable-admission-plugins")
+	}
+	for k, v := range o.APIServerArgs {
+		args.Set(k, v)
 	}
 	env.ControlPlane.APIServer = api
 	cp.Env = env

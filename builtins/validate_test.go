@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -193,6 +194,22 @@ func TestValidate(t *testing.T) {
 				t.Errorf("audit annotations %v, want %v", d.AuditAnnotations, c.audit)
 			}
 		})
+	}
+}
+
+// TestValidateLongValues: a messageExpression over the API server's 5 KB
+// gives way to message; an audit annotation is cut at 10 KiB, never
+// inside a character.
+func TestValidateLongValues(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6000 bytes
+	snap := compilePolicies(t, validatePolicy(fmt.Sprintf("  with:\n    validations:\n    - expression: 'false'\n      message: short\n      messageExpression: \"'%s'\"\n    auditAnnotations:\n    - key: long\n      valueExpression: \"'x%s%s'\"\n", long, long, long)))
+	req := admissionRequest(t, admissionv1.Create, yamlJSON(t, validateDeployment), nil)
+	d := evaluate(t, snap, req, engine.EvalOptions{})
+	if d.Message != "short" {
+		t.Errorf("message %.40q…, want short", d.Message)
+	}
+	if v := d.AuditAnnotations["p.long"]; len(v) != 10*1024-1 || !utf8.ValidString(v) {
+		t.Errorf("annotation of %d bytes (valid UTF-8: %v), want 10239", len(v), utf8.ValidString(v))
 	}
 }
 

@@ -163,6 +163,24 @@ spec:
 			state:  engine.StatePass,
 		},
 		{
+			name: "validate",
+			policy: `  match: {resources: [pods], operations: [CREATE]}
+  action: validate
+  with:
+    validations:
+    - expression: object.spec.containers.all(c, has(c.resources) && has(c.resources.requests))
+      message: every container needs requests
+    - expression: object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))
+      messageExpression: "'pod ' + object.metadata.name + ' runs images from elsewhere'"
+      reason: Forbidden
+    - expression: "'app' in object.metadata.?labels.orValue({})"
+    auditAnnotations:
+    - {key: containers, valueExpression: "string(size(object.spec.containers))"}
+`,
+			req:   podCreate,
+			state: engine.StateFail,
+		},
+		{
 			name:   "deny",
 			policy: "  match: {resources: [pods], operations: [CREATE]}\n  action: deny\n  with: {messageExpression: \"'pod ' + object.metadata.name + ' is not allowed here'\"}\n",
 			req:    podCreate,

@@ -257,13 +257,14 @@ func checkLoadError(t testing.TB, errs engine.ErrorList, want string) {
 
 // TestExamples checks this package's golden examples, examples/deny-*/
 // (deny-exception-* with their exceptions: -e and --now in eval.args),
+// examples/validate-*/,
 // examples/inject-env-index-*/ and examples/consul-lifecycle-*/, through
 // the engine alone: the denial message or the expected object, the patch applied by a standard library,
 // and idempotence. cmd/celadon's TestExamples runs every example through
 // `celadon eval` too.
 func TestExamples(t *testing.T) {
 	var dirs []string
-	for _, pattern := range []string{"../examples/deny-*", "../examples/inject-env-index-*", "../examples/consul-lifecycle-*"} {
+	for _, pattern := range []string{"../examples/deny-*", "../examples/validate-*", "../examples/inject-env-index-*", "../examples/consul-lifecycle-*"} {
 		m, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)

@@ -76,6 +76,11 @@ type Outcome struct {
 	Violation string
 	// Warnings are returned to the client whatever the outcome.
 	Warnings []string
+	// AuditAnnotations are recorded in the API server's audit log as
+	// "<policy>.<key>" unless the policy errors or skips: the API server
+	// keeps a webhook's key only when it is one qualified-name part, so a
+	// key must be one too, and the two together at most 63 characters.
+	AuditAnnotations map[string]string
 	// Reason is a short human account of what happened, shown by eval.
 	Reason string
 	// Skipped says the action did not apply to this object; Reason says why.

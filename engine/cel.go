@@ -141,6 +141,10 @@ type Expression struct {
 // Source returns the expression's text.
 func (e *Expression) Source() string { return e.source }
 
+// OutputType returns the expression's checked type, for builtins that
+// accept more than one.
+func (e *Expression) OutputType() *cel.Type { return e.outputType }
+
 // exprError is a CEL compile error located within its expression.
 type exprError struct {
 	field  string

@@ -211,6 +211,14 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		start := time.Now()
 		res, out := ev.run(ctx, p)
 		d.Warnings = append(d.Warnings, out.Warnings...)
+		if len(out.AuditAnnotations) > 0 && (res.State == StatePass || res.State == StateFail || res.State == StateWarn) {
+			if d.AuditAnnotations == nil {
+				d.AuditAnnotations = map[string]string{}
+			}
+			for k, v := range out.AuditAnnotations {
+				d.AuditAnnotations[p.Name()+"."+k] = v
+			}
+		}
 		if res.State == StatePass && len(out.Patch) > 0 {
 			if err := ev.object.patch(out.Patch); err != nil {
 				res.State, res.Reason = StateError, fmt.Sprintf("builtin produced a patch that does not apply: %v", err)

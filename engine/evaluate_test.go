@@ -334,6 +334,30 @@ func TestDenialsAreAllListed(t *testing.T) {
 	}
 }
 
+// TestOutcomeAuditAnnotations: a builtin's audit annotations are recorded
+// under "<policy>.<key>" whether or not it finds a violation, beside
+// enforcement Audit's own, and not when the policy skips.
+func TestOutcomeAuditAnnotations(t *testing.T) {
+	cases := []struct {
+		name, policy string
+		want         map[string]string
+	}{
+		{name: "pass", policy: "  match: {resources: [pods]}\n  action: violate\n  with: {annotations: {k: v}}\n", want: map[string]string{"p.k": "v"}},
+		{name: "deny", policy: "  match: {resources: [pods]}\n  action: violate\n  with: {message: nope, annotations: {k: v}}\n", want: map[string]string{"p.k": "v"}},
+		{name: "audit", policy: "  match: {resources: [pods]}\n  action: violate\n  with: {message: noted, annotations: {k: v}}\n  enforcement: Audit\n", want: map[string]string{"p": "noted", "p.k": "v"}},
+		{name: "skip", policy: "  match:\n    resources: [pods]\n    conditions: [{expression: 'false'}]\n  action: violate\n  with: {annotations: {k: v}}\n"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			snap := mustCompile(t, policyYAML("p", c.policy))
+			d := evaluate(t, snap, podRequest(t, admissionv1.Create, pod("a", nil), nil), EvalOptions{})
+			if fmt.Sprint(d.AuditAnnotations) != fmt.Sprint(c.want) {
+				t.Errorf("audit annotations %v, want %v (%s)", d.AuditAnnotations, c.want, states(d))
+			}
+		})
+	}
+}
+
 // TestCostBudget: a runaway expression stops at the per-call limit and
 // errors under its failurePolicy; the request's budget is shared.
 func TestCostBudget(t *testing.T) {

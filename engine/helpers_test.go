@@ -74,20 +74,22 @@ func (setLabel) Compile(c *CompileContext) (Action, error) {
 	}), nil
 }
 
-// violate reports with.message as a violation.
+// violate reports with.message as a violation, and with.annotations as
+// audit annotations.
 type violate struct{}
 
 func (violate) Name() string     { return "violate" }
 func (violate) Type() ActionType { return Validating }
 func (violate) Compile(c *CompileContext) (Action, error) {
 	var args struct {
-		Message string `json:"message"`
+		Message     string            `json:"message"`
+		Annotations map[string]string `json:"annotations"`
 	}
 	if err := c.DecodeWith(&args); err != nil {
 		return nil, err
 	}
 	return ActionFunc(func(*ActionContext) (Outcome, error) {
-		return Outcome{Violation: args.Message, Warnings: nil}, nil
+		return Outcome{Violation: args.Message, AuditAnnotations: args.Annotations}, nil
 	}), nil
 }
 

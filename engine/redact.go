@@ -16,9 +16,10 @@ var (
 	// but for the punctuation that ends a sentence or precedes the error
 	// it failed with ("...: EOF").
 	urlPattern = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>]*[^\s"'<>:.,;)]`)
-	// An IPv4 address, or a bracketed IPv6 one, with an optional port:
-	// what a dial error names.
-	addrPattern = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f:.%]+\](?::\d+)?`)
+	// An IPv4 address, or a bracketed IPv6 one (with a colon, unlike a
+	// field's index: "validations[0]"), with an optional port: what a dial
+	// error names.
+	addrPattern = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f.%]*:[0-9A-Fa-f:.%]*\](?::\d+)?`)
 )
 
 // RedactAddresses replaces the URLs and IP addresses (with their ports) in

@@ -13,6 +13,7 @@ func TestRedactAddresses(t *testing.T) {
 		// Nothing to redact: left as it is.
 		{`service "web" has no port 8080`, `service "web" has no port 8080`},
 		{`version 1.2.3 is too old`, `version 1.2.3 is too old`},
+		{`with.validations[0].expression: no such key: a`, `with.validations[0].expression: no such key: a`},
 	} {
 		if got := RedactAddresses(c.in); got != c.want {
 			t.Errorf("RedactAddresses(%q)\n = %q\nwant %q", c.in, got, c.want)

@@ -234,7 +234,7 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 		Handler:        h,
 		DefaultTimeout: s.opts.DefaultTimeout,
 		Log:            log,
-		OnPanic:        func(req admission.Request, p any) admission.Response { return s.panicked(log, req, eo, p) },
+		OnPanic:        func(req admission.Request, p any) webhook.Response { return s.panicked(log, req, eo, p) },
 		Panics:         s.metrics.Panics.WithLabelValues(webhook.PanicHTTP),
 		Bodies:         s.bodies,
 		Throttled:      s.metrics.Throttled.WithLabelValues(path),
@@ -244,9 +244,9 @@ func (s *Server) endpoint(path string, eo engine.EvalOptions) http.Handler {
 // evaluator answers a request from the policy set served when it starts;
 // a reload during the request does not affect it. Its results go to the
 // metrics and to decisions, the decision logger of the endpoint.
-func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) admission.HandlerFunc {
+func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) webhook.HandlerFunc {
 	eo.Namespaces, eo.Cluster = s.namespaces, s.cluster
-	return func(ctx context.Context, req admission.Request) admission.Response {
+	return func(ctx context.Context, req admission.Request) webhook.Response {
 		set := s.set.Load()
 		eo := eo
 		eo.Exceptions = s.Exceptions()
@@ -279,7 +279,7 @@ func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) admissi
 					"policy", r.Policy, "action", r.Action, "uid", logText(string(req.UID), maxLogFieldBytes), "reason", logText(r.Reason, maxLogReasonBytes))
 			}
 		}
-		return webhook.Response(d)
+		return webhook.FromDecision(d)
 	}
 }
 
@@ -287,10 +287,10 @@ func (s *Server) evaluator(eo engine.EvalOptions, decisions logr.Logger) admissi
 // (builtin panics are recovered by the engine into their policy's result).
 // The failurePolicy of the policies the request could have matched
 // decides: denied if any of them is Fail, else allowed with a warning.
-func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.EvalOptions, p any) admission.Response {
+func (s *Server) panicked(log logr.Logger, req admission.Request, eo engine.EvalOptions, p any) webhook.Response {
 	s.metrics.Panics.WithLabelValues(webhook.PanicEngine).Inc()
 	log.Error(fmt.Errorf("panic: %v", p), "recovered a panic answering an admission request", "uid", logText(string(req.UID), maxLogFieldBytes), "stack", string(debug.Stack()))
-	return webhook.Response(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
+	return webhook.FromDecision(panicDecision(s.Snapshot(), &req.AdmissionRequest, eo, p))
 }
 
 func panicDecision(snap *engine.Snapshot, req *admissionv1.AdmissionRequest, eo engine.EvalOptions, p any) *engine.Decision {

@@ -66,8 +66,8 @@ func headerOnly(t *testing.T, h http.Handler) (send func(body []byte, err error)
 	}
 }
 
-func allowAll() admission.Handler {
-	return admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
+func allowAll() Handler {
+	return HandlerFunc(func(context.Context, admission.Request) Response { return Allowed() })
 }
 
 // TestHeaderOnlyAllocatesNothing: a request announcing 7 MiB whose body
@@ -169,10 +169,10 @@ func TestBodyBudget(t *testing.T) {
 
 	t.Run("released on every answer", func(t *testing.T) {
 		b := NewBodyBudget(0, nil)
-		panicky := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { panic("bug") })
+		panicky := HandlerFunc(func(context.Context, admission.Request) Response { panic("bug") })
 		big := bytes.Repeat([]byte(" "), MaxRequestBytes+10)
 		for name, c := range map[string]struct {
-			h    admission.Handler
+			h    Handler
 			body io.Reader
 			code int
 		}{

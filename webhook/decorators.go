@@ -11,11 +11,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
-// Decorator wraps an admission.Handler with one concern.
-type Decorator func(admission.Handler) admission.Handler
+// Decorator wraps a Handler with one concern.
+type Decorator func(Handler) Handler
 
 // Chain applies decorators to h; the first is the outermost.
-func Chain(h admission.Handler, ds ...Decorator) admission.Handler {
+func Chain(h Handler, ds ...Decorator) Handler {
 	for i := len(ds) - 1; i >= 0; i-- {
 		h = ds[i](h)
 	}
@@ -25,8 +25,8 @@ func Chain(h admission.Handler, ds ...Decorator) admission.Handler {
 // WithLogging logs each request and its answer at V(1); at the default
 // verbosity it costs one check.
 func WithLogging(log logr.Logger) Decorator {
-	return func(next admission.Handler) admission.Handler {
-		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req admission.Request) Response {
 			l := log.V(1)
 			if !l.Enabled() {
 				return next.Handle(ctx, req)
@@ -38,10 +38,10 @@ func WithLogging(log logr.Logger) Decorator {
 				"resource", req.Resource.Resource, "subResource", req.SubResource,
 				"namespace", req.Namespace, "name", req.Name, "user", req.UserInfo.Username,
 				"dryRun", req.DryRun != nil && *req.DryRun,
-				"allowed", resp.Allowed, "patchOperations", len(resp.Patches), "duration", time.Since(start).String(),
+				"allowed", resp.Allowed(), "patchOperations", len(resp.Patch()), "duration", time.Since(start).String(),
 			}
-			if resp.Result != nil && resp.Result.Message != "" {
-				kv = append(kv, "code", resp.Result.Code, "message", resp.Result.Message)
+			if resp.Message() != "" {
+				kv = append(kv, "code", resp.Code(), "message", resp.Message())
 			}
 			l.Info("admission request", kv...)
 			return resp
@@ -52,13 +52,13 @@ func WithLogging(log logr.Logger) Decorator {
 // WithBypass allows requests from username untouched, without evaluating
 // any policy, so that Celadon never blocks its own service account.
 func WithBypass(username string) Decorator {
-	return func(next admission.Handler) admission.Handler {
+	return func(next Handler) Handler {
 		if username == "" {
 			return next
 		}
-		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+		return HandlerFunc(func(ctx context.Context, req admission.Request) Response {
 			if req.UserInfo.Username == username {
-				return admission.Allowed("")
+				return Allowed()
 			}
 			return next.Handle(ctx, req)
 		})
@@ -106,8 +106,8 @@ func (l *Limiter) Release() { <-l.slots }
 // with allowed: false would be a denial whatever the failurePolicy (see
 // NotEvaluated). Both count as throttled.
 func WithLimit(l *Limiter, throttled prometheus.Counter, inFlight prometheus.Gauge) Decorator {
-	return func(next admission.Handler) admission.Handler {
-		return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req admission.Request) Response {
 			if !l.Acquire(ctx) {
 				if throttled != nil {
 					throttled.Inc()

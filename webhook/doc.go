@@ -1,6 +1,6 @@
 // Package webhook is the HTTP side of Celadon's admission webhook: it reads
 // an AdmissionReview (admission.k8s.io/v1, v1beta1 answered as v1beta1),
-// hands its request to an admission.Handler and writes the answer back. It
+// hands its request to a Handler and writes the answer back. It
 // knows nothing of policy sets, caches or controllers (package server wires
 // them) and no builtin by name.
 //
@@ -19,8 +19,12 @@
 //	WithLimit          bounded concurrent evaluations
 //	the evaluator      package server: the served policy set's Evaluate
 //
-// Response turns the engine's Decision into the admission response, and is
-// the only way one is built from a decision.
+// A Handler answers with a Response, whose fields are unexported: it is
+// built by Allowed, Denied, Errored, NotEvaluated (a failed call, written
+// as an HTTP status) or FromDecision (the engine's Decision), and read
+// through accessors. AppendReview writes it, byte for byte as
+// controller-runtime's admission.Response was written by encoding/json
+// after Complete.
 //
 // # A Pod CREATE, from HTTP to patch, in six files
 //
@@ -34,6 +38,7 @@
 //     builtins in order and composes their patches.
 //  5. builtins/inject_env_index.go (or another builtin): Run reads the pod
 //     through ActionContext.Object and returns JSON-patch operations.
-//  6. webhook/response.go: Response puts the patch, warnings and denials
-//     into the admission response, which ReviewHandler writes back.
+//  6. webhook/response.go: FromDecision puts the patch, warnings and
+//     denials into the Response, which ReviewHandler writes back
+//     (webhook/reviewjson.go).
 package webhook

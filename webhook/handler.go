@@ -72,7 +72,7 @@ const (
 
 // ReviewHandler serves one admission endpoint over HTTP: it decodes an
 // AdmissionReview (admission.k8s.io/v1, or v1beta1 answered as v1beta1),
-// hands its request to an admission.Handler under a deadline derived from
+// hands its request to a Handler under a deadline derived from
 // the API server's ?timeout= (see evalTimeout), and writes the review back.
 // The handler's context carries that deadline only: it is not cancelled
 // when the server starts shutting down, so in-flight requests finish.
@@ -89,9 +89,9 @@ const (
 // that grows with the bytes received, never sized from Content-Length. The API server then
 // applies the webhook configuration's failurePolicy.
 type ReviewHandler struct {
-	// Handler answers the admission request. Its Response is completed
-	// (UID, status code, encoded patch) by ReviewHandler.
-	Handler admission.Handler
+	// Handler answers the admission request; ReviewHandler writes its
+	// Response with the request's uid (AppendReview).
+	Handler Handler
 	// DefaultTimeout is the API server timeout assumed without ?timeout=.
 	DefaultTimeout time.Duration
 	// Log receives errors; nothing is logged per request at info level.
@@ -100,7 +100,7 @@ type ReviewHandler struct {
 	// the one recover of a request, besides the engine's around each
 	// builtin. Nil: an internal error (code 500). A panic before the
 	// request is decoded, or after its answer is written, is an HTTP 500.
-	OnPanic func(req admission.Request, p any) admission.Response
+	OnPanic func(req admission.Request, p any) Response
 	// Panics counts the panics recovered before a request was decoded.
 	Panics prometheus.Counter
 	// Bodies bounds the bytes of bodies held across requests (shared by
@@ -231,7 +231,7 @@ func (h *ReviewHandler) recovered(w http.ResponseWriter, rec *recorder, apiVersi
 		panic(p)
 	}
 	if decoded && (rec == nil || !rec.wroteHeader) {
-		resp := admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: internal error: %v", p))
+		resp := Errored(http.StatusInternalServerError, fmt.Errorf("celadon: internal error: %v", p))
 		if h.OnPanic != nil {
 			resp = h.OnPanic(req, p)
 		}
@@ -252,16 +252,16 @@ func (h *ReviewHandler) recovered(w http.ResponseWriter, rec *recorder, apiVersi
 	}
 }
 
-// write writes resp for req as a review of apiVersion, completed as
-// resp.Complete would (AppendReview); a response of NotEvaluated is
-// written as its HTTP status instead, so that the API server applies the
-// webhook's failurePolicy. buf, when not nil, holds the bytes written.
-func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion string, req admission.Request, resp admission.Response, buf *bytes.Buffer) {
+// write writes resp for req as a review of apiVersion (AppendReview); a
+// response of NotEvaluated is written as its HTTP status instead, so that
+// the API server applies the webhook's failurePolicy. buf, when not nil,
+// holds the bytes written.
+func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion string, req admission.Request, resp Response, buf *bytes.Buffer) {
 	if notEvaluated(&resp) {
 		if rec != nil {
 			rec.decision = DecisionError
 		}
-		writeStatus(w, int(resp.Result.Code), resp.Result.Message)
+		writeStatus(w, int(resp.code), resp.message)
 		return
 	}
 	if buf == nil {
@@ -274,7 +274,7 @@ func (h *ReviewHandler) write(w http.ResponseWriter, rec *recorder, apiVersion s
 	out, err := e.appendReview(buf.AvailableBuffer(), apiVersion, req.UID, &resp)
 	if err != nil {
 		h.Log.Error(err, "cannot encode the admission response", "uid", req.UID)
-		resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
+		resp = Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
 		out, _ = e.appendReview(buf.AvailableBuffer(), apiVersion, req.UID, &resp)
 	}
 	keep(buf, out)
@@ -414,7 +414,7 @@ func writeStatus(w http.ResponseWriter, code int, msg string) {
 	}
 	buf := getBuffer()
 	defer putBuffer(buf)
-	body, _ := appendStatus(buf.AvailableBuffer(), &st, 0) // no Details: cannot fail
+	body := appendStatus(buf.AvailableBuffer(), &st, 0)
 	body = append(body, '\n')
 	keep(buf, body)
 	h := w.Header()
@@ -477,15 +477,15 @@ func queryValue(rawQuery, key string) (string, bool) {
 	return "", false
 }
 
-// decisionOf classifies a response for metrics, as completed: no Result
-// is code 200.
-func decisionOf(resp *admission.Response) string {
+// decisionOf classifies a response for metrics: refused with a code other
+// than 403 (200 when none is set) is an error.
+func decisionOf(resp *Response) string {
 	switch {
-	case !resp.Allowed && (resp.Result == nil || resp.Result.Code != http.StatusForbidden):
+	case !resp.Allowed() && resp.Code() != http.StatusForbidden:
 		return DecisionError
-	case !resp.Allowed:
+	case !resp.Allowed():
 		return DecisionDenied
-	case len(resp.Patches) > 0 || len(resp.Patch) > 0:
+	case len(resp.Patch()) > 0:
 		return DecisionPatched
 	}
 	return DecisionAllowed

@@ -55,7 +55,7 @@ func TestEvalTimeout(t *testing.T) {
 func TestOneRecoverAtTheBoundary(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
 	log := testr.New(t)
-	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { panic("handler bug") }), WithLogging(log))
+	h := Chain(HandlerFunc(func(context.Context, admission.Request) Response { panic("handler bug") }), WithLogging(log))
 	panics := m.Panics.WithLabelValues(PanicHTTP)
 
 	hh := Instrument("/validate", m, &ReviewHandler{Handler: h, Log: log, Panics: panics})
@@ -65,9 +65,9 @@ func TestOneRecoverAtTheBoundary(t *testing.T) {
 	}
 
 	var gotUID types.UID
-	hh = Instrument("/validate", m, &ReviewHandler{Handler: h, Log: log, Panics: panics, OnPanic: func(req admission.Request, p any) admission.Response {
+	hh = Instrument("/validate", m, &ReviewHandler{Handler: h, Log: log, Panics: panics, OnPanic: func(req admission.Request, p any) Response {
 		gotUID = req.UID
-		return admission.Allowed("").WithWarnings(fmt.Sprintf("recovered: %v", p))
+		return Allowed().WithWarnings(fmt.Sprintf("recovered: %v", p))
 	}})
 	out = reviewtest.MustReview(t, reviewtest.Post(hh, "/validate", reviewtest.Review(reviewtest.V1, "decided"), "application/json"))
 	if gotUID != "decided" || out.Response.UID != "decided" || !out.Response.Allowed || len(out.Response.Warnings) != 1 || out.Response.Warnings[0] != "recovered: handler bug" {
@@ -124,9 +124,9 @@ func TestNoSlotIsAFailedCall(t *testing.T) {
 	defer l.Release()
 	throttled := m.Throttled.WithLabelValues("/validate")
 	evaluated := false
-	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+	h := Chain(HandlerFunc(func(context.Context, admission.Request) Response {
 		evaluated = true
-		return admission.Allowed("")
+		return Allowed()
 	}), WithLimit(l, throttled, nil))
 	rh := Instrument("/validate", m, &ReviewHandler{Handler: h, Log: testr.New(t)})
 
@@ -160,9 +160,9 @@ func TestNoSlotIsAFailedCall(t *testing.T) {
 func TestDeadlinePassedIsAFailedCall(t *testing.T) {
 	l := NewLimiter(1)
 	evaluated := false
-	h := Chain(admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+	h := Chain(HandlerFunc(func(context.Context, admission.Request) Response {
 		evaluated = true
-		return admission.Allowed("")
+		return Allowed()
 	}), WithLimit(l, nil, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), -time.Second)
 	defer cancel()
@@ -170,14 +170,14 @@ func TestDeadlinePassedIsAFailedCall(t *testing.T) {
 	if evaluated {
 		t.Error("a request past its deadline was evaluated")
 	}
-	if !notEvaluated(&resp) || resp.Result.Code != http.StatusServiceUnavailable || !strings.Contains(resp.Result.Message, "deadline passed") {
-		t.Errorf("response %+v, want NotEvaluated 503", resp.Result)
+	if !notEvaluated(&resp) || resp.Code() != http.StatusServiceUnavailable || !strings.Contains(resp.Message(), "deadline passed") {
+		t.Errorf("response %+v, want NotEvaluated 503", resp)
 	}
 	if !l.Acquire(context.Background()) {
 		t.Error("the slot was not released")
 	}
 
-	rh := &ReviewHandler{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return resp }), Log: testr.New(t)}
+	rh := &ReviewHandler{Handler: HandlerFunc(func(context.Context, admission.Request) Response { return resp }), Log: testr.New(t)}
 	w := reviewtest.Post(rh, "/mutate", reviewtest.Review(reviewtest.V1, "late"), "application/json")
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("HTTP %d, want 503: %s", w.Code, w.Body)

@@ -12,17 +12,16 @@ import (
 	"unicode/utf8"
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
-	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // The answer is written by appending bytes, without reflection or an
-// intermediate marshal of the patch: the bytes are those of
-// resp.Complete(req) followed by json.NewEncoder(w).Encode of the
-// admissionv1.AdmissionReview, as reviewjson_test.go checks, including
-// the trailing newline and encoding/json's escaping of strings.
+// intermediate marshal of the patch: the bytes are those that
+// controller-runtime's admission.Response, completed (Complete) and
+// written by json.NewEncoder(w).Encode in an admissionv1.AdmissionReview,
+// had for the same answer, as reviewjson_test.go checks, including the
+// trailing newline and encoding/json's escaping of strings.
 
 // reviewEncoder holds the scratch space of one answer; it is pooled.
 type reviewEncoder struct {
@@ -48,10 +47,9 @@ func putEncoder(e *reviewEncoder) {
 }
 
 // AppendReview appends to b the AdmissionReview of apiVersion answering
-// uid with resp: the bytes of resp.Complete followed by encoding/json's
-// Encoder (newline included), without modifying resp. The error is that
-// of a patch value encoding/json cannot encode (NaN, a channel...).
-func AppendReview(b []byte, apiVersion string, uid types.UID, resp *admission.Response) ([]byte, error) {
+// uid with resp, newline included. The error is that of a patch value
+// encoding/json cannot encode (NaN, a channel...).
+func AppendReview(b []byte, apiVersion string, uid types.UID, resp *Response) ([]byte, error) {
 	e := getEncoder()
 	defer putEncoder(e)
 	return e.appendReview(b, apiVersion, uid, resp)
@@ -65,9 +63,7 @@ func keep(buf *bytes.Buffer, out []byte) {
 	}
 }
 
-var jsonPatchType = admissionv1.PatchTypeJSONPatch
-
-func (e *reviewEncoder) appendReview(b []byte, apiVersion string, uid types.UID, resp *admission.Response) ([]byte, error) {
+func (e *reviewEncoder) appendReview(b []byte, apiVersion string, uid types.UID, resp *Response) ([]byte, error) {
 	b = append(b, `{"kind":"AdmissionReview"`...)
 	if apiVersion != "" {
 		b = append(b, `,"apiVersion":`...)
@@ -76,40 +72,31 @@ func (e *reviewEncoder) appendReview(b []byte, apiVersion string, uid types.UID,
 	b = append(b, `,"response":{"uid":`...)
 	b = appendString(b, string(uid))
 	b = append(b, `,"allowed":`...)
-	b = strconv.AppendBool(b, resp.Allowed)
+	b = strconv.AppendBool(b, resp.allowed)
 	b = append(b, `,"status":`...)
-	// Complete gives a response without status one of code 200.
-	b, err := appendStatus(b, resp.Result, http.StatusOK)
-	if err != nil {
-		return b, err
-	}
-	patch, patchType := resp.Patch, resp.PatchType
-	if len(resp.Patches) > 0 {
-		if e.patch, err = e.appendPatch(e.patch[:0], resp.Patches); err != nil {
+	// Complete gave a response without status one of code 200.
+	st := metav1.Status{Message: resp.message, Reason: resp.reason, Code: resp.code}
+	b = appendStatus(b, &st, http.StatusOK)
+	if len(resp.patch) > 0 {
+		var err error
+		if e.patch, err = e.appendPatch(e.patch[:0], resp.patch); err != nil {
 			// Complete's error, word for word.
-			if _, jerr := json.Marshal(resp.Patches); jerr != nil {
+			if _, jerr := json.Marshal(resp.patch); jerr != nil {
 				err = jerr
 			}
 			return b, err
 		}
-		patch, patchType = e.patch, &jsonPatchType
-	}
-	if len(patch) > 0 {
 		b = append(b, `,"patch":"`...)
-		b = base64.StdEncoding.AppendEncode(b, patch)
-		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, e.patch)
+		b = append(b, `","patchType":"JSONPatch"`...)
 	}
-	if patchType != nil {
-		b = append(b, `,"patchType":`...)
-		b = appendString(b, string(*patchType))
-	}
-	if len(resp.AuditAnnotations) > 0 {
+	if len(resp.audit) > 0 {
 		b = append(b, `,"auditAnnotations":`...)
-		b = e.appendStringMap(b, resp.AuditAnnotations)
+		b = e.appendStringMap(b, resp.audit)
 	}
-	if len(resp.Warnings) > 0 {
+	if len(resp.warnings) > 0 {
 		b = append(b, `,"warnings":[`...)
-		for i, w := range resp.Warnings {
+		for i, w := range resp.warnings {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -121,20 +108,11 @@ func (e *reviewEncoder) appendReview(b []byte, apiVersion string, uid types.UID,
 }
 
 // appendStatus appends st as encoding/json writes it, with code for a
-// zero Code; nil is an empty Status.
-func appendStatus(b []byte, st *metav1.Status, code int32) ([]byte, error) {
-	if st == nil {
-		st = &metav1.Status{}
-	}
+// zero Code. Its callers set neither Details nor ListMeta, which it does
+// not write.
+func appendStatus(b []byte, st *metav1.Status, code int32) []byte {
 	if st.Code != 0 {
 		code = st.Code
-	}
-	if st.Details != nil || st.ListMeta != (metav1.ListMeta{}) {
-		// Celadon sets neither: encoding/json writes these rare ones.
-		c := *st
-		c.Code = code
-		j, err := json.Marshal(&c)
-		return append(b, j...), err
 	}
 	b = append(b, '{')
 	if st.Kind != "" {
@@ -165,7 +143,7 @@ func appendStatus(b []byte, st *metav1.Status, code int32) ([]byte, error) {
 		b = append(b, `,"code":`...)
 		b = strconv.AppendInt(b, int64(code), 10)
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }
 
 // appendPatch appends ops as json.Marshal does through the operations'

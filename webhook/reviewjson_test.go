@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"reflect"
+	"slices"
 	"testing"
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
@@ -21,26 +23,54 @@ import (
 	"celadon.io/celadon/internal/reviewtest"
 )
 
-// stdReview is what the handler wrote before AppendReview: resp completed
-// by controller-runtime, then encoding/json.
-func stdReview(apiVersion string, uid types.UID, resp admission.Response) ([]byte, error) {
-	if err := resp.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: uid}}); err != nil {
+// crResponse is resp as the controller-runtime admission.Response the
+// handler answered with before Response: a status only when one is set.
+func crResponse(resp *Response) admission.Response {
+	var r admission.Response
+	r.Allowed = resp.allowed
+	if resp.code != 0 || resp.reason != "" || resp.message != "" {
+		r.Result = &metav1.Status{Code: resp.code, Reason: resp.reason, Message: resp.message}
+	}
+	r.Patches, r.Warnings, r.AuditAnnotations = resp.patch, resp.warnings, resp.audit
+	return r
+}
+
+// completed is resp answering uid as encoding/json saw it before
+// AppendReview: controller-runtime's response, completed.
+func completed(uid types.UID, resp *Response) (*admissionv1.AdmissionResponse, error) {
+	r := crResponse(resp)
+	if err := r.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: uid}}); err != nil {
 		return nil, err
 	}
+	return &r.AdmissionResponse, nil
+}
+
+// encodeReview is what the handler wrote before AppendReview: encoding/json
+// of the completed response.
+func encodeReview(apiVersion string, resp *admissionv1.AdmissionResponse) ([]byte, error) {
 	var buf bytes.Buffer
 	err := json.NewEncoder(&buf).Encode(&admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: "AdmissionReview"},
-		Response: &resp.AdmissionResponse,
+		Response: resp,
 	})
 	return buf.Bytes(), err
+}
+
+// stdReview is encodeReview of resp, completed.
+func stdReview(apiVersion string, uid types.UID, resp Response) ([]byte, error) {
+	ar, err := completed(uid, &resp)
+	if err != nil {
+		return nil, err
+	}
+	return encodeReview(apiVersion, ar)
 }
 
 // tricky holds what encoding/json escapes: HTML, quotes, control
 // characters, U+2028/U+2029, invalid UTF-8, and multi-byte runes kept.
 const tricky = "<b>a & b</b> \"q\" \\ \x00\x01\b\f\n\r\t\x1f\x7f \u2028\u2029 \xff\xc3 é 日本 🙂"
 
-func patchedResponse() admission.Response {
-	return Response(&engine.Decision{
+func patchedResponse() Response {
+	return FromDecision(&engine.Decision{
 		Allowed: true,
 		Patch: []jsonpatch.JsonPatchOperation{
 			engine.Op("add", "/metadata/labels/a~1b", tricky),
@@ -72,40 +102,33 @@ func patchedResponse() admission.Response {
 	})
 }
 
-// responses covers what the handler answers: the constructors' responses
-// and controller-runtime's, with and without status, patch, warnings and
-// audit annotations.
-func responses() map[string]admission.Response {
+// responses covers what the constructors build, with and without
+// status, patch, warnings and audit annotations.
+func responses() map[string]Response {
 	deep := any("leaf")
 	for range 600 { // deeper than maxDepth: encoding/json writes the rest
 		deep = []any{map[string]any{"d": deep}}
 	}
-	withDetails := admission.Denied("nope")
-	withDetails.Result.Details = &metav1.StatusDetails{Name: "x", Causes: []metav1.StatusCause{{Type: "t", Message: "<m>"}}}
-	withDetails.Result.ListMeta.Continue = "c"
-	rawPatch := admission.Allowed("")
-	pt := admissionv1.PatchTypeJSONPatch
-	rawPatch.Patch, rawPatch.PatchType = []byte(`[{"op":"add","path":"/a","value":1}]`), &pt
-	return map[string]admission.Response{
-		"allowed":                Response(&engine.Decision{Allowed: true}),
-		"allowed, cr":            admission.Allowed(""),
-		"allowed with message":   admission.Allowed(tricky),
-		"denied":                 Response(&engine.Decision{Message: "policy a: " + tricky}),
-		"denied, no message":     Response(&engine.Decision{}),
-		"denied with warnings":   Response(&engine.Decision{Message: "no", Warnings: []string{"w1", "w2"}, AuditAnnotations: map[string]string{"k": "v"}}),
+	return map[string]Response{
+		"allowed":                FromDecision(&engine.Decision{Allowed: true}),
+		"allowed, constructor":   Allowed(),
+		"allowed with warnings":  Allowed().WithWarnings(tricky, ""),
+		"denied":                 FromDecision(&engine.Decision{Message: "policy a: " + tricky}),
+		"denied, no message":     FromDecision(&engine.Decision{}),
+		"denied with warnings":   FromDecision(&engine.Decision{Message: "no", Warnings: []string{"w1", "w2"}, AuditAnnotations: map[string]string{"k": "v"}}),
+		"denied, constructor":    Denied(tricky),
 		"patched":                patchedResponse(),
-		"patched, one op":        Response(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/metadata/labels", map[string]any{"team": "a"})}}),
-		"patched, deep":          Response(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/deep", deep)}}),
-		"patches empty":          admission.Patched("", []jsonpatch.JsonPatchOperation{}...),
-		"warnings only":          Response(&engine.Decision{Allowed: true, Warnings: []string{tricky}}),
-		"audit annotations only": Response(&engine.Decision{Allowed: true, AuditAnnotations: map[string]string{"b": "2", "a": "1", "": "empty key"}}),
-		"errored":                admission.Errored(http.StatusInternalServerError, errors.New("celadon: internal error: "+tricky)),
-		"errored, no code":       admission.Errored(0, errors.New("boom")),
-		"no status, allowed":     {AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}},
-		"no status, not allowed": {AdmissionResponse: admissionv1.AdmissionResponse{}},
-		"status with details":    withDetails,
-		"status with type meta":  {AdmissionResponse: admissionv1.AdmissionResponse{Result: &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: "Failure", Reason: "X"}}},
-		"raw patch":              rawPatch,
+		"patched, one op":        FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/metadata/labels", map[string]any{"team": "a"})}}),
+		"patched, deep":          FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/deep", deep)}}),
+		"patched, warned":        patchedResponse().WithWarnings("added"),
+		"empty, not nil":         FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{}, Warnings: []string{}, AuditAnnotations: map[string]string{}}),
+		"warnings only":          FromDecision(&engine.Decision{Allowed: true, Warnings: []string{tricky}}),
+		"audit annotations only": FromDecision(&engine.Decision{Allowed: true, AuditAnnotations: map[string]string{"b": "2", "a": "1", "": "empty key"}}),
+		"errored":                Errored(http.StatusInternalServerError, errors.New("celadon: internal error: "+tricky)),
+		"errored, no code":       Errored(0, errors.New("boom")),
+		"errored, warned":        Errored(http.StatusBadRequest, errors.New("bad")).WithWarnings("w"),
+		"not evaluated":          NotEvaluated(http.StatusTooManyRequests, errors.New("busy")),
+		"zero":                   {},
 	}
 }
 
@@ -129,8 +152,63 @@ func TestAppendReviewIsEncodingJSON(t *testing.T) {
 	}
 	// AppendReview leaves the response as it was.
 	resp := patchedResponse()
-	if _, err := AppendReview(nil, reviewtest.V1, "u", &resp); err != nil || resp.UID != "" || resp.Patch != nil || resp.PatchType != nil {
-		t.Errorf("AppendReview modified the response: %+v (error %v)", resp.AdmissionResponse, err)
+	if _, err := AppendReview(nil, reviewtest.V1, "u", &resp); err != nil || !reflect.DeepEqual(resp, patchedResponse()) {
+		t.Errorf("AppendReview modified the response: %+v (error %v)", resp, err)
+	}
+}
+
+// TestConstructorsAreControllerRuntimes: each constructor is written as
+// the controller-runtime response it replaces was, completed and encoded,
+// without going through crResponse.
+func TestConstructorsAreControllerRuntimes(t *testing.T) {
+	err := errors.New("celadon: " + tricky)
+	ops := []jsonpatch.JsonPatchOperation{engine.Op("add", "/metadata/labels", map[string]any{"a": tricky})}
+	audit := map[string]string{"k": tricky}
+	withAudit := func(r admission.Response) admission.Response { r.AuditAnnotations = audit; return r }
+	notEval := admission.Errored(http.StatusTooManyRequests, err)
+	notEval.Result.Reason = "CeladonNotEvaluated"
+	for name, c := range map[string]struct {
+		got  Response
+		want admission.Response
+	}{
+		"Allowed":                  {Allowed(), admission.Allowed("")},
+		"Allowed, warned":          {Allowed().WithWarnings("a", tricky), admission.Allowed("").WithWarnings("a", tricky)},
+		"Denied":                   {Denied(tricky), admission.Denied(tricky)},
+		"Denied, no message":       {Denied(""), admission.Denied("")},
+		"Errored":                  {Errored(http.StatusInternalServerError, err), admission.Errored(http.StatusInternalServerError, err)},
+		"Errored, no code":         {Errored(0, err), admission.Errored(0, err)},
+		"NotEvaluated":             {NotEvaluated(http.StatusTooManyRequests, err), notEval},
+		"FromDecision, allowed":    {FromDecision(&engine.Decision{Allowed: true}), admission.Allowed("")},
+		"FromDecision, patched":    {FromDecision(&engine.Decision{Allowed: true, Patch: ops, Warnings: []string{"w"}, AuditAnnotations: audit}), withAudit(admission.Patched("", ops...).WithWarnings("w"))},
+		"FromDecision, denied":     {FromDecision(&engine.Decision{Message: tricky, Warnings: []string{"w"}, AuditAnnotations: audit}), withAudit(admission.Denied(tricky).WithWarnings("w"))},
+		"FromDecision, no message": {FromDecision(&engine.Decision{}), admission.Denied("")},
+	} {
+		if err := c.want.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: "u"}}); err != nil {
+			t.Fatal(err)
+		}
+		want, werr := encodeReview(reviewtest.V1, &c.want.AdmissionResponse)
+		got, err := AppendReview(nil, reviewtest.V1, "u", &c.got)
+		if werr != nil || err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s (error %v, %v):\n got %s\nwant %s", name, err, werr, got, want)
+		}
+	}
+}
+
+// TestWithWarningsCopies: warnings added to a decision's response do not
+// land in the spare capacity of the decision's slice.
+func TestWithWarningsCopies(t *testing.T) {
+	ws := make([]string, 1, 4)
+	ws[0] = "decided"
+	d := &engine.Decision{Allowed: true, Warnings: ws}
+	r := FromDecision(d).WithWarnings("added")
+	if got := ws[:2]; got[1] != "" {
+		t.Errorf("the decision's array was written: %q", got)
+	}
+	if got := r.Warnings(); !slices.Equal(got, []string{"decided", "added"}) {
+		t.Errorf("warnings %q", got)
+	}
+	if got := FromDecision(d).Warnings(); !slices.Equal(got, []string{"decided"}) {
+		t.Errorf("the decision's response has warnings %q", got)
 	}
 }
 
@@ -140,7 +218,7 @@ func TestAppendReviewErrorIsComplete(t *testing.T) {
 	cyclic := map[string]any{}
 	cyclic["self"] = cyclic
 	for name, v := range map[string]any{"NaN": math.NaN(), "+Inf": []any{math.Inf(1)}, "channel": map[string]any{"c": make(chan int)}, "cycle": cyclic} {
-		resp := Response(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/a", "fine"), engine.Op("add", "/b", v)}})
+		resp := FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/a", "fine"), engine.Op("add", "/b", v)}})
 		_, werr := stdReview(reviewtest.V1, "u", resp)
 		_, err := AppendReview(nil, reviewtest.V1, "u", &resp)
 		if werr == nil || err == nil || err.Error() != werr.Error() {
@@ -154,14 +232,15 @@ func TestAppendReviewErrorIsComplete(t *testing.T) {
 // that cannot be encoded is an internal error, and NotEvaluated a status.
 func TestHandlerWritesEncodingJSON(t *testing.T) {
 	cases := responses()
-	cases["unencodable"] = Response(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/a", math.NaN())}})
+	delete(cases, "not evaluated") // written as a status: below
+	cases["unencodable"] = FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/a", math.NaN())}})
 	for name, resp := range cases {
 		for _, v := range []string{reviewtest.V1, reviewtest.V1beta1} {
-			h := &ReviewHandler{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return resp })}
+			h := &ReviewHandler{Handler: HandlerFunc(func(context.Context, admission.Request) Response { return resp })}
 			w := reviewtest.Post(h, "/mutate", reviewtest.Review(v, "uid-"+name), "application/json")
 			want, err := stdReview(v, types.UID("uid-"+name), resp)
 			if err != nil {
-				errored := admission.Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
+				errored := Errored(http.StatusInternalServerError, fmt.Errorf("celadon: cannot encode the response: %v", err))
 				want, _ = stdReview(v, types.UID("uid-"+name), errored)
 			}
 			if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/json" || !bytes.Equal(w.Body.Bytes(), want) {
@@ -171,7 +250,7 @@ func TestHandlerWritesEncodingJSON(t *testing.T) {
 	}
 
 	msg := "celadon: no slot " + tricky
-	h := &ReviewHandler{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+	h := &ReviewHandler{Handler: HandlerFunc(func(context.Context, admission.Request) Response {
 		return NotEvaluated(http.StatusTooManyRequests, errors.New(msg))
 	})}
 	w := reviewtest.Post(h, "/mutate", reviewtest.Review(reviewtest.V1, "busy"), "application/json")
@@ -181,15 +260,21 @@ func TestHandlerWritesEncodingJSON(t *testing.T) {
 	}
 }
 
-// TestDecisionOfAResponseWithoutStatus: completed, a response without
-// status has code 200, so not allowed it is an error, not a denial.
-func TestDecisionOfAResponseWithoutStatus(t *testing.T) {
-	if d := decisionOf(&admission.Response{}); d != DecisionError {
-		t.Errorf("decision %q, want %q", d, DecisionError)
-	}
-	denied := Response(&engine.Decision{Message: "no"})
-	if d := decisionOf(&denied); d != DecisionDenied {
-		t.Errorf("decision %q, want %q", d, DecisionDenied)
+// TestDecisionOf: a response refused with any code but 403 is an error,
+// the zero one included (written with code 200).
+func TestDecisionOf(t *testing.T) {
+	patch := []jsonpatch.JsonPatchOperation{engine.Op("add", "/a", "b")}
+	for want, rs := range map[string][]Response{
+		DecisionAllowed: {Allowed(), FromDecision(&engine.Decision{Allowed: true}), Allowed().WithWarnings("w")},
+		DecisionPatched: {FromDecision(&engine.Decision{Allowed: true, Patch: patch})},
+		DecisionDenied:  {Denied("no"), FromDecision(&engine.Decision{Message: "no"}), Errored(http.StatusForbidden, errors.New("no"))},
+		DecisionError:   {{}, Errored(0, errors.New("x")), Errored(http.StatusInternalServerError, errors.New("x")), NotEvaluated(http.StatusTooManyRequests, errors.New("x"))},
+	} {
+		for i, r := range rs {
+			if got := decisionOf(&r); got != want {
+				t.Errorf("%s #%d (%+v): decision %q", want, i, r, got)
+			}
+		}
 	}
 }
 
@@ -197,7 +282,7 @@ func TestDecisionOfAResponseWithoutStatus(t *testing.T) {
 // audit annotations is written into a buffer of its size without
 // allocating, once the encoder's scratch space has grown.
 func TestAppendReviewAllocatesNothing(t *testing.T) {
-	resp := Response(&engine.Decision{
+	resp := FromDecision(&engine.Decision{
 		Allowed: true,
 		Patch: []jsonpatch.JsonPatchOperation{
 			engine.Op("add", "/metadata/labels/team", "a"),
@@ -260,20 +345,25 @@ func FuzzReviewResponseJSON(f *testing.F) {
 				engine.Op("add", "/f", fl),
 			}
 		}
-		resp := Response(d)
-		for _, v := range []string{reviewtest.V1, reviewtest.V1beta1} {
-			want, werr := stdReview(v, types.UID(uid), resp)
-			got, err := AppendReview(nil, v, types.UID(uid), &resp)
-			if (err != nil) != (werr != nil) || err != nil && err.Error() != werr.Error() {
-				t.Fatalf("error %v, encoding/json's %v", err, werr)
-			}
-			if err == nil && !bytes.Equal(got, want) {
-				t.Fatalf("\n got %s\nwant %s", got, want)
+		for _, resp := range []Response{
+			FromDecision(d),
+			Errored(int32(n), errors.New(msg)).WithWarnings(warning),
+			Denied(msg).WithWarnings(warning),
+		} {
+			for _, v := range []string{reviewtest.V1, reviewtest.V1beta1} {
+				want, werr := stdReview(v, types.UID(uid), resp)
+				got, err := AppendReview(nil, v, types.UID(uid), &resp)
+				if (err != nil) != (werr != nil) || err != nil && err.Error() != werr.Error() {
+					t.Fatalf("error %v, encoding/json's %v", err, werr)
+				}
+				if err == nil && !bytes.Equal(got, want) {
+					t.Fatalf("\n got %s\nwant %s", got, want)
+				}
 			}
 		}
 		st := metav1.Status{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"}, Status: metav1.StatusFailure, Message: msg, Reason: metav1.StatusReason(key), Code: int32(n)}
 		want, _ := json.Marshal(&st)
-		if got, _ := appendStatus(nil, &st, 0); !bytes.Equal(got, want) {
+		if got := appendStatus(nil, &st, 0); !bytes.Equal(got, want) {
 			t.Fatalf("status:\n got %s\nwant %s", got, want)
 		}
 	})
@@ -300,7 +390,7 @@ func BenchmarkAppendReview(b *testing.B) {
 		b.ReportAllocs()
 		var buf []byte
 		for b.Loop() {
-			resp := Response(d)
+			resp := FromDecision(d)
 			var err error
 			if buf, err = AppendReview(buf[:0], reviewtest.V1, "705ab4f5-6393-11e8-b7cc-42010a800002", &resp); err != nil {
 				b.Fatal(err)
@@ -311,14 +401,15 @@ func BenchmarkAppendReview(b *testing.B) {
 		b.ReportAllocs()
 		var buf bytes.Buffer
 		for b.Loop() {
-			resp := Response(d)
-			if err := resp.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: "705ab4f5-6393-11e8-b7cc-42010a800002"}}); err != nil {
+			resp := FromDecision(d)
+			cr := crResponse(&resp)
+			if err := cr.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: "705ab4f5-6393-11e8-b7cc-42010a800002"}}); err != nil {
 				b.Fatal(err)
 			}
 			buf.Reset()
 			if err := json.NewEncoder(&buf).Encode(&admissionv1.AdmissionReview{
 				TypeMeta: metav1.TypeMeta{APIVersion: reviewtest.V1, Kind: "AdmissionReview"},
-				Response: &resp.AdmissionResponse,
+				Response: &cr.AdmissionResponse,
 			}); err != nil {
 				b.Fatal(err)
 			}

@@ -634,14 +634,14 @@ func writePatches(w io.Writer, cases []*evalCase) error {
 }
 
 // writeReviews writes, for each request, the AdmissionReview the webhook
-// would send back: built by webhook.Response and written by
+// would send back: built by webhook.FromDecision and written by
 // webhook.AppendReview as the server does, in the request's review
 // version, indented.
 func writeReviews(w io.Writer, cases []*evalCase) error {
 	var b bytes.Buffer
 	var j []byte
 	for _, c := range cases {
-		resp := webhook.Response(c.decision)
+		resp := webhook.FromDecision(c.decision)
 		var err error
 		if j, err = webhook.AppendReview(j[:0], c.apiVersion, c.req.UID, &resp); err != nil {
 			return fmt.Errorf("%s: %v", c.source, err)

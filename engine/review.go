@@ -213,6 +213,19 @@ func (d *jsonDoc) members(i int32) func(yield func(k, v int32) bool) {
 	}
 }
 
+// nullOr reports whether node i, null or of kind k, is to be read (k) and
+// whether it is of a type that may stand there: encoding/json leaves a
+// field as it is for null, and refuses any other kind.
+func (d *jsonDoc) nullOr(i int32, k jsonKind) (read, ok bool) {
+	switch d.nodes[i].kind {
+	case jsonNull:
+		return false, true
+	case k:
+		return true, true
+	}
+	return false, false
+}
+
 // readString reads a string into s as encoding/json does: null leaves it.
 func (d *jsonDoc) readString(i int32, s *string) bool {
 	switch d.nodes[i].kind {
@@ -228,12 +241,8 @@ func (d *jsonDoc) readString(i int32, s *string) bool {
 // readFields reads the string members of object i named by keys into
 // fields; other members are skipped, null leaves the object as it is.
 func (d *jsonDoc) readFields(i int32, keys []string, fields ...*string) bool {
-	switch d.nodes[i].kind {
-	case jsonNull:
-		return true
-	case jsonObject:
-	default:
-		return false
+	if read, ok := d.nullOr(i, jsonObject); !read {
+		return ok
 	}
 	for k, v := range d.members(i) {
 		name := d.str(k)
@@ -257,12 +266,8 @@ func (d *jsonDoc) readGVR(i int32, g *metav1.GroupVersionResource) bool {
 }
 
 func (d *jsonDoc) readUserInfo(i int32, u *authenticationv1.UserInfo) bool {
-	switch d.nodes[i].kind {
-	case jsonNull:
-		return true
-	case jsonObject:
-	default:
-		return false
+	if read, ok := d.nullOr(i, jsonObject); !read {
+		return ok
 	}
 	for k, v := range d.members(i) {
 		ok := true
@@ -300,12 +305,8 @@ func (d *jsonDoc) readUserInfo(i int32, u *authenticationv1.UserInfo) bool {
 // readStrings reads a list of strings: null is a nil list, and a null
 // element an empty string, as encoding/json reads them.
 func (d *jsonDoc) readStrings(i int32) ([]string, bool) {
-	switch d.nodes[i].kind {
-	case jsonNull:
-		return nil, true
-	case jsonList:
-	default:
-		return nil, false
+	if read, ok := d.nullOr(i, jsonList); !read {
+		return nil, ok
 	}
 	list := make([]string, d.nodes[i].a)
 	j := i + 1

@@ -1,0 +1,270 @@
+package builtins
+
+import (
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"celadon.io/celadon/engine"
+)
+
+// mutatePolicy is a mutate policy on pod CREATEs with the given spec.with
+// (indented by four) and spec.variables (indented by two, "" for none).
+func mutatePolicy(variables, with string) string {
+	p := `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: map
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE]
+`
+	if variables != "" {
+		p += "  variables:\n" + variables
+	}
+	return p + "  action: mutate\n  with:\n" + with
+}
+
+const mutatePod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: default
+  labels:
+    app: web
+spec:
+  containers:
+  - name: app
+    image: docker.io/library/nginx:1.27
+  - name: sidecar
+    image: quay.io/example/agent:2
+    securityContext:
+      runAsNonRoot: false
+`
+
+// TestMutate runs MutatingAdmissionPolicy spec.mutations pasted into
+// spec.with: the patch applied by a standard library gives the object,
+// and a second evaluation patches nothing.
+func TestMutate(t *testing.T) {
+	cases := []struct {
+		name      string
+		variables string
+		with      string
+		want      string // the pod's expected YAML; "" when unchanged
+		reason    string // a substring of the result's reason
+	}{
+		{
+			name: "add a label, escaping its key",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: >
+          [JSONPatch{op: "add", path: "/metadata/labels/" + jsonpatch.escapeKey("example.com/team"), value: "web"}]
+`,
+			want:   strings.Replace(mutatePod, "    app: web\n", "    app: web\n    example.com/team: web\n", 1),
+			reason: "add /metadata/labels/example.com~1team",
+		},
+		{
+			name: "default a securityContext field where unset",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          object.spec.containers.filter(c, !has(c.securityContext)).map(c,
+            JSONPatch{op: "add", path: "/spec/containers/" + string(object.spec.containers.indexOf(c)) + "/securityContext",
+              value: Object.spec.containers.securityContext{runAsNonRoot: true}})
+`,
+			want: strings.Replace(mutatePod, "    image: docker.io/library/nginx:1.27\n",
+				"    image: docker.io/library/nginx:1.27\n    securityContext:\n      runAsNonRoot: true\n", 1),
+		},
+		{
+			name:      "rewrite the image registry, with a variable",
+			variables: "  - name: mirror\n    expression: '\"mirror.example.com/\"'\n",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          object.spec.containers.filter(c, c.image.startsWith("docker.io/")).map(c,
+            JSONPatch{op: "replace", path: "/spec/containers/" + string(object.spec.containers.indexOf(c)) + "/image",
+              value: variables.mirror + c.image.substring(10)})
+`,
+			want: strings.Replace(mutatePod, "docker.io/library/nginx", "mirror.example.com/library/nginx", 1),
+		},
+		{
+			name: "a later mutation sees the earlier one's result",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/metadata/annotations", value: {"a": "1"}}]'
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          has(object.metadata.annotations) ? [JSONPatch{op: "add", path: "/metadata/annotations/b", value: object.metadata.annotations.a + "2"}] : []
+`,
+			want: strings.Replace(mutatePod, "  labels:\n", "  annotations:\n    a: \"1\"\n    b: \"12\"\n  labels:\n", 1),
+		},
+		{
+			name: "a failed test op leaves the object as it is",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          [JSONPatch{op: "test", path: "/metadata/labels/app", value: "db"},
+           JSONPatch{op: "add", path: "/metadata/labels/tier", value: "data"}]
+`,
+			reason: "no change",
+		},
+		{
+			name: "idempotent where the expression is: nothing to do",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          object.metadata.labels.app == "web" ? [] : [JSONPatch{op: "replace", path: "/metadata/labels/app", value: "web"}]
+`,
+			reason: "no change",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := compilePolicies(t, mutatePolicy(tc.variables, tc.with))
+			req := admissionRequest(t, admissionv1.Create, yamlJSON(t, mutatePod), nil)
+			d := evaluate(t, snap, req, engine.EvalOptions{})
+			if len(d.Results) != 1 || d.Results[0].State == engine.StateError {
+				t.Fatalf("results %+v", d.Results)
+			}
+			if !strings.Contains(d.Results[0].Reason, tc.reason) {
+				t.Errorf("reason %q, want it to contain %q", d.Results[0].Reason, tc.reason)
+			}
+			if tc.want == "" {
+				checkUnchanged(t, d)
+				return
+			}
+			checkMutation(t, snap, req, d, yamlJSON(t, tc.want), engine.EvalOptions{})
+		})
+	}
+}
+
+// TestMutateNotIdempotent: appending every time patches again on a second
+// evaluation, which checkMutation would report; here the second pass is
+// seen to patch, so that `celadon test` can report it.
+func TestMutateNotIdempotent(t *testing.T) {
+	snap := compilePolicies(t, mutatePolicy("", `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/spec/containers/0/args/-", value: "--verbose"}]'
+`))
+	pod := strings.Replace(mutatePod, "    image: docker.io/library/nginx:1.27\n", "    image: docker.io/library/nginx:1.27\n    args: []\n", 1)
+	req := admissionRequest(t, admissionv1.Create, yamlJSON(t, pod), nil)
+	d := evaluate(t, snap, req, engine.EvalOptions{})
+	if len(d.Patch) != 1 {
+		t.Fatalf("patch %v", d.Patch)
+	}
+	again := *req
+	again.Object.Raw = applyDecision(t, req.Object.Raw, d)
+	if d2 := evaluate(t, snap, &again, engine.EvalOptions{}); len(d2.Patch) == 0 {
+		t.Errorf("the second evaluation did not patch again")
+	}
+}
+
+// TestMutateErrors: failures at run time are the policy's errors, and
+// the cost of the expressions is charged to the request's budget.
+func TestMutateErrors(t *testing.T) {
+	cases := []struct {
+		name, with, want string
+		budget           int64
+	}{
+		{
+			name: "a path that does not exist",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/status/conditions/0", value: {"type": "Ready"}}]'
+`,
+			want: "with.mutations[0].jsonPatch.expression: JSON Patch:",
+		},
+		{
+			name: "an expression error",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/metadata/labels/x", value: object.metadata.labels.missing}]'
+`,
+			want: "with.mutations[0].jsonPatch.expression: no such key: missing",
+		},
+		{
+			name: "over the request's budget",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: 'object.spec.containers.map(c, JSONPatch{op: "add", path: "/metadata/labels/x", value: c.name})'
+`,
+			budget: 1,
+			want:   engine.ErrCostBudgetExceeded.Error(),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := compilePolicies(t, mutatePolicy("", tc.with))
+			req := admissionRequest(t, admissionv1.Create, yamlJSON(t, mutatePod), nil)
+			d := evaluate(t, snap, req, engine.EvalOptions{CostBudget: tc.budget})
+			if len(d.Results) != 1 || d.Results[0].State != engine.StateError || !strings.Contains(d.Results[0].Reason, tc.want) {
+				t.Fatalf("results %+v, want an error containing %q", d.Results, tc.want)
+			}
+			checkUnchanged(t, d)
+		})
+	}
+}
+
+// TestMutateLoadErrors: errors point at the policy file's line.
+func TestMutateLoadErrors(t *testing.T) {
+	cases := []struct{ name, with, want string }{
+		{
+			name: "not typed list(JSONPatch)",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: 'object.spec.containers'
+`,
+			want: "p.yaml:14:22:",
+		},
+		{
+			name: "dyn is not enough, as in MAP",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: 'object.spec.containers.map(c, c)'
+`,
+			want: "p.yaml:14:22:",
+		},
+		{
+			name: "ApplyConfiguration",
+			with: `    mutations:
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: 'Object{metadata: Object.metadata{labels: {"a": "b"}}}'
+`,
+			want: "p.yaml:12:7: policy \"map\": with.mutations[0].patchType: ApplyConfiguration is not supported yet",
+		},
+		{
+			name: "no jsonPatch",
+			with: "    mutations:\n    - patchType: JSONPatch\n",
+			want: "p.yaml:12:7:",
+		},
+		{
+			name: "no mutations",
+			with: "    mutations: []\n",
+			want: "p.yaml:11:5:",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := compileErrors(t, mutatePolicy("", tc.with))
+			if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), tc.want) {
+				t.Fatalf("errors:\n%v\nwant one at %s", errs, tc.want)
+			}
+		})
+	}
+}

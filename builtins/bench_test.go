@@ -163,6 +163,21 @@ spec:
 			state:  engine.StatePass,
 		},
 		{
+			// A MAP's mutation: a label, through the API server's patcher.
+			name: "mutate",
+			policy: `  match: {resources: [pods], operations: [CREATE]}
+  action: mutate
+  with:
+    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/metadata/labels/" + jsonpatch.escapeKey("example.com/team"), value: "shop"}]'
+`,
+			req:   podCreate,
+			state: engine.StatePass,
+			patch: true,
+		},
+		{
 			name:   "deny",
 			policy: "  match: {resources: [pods], operations: [CREATE]}\n  action: deny\n  with: {messageExpression: \"'pod ' + object.metadata.name + ' is not allowed here'\"}\n",
 			req:    podCreate,

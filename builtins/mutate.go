@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -99,21 +102,42 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	if !obj.Exists() {
 		return skip("the request has no object to mutate"), nil
 	}
-	var before map[string]any
-	if err := obj.Decode(&before); err != nil {
-		return engine.Outcome{}, err
-	}
-	if before == nil {
-		return skip("the object is null"), nil
-	}
-	beforeJSON, err := json.Marshal(before)
-	if err != nil {
-		return engine.Outcome{}, err
-	}
-	cur := &unstructured.Unstructured{Object: before}
-	attrs := mutateAttributes(ac.Request, cur)
-	changed := false // whether cur is no longer the engine's object
+	var (
+		beforeJSON []byte
+		cur        *unstructured.Unstructured // nil until a mutation has operations
+		attrs      admission.Attributes
+		changed    bool // whether cur is no longer the engine's object
+	)
 	for _, e := range a.patches {
+		var val ref.Val
+		var err error
+		if changed {
+			val, err = ac.EvalCELOn(e, cur.Object)
+		} else {
+			val, err = ac.EvalCEL(e)
+		}
+		if err != nil {
+			return engine.Outcome{}, err
+		}
+		// No operations leave the object as it is, as in MAP: the common case
+		// once the object is mutated, worth no JSON round trip.
+		if l, ok := val.(traits.Lister); ok && l.Size() == types.IntZero {
+			continue
+		}
+		if cur == nil {
+			var before map[string]any
+			if err := obj.Decode(&before); err != nil {
+				return engine.Outcome{}, err
+			}
+			if before == nil {
+				return skip("the object is null"), nil
+			}
+			if beforeJSON, err = json.Marshal(before); err != nil {
+				return engine.Outcome{}, err
+			}
+			cur = &unstructured.Unstructured{Object: before}
+			attrs = mutateAttributes(ac.Request, cur)
+		}
 		va := &admission.VersionedAttributes{Attributes: attrs, VersionedKind: attrs.GetKind()}
 		va.VersionedObject.Set(cur)
 		req := patch.Request{
@@ -121,15 +145,8 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 			VersionedAttributes: va,
 			ObjectInterfaces:    mutateObjects,
 		}
-		ev := &mutateEvaluator{ac: ac, expr: e}
-		if changed {
-			ev.object = cur.Object
-		}
-		out, err := patch.NewJSONPatcher(ev).Patch(ac, req, engine.PerCallCostLimit)
-		switch {
-		case ev.err != nil:
-			return engine.Outcome{}, ev.err // names the expression
-		case err != nil:
+		out, err := patch.NewJSONPatcher(evaluated{val}).Patch(ac, req, engine.PerCallCostLimit)
+		if err != nil {
 			return engine.Outcome{}, fmt.Errorf("%s: %w", e.Field(), err)
 		}
 		u, ok := out.(*unstructured.Unstructured)
@@ -174,36 +191,18 @@ func mutateAttributes(r *admissionv1.AdmissionRequest, obj runtime.Object) admis
 		admission.Operation(r.Operation), nil, dryRun, &user.DefaultInfo{Name: r.UserInfo.Username})
 }
 
-// mutateEvaluator evaluates a jsonPatch.expression for the API server's
-// patcher, through the engine: its environment, the policy's variables, and
-// the request's cost budget, which the patcher's own evaluator would not
-// charge.
-type mutateEvaluator struct {
-	ac   *engine.ActionContext
-	expr *engine.Expression
-	// object is what object is bound to when an earlier mutation of the
-	// policy changed it; nil: the engine's object.
-	object map[string]any
-	err    error // the evaluation's
-}
+// evaluated hands the API server's patcher a jsonPatch.expression's value,
+// evaluated by the engine beforehand: in its environment, with the
+// policy's variables, charged to the request's cost budget (the patcher's
+// own evaluator would charge a budget of its own).
+type evaluated struct{ val ref.Val }
 
-// ForInput evaluates the expression; the patcher's arguments describe the
-// same request and are not needed.
-func (m *mutateEvaluator) ForInput(context.Context, *admission.VersionedAttributes, *admissionv1.AdmissionRequest, plugincel.OptionalVariableBindings, *corev1.Namespace, int64) (plugincel.EvaluationResult, int64, error) {
-	var res plugincel.EvaluationResult
-	var err error
-	if m.object != nil {
-		res.EvalResult, err = m.ac.EvalCELOn(m.expr, m.object)
-	} else {
-		res.EvalResult, err = m.ac.EvalCEL(m.expr)
-	}
-	if err != nil {
-		m.err = err
-		return res, 0, err
-	}
-	// The patcher discards the budget it is given back: the engine charged it.
-	return res, engine.PerCallCostLimit, nil
+// ForInput returns the value; the patcher's arguments describe the same
+// request and are not needed.
+func (e evaluated) ForInput(context.Context, *admission.VersionedAttributes, *admissionv1.AdmissionRequest, plugincel.OptionalVariableBindings, *corev1.Namespace, int64) (plugincel.EvaluationResult, int64, error) {
+	// The patcher discards the budget it is given back.
+	return plugincel.EvaluationResult{EvalResult: e.val}, engine.PerCallCostLimit, nil
 }
 
 // CompilationErrors is empty: expressions that do not compile fail the load.
-func (m *mutateEvaluator) CompilationErrors() []error { return nil }
+func (evaluated) CompilationErrors() []error { return nil }

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/cel-go/common"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
+	"github.com/google/cel-go/parser"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -69,6 +72,11 @@ func (mutate) Compile(c *engine.CompileContext) (engine.Action, error) {
 			e, err := c.CompileJSONPatch(field+".jsonPatch.expression", m.JSONPatch.Expression)
 			if err != nil {
 				return nil, err
+			}
+			if path := alwaysAppends(m.JSONPatch.Expression); path != "" {
+				return nil, c.FieldError(field+".jsonPatch.expression",
+					"is not idempotent: it always appends (a path ending in %s), so run again on its own result it patches again, "+
+						"as the API server's reinvocation would; return [] when the change is already there", path)
 			}
 			a.patches = append(a.patches, e)
 		case admissionregistrationv1.PatchTypeApplyConfiguration:
@@ -206,3 +214,65 @@ func (e evaluated) ForInput(context.Context, *admission.VersionedAttributes, *ad
 
 // CompilationErrors is empty: expressions that do not compile fail the load.
 func (evaluated) CompilationErrors() []error { return nil }
+
+// alwaysAppends returns the path of an operation that appends to a list
+// every time the expression runs, or "": what can be told from its text
+// alone, so that a policy that cannot be idempotent is refused when it
+// loads. Only a list literal of JSONPatch literals with constant ops,
+// none of them a test (which may stop the patch), qualifies: any other
+// expression may return [] once the change is there.
+func alwaysAppends(expr string) string {
+	parsed, errs := parser.Parse(common.NewTextSource(expr))
+	if errs != nil && len(errs.GetErrors()) > 0 {
+		return ""
+	}
+	root := parsed.Expr()
+	if root.Kind() != celast.ListKind || len(root.AsList().OptionalIndices()) > 0 {
+		return ""
+	}
+	found := ""
+	for _, el := range root.AsList().Elements() {
+		if el.Kind() != celast.StructKind || el.AsStruct().TypeName() != "JSONPatch" {
+			return ""
+		}
+		var op, path string
+		var pathExpr celast.Expr
+		for _, f := range el.AsStruct().Fields() {
+			sf := f.AsStructField()
+			switch sf.Name() {
+			case "op":
+				op = literalString(sf.Value())
+			case "path":
+				pathExpr = sf.Value()
+			}
+		}
+		switch op {
+		case "":
+			return "" // not a constant
+		case "test":
+			return ""
+		case "add", "copy":
+			// A path built by concatenation ends in its last operand.
+			for pathExpr != nil && pathExpr.Kind() == celast.CallKind && pathExpr.AsCall().FunctionName() == "_+_" {
+				args := pathExpr.AsCall().Args()
+				pathExpr = args[len(args)-1]
+			}
+			if pathExpr != nil {
+				path = literalString(pathExpr)
+			}
+			if found == "" && strings.HasSuffix(path, "/-") {
+				found = path
+			}
+		}
+	}
+	return found
+}
+
+// literalString returns the string a literal expression is, or "".
+func literalString(e celast.Expr) string {
+	if e.Kind() != celast.LiteralKind {
+		return ""
+	}
+	s, _ := e.AsLiteral().(types.String)
+	return string(s)
+}

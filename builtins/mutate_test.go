@@ -147,14 +147,14 @@ func TestMutate(t *testing.T) {
 	}
 }
 
-// TestMutateNotIdempotent: appending every time patches again on a second
-// evaluation, which checkMutation would report; here the second pass is
-// seen to patch, so that `celadon test` can report it.
+// TestMutateNotIdempotent: appending every time, behind a condition that
+// hides it from the load-time check, patches again on a second evaluation,
+// which `celadon test` reports.
 func TestMutateNotIdempotent(t *testing.T) {
 	snap := compilePolicies(t, mutatePolicy("", `    mutations:
     - patchType: JSONPatch
       jsonPatch:
-        expression: '[JSONPatch{op: "add", path: "/spec/containers/0/args/-", value: "--verbose"}]'
+        expression: 'object.kind == "Pod" ? [JSONPatch{op: "add", path: "/spec/containers/0/args/-", value: "--verbose"}] : []'
 `))
 	pod := strings.Replace(mutatePod, "    image: docker.io/library/nginx:1.27\n", "    image: docker.io/library/nginx:1.27\n    args: []\n", 1)
 	req := admissionRequest(t, admissionv1.Create, yamlJSON(t, pod), nil)
@@ -240,6 +240,17 @@ func TestMutateLoadErrors(t *testing.T) {
 			want: "p.yaml:14:22:",
 		},
 		{
+			name: "always appends: not idempotent",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          [JSONPatch{op: "add", path: "/metadata/labels/a", value: "b"},
+           JSONPatch{op: "add", path: "/spec/containers/" + string(0) + "/args/-", value: "--verbose"}]
+`,
+			want: "p.yaml:14:9: policy \"map\": with.mutations[0].jsonPatch.expression: is not idempotent: it always appends (a path ending in /args/-)",
+		},
+		{
 			name: "ApplyConfiguration",
 			with: `    mutations:
     - patchType: ApplyConfiguration
@@ -266,5 +277,23 @@ func TestMutateLoadErrors(t *testing.T) {
 				t.Fatalf("errors:\n%v\nwant one at %s", errs, tc.want)
 			}
 		})
+	}
+}
+
+// TestAlwaysAppends: only what must append every time is refused; a test
+// op or a condition may make the mutation idempotent.
+func TestAlwaysAppends(t *testing.T) {
+	for expr, want := range map[string]string{
+		`[JSONPatch{op: "add", path: "/a/-", value: 1}]`:                                              "/a/-",
+		`[JSONPatch{op: "copy", from: "/b", path: "/x/" + "a" + "/-"}]`:                               "/-",
+		`[JSONPatch{op: "add", path: "/a/0", value: 1}]`:                                              "",
+		`[JSONPatch{op: "test", path: "/b", value: 1}, JSONPatch{op: "add", path: "/a/-", value: 1}]`: "",
+		`has(object.a) ? [] : [JSONPatch{op: "add", path: "/a/-", value: 1}]`:                         "",
+		`[JSONPatch{op: variables.op, path: "/a/-", value: 1}]`:                                       "",
+		`[JSONPatch{op: "add", path: "/a/-", value: 1}].filter(p, false)`:                             "",
+	} {
+		if got := alwaysAppends(expr); got != want {
+			t.Errorf("alwaysAppends(%s) = %q, want %q", expr, got, want)
+		}
 	}
 }

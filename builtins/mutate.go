@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/google/cel-go/common"
 	celast "github.com/google/cel-go/common/ast"
@@ -19,10 +20,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/managedfields"
 	"k8s.io/apiserver/pkg/admission"
 	plugincel "k8s.io/apiserver/pkg/admission/plugin/cel"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/mutating/patch"
 	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/client-go/applyconfigurations"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	"celadon.io/celadon/engine"
 )
@@ -78,14 +82,21 @@ func (mutate) Compile(c *engine.CompileContext) (engine.Action, error) {
 					"is not idempotent: it always appends (a path ending in %s), so run again on its own result it patches again, "+
 						"as the API server's reinvocation would; return [] when the change is already there", path)
 			}
-			a.patches = append(a.patches, e)
+			a.mutations = append(a.mutations, mutation{expr: e})
 		case admissionregistrationv1.PatchTypeApplyConfiguration:
-			// Applying a configuration merges lists by their keys (containers
-			// by name), which needs the types' schemas; without them it would
-			// replace whole lists.
-			return nil, c.FieldError(field+".patchType", "ApplyConfiguration is not supported yet: use JSONPatch")
+			if m.ApplyConfiguration == nil {
+				return nil, c.FieldError(field+".applyConfiguration", "is required when patchType is ApplyConfiguration")
+			}
+			if m.JSONPatch != nil {
+				return nil, c.FieldError(field+".jsonPatch", "must not be set when patchType is ApplyConfiguration")
+			}
+			e, err := c.CompileApplyConfiguration(field+".applyConfiguration.expression", m.ApplyConfiguration.Expression)
+			if err != nil {
+				return nil, err
+			}
+			a.mutations = append(a.mutations, mutation{expr: e, apply: true})
 		case "":
-			return nil, c.FieldError(field+".patchType", "is required: JSONPatch")
+			return nil, c.FieldError(field+".patchType", "is required: JSONPatch or ApplyConfiguration")
 		default:
 			return nil, c.FieldError(field+".patchType", "must be JSONPatch or ApplyConfiguration, not %q", m.PatchType)
 		}
@@ -96,8 +107,22 @@ func (mutate) Compile(c *engine.CompileContext) (engine.Action, error) {
 // mutateAction is a compiled mutate. It is immutable, hence safe for
 // concurrent use.
 type mutateAction struct {
-	patches []*engine.Expression // jsonPatch.expression, in order
+	mutations []mutation // in order
 }
+
+// mutation is one compiled mutation.
+type mutation struct {
+	expr  *engine.Expression
+	apply bool // ApplyConfiguration; else JSONPatch
+}
+
+// builtinTypes converts built-in objects to typed values with their
+// schemas, as the API server does, so that applying a configuration merges
+// lists by their keys (containers by name). Made on first use: parsing the
+// schemas takes time and memory.
+var builtinTypes = sync.OnceValue(func() managedfields.TypeConverter {
+	return applyconfigurations.NewTypeConverter(clientgoscheme.Scheme)
+})
 
 // mutateObjects is what the API server's patcher needs to encode and decode
 // an unstructured object: no types of its own.
@@ -116,7 +141,8 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 		attrs      admission.Attributes
 		changed    bool // whether cur is no longer the engine's object
 	)
-	for _, e := range a.patches {
+	for _, m := range a.mutations {
+		e := m.expr
 		var val ref.Val
 		var err error
 		if changed {
@@ -129,7 +155,7 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 		}
 		// No operations leave the object as it is, as in MAP: the common case
 		// once the object is mutated, worth no JSON round trip.
-		if l, ok := val.(traits.Lister); ok && l.Size() == types.IntZero {
+		if l, ok := val.(traits.Lister); ok && !m.apply && l.Size() == types.IntZero {
 			continue
 		}
 		if cur == nil {
@@ -153,7 +179,12 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 			VersionedAttributes: va,
 			ObjectInterfaces:    mutateObjects,
 		}
-		out, err := patch.NewJSONPatcher(evaluated{val}).Patch(ac, req, engine.PerCallCostLimit)
+		patcher := patch.NewJSONPatcher(evaluated{val})
+		if m.apply {
+			req.TypeConverter = builtinTypes()
+			patcher = patch.NewApplyConfigurationPatcher(evaluated{val})
+		}
+		out, err := patcher.Patch(ac, req, engine.PerCallCostLimit)
 		if err != nil {
 			return engine.Outcome{}, fmt.Errorf("%s: %w", e.Field(), err)
 		}
@@ -199,7 +230,7 @@ func mutateAttributes(r *admissionv1.AdmissionRequest, obj runtime.Object) admis
 		admission.Operation(r.Operation), nil, dryRun, &user.DefaultInfo{Name: r.UserInfo.Username})
 }
 
-// evaluated hands the API server's patcher a jsonPatch.expression's value,
+// evaluated hands the API server's patcher a mutation expression's value,
 // evaluated by the engine beforehand: in its environment, with the
 // policy's variables, charged to the request's cost budget (the patcher's
 // own evaluator would charge a budget of its own).

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"celadon.io/celadon/engine"
 )
@@ -106,6 +108,41 @@ func TestMutate(t *testing.T) {
 			want: strings.Replace(mutatePod, "  labels:\n", "  annotations:\n    a: \"1\"\n    b: \"12\"\n  labels:\n", 1),
 		},
 		{
+			name: "ApplyConfiguration merges containers by name and orders them as it lists them, as the API server does",
+			with: `    mutations:
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: |
+          Object{
+            metadata: Object.metadata{labels: {"tier": "front"}},
+            spec: Object.spec{containers: [
+              Object.spec.containers{name: "sidecar", image: "quay.io/example/agent:3"},
+              Object.spec.containers{name: "app", env: [Object.spec.containers.env{name: "MODE", value: "prod"}]}
+            ]}
+          }
+`,
+			want: `apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: default
+  labels:
+    app: web
+    tier: front
+spec:
+  containers:
+  - name: sidecar
+    image: quay.io/example/agent:3
+    securityContext:
+      runAsNonRoot: false
+  - name: app
+    image: docker.io/library/nginx:1.27
+    env:
+    - name: MODE
+      value: prod
+`,
+		},
+		{
 			name: "a failed test op leaves the object as it is",
 			with: `    mutations:
     - patchType: JSONPatch
@@ -195,6 +232,15 @@ func TestMutateErrors(t *testing.T) {
 			want: "with.mutations[0].jsonPatch.expression: no such key: missing",
 		},
 		{
+			name: "ApplyConfiguration may not change an atomic list, as in MAP",
+			with: `    mutations:
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: 'Object{spec: Object.spec{containers: [Object.spec.containers{name: "app", args: ["--verbose"]}]}}'
+`,
+			want: "with.mutations[0].applyConfiguration.expression: error applying patch: invalid ApplyConfiguration: may not mutate atomic arrays",
+		},
+		{
 			name: "over the request's budget",
 			with: `    mutations:
     - patchType: JSONPatch
@@ -251,13 +297,13 @@ func TestMutateLoadErrors(t *testing.T) {
 			want: "p.yaml:14:9: policy \"map\": with.mutations[0].jsonPatch.expression: is not idempotent: it always appends (a path ending in /args/-)",
 		},
 		{
-			name: "ApplyConfiguration",
+			name: "ApplyConfiguration not typed Object",
 			with: `    mutations:
     - patchType: ApplyConfiguration
       applyConfiguration:
-        expression: 'Object{metadata: Object.metadata{labels: {"a": "b"}}}'
+        expression: '{"metadata": {"labels": {"a": "b"}}}'
 `,
-			want: "p.yaml:12:7: policy \"map\": with.mutations[0].patchType: ApplyConfiguration is not supported yet",
+			want: "p.yaml:14:22: policy \"map\": with.mutations[0].applyConfiguration.expression: CEL: must evaluate to Object",
 		},
 		{
 			name: "no jsonPatch",
@@ -296,4 +342,36 @@ func TestAlwaysAppends(t *testing.T) {
 			t.Errorf("alwaysAppends(%s) = %q, want %q", expr, got, want)
 		}
 	}
+}
+
+// TestMutateApplyCustomResource: a kind without a built-in schema cannot
+// be merged correctly, so it is an error rather than a guess.
+func TestMutateApplyCustomResource(t *testing.T) {
+	snap := compilePolicies(t, `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: map
+spec:
+  match:
+    resources: [example.com/widgets]
+    operations: [CREATE]
+  action: mutate
+  with:
+    mutations:
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: 'Object{spec: Object.spec{size: 3}}'
+`)
+	req := &admissionv1.AdmissionRequest{
+		UID:       "0d9f3a52-7c1e-4c57-9b1a-0c6d2f5e8a12",
+		Kind:      metav1.GroupVersionKind{Group: "example.com", Version: "v1", Kind: "Widget"},
+		Resource:  metav1.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "widgets"},
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: []byte(`{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"},"spec":{"size":1}}`)},
+	}
+	d := evaluate(t, snap, req, engine.EvalOptions{})
+	if len(d.Results) != 1 || d.Results[0].State != engine.StateError || !strings.Contains(d.Results[0].Reason, "Widget") {
+		t.Fatalf("results %+v, want an error naming the kind", d.Results)
+	}
+	checkUnchanged(t, d)
 }

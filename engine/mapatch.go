@@ -57,17 +57,32 @@ func (p *policyEnv) withPatchTypes() (*policyEnv, error) {
 // extends its own. As in MAP, it must be typed list(JSONPatch): dyn is an
 // error.
 func (c *CompileContext) CompileJSONPatch(field, expr string) (*Expression, error) {
+	return c.compileMutation(field, expr, jsonPatchListType)
+}
+
+// applyConfigurationType is what an applyConfiguration.expression must
+// evaluate to: an Object initializer.
+var applyConfigurationType = cel.ObjectType("Object")
+
+// CompileApplyConfiguration compiles a MutatingAdmissionPolicy's
+// applyConfiguration.expression as CompileJSONPatch compiles a
+// jsonPatch.expression; it must be typed Object.
+func (c *CompileContext) CompileApplyConfiguration(field, expr string) (*Expression, error) {
+	return c.compileMutation(field, expr, applyConfigurationType)
+}
+
+func (c *CompileContext) compileMutation(field, expr string, want *cel.Type) (*Expression, error) {
 	absField := "spec.with." + field
 	pe, err := c.cel.withPatchTypes()
 	if err != nil {
 		return nil, &exprError{field: absField, expr: expr, msg: "CEL environment: " + err.Error()}
 	}
-	e, err := pe.compile(absField, expr, jsonPatchListType)
+	e, err := pe.compile(absField, expr, want)
 	if err != nil {
 		return nil, err
 	}
-	if !e.outputType.IsExactType(jsonPatchListType) {
-		return nil, &exprError{field: absField, expr: expr, msg: "CEL: must evaluate to " + jsonPatchListType.String() + ", not " + e.outputType.String()}
+	if !e.outputType.IsExactType(want) {
+		return nil, &exprError{field: absField, expr: expr, msg: "CEL: must evaluate to " + want.String() + ", not " + e.outputType.String()}
 	}
 	return e, nil
 }

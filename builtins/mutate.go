@@ -128,7 +128,7 @@ var builtinTypes = sync.OnceValue(func() managedfields.TypeConverter {
 // an unstructured object: no types of its own.
 var mutateObjects = admission.NewObjectInterfacesFromScheme(runtime.NewScheme())
 
-// Run applies the mutations in order with the API server's JSON patcher and
+// Run applies the mutations in order with the API server's patchers and
 // returns the operations that turn the object into the result.
 func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	obj := ac.Object()
@@ -210,9 +210,14 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	if len(ops) == 0 {
 		return engine.Outcome{Reason: "no change"}, nil
 	}
-	paths := make([]string, len(ops))
-	for i, op := range ops {
-		paths[i] = op.Operation + " " + op.Path
+	// The first few operations say what changed; a reason stays one line.
+	const shown = 5
+	paths := make([]string, 0, min(len(ops), shown+1))
+	for _, op := range ops[:min(len(ops), shown)] {
+		paths = append(paths, op.Operation+" "+op.Path)
+	}
+	if len(ops) > shown {
+		paths = append(paths, fmt.Sprintf("and %d more", len(ops)-shown))
 	}
 	return engine.Outcome{Patch: ops, Reason: strings.Join(paths, ", ")}, nil
 }

@@ -143,6 +143,17 @@ spec:
 `,
 		},
 		{
+			name: "a long patch is summed up in the reason",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          ["a", "b", "c", "d", "e", "f", "g"].map(k, JSONPatch{op: "add", path: "/metadata/labels/" + k, value: k})
+`,
+			want:   strings.Replace(mutatePod, "    app: web\n", "    app: web\n    a: a\n    b: b\n    c: c\n    d: d\n    e: e\n    f: f\n    g: g\n", 1),
+			reason: ", and 2 more",
+		},
+		{
 			name: "a failed test op leaves the object as it is",
 			with: `    mutations:
     - patchType: JSONPatch

@@ -91,6 +91,12 @@ type policyEnv struct {
 	env       *cel.Env
 	varsType  *apiservercel.DeclType
 	variables []*Expression
+
+	// patch is this environment as MutatingAdmissionPolicy extends it, made
+	// on first use; see withPatchTypes.
+	patchOnce sync.Once
+	patch     *policyEnv
+	patchErr  error
 }
 
 func newPolicyEnv(vars []Variable) (*policyEnv, []error) {

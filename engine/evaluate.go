@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -476,7 +477,7 @@ func (ev *evaluation) evalVal(ctx context.Context, a *activation, e *Expression)
 }
 
 // evalCharged evaluates an expression, charging its cost to budget.
-func (ev *evaluation) evalCharged(ctx context.Context, a *activation, e *Expression, budget *int64) (ref.Val, error) {
+func (ev *evaluation) evalCharged(ctx context.Context, a interpreter.Activation, e *Expression, budget *int64) (ref.Val, error) {
 	if *budget <= 0 {
 		return nil, ErrCostBudgetExceeded
 	}

@@ -581,6 +581,9 @@ func (s *suite) check(ctx context.Context, c *suiteCase) ([]string, *engine.Deci
 			problems = append(problems, "patched: got no patch, want one")
 		}
 	}
+	if p := s.checkIdempotent(ctx, c, d); p != "" {
+		problems = append(problems, p)
+	}
 	if c.want != nil {
 		got := c.before
 		patched, err := d.Object()
@@ -595,6 +598,39 @@ func (s *suite) check(ctx context.Context, c *suiteCase) ([]string, *engine.Deci
 		}
 	}
 	return problems, d
+}
+
+// checkIdempotent evaluates the mutating policies again on the object
+// as the first evaluation admitted it, as the API server's reinvocation
+// may, and returns a problem when that patches again: a mutation that is
+// not idempotent (e.g. one appending to a list every time).
+func (s *suite) checkIdempotent(ctx context.Context, c *suiteCase, d *engine.Decision) string {
+	if !d.Allowed || len(d.Patch) == 0 {
+		return ""
+	}
+	patched, err := d.Object()
+	if err != nil || patched == nil {
+		return ""
+	}
+	raw, err := json.Marshal(patched)
+	if err != nil {
+		return "idempotence: " + err.Error()
+	}
+	again := *c.req
+	again.Object = runtime.RawExtension{Raw: raw}
+	d2, err := s.snap.Evaluate(ctx, &again, engine.EvalOptions{Phase: engine.PhaseMutating, Namespaces: s.cluster, Cluster: s.cluster,
+		Exceptions: s.exceptions, Now: func() time.Time { return s.now }})
+	if err != nil || len(d2.Patch) == 0 {
+		return ""
+	}
+	var who []string
+	for _, r := range d2.Results {
+		if r.Patch > 0 {
+			who = append(who, r.Policy)
+		}
+	}
+	p, _ := d2.PatchJSON()
+	return fmt.Sprintf("not idempotent: the second evaluation patches again (%s): %s", strings.Join(who, ", "), p)
 }
 
 // policyResultOf returns a policy's state and reason. A policy that the request's

@@ -442,3 +442,59 @@ func TestSuiteFormatExample(t *testing.T) {
 		t.Errorf("the example suite: exit %d\nstdout:\n%s\nstderr:\n%s\nthe suite:\n%s", code, stdout, stderr, example.String())
 	}
 }
+
+// TestTestReportsNotIdempotent: a mutation that patches again when run on
+// the object it produced (appending every time, behind a condition that
+// hides it from the load-time check) fails its case, whatever it expects;
+// one that returns [] the second time passes.
+func TestTestReportsNotIdempotent(t *testing.T) {
+	const policy = `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: verbose
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE]
+  action: mutate
+  with:
+    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: EXPR
+`
+	const suite = `apiVersion: celadon.io/v1alpha1
+kind: PolicyTest
+policies: [policy.yaml]
+tests:
+- name: verbose
+  object:
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: web, namespace: shop}
+    spec:
+      containers:
+      - {name: app, image: nginx, args: [serve]}
+  expect:
+    patched: true
+`
+	for _, tc := range []struct{ name, expr, want string }{
+		{"appends every time", `'object.kind == "Pod" ? [JSONPatch{op: "add", path: "/spec/containers/0/args/-", value: "--verbose"}] : []'`,
+			"FAIL " + "SUITE: verbose\n" +
+				`    not idempotent: the second evaluation patches again (verbose): [{"op":"add","path":"/spec/containers/0/args/2","value":"--verbose"}]` + "\n"},
+		{"appends once", `'"--verbose" in object.spec.containers[0].args ? [] : [JSONPatch{op: "add", path: "/spec/containers/0/args/-", value: "--verbose"}]'`,
+			"PASS SUITE: verbose\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{
+				"policy.yaml": strings.Replace(policy, "EXPR", tc.expr, 1),
+				"suite.yaml":  suite,
+			})
+			_, stdout, stderr := runFreshCLI(t, "test", dir)
+			want := strings.ReplaceAll(tc.want, "SUITE", filepath.Join(dir, "suite.yaml"))
+			if !strings.Contains(stdout, want) {
+				t.Errorf("stdout:\n%s\nwant it to contain:\n%s\nstderr:\n%s", stdout, want, stderr)
+			}
+		})
+	}
+}

@@ -226,7 +226,7 @@ func (e *Env) MeasurePodCreation(ctx context.Context, srv *Server, policiesDir s
 		With: summarize(&hists[modeWith]), Without: summarize(&hists[modeWithout]), Noop: summarize(&hists[modeNoop]), PatchNoop: summarize(&hists[modePatchNoop]),
 		WithUnmatched: summarize(&unmatched[modeWith]), WithoutUnmatched: summarize(&unmatched[modeWithout]), NoopUnmatched: summarize(&unmatched[modeNoop]),
 		PatchNoopUnmatched: summarize(&unmatched[modePatchNoop]),
-		Batch: batch,
+		Batch:              batch,
 	}
 	r.MedianDiffMs = r.With.P50Ms - r.Without.P50Ms
 	r.UnmatchedMedianDiffMs = r.WithUnmatched.P50Ms - r.WithoutUnmatched.P50Ms

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -207,6 +210,9 @@ func (a *mutateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	if err != nil {
 		return engine.Outcome{}, err
 	}
+	if err := sortOps(beforeJSON, ops); err != nil {
+		return engine.Outcome{}, err
+	}
 	if len(ops) == 0 {
 		return engine.Outcome{Reason: "no change"}, nil
 	}
@@ -311,4 +317,55 @@ func literalString(e celast.Expr) string {
 	}
 	s, _ := e.AsLiteral().(types.String)
 	return string(s)
+}
+
+// sortOps puts CreatePatch's operations in an order that does not depend
+// on map iteration, which CreatePatch's does. Operations whose paths part
+// at an object's key touch different members and commute, so they are
+// ordered by that key; those that part only at list indices keep
+// CreatePatch's order (in a list: removes from the end, adds, then
+// changes), which a stable sort on paths with indices made equal keeps.
+func sortOps(before []byte, ops []jsonpatch.JsonPatchOperation) error {
+	if len(ops) < 2 {
+		return nil
+	}
+	var doc any
+	if err := json.Unmarshal(before, &doc); err != nil {
+		return err
+	}
+	keys := make(map[string][]string, len(ops))
+	for _, op := range ops {
+		keys[op.Path] = memberPath(doc, op.Path)
+	}
+	sort.SliceStable(ops, func(i, j int) bool {
+		return slices.Compare(keys[ops[i].Path], keys[ops[j].Path]) < 0
+	})
+	return nil
+}
+
+// memberPath is a JSON pointer's segments with each list index made ""
+// (which sorts first), as doc's lists and objects say; below what doc has,
+// the segments are kept.
+func memberPath(doc any, pointer string) []string {
+	segs := strings.Split(pointer, "/")[1:]
+	out := make([]string, len(segs))
+	for i, seg := range segs {
+		switch c := doc.(type) {
+		case []any:
+			out[i] = ""
+			k, err := strconv.Atoi(seg)
+			if err != nil || k < 0 || k >= len(c) {
+				doc = nil
+				continue
+			}
+			doc = c[k]
+		case map[string]any:
+			out[i] = seg
+			doc = c[strings.ReplaceAll(strings.ReplaceAll(seg, "~1", "/"), "~0", "~")]
+		default:
+			out[i] = seg
+			doc = nil
+		}
+	}
+	return out
 }

@@ -1,9 +1,13 @@
 package builtins
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
+	jsonpatch5 "github.com/evanphx/json-patch/v5"
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -385,4 +389,45 @@ spec:
 		t.Fatalf("results %+v, want an error naming the kind", d.Results)
 	}
 	checkUnchanged(t, d)
+}
+
+// TestSortOpsIsDeterministicAndApplies: CreatePatch walks maps in random
+// order; sorted, its operations come out the same every time and still
+// turn the object before into the object after.
+func TestSortOpsIsDeterministicAndApplies(t *testing.T) {
+	before := []byte(`{"metadata":{"labels":{"a":"1","b":"2","c":"3"}},"spec":{"containers":[{"name":"x","env":[{"name":"A"},{"name":"B"},{"name":"C"}]},{"name":"y"}],"volumes":[{"name":"v"}],"z":1}}`)
+	after := []byte(`{"metadata":{"labels":{"a":"9","d":"4"},"annotations":{"k":"v"}},"spec":{"containers":[{"name":"x","env":[{"name":"A2"}],"image":"i"},{"name":"y","image":"j"},{"name":"w"}],"volumes":[{"name":"v"},{"name":"u"}],"y":2}}`)
+	var first string
+	for i := range 50 {
+		ops, err := jsonpatch.CreatePatch(before, after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sortOps(before, ops); err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = string(b)
+		} else if string(b) != first {
+			t.Fatalf("run %d gave another order:\n%s\n%s", i, b, first)
+		}
+		p, err := jsonpatch5.DecodePatch(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.Apply(before)
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		var g, w any
+		_ = json.Unmarshal(got, &g)
+		_ = json.Unmarshal(after, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("the sorted patch %s gives\n%s", b, got)
+		}
+	}
 }

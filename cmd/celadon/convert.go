@@ -27,6 +27,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
 )
 
@@ -49,8 +50,9 @@ A binding's paramRef is resolved from the objects in --params, and the
 parameter object is inlined as the policy variable "params": expressions'
 params become variables.params. Parameters are read from files only.
 
-Notes on what changes in meaning are printed on stderr. Exit status: 0
-when every binding converts, 2 otherwise (nothing is written).`,
+The policies are compiled as celadon validate compiles them before they
+are written. Notes on what changes in meaning are printed on stderr. Exit
+status: 0 when every binding converts, 2 otherwise (nothing is written).`,
 		Example: `  celadon convert vap.yaml binding.yaml --params params/ > policies/converted.yaml
   kubectl get validatingadmissionpolicies,validatingadmissionpolicybindings -o yaml | celadon convert -
   celadon convert vaps/ --out-dir policies/ && celadon validate -p policies/`,
@@ -74,6 +76,12 @@ when every binding converts, 2 otherwise (nothing is written).`,
 			}
 			if err != nil {
 				return &exitError{code: 2, err: err}
+			}
+			// What celadon validate would refuse is not written: an
+			// expression the engine does not support, a name too long.
+			if _, err := engine.Compile([]engine.File{{Name: "<converted>", Data: out.yaml()}}, engine.Options{Registry: builtins.Registry()}); err != nil {
+				n := printPolicyErrors(cmd.ErrOrStderr(), err)
+				return &exitError{code: 2, err: fmt.Errorf("%d error%s in the converted policies", n, pluralS(n))}
 			}
 			if outDir == "" {
 				_, err := cmd.OutOrStdout().Write(out.yaml())
@@ -275,6 +283,9 @@ func decodeAdmissionDocs(docs []convertDoc) (map[string]*admissionPolicy, []*adm
 			return nil, nil, fmt.Errorf("%s: %s %s is not a ValidatingAdmissionPolicy, MutatingAdmissionPolicy or binding of one", d.source, head.APIVersion, head.Kind)
 		}
 		var err error
+		if prev := policies[head.Kind+"/"+nameOf(d.raw)]; prev != nil {
+			return nil, nil, fmt.Errorf("%s: %s %q is defined twice, first at %s", d.source, head.Kind, prev.name, prev.source)
+		}
 		switch head.Kind {
 		case "ValidatingAdmissionPolicy":
 			var v admissionregistrationv1.ValidatingAdmissionPolicy
@@ -320,6 +331,12 @@ func decodeAdmissionDocs(docs []convertDoc) (map[string]*admissionPolicy, []*adm
 		}
 	}
 	return policies, bindings, nil
+}
+
+func nameOf(raw []byte) string {
+	var o metav1.PartialObjectMetadata
+	_ = json.Unmarshal(raw, &o)
+	return o.Name
 }
 
 // convertedPolicy is one output policy and what it came from.
@@ -667,7 +684,7 @@ func celLiteralTyped(v any) (lit, typ string, err error) {
 	case string:
 		return strconv.Quote(x), "string", nil
 	case float64:
-		if x == float64(int64(x)) && x >= -1<<53 && x <= 1<<53 {
+		if x >= -1<<53 && x <= 1<<53 && x == float64(int64(x)) {
 			return strconv.FormatInt(int64(x), 10), "int", nil
 		}
 		s := strconv.FormatFloat(x, 'g', -1, 64)

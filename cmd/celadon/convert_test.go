@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -219,5 +220,57 @@ func TestRewriteParams(t *testing.T) {
 	}
 	if _, err := rewriteParams("[1].all(params, params > 0)"); err == nil {
 		t.Error("a macro variable named params: no error")
+	}
+}
+
+func TestConvertStdinAndOutDir(t *testing.T) {
+	input, err := os.ReadFile("testdata/convert/warn-audit/input.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A policy without a binding applies to nothing: a note, no policy.
+	input = append(input, []byte("---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: unbound\nspec:\n  validations: [{expression: 'true'}]\n")...)
+	rootCmd.RemoveCommand(findCmd("convert"))
+	rootCmd.AddCommand(newConvertCmd())
+	rootCmd.SetIn(bytes.NewReader(input))
+	defer rootCmd.SetIn(nil)
+	dir := t.TempDir()
+	code, stdout, stderr := runCLI(t, "convert", "-", "--out-dir", dir)
+	if code != 0 || stdout != "" {
+		t.Fatalf("exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, `<stdin>#4: ValidatingAdmissionPolicy/unbound has no binding`) {
+		t.Errorf("stderr %q: no note of the unbound policy", stderr)
+	}
+	want := readGolden(t, "testdata/convert/warn-audit/expected.yaml")
+	var got []string
+	for _, name := range []string{"no-latest.staging.yaml", "no-latest.prod.yaml"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(data))
+	}
+	if s := strings.Join(got, "---\n"); s != want {
+		t.Errorf("files:\n%s\nwant:\n%s", s, want)
+	}
+}
+
+func TestConvertDuplicatePolicy(t *testing.T) {
+	doc := "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: twice\n"
+	docs, err := splitDocs("in.yaml", []byte(doc+"---\n"+doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := convert(docs, nil); err == nil || !strings.Contains(err.Error(), "in.yaml#2: ValidatingAdmissionPolicy \"twice\" is defined twice, first at in.yaml#1") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestCelLiteral(t *testing.T) {
+	got, err := celLiteral(map[string]any{"a": []any{nil, 1.0}, "b": []any{"x", "y"}, "c": 2.5e20})
+	want := `{"a": dyn([dyn(null), dyn(1)]), "b": dyn(["x", "y"]), "c": dyn(2.5e+20)}`
+	if err != nil || got != want {
+		t.Errorf("celLiteral = %s, %v; want %s", got, err, want)
 	}
 }

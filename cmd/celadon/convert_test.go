@@ -274,3 +274,29 @@ func TestCelLiteral(t *testing.T) {
 		t.Errorf("celLiteral = %s, %v; want %s", got, err, want)
 	}
 }
+
+// kubectl get -o yaml writes a List.
+func TestConvertList(t *testing.T) {
+	list := `apiVersion: v1
+kind: List
+items:
+- apiVersion: admissionregistration.k8s.io/v1
+  kind: ValidatingAdmissionPolicy
+  metadata: {name: p, managedFields: [{manager: kubectl}]}
+  spec:
+    matchConstraints: {resourceRules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}]}
+    validations: [{expression: "false", message: listed}]
+- apiVersion: admissionregistration.k8s.io/v1
+  kind: ValidatingAdmissionPolicyBinding
+  metadata: {name: p}
+  spec: {policyName: p, validationActions: [Deny]}
+`
+	docs, err := splitDocs("list.yaml", []byte(list))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := convert(docs, nil)
+	if err != nil || len(out) != 1 || out[0].policy.Metadata.Name != "p" || !strings.Contains(string(out[0].policy.Spec.With), "listed") {
+		t.Fatalf("convert = %+v, %v", out, err)
+	}
+}

@@ -35,9 +35,10 @@ func init() { rootCmd.AddCommand(newConvertCmd()) }
 
 func newConvertCmd() *cobra.Command {
 	var params []string
-	var outDir string
+	var outDir, kubeconfig, kubeContext string
+	var fromCluster bool
 	cmd := &cobra.Command{
-		Use:   "convert FILE|DIR|- ... [--params FILE|DIR] [--out-dir DIR]",
+		Use:   "convert FILE|DIR|- ... [--params FILE|DIR] [--params-from-cluster] [--out-dir DIR]",
 		Short: "Convert ValidatingAdmissionPolicies and MutatingAdmissionPolicies to Celadon policies",
 		Long: `Convert reads ValidatingAdmissionPolicy, MutatingAdmissionPolicy and their
 bindings (admissionregistration.k8s.io v1, v1beta1 or v1alpha1; files,
@@ -46,9 +47,10 @@ Celadon policy per policy and binding: named after the policy, or
 <policy>.<binding> when the policy has several bindings, with
 .<parameter> appended for a binding whose paramRef has a selector.
 
-A binding's paramRef is resolved from the objects in --params, and the
-parameter object is inlined as the policy variable "params": expressions'
-params become variables.params. Parameters are read from files only.
+A binding's paramRef is resolved from the objects in --params and, with
+--params-from-cluster, those the cluster holds, and the parameter object is
+inlined as the policy variable "params": expressions' params become
+variables.params. The values are those at conversion time.
 
 The policies are compiled as celadon validate compiles them before they
 are written. Notes on what changes in meaning are printed on stderr. Exit
@@ -67,6 +69,21 @@ status: 0 when every binding converts, 2 otherwise (nothing is written).`,
 				objs, err := readParams(p)
 				if err != nil {
 					return usageErrorf("params: %v", err)
+				}
+				paramObjs = append(paramObjs, objs...)
+			}
+			if fromCluster {
+				kinds, err := paramKinds(docs)
+				if err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				cfg, err := convertRestConfig(kubeconfig, kubeContext)
+				if err != nil {
+					return err
+				}
+				objs, err := clusterParams(cmd.Context(), cfg, kinds)
+				if err != nil {
+					return &exitError{code: 2, err: err}
 				}
 				paramObjs = append(paramObjs, objs...)
 			}
@@ -100,6 +117,9 @@ status: 0 when every binding converts, 2 otherwise (nothing is written).`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&params, "params", nil, "file or directory of parameter objects for paramRef (repeatable)")
+	cmd.Flags().BoolVar(&fromCluster, "params-from-cluster", false, "also read parameter objects from the cluster: every object of each paramKind")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --params-from-cluster (default $KUBECONFIG, ~/.kube/config, in-cluster)")
+	cmd.Flags().StringVar(&kubeContext, "context", "", "the kubeconfig context for --params-from-cluster")
 	cmd.Flags().StringVar(&outDir, "out-dir", "", "write each policy to DIR/<name>.yaml instead of stdout")
 	return cmd
 }

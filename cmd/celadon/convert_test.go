@@ -149,7 +149,7 @@ func TestConvertDecisions(t *testing.T) {
 		return map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": name},
 			"spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": image}}}}
 	}
-	nss := fakeNamespaces{"prod": {"env": "prod"}, "staging": {"env": "staging"}, "dev": {"env": "dev"}}
+	nss := fakeNamespaces{"prod": {"env": "prod"}, "staging": {"env": "staging"}, "dev": {"env": "dev"}, "platform": {"team": "platform"}}
 	cases := []struct {
 		dir       string
 		req       *admissionv1.AdmissionRequest
@@ -157,6 +157,7 @@ func TestConvertDecisions(t *testing.T) {
 		message   string // part of the denial
 		warning   string // part of a warning
 		annotated string // an audit annotation key
+		patch     string // part of the patch's JSON; "" for none
 	}{
 		// maxReplicas is 3 in the parameter ConfigMap.
 		{dir: "vap-params", req: convertRequest(t, "CREATE", deployments, "a", deployment("web", 3)), allowed: true},
@@ -176,6 +177,12 @@ func TestConvertDecisions(t *testing.T) {
 		// enforcement admits and records the violation.
 		{dir: "params-selector", req: convertRequest(t, "CREATE", metav1.GroupVersionResource{Version: "v1", Resource: "configmaps"}, "a",
 			map[string]any{"metadata": map[string]any{"name": "c", "labels": map[string]any{"owner": "me"}}}), allowed: true, annotated: "required-labels.cost"},
+		// The MAP's binding selects namespaces of team platform; its rules
+		// pods on CREATE, deployments on CREATE and UPDATE.
+		{dir: "map-binding", req: convertRequest(t, "CREATE", pods, "platform", pod("p", "nginx")), allowed: true, patch: `"team":"platform"`},
+		{dir: "map-binding", req: convertRequest(t, "CREATE", pods, "dev", pod("p", "nginx")), allowed: true},
+		{dir: "map-binding", req: convertRequest(t, "UPDATE", pods, "platform", pod("p", "nginx")), allowed: true},
+		{dir: "map-binding", req: convertRequest(t, "UPDATE", deployments, "platform", deployment("web", 1)), allowed: true, patch: `"team":"platform"`},
 	}
 	for _, c := range cases {
 		t.Run(c.dir+"/"+string(c.req.Operation)+"/"+c.req.Name, func(t *testing.T) {
@@ -193,6 +200,13 @@ func TestConvertDecisions(t *testing.T) {
 			}
 			if c.warning != "" && !strings.Contains(strings.Join(d.Warnings, "\n"), c.warning) {
 				t.Errorf("warnings %q, want %q", d.Warnings, c.warning)
+			}
+			patch, err := d.PatchJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.patch == "" && string(patch) != "[]" || !strings.Contains(string(patch), c.patch) {
+				t.Errorf("patch %s, want %q", patch, c.patch)
 			}
 			if c.annotated != "" {
 				if _, ok := d.AuditAnnotations[c.annotated]; !ok {

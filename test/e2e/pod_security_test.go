@@ -289,6 +289,10 @@ func podSecurityCorpus() []pssCase {
 		}
 	})
 	add("seccomp unset", func(p *corev1.Pod) { pod(p).SeccompProfile = nil })
+	add("seccomp annotation unconfined", func(p *corev1.Pod) {
+		pod(p).SeccompProfile = nil
+		p.Annotations = map[string]string{"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}
+	})
 	// Sysctls.
 	for _, s := range []string{"net.ipv4.tcp_rmem", "net.ipv4.ip_unprivileged_port_start", "kernel.shm_rmid_forced", "kernel.msgmax", "net.ipv4.ip_forward"} {
 		add("sysctl "+strings.ReplaceAll(s, ".", "-"), func(p *corev1.Pod) { pod(p).Sysctls = []corev1.Sysctl{{Name: s, Value: "1"}} })

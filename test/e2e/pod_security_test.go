@@ -27,7 +27,9 @@ import (
 // admission, at the baseline and the restricted level. Every pod of the
 // corpus is created with a server-side dry run in namespaces labelled
 // pod-security.kubernetes.io/enforce=privileged (it must be a valid pod),
-// baseline and restricted, and evaluated by Celadon's engine in-process.
+// baseline and restricted, and evaluated by Celadon's engine in-process;
+// ephemeral containers, which a pod cannot be created with, are added to
+// a created pod through pods/ephemeralcontainers, dry run too.
 func TestPodSecurityAgreement(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
@@ -73,11 +75,57 @@ func TestPodSecurityAgreement(t *testing.T) {
 			}
 		})
 	}
+	// Ephemeral containers are added to a running pod through
+	// pods/ephemeralcontainers, an UPDATE both check.
+	ephemeral := 0
+	for _, ec := range []struct {
+		name string
+		sc   *corev1.SecurityContext
+	}{
+		{"ephemeral restricted", &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}},
+		{"ephemeral no security context", nil},
+		{"ephemeral privileged", &corev1.SecurityContext{Privileged: ptr.To(true)}},
+		{"ephemeral add SYS_PTRACE", &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"SYS_PTRACE"}}}},
+		{"ephemeral runAsUser 0", &corev1.SecurityContext{RunAsUser: ptr.To(int64(0)), AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}},
+	} {
+		ephemeral++
+		t.Run(ec.name, func(t *testing.T) {
+			for _, level := range []string{"baseline", "restricted"} {
+				old := restrictedPod()
+				old.Name = "pss-" + strings.NewReplacer(" ", "-", "_", "-").Replace(strings.ToLower(ec.name))
+				old.Namespace = nss[level]
+				if err := suite.c.Create(ctx, old); err != nil {
+					t.Fatalf("%s: creating the pod: %v", level, err)
+				}
+				pod := old.DeepCopy()
+				pod.Spec.EphemeralContainers = []corev1.EphemeralContainer{{
+					EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "registry.invalid/debug:1", SecurityContext: ec.sc},
+					TargetContainerName:      "app",
+				}}
+				apiErr := suite.c.SubResource("ephemeralcontainers").Update(ctx, pod.DeepCopy(), client.DryRunAll)
+				if apiErr != nil && !strings.Contains(apiErr.Error(), "violates PodSecurity") {
+					t.Fatalf("%s: the API server refused the ephemeral container for another reason: %v", level, apiErr)
+				}
+				d := celadonRequest(ctx, t, snaps[level], admissionv1.Update, "ephemeralcontainers", pod, old)
+				for _, r := range d.Results {
+					if r.State != engine.StatePass && r.State != engine.StateFail {
+						t.Errorf("%s: policy %s: %s %s, want pass or fail", level, r.Policy, r.State, r.Reason)
+					}
+				}
+				if apiAllowed := apiErr == nil; apiAllowed != d.Allowed {
+					t.Errorf("%s: the API server allowed=%v (%v), Celadon allowed=%v (%s)", level, apiAllowed, apiErr, d.Allowed, d.Message)
+				}
+				if !d.Allowed {
+					denied[level]++
+				}
+			}
+		})
+	}
 	// The corpus is built to hit every control: most pods are denied at
 	// restricted, fewer at baseline, and neither level denies everything.
-	t.Logf("%d pods: Celadon denied %d at baseline, %d at restricted", len(corpus), denied["baseline"], denied["restricted"])
-	if denied["baseline"] < 20 || denied["restricted"] <= denied["baseline"] || denied["restricted"] == len(corpus) {
-		t.Errorf("denied %d at baseline and %d at restricted of %d pods: the corpus does not exercise both levels", denied["baseline"], denied["restricted"], len(corpus))
+	t.Logf("%d pods and %d ephemeral containers: Celadon denied %d at baseline, %d at restricted", len(corpus), ephemeral, denied["baseline"], denied["restricted"])
+	if n := len(corpus) + ephemeral; denied["baseline"] < 20 || denied["restricted"] <= denied["baseline"] || denied["restricted"] == n {
+		t.Errorf("denied %d at baseline and %d at restricted of %d requests: the corpus does not exercise both levels", denied["baseline"], denied["restricted"], n)
 	}
 }
 
@@ -110,19 +158,35 @@ func apiServerAdmits(ctx context.Context, ns string, pod *corev1.Pod) error {
 func celadonDecision(ctx context.Context, t *testing.T, snap *engine.Snapshot, ns string, pod *corev1.Pod) *engine.Decision {
 	t.Helper()
 	pod.Namespace = ns
-	pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
-	raw, err := json.Marshal(pod)
-	if err != nil {
-		t.Fatal(err)
+	return celadonRequest(ctx, t, snap, admissionv1.Create, "", pod, nil)
+}
+
+// celadonRequest evaluates an operation on pod (and its subresource), with
+// old as the old object unless nil.
+func celadonRequest(ctx context.Context, t *testing.T, snap *engine.Snapshot, op admissionv1.Operation, subresource string, pod, old *corev1.Pod) *engine.Decision {
+	t.Helper()
+	encode := func(p *corev1.Pod) runtime.RawExtension {
+		if p == nil {
+			return runtime.RawExtension{}
+		}
+		p = p.DeepCopy()
+		p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+		raw, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runtime.RawExtension{Raw: raw}
 	}
 	d, err := snap.Evaluate(ctx, &admissionv1.AdmissionRequest{
-		UID:       types.UID("pss-" + pod.Name),
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-		Name:      pod.Name,
-		Namespace: ns,
-		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: raw},
+		UID:         types.UID("pss-" + pod.Name),
+		Kind:        metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:    metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		SubResource: subresource,
+		Name:        pod.Name,
+		Namespace:   pod.Namespace,
+		Operation:   op,
+		Object:      encode(pod),
+		OldObject:   encode(old),
 	}, engine.EvalOptions{})
 	if err != nil {
 		t.Fatal(err)

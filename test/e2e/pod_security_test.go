@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -71,6 +72,9 @@ func TestPodSecurityAgreement(t *testing.T) {
 				}
 				if !d.Allowed {
 					denied[level]++
+					if got, want := celadonReasons(d.Message, level), apiReasons(apiErr); got != want {
+						t.Errorf("%s: Celadon denied for %s, the API server for %s:\n  Celadon: %s\n  API server: %v", level, got, want, d.Message, apiErr)
+					}
 				}
 			}
 		})
@@ -127,6 +131,48 @@ func TestPodSecurityAgreement(t *testing.T) {
 	if n := len(corpus) + ephemeral; denied["baseline"] < 20 || denied["restricted"] <= denied["baseline"] || denied["restricted"] == n {
 		t.Errorf("denied %d at baseline and %d at restricted of %d requests: the corpus does not exercise both levels", denied["baseline"], denied["restricted"], n)
 	}
+}
+
+// apiReasons returns the controls a Pod Security denial names: the
+// "reason (detail)" items after `violates PodSecurity "<level>:latest": `,
+// joined by ", ", as normalised reasons.
+func apiReasons(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, `:latest": `); i >= 0 {
+		msg = msg[i+len(`:latest": `):]
+	}
+	return reasons(strings.Split(msg, "), "))
+}
+
+// celadonReasons does the same for Celadon's denial, whose validations are
+// joined by "; ". At restricted, pss-baseline also names the baseline
+// controls that the API server's restricted checks replace (capabilities,
+// hostPath volumes, seccomp: restricted names them too); they are left out.
+func celadonReasons(msg, level string) string {
+	var items []string
+	for _, item := range strings.Split(msg, "); ") {
+		if level == "restricted" && (strings.HasPrefix(item, "non-default capabilities (") || strings.HasPrefix(item, "hostPath volumes (")) {
+			continue
+		}
+		items = append(items, item)
+	}
+	return reasons(items)
+}
+
+// reasons returns the sorted, distinct reasons of "reason (detail)" items,
+// without plural endings ("forbidden AppArmor profile(s)").
+func reasons(items []string) string {
+	set := map[string]bool{}
+	for _, item := range items {
+		r, _, _ := strings.Cut(item, " (")
+		set[strings.TrimSuffix(r, "s")] = true
+	}
+	var out []string
+	for r := range set {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
 
 // librarySnapshot compiles policies of policies/library.

@@ -90,9 +90,10 @@ run: $(CONTROLPLANE_BINS) $(BIN)/celadon
 deploy-generate:
 	$(GO) generate ./test/deploy
 
-# policy-test runs the suites of the shipped policies (make test runs them too).
+# policy-test runs the suites of the shipped policies and of the library (make
+# test runs them too).
 policy-test: $(BIN)/celadon
-	$(BIN)/celadon test policies/tests
+	$(BIN)/celadon test policies/tests policies/library/tests
 
 # image builds the container image (needs Docker with BuildKit).
 image:

@@ -62,11 +62,35 @@ func TestShippedPolicySuites(t *testing.T) {
 	}
 }
 
+// TestLibraryPolicySuites runs the suites of the policy library, which is
+// not served by default, so that `go test ./...` (make test) covers them.
+func TestLibraryPolicySuites(t *testing.T) {
+	code, stdout, stderr := runFreshCLI(t, "test", "../../policies/library/tests")
+	if code != 0 {
+		t.Fatalf("celadon test ../../policies/library/tests exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if passed, failed := suiteSummary(t, stdout); passed == "0" || failed != "0" {
+		t.Errorf("%s passed, %s failed:\n%s", passed, failed, stdout)
+	}
+}
+
 // TestShippedPoliciesHaveSuites requires every policy of policies/ to be
 // tested by a suite of policies/tests, both where it acts and where it is
 // skipped.
 func TestShippedPoliciesHaveSuites(t *testing.T) {
-	files, err := engine.ReadFiles("../../policies")
+	requireSuites(t, "../../policies", "../../policies/tests")
+}
+
+// TestLibraryPoliciesHaveSuites requires the same of the library.
+func TestLibraryPoliciesHaveSuites(t *testing.T) {
+	requireSuites(t, "../../policies/library", "../../policies/library/tests")
+}
+
+// requireSuites requires every policy of the directory policies to be
+// tested by a suite of tests, both where it acts and where it is skipped.
+func requireSuites(t *testing.T, policies, tests string) {
+	t.Helper()
+	files, err := engine.ReadFiles(policies)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +98,10 @@ func TestShippedPoliciesHaveSuites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	suites, err := findSuites([]string{"../../policies/tests"})
+	if len(files) == 0 {
+		t.Fatalf("no policy files in %s", policies)
+	}
+	suites, err := findSuites([]string{tests})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,10 +123,10 @@ func TestShippedPoliciesHaveSuites(t *testing.T) {
 	for _, p := range snap.Policies {
 		states := expected[p.Name()]
 		if !states[engine.StateSkip] {
-			t.Errorf("policy %s (%s:%d): no case of policies/tests expects it to skip", p.Name(), p.File, p.Line)
+			t.Errorf("policy %s (%s:%d): no case of %s expects it to skip", p.Name(), p.File, p.Line, tests)
 		}
 		if !states[engine.StatePass] && !states[engine.StateFail] && !states[engine.StateWarn] {
-			t.Errorf("policy %s (%s:%d): no case of policies/tests expects it to pass, fail or warn", p.Name(), p.File, p.Line)
+			t.Errorf("policy %s (%s:%d): no case of %s expects it to pass, fail or warn", p.Name(), p.File, p.Line, tests)
 		}
 	}
 }

@@ -43,6 +43,8 @@ type CompiledPolicy struct {
 	env         *policyEnv
 	builtin     Builtin
 	action      Action
+	// autogen are the pod controllers a pod policy also applies to.
+	autogen []AutogenRule
 }
 
 // Name returns the policy's name.
@@ -334,6 +336,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	if len(errs) > 0 {
 		p.Err = errs
 	}
+	p.setAutogen()
 	return p, errs
 }
 

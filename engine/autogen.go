@@ -112,16 +112,17 @@ func (p *CompiledPolicy) autogenFor(group, resource, sub string) *AutogenRule {
 // sees it: apiVersion v1, kind Pod, the template's metadata with the
 // request's namespace, and its spec. It is absent when the object is, and
 // ok is false when the object has no template.
-func podView(obj *workingObject, template, namespace string) (*workingObject, bool, error) {
+// raw is the view's JSON, the same for equal templates (sorted keys).
+func podView(obj *workingObject, template, namespace string) (w *workingObject, raw []byte, ok bool, err error) {
 	v := obj.Value()
 	if !v.Exists() {
-		return &workingObject{}, true, nil
+		return &workingObject{}, nil, true, nil
 	}
 	for _, f := range strings.Split(template, ".") {
 		v = v.Get(f)
 	}
 	if !v.IsObject() {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	meta, _ := v.Get("metadata").Interface().(map[string]any)
 	m := map[string]any{}
@@ -135,12 +136,11 @@ func podView(obj *workingObject, template, namespace string) (*workingObject, bo
 	if spec := v.Get("spec"); spec.Exists() {
 		pod["spec"] = spec.Interface()
 	}
-	raw, err := json.Marshal(pod)
-	if err != nil {
-		return nil, false, err
+	if raw, err = json.Marshal(pod); err != nil {
+		return nil, nil, false, err
 	}
-	w, err := newWorkingObject(raw, nil)
-	return w, err == nil, err
+	w, err = newWorkingObject(raw, nil)
+	return w, raw, err == nil, err
 }
 
 // templateViolation says whose pod template a violation is about.

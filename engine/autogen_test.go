@@ -209,3 +209,19 @@ spec:
 		t.Errorf("allowed=%v %q, want the Deployment itself denied", d.Allowed, d.Message)
 	}
 }
+
+// An UPDATE that leaves the template alone is not judged: the controllers
+// must still scale a workload created before the policy.
+func TestAutogenSkipsAnUnchangedTemplate(t *testing.T) {
+	snap := compileAutogen(t, autogenPolicies)
+	old := map[string]any{"replicas": 2, "template": template(nil, "redis:latest")}
+	scaled := map[string]any{"replicas": 0, "template": template(nil, "redis:latest")}
+	d := evalAutogen(t, snap, controllerRequest(t, admissionv1.Update, "apps", "replicasets", "ReplicaSet", scaled, old))
+	if !d.Allowed {
+		t.Errorf("scaling an old ReplicaSet denied: %q", d.Message)
+	}
+	changed := map[string]any{"replicas": 2, "template": template(map[string]any{"v": "2"}, "redis:latest")}
+	if d := evalAutogen(t, snap, controllerRequest(t, admissionv1.Update, "apps", "replicasets", "ReplicaSet", changed, old)); d.Allowed {
+		t.Error("a changed template that still violates was admitted")
+	}
+}

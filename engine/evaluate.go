@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -390,7 +391,7 @@ type evaluation struct {
 
 	objVal, oldObjVal, reqVal, nsVal ref.Val
 	// pods are the pod views of controller templates, by template path.
-	pods map[string][2]*workingObject
+	pods map[string]podViewPair
 
 	ns       *corev1.Namespace
 	nsErr    error
@@ -438,25 +439,35 @@ func (ev *evaluation) setObjects(obj, old *workingObject) {
 }
 
 // podViews returns the pods of the request's controller templates at
-// rule's path, built once per request and template path.
-func (ev *evaluation) podViews(rule *AutogenRule) (obj, old *workingObject, ok bool, err error) {
+// rule's path, built once per request and template path, and whether the
+// two are the same.
+func (ev *evaluation) podViews(rule *AutogenRule) (obj, old *workingObject, same, ok bool, err error) {
 	if v, found := ev.pods[rule.Template]; found {
-		return v[0], v[1], v[0] != nil, nil
+		return v.obj, v.old, v.same, true, nil
 	}
-	if obj, ok, err = podView(ev.object, rule.Template, ev.req.Namespace); err != nil || !ok {
-		return nil, nil, false, err
+	obj, raw, ok, err := podView(ev.object, rule.Template, ev.req.Namespace)
+	if err != nil || !ok {
+		return nil, nil, false, false, err
 	}
-	if old, ok, err = podView(ev.oldObject, rule.Template, ev.req.Namespace); err != nil {
-		return nil, nil, false, err
+	old, oldRaw, ok, err := podView(ev.oldObject, rule.Template, ev.req.Namespace)
+	if err != nil {
+		return nil, nil, false, false, err
 	}
 	if !ok {
-		old = &workingObject{} // an old object without a template: as if none
+		old, oldRaw = &workingObject{}, nil // an old object without a template: as if none
 	}
 	if ev.pods == nil {
-		ev.pods = map[string][2]*workingObject{}
+		ev.pods = map[string]podViewPair{}
 	}
-	ev.pods[rule.Template] = [2]*workingObject{obj, old}
-	return obj, old, true, nil
+	v := podViewPair{obj, old, raw != nil && bytes.Equal(raw, oldRaw)}
+	ev.pods[rule.Template] = v
+	return v.obj, v.old, v.same, true, nil
+}
+
+// podViewPair is the pod views of a request's object and old object.
+type podViewPair struct {
+	obj, old *workingObject
+	same     bool
 }
 
 func (ev *evaluation) objectVal() ref.Val {
@@ -567,14 +578,21 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 	var podObj, podOld *workingObject
 	realObj, realOld := ev.object, ev.oldObject
 	if tmpl = p.autogenFor(ev.req.Resource.Group, ev.req.Resource.Resource, ev.req.SubResource); tmpl != nil {
-		var ok bool
+		var same, ok bool
 		var err error
-		podObj, podOld, ok, err = ev.podViews(tmpl)
+		podObj, podOld, same, ok, err = ev.podViews(tmpl)
 		if err != nil {
 			return fail("pod template %s: %v", tmpl.Template, err)
 		}
 		if !ok {
 			res.State, res.Reason = StateSkip, fmt.Sprintf("the object has no pod template at %s", tmpl.Template)
+			return res, Outcome{}
+		}
+		// An UPDATE that leaves the template alone (a scale, a label on
+		// the controller) creates no pod the policy has not seen: judging
+		// it would only stop the controllers from scaling old workloads.
+		if same {
+			res.State, res.Reason = StateSkip, fmt.Sprintf("the pod template (%s) is unchanged", tmpl.Template)
 			return res, Outcome{}
 		}
 		ev.setObjects(podObj, podOld)

@@ -110,7 +110,7 @@ func (p *CompiledPolicy) autogenFor(group, resource, sub string) *AutogenRule {
 
 // podView is the pod a controller's template describes, as the policy
 // sees it: apiVersion v1, kind Pod, the template's metadata with the
-// request's namespace, and its spec. It is absent when the object is, and
+// request's namespace (and the controller's name), and its spec. It is absent when the object is, and
 // ok is false when the object has no template.
 // raw is the view's JSON, the same for equal templates (sorted keys).
 func podView(obj *workingObject, template, namespace string) (w *workingObject, raw []byte, ok bool, err error) {
@@ -131,6 +131,13 @@ func podView(obj *workingObject, template, namespace string) (w *workingObject, 
 	}
 	if namespace != "" {
 		m["namespace"] = namespace
+	}
+	// The pods' names are generated later; the controller's stands in, so
+	// that a message naming object.metadata.name names something.
+	if _, ok := m["name"]; !ok {
+		if name, ok := obj.Value().Get("metadata").Get("name").Str(); ok {
+			m["name"] = name
+		}
 	}
 	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": m}
 	if spec := v.Get("spec"); spec.Exists() {

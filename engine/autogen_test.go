@@ -27,7 +27,7 @@ spec:
     - expression: object.spec.containers.exists(c, c.image.endsWith(":latest"))
   action: deny
   with:
-    messageExpression: '"container " + object.spec.containers.filter(c, c.image.endsWith(":latest"))[0].name + " in " + object.kind + " " + object.metadata.namespace + " uses :latest"'
+    messageExpression: '"container " + object.spec.containers.filter(c, c.image.endsWith(":latest"))[0].name + " in " + object.kind + " " + object.metadata.namespace + "/" + object.metadata.name + " uses :latest"'
 ---
 apiVersion: celadon.io/v1alpha1
 kind: Policy
@@ -99,8 +99,8 @@ func TestAutogenDeniesADeploymentWhosePodsWouldBeDenied(t *testing.T) {
 	bad := map[string]any{"replicas": 2, "template": template(nil, "nginx:1.27", "redis:latest")}
 	d := evalAutogen(t, snap, controllerRequest(t, admissionv1.Create, "apps", "deployments", "Deployment", bad, nil))
 	// The message names the controller, its template, and what the pod
-	// policy saw: a Pod in the request's namespace.
-	want := `Deployment "web" pod template (spec.template): container c1 in Pod shop uses :latest`
+	// policy saw: a Pod in the request's namespace, named as the controller.
+	want := `Deployment "web" pod template (spec.template): container c1 in Pod shop/web uses :latest`
 	if d.Allowed || d.Message != want {
 		t.Errorf("allowed=%v message=%q, want denied with %q", d.Allowed, d.Message, want)
 	}

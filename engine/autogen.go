@@ -62,6 +62,21 @@ func (p *CompiledPolicy) AutogenOperations() []string {
 	return out
 }
 
+// autogenError is why spec.autogen: true cannot be honoured; "" when it
+// can.
+func autogenError(b Builtin) string {
+	switch {
+	case b == nil:
+		return ""
+	case b.Type() == Mutating:
+		return fmt.Sprintf("autogen applies to validating policies; %q mutates, and mutations of pod templates are not supported yet", b.Name())
+	}
+	if po, ok := b.(PodOnly); ok && po.PodOnly() {
+		return fmt.Sprintf("builtin %q needs a real pod, not a controller's pod template", b.Name())
+	}
+	return ""
+}
+
 // setAutogen extends a compiled validating pod policy to the pod
 // controllers, unless it opted out, its builtin needs a real pod, or it
 // already names the controller's resource itself.
@@ -110,9 +125,10 @@ func (p *CompiledPolicy) autogenFor(group, resource, sub string) *AutogenRule {
 
 // podView is the pod a controller's template describes, as the policy
 // sees it: apiVersion v1, kind Pod, the template's metadata with the
-// request's namespace (and the controller's name), and its spec. It is absent when the object is, and
-// ok is false when the object has no template.
-// raw is the view's JSON, the same for equal templates (sorted keys).
+// request's namespace (and the controller's name), and its spec. It is
+// absent when the object is, and ok is false when the object has no
+// template. raw is the view's JSON, equal for equal templates (json sorts
+// map keys).
 func podView(obj *workingObject, template, namespace string) (w *workingObject, raw []byte, ok bool, err error) {
 	v := obj.Value()
 	if !v.Exists() {

@@ -225,3 +225,17 @@ func TestAutogenSkipsAnUnchangedTemplate(t *testing.T) {
 		t.Error("a changed template that still violates was admitted")
 	}
 }
+
+// autogen: true where it cannot apply is a load error, not silence.
+func TestAutogenTrueOnAMutatingOrPodOnlyBuiltinIsAnError(t *testing.T) {
+	for action, want := range map[string]string{
+		"injectEnvIndex\n  with: {name: INDEX}":                                         `"injectEnvIndex" mutates`,
+		"drainBeforeDelete\n  with: {annotate: {key: example.com/d, doneWhen: 'true'}}": `"drainBeforeDelete" needs a real pod`,
+	} {
+		doc := "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  match: {resources: [pods]}\n  autogen: true\n  action: " + action + "\n"
+		_, err := engine.Compile([]engine.File{{Name: "p.yaml", Data: []byte(doc)}}, engine.Options{Registry: builtins.Registry()})
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "p.yaml:6:") {
+			t.Errorf("%s: error %v, want one at spec.autogen (line 6) saying %s", action, err, want)
+		}
+	}
+}

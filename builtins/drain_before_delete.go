@@ -127,6 +127,9 @@ func (drainBeforeDelete) Name() string { return "drainBeforeDelete" }
 // through the API server rather than patched in the request.
 func (drainBeforeDelete) Type() engine.ActionType { return engine.Validating }
 
+// PodOnly implements engine.PodOnly: it drains and writes a real pod.
+func (drainBeforeDelete) PodOnly() bool { return true }
+
 // SideEffects implements engine.SideEffecter: the cleanup changes Consul,
 // an endpoint's service or the pod, but a dry run starts nothing.
 func (drainBeforeDelete) SideEffects() engine.SideEffectClass {

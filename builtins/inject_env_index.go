@@ -52,6 +52,10 @@ func (injectEnvIndex) Name() string { return "injectEnvIndex" }
 // Type is Mutating.
 func (injectEnvIndex) Type() engine.ActionType { return engine.Mutating }
 
+// PodOnly implements engine.PodOnly: the ordinal is a pod's, not its
+// template's.
+func (injectEnvIndex) PodOnly() bool { return true }
+
 // Compile checks spec.with and applies its defaults.
 func (injectEnvIndex) Compile(c *engine.CompileContext) (engine.Action, error) {
 	var args injectEnvIndexArgs

@@ -482,6 +482,14 @@ func (s *ruleSet) add(p *engine.CompiledPolicy) {
 	for _, r := range p.Resources() {
 		s.ops[r] |= ops
 	}
+	// The pod controllers a pod policy was extended to (engine autogen).
+	var aops opSet
+	for _, op := range p.AutogenOperations() {
+		aops |= opBit(op)
+	}
+	for _, r := range p.Autogen() {
+		s.ops[r.ResourceRule] |= aops
+	}
 }
 
 // covers reports whether every request a matches, b matches too, with the

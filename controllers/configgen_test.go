@@ -40,6 +40,10 @@ func pol(name, kind, fp, ops string, resources ...string) string {
 	}
 	switch kind {
 	case "deny":
+		// Off pod controllers, so that each case shows its own resources;
+		// "deny-autogen" keeps the pod templates.
+		b.WriteString("  action: deny\n  with: {message: x}\n  autogen: false\n")
+	case "deny-autogen":
 		b.WriteString("  action: deny\n  with: {message: x}\n")
 	case "drain":
 		b.WriteString("  action: drainBeforeDelete\n  with: {annotate: {key: example.com/drain, doneWhen: 'true'}}\n")
@@ -223,6 +227,22 @@ func TestConfigurationsRules(t *testing.T) {
 			`""|UPDATE|pods`,
 			`*|CREATE|*`,
 		}},
+	}, {
+		name: "a validating pod policy also covers the pod controllers, for CREATE and UPDATE only",
+		policies: []string{
+			pol("pods", "deny-autogen", "", `"*"`, "pods"),
+			pol("own-deployments", "deny-autogen", "", "DELETE", "pods", "apps/deployments"),
+			pol("sidecar", "mutate", "", "CREATE", "pods"), // injectEnvIndex needs a real pod
+		},
+		want: map[string][]string{
+			"fail.validate.celadon.io": {
+				`""|*|pods`,
+				`apps|CREATE,DELETE,UPDATE|deployments`,
+				`apps|CREATE,UPDATE|daemonsets,replicasets,statefulsets`,
+				`batch|CREATE,UPDATE|cronjobs,jobs`,
+			},
+			"ignore.mutate.celadon.io": {`""|CREATE|pods`},
+		},
 	}, {
 		name: "*/* absorbs everything",
 		policies: []string{

@@ -49,6 +49,11 @@ type PolicyPushdown struct {
 	Conditions bool `json:"conditions"`
 	// Reason says what was not pushed down and why, "" when all was.
 	Reason string `json:"reason,omitempty"`
+	// Autogen lists the pod controllers ("apps/deployments") the policy
+	// also applies to, through their pod templates. On them only the
+	// resource and operation are pushed down: the API server cannot build
+	// the pod that the conditions and objectSelector read.
+	Autogen []string `json:"autogen,omitempty"`
 }
 
 // Pushdown returns, for each policy of snap and each webhook serving it,
@@ -98,8 +103,15 @@ func (n narrowing) namespaceSelector(excluded []string) *metav1.LabelSelector {
 // set's policies.
 func (s *ruleSet) narrow(name string) narrowing {
 	var n narrowing
-	objCommon := commonRequirements(s.policies, func(m engine.Match) *metav1.LabelSelector { return m.ObjectSelector })
-	nsCommon := commonRequirements(s.policies, func(m engine.Match) *metav1.LabelSelector { return m.NamespaceSelector })
+	// A policy on pod templates selects the template's labels, which an
+	// objectSelector on the controller cannot read.
+	objCommon := commonRequirements(s.policies, func(p *engine.CompiledPolicy) *metav1.LabelSelector {
+		if len(p.Autogen()) > 0 {
+			return nil
+		}
+		return p.Policy.Spec.Match.ObjectSelector
+	})
+	nsCommon := commonRequirements(s.policies, func(p *engine.CompiledPolicy) *metav1.LabelSelector { return p.Policy.Spec.Match.NamespaceSelector })
 	// The API server never matches an object that cannot have labels (a
 	// CONNECT's options) against an objectSelector, while the engine reads
 	// it as having none: keep the selector in CEL for those.
@@ -190,7 +202,24 @@ func (s *ruleSet) share(p *engine.CompiledPolicy, objCommon, nsCommon []metav1.L
 	default:
 		pd.Expression = "(" + strings.Join(parts, ") && (") + ")"
 	}
-	return pd, len(parts) > ruleParts
+	narrows = len(parts) > ruleParts
+	if ag := p.Autogen(); len(ag) > 0 {
+		// On a pod controller the conditions and the object selector read
+		// the pod template, which the API server cannot build: the share
+		// checks the resource and operation only there.
+		rules := make([]engine.ResourceRule, len(ag))
+		for i, r := range ag {
+			rules[i] = r.ResourceRule
+		}
+		ctl := "(" + resourcesCEL(rules) + ") && request.operation in " + celStrings(p.AutogenOperations())
+		if pd.Expression != "true" {
+			pd.Expression = "(" + pd.Expression + ") || (" + ctl + ")"
+		}
+		for _, r := range ag {
+			pd.Autogen = append(pd.Autogen, r.Group+"/"+r.Resource)
+		}
+	}
+	return pd, narrows
 }
 
 // resourcesCoveredBy reports whether the policy matches every resource the
@@ -316,10 +345,10 @@ func requirementKey(r metav1.LabelSelectorRequirement) string {
 
 // commonRequirements returns the requirements every policy's selector has,
 // sorted: a selector of them is implied by each policy's.
-func commonRequirements(ps []*engine.CompiledPolicy, sel func(engine.Match) *metav1.LabelSelector) []metav1.LabelSelectorRequirement {
+func commonRequirements(ps []*engine.CompiledPolicy, sel func(*engine.CompiledPolicy) *metav1.LabelSelector) []metav1.LabelSelectorRequirement {
 	var common []metav1.LabelSelectorRequirement
 	for i, p := range ps {
-		reqs := requirementsOf(sel(p.Policy.Spec.Match))
+		reqs := requirementsOf(sel(p))
 		if p.Err != nil {
 			reqs = nil
 		}

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,8 +22,12 @@ func policyDoc(name, action, fp, match, variables string) string {
 		with = "{name: INDEX}"
 	}
 	return "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata:\n  name: " + name + "\nspec:\n  match:\n    resources: [pods]\n    operations: [CREATE]\n" +
-		match + variables + "  action: " + action + "\n  with: " + with + "\n  failurePolicy: " + fp + "\n"
+		match + variables + "  action: " + action + "\n  with: " + with + "\n  failurePolicy: " + fp + "\n" + autogenOff
 }
+
+// autogenOff keeps the narrowing tests' pod policies off pod controllers:
+// autogenNarrowing tests those.
+const autogenOff = "  autogen: false\n"
 
 func podRequest(t *testing.T, ns string, labels map[string]string, owner string) *admissionv1.AdmissionRequest {
 	t.Helper()
@@ -191,4 +196,49 @@ func TestNarrowing(t *testing.T) {
 			t.Errorf("dyn: %+v", pd)
 		}
 	})
+}
+
+func TestAutogenNarrowing(t *testing.T) {
+	const sts = "    conditions:\n    - {name: sts, expression: \"has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, r.kind == 'StatefulSet')\"}\n"
+	doc := strings.TrimSuffix(policyDoc("a", "deny", "Fail", "    objectSelector: {matchLabels: {team: a}}\n"+sts, ""), autogenOff)
+	snap := compileSet(t, doc)
+	_, vwc := generate(t, snap, controllers.ConfigOptions{Service: &controllers.ServiceRef{Namespace: "celadon", Name: "celadon"}})
+	// The selector is the template's labels, which the API server cannot
+	// read on a Deployment.
+	if sel := vwc.Webhooks[0].ObjectSelector; sel != nil {
+		t.Errorf("objectSelector = %+v, want none", sel)
+	}
+	deployment := func(op admissionv1.Operation) *admissionv1.AdmissionRequest {
+		raw, _ := json.Marshal(map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "d", "namespace": "shop"}})
+		req := &admissionv1.AdmissionRequest{
+			UID:       "1",
+			Kind:      metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+			Resource:  metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"},
+			Namespace: "shop", Name: "d", Operation: op,
+		}
+		if op == admissionv1.Delete {
+			req.OldObject = runtime.RawExtension{Raw: raw}
+		} else {
+			req.Object = runtime.RawExtension{Raw: raw}
+		}
+		return req
+	}
+	for _, c := range []struct {
+		what string
+		req  *admissionv1.AdmissionRequest
+		want string
+	}{
+		{"a Deployment without the pod's labels or owner", deployment(admissionv1.Create), "fail.validate.celadon.io"},
+		{"a Deployment's DELETE", deployment(admissionv1.Delete), ""},
+		{"a pod of the StatefulSet with the label", podRequest(t, "shop", map[string]string{"team": "a"}, "StatefulSet"), "fail.validate.celadon.io"},
+		{"a pod without the label", podRequest(t, "shop", nil, "StatefulSet"), ""},
+		{"a pod of a ReplicaSet", podRequest(t, "shop", map[string]string{"team": "a"}, "ReplicaSet"), ""},
+	} {
+		if got := calledWebhooks(t, snap, c.req, nil); got != c.want {
+			t.Errorf("%s: called %q, want %q", c.what, got, c.want)
+		}
+	}
+	if pd := pushdownOf(t, snap, "a"); !slices.Contains(pd.Autogen, "apps/deployments") || !slices.Contains(pd.Autogen, "batch/cronjobs") {
+		t.Errorf("pushdown %+v, want the pod controllers listed", pd)
+	}
 }

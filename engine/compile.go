@@ -43,6 +43,8 @@ type CompiledPolicy struct {
 	env         *policyEnv
 	builtin     Builtin
 	action      Action
+	// autogen are the pod controllers a pod policy also applies to.
+	autogen []AutogenRule
 }
 
 // Name returns the policy's name.
@@ -216,6 +218,11 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	if t := pol.Spec.TimeoutSeconds; t != nil && (*t < 1 || *t > 30) {
 		errs = append(errs, d.errorf("spec.timeoutSeconds", "timeoutSeconds must be between 1 and 30, not %d", *t))
 	}
+	if a := pol.Spec.Autogen; a != nil && *a {
+		if msg := autogenError(p.builtin); msg != "" {
+			errs = append(errs, d.errorf("spec.autogen", "%s", msg))
+		}
+	}
 	if p.Type == Mutating && pol.Spec.Enforcement != "" {
 		errs = append(errs, d.errorf("spec.enforcement", "enforcement applies to validating builtins only; %q mutates", pol.Spec.Action))
 	}
@@ -334,6 +341,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 	if len(errs) > 0 {
 		p.Err = errs
 	}
+	p.setAutogen()
 	return p, errs
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -389,9 +390,12 @@ type evaluation struct {
 	applied []appliedException
 
 	objVal, oldObjVal, reqVal, nsVal ref.Val
-	ns                               *corev1.Namespace
-	nsErr                            error
-	nsLooked                         bool
+	// pods are the pod views of controller templates, by template path.
+	pods map[string]podViewPair
+
+	ns       *corev1.Namespace
+	nsErr    error
+	nsLooked bool
 }
 
 func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts EvalOptions, exceptions *ExceptionSet) (*evaluation, error) {
@@ -422,7 +426,49 @@ func newEvaluation(ctx context.Context, req *admissionv1.AdmissionRequest, opts 
 	return ev, nil
 }
 
-func (ev *evaluation) objectChanged() { ev.objVal = nil }
+func (ev *evaluation) objectChanged() { ev.objVal, ev.pods = nil, nil }
+
+// setObjects binds object and oldObject, for CEL and builtins alike.
+func (ev *evaluation) setObjects(obj, old *workingObject) {
+	if ev.object != obj {
+		ev.object, ev.objVal = obj, nil
+	}
+	if ev.oldObject != old {
+		ev.oldObject, ev.oldObjVal = old, nil
+	}
+}
+
+// podViews returns the pods of the request's controller templates at
+// rule's path, built once per request and template path, and whether the
+// two are the same.
+func (ev *evaluation) podViews(rule *AutogenRule) (obj, old *workingObject, same, ok bool, err error) {
+	if v, found := ev.pods[rule.Template]; found {
+		return v.obj, v.old, v.same, true, nil
+	}
+	obj, raw, ok, err := podView(ev.object, rule.Template, ev.req.Namespace)
+	if err != nil || !ok {
+		return nil, nil, false, false, err
+	}
+	old, oldRaw, ok, err := podView(ev.oldObject, rule.Template, ev.req.Namespace)
+	if err != nil {
+		return nil, nil, false, false, err
+	}
+	if !ok {
+		old, oldRaw = &workingObject{}, nil // an old object without a template: as if none
+	}
+	if ev.pods == nil {
+		ev.pods = map[string]podViewPair{}
+	}
+	v := podViewPair{obj, old, raw != nil && bytes.Equal(raw, oldRaw)}
+	ev.pods[rule.Template] = v
+	return v.obj, v.old, v.same, true, nil
+}
+
+// podViewPair is the pod views of a request's object and old object.
+type podViewPair struct {
+	obj, old *workingObject
+	same     bool
+}
 
 func (ev *evaluation) objectVal() ref.Val {
 	if ev.objVal == nil {
@@ -526,8 +572,38 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 	if p.Err != nil {
 		return fail("policy did not compile: %v", p.Err)
 	}
+	// On a pod controller the policy sees the pod of its template; the
+	// exceptions still see the request's own object.
+	var tmpl *AutogenRule
+	var podObj, podOld *workingObject
+	realObj, realOld := ev.object, ev.oldObject
+	if tmpl = p.autogenFor(ev.req.Resource.Group, ev.req.Resource.Resource, ev.req.SubResource); tmpl != nil {
+		var same, ok bool
+		var err error
+		podObj, podOld, same, ok, err = ev.podViews(tmpl)
+		if err != nil {
+			return fail("pod template %s: %v", tmpl.Template, err)
+		}
+		if !ok {
+			res.State, res.Reason = StateSkip, fmt.Sprintf("the object has no pod template at %s", tmpl.Template)
+			return res, Outcome{}
+		}
+		// An UPDATE that leaves the template alone (a scale, a label on
+		// the controller) creates no pod the policy has not seen: judging
+		// it would only stop the controllers from scaling old workloads.
+		if same {
+			res.State, res.Reason = StateSkip, fmt.Sprintf("the pod template (%s) is unchanged", tmpl.Template)
+			return res, Outcome{}
+		}
+		ev.setObjects(podObj, podOld)
+		defer ev.setObjects(realObj, realOld)
+	}
 	// excepted makes the result a skip when an exception applies.
 	excepted := func() bool {
+		if tmpl != nil {
+			ev.setObjects(realObj, realOld)
+			defer ev.setObjects(podObj, podOld)
+		}
 		ex := ev.exceptionFor(ctx, p)
 		if ex == nil {
 			return false
@@ -590,6 +666,14 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 		res.Panicked = errors.As(err, &pe)
 		res2, _ := fail("%v", err)
 		return res2, Outcome{Warnings: out.Warnings}
+	}
+	if tmpl != nil {
+		// A patch would be of the pod view, not of the controller.
+		out.Patch = nil
+		if out.Violation != "" {
+			ev.setObjects(realObj, realOld)
+			out.Violation = templateViolation(realObj, tmpl, ev.objectName(), out.Violation)
+		}
 	}
 	res.Reason = out.Reason
 	switch {

@@ -49,6 +49,10 @@ type PolicySpec struct {
 	// serving this policy: a generated webhook takes the smallest of its
 	// policies' timeouts. Unset: the configurations' default (5 s).
 	TimeoutSeconds *int32 `json:"timeoutSeconds,omitempty"`
+	// Autogen false keeps a validating pod policy off the pod templates of
+	// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and
+	// CronJobs. Unset or true: it applies to them too (autogen.go).
+	Autogen *bool `json:"autogen,omitempty"`
 }
 
 // Match selects the requests a policy applies to. All parts must match.

@@ -40,6 +40,12 @@ func (s *Snapshot) buildIndex() {
 				s.index[k] = append(s.index[k], p)
 			}
 		}
+		for _, r := range p.autogen {
+			for _, op := range p.AutogenOperations() {
+				k := indexKey{r.Group, r.Resource, r.Subresource, op}
+				s.index[k] = append(s.index[k], p)
+			}
+		}
 		if wild {
 			s.wildcard = append(s.wildcard, p)
 		}

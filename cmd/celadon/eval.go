@@ -540,6 +540,9 @@ func writePushdown(b *bytes.Buffer, pushdown []controllers.PolicyPushdown) error
 		if p.Reason != "" {
 			what += "; " + oneLine(p.Reason)
 		}
+		if len(p.Autogen) > 0 {
+			what += "; autogen, on the pod templates of " + strings.Join(p.Autogen, ", ") + ": resources and operations"
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", p.Policy, p.Webhook, what)
 	}
 	return tw.Flush()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -265,5 +266,59 @@ func TestWebhookConfigExample(t *testing.T) {
 	}
 	if want := "cert-manager.io/inject-ca-from: " + deploy.Namespace + "/" + deploy.ServingCertificate; !strings.Contains(stdout, want) {
 		t.Errorf("the example's output lacks %q:\n%s", want, stdout)
+	}
+}
+
+// A validating pod policy's webhook also covers the pod controllers, so
+// that the API server sends Celadon their pod templates.
+func TestWebhookConfigAutogen(t *testing.T) {
+	dir := t.TempDir()
+	policy := `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: no-latest}
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE, UPDATE, DELETE]
+    conditions:
+    - expression: object.spec.containers.exists(c, c.image.endsWith(":latest"))
+  action: deny
+  with: {message: pin the image}
+`
+	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runWebhookConfig(t, "-p", dir, "--service", "celadon/celadon")
+	if code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s", code, stderr)
+	}
+	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+	for _, doc := range strings.Split(stdout, "\n---\n") {
+		if strings.Contains(doc, "kind: ValidatingWebhookConfiguration") {
+			if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(cfg.Webhooks) != 1 {
+		t.Fatalf("validating webhooks: %+v\n%s", cfg.Webhooks, stdout)
+	}
+	got := map[string]string{}
+	for _, r := range cfg.Webhooks[0].Rules {
+		for _, res := range r.Resources {
+			got[r.APIGroups[0]+"/"+res] = fmt.Sprint(r.Operations)
+		}
+	}
+	want := map[string]string{
+		"/pods":             "[CREATE DELETE UPDATE]",
+		"apps/deployments":  "[CREATE UPDATE]",
+		"apps/statefulsets": "[CREATE UPDATE]",
+		"apps/daemonsets":   "[CREATE UPDATE]",
+		"apps/replicasets":  "[CREATE UPDATE]",
+		"batch/jobs":        "[CREATE UPDATE]",
+		"batch/cronjobs":    "[CREATE UPDATE]",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rules:\n got %v\nwant %v", got, want)
 	}
 }

@@ -54,18 +54,21 @@ const roundTripLabel = "e2e.celadon.io/roundtrip"
 //     validation ("Validation failed for ValidatingAdmissionPolicy '<p>'
 //     with binding '<b>': <message>"), Celadon one per policy
 //     ("<policy>: <m1>; <m2>"); the (policy, message) pairs must be equal;
+//   - for ConfigMaps, what the API server's audit log (main_test.go) holds
+//     for the request: the failing Audit validations (the API server's
+//     validation.policy.admission.k8s.io/validation_failure, Celadon's
+//     <webhook>/<policy> annotation) and the auditAnnotations' values
+//     (<policy>/<key>, Celadon's <webhook>/<policy>.<key>);
 //   - the object the API server returns, mutated: equal but for what the
 //     API server makes different per namespace (namespace, uid,
 //     timestamps, managedFields, the service account token volume's
 //     random suffix).
 //
-// What is not compared, and why: a denial's status reason and code (the
-// API server gives the validation's reason, Invalid by default, 422;
-// every webhook denial is 403 Forbidden: README, "validate"); and Audit
-// validations, which the API server records in its audit log only, while
-// Celadon also warns "<policy> (audit): <message>": the test checks that
-// the native side admits without a warning, and Celadon admits with that
-// warning.
+// What differs by design, and is checked as such: a denial's status
+// reason and code (the API server gives the validation's reason, Invalid
+// by default, 422; every webhook denial is 403 Forbidden: README,
+// "validate"), and an Audit validation's failure, which Celadon also
+// sends the requester as a warning "<policy> (audit): <message>".
 func TestRoundTrip(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
@@ -136,14 +139,20 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			native := create(nss["native"], tc.obj())
 			cel := create(nss["celadon"], tc.obj())
-			t.Logf("native: allowed=%v %s %q warnings=%v audit=%v", native.allowed, native.reason, native.messages, native.warnings, native.audit)
-			t.Logf("Celadon: allowed=%v %s %q warnings=%v audit=%v", cel.allowed, cel.reason, cel.messages, cel.warnings, cel.audit)
+			t.Logf("native: allowed=%v %s %q warnings=%q audit warnings=%q audited=%q %q", native.allowed, native.reason, native.messages, native.warnings, native.audit, native.auditFailures, native.auditValues)
+			t.Logf("Celadon: allowed=%v %s %q warnings=%q audit warnings=%q audited=%q %q", cel.allowed, cel.reason, cel.messages, cel.warnings, cel.audit, cel.auditFailures, cel.auditValues)
 			if native.other != nil || cel.other != nil {
 				t.Fatalf("refused for another reason than the policies:\n  native: %v\n  Celadon: %v", native.other, cel.other)
 			}
 			// The corpus hits what it says it does.
 			if native.allowed == tc.denied {
 				t.Errorf("the API server allowed=%v, the case expects denied=%v: the corpus is wrong", native.allowed, tc.denied)
+			}
+			if !reflect.DeepEqual(native.auditFailures, cel.auditFailures) || !reflect.DeepEqual(native.auditValues, cel.auditValues) {
+				t.Errorf("audit records differ:\n  the API server: %q %q\n  Celadon:        %q %q", native.auditFailures, native.auditValues, cel.auditFailures, cel.auditValues)
+			}
+			if !reflect.DeepEqual(native.auditFailures, tc.audit) {
+				t.Errorf("the API server audited %q, the case expects %q: the corpus is wrong", native.auditFailures, tc.audit)
 			}
 			if native.allowed != cel.allowed {
 				t.Fatalf("the API server allowed=%v (%q), Celadon allowed=%v (%q)", native.allowed, native.messages, cel.allowed, cel.messages)
@@ -197,6 +206,11 @@ type rtOutcome struct {
 	warnings, audit map[string][]string
 	// object is the object as created (dry run).
 	object map[string]any
+	// For ConfigMaps, from the API server's audit log: auditFailures maps
+	// each rt- policy to the messages of its failing Audit validations,
+	// auditValues "<policy>/<key>" to its auditAnnotations' values.
+	auditFailures map[string][]string
+	auditValues   map[string]string
 	// other is an error that is no denial by a policy.
 	other error
 }
@@ -218,8 +232,15 @@ func rtCreate(ctx context.Context, t *testing.T, c client.Client, rec *warningRe
 	}
 	u := &unstructured.Unstructured{Object: m}
 	rec.take()
+	var offset int64
+	if st, err := os.Stat(suite.auditLog); err == nil {
+		offset = st.Size()
+	}
 	err = c.Create(ctx, u, client.DryRunAll)
 	out := rtOutcome{allowed: err == nil, object: u.Object}
+	if u.GetKind() == "ConfigMap" {
+		out.auditFailures, out.auditValues = rtAudit(ctx, t, offset, ns, obj.GetName())
+	}
 	for _, w := range rec.take() {
 		if sm := nativeWarning.FindStringSubmatch(w); sm != nil {
 			out.warnings = addWarning(out.warnings, sm[1], sm[2])
@@ -255,6 +276,78 @@ func addWarning(m map[string][]string, policy, msg string) map[string][]string {
 	m[policy] = append(m[policy], msg)
 	sort.Strings(m[policy])
 	return m
+}
+
+// rtAudit reads the audit event of the create of ConfigMap ns/name from
+// the audit log, past offset, waiting for it to be written, and returns
+// what the native policies or Celadon recorded: the Audit validations'
+// failures, by policy, and the auditAnnotations' values as
+// "<policy>/<key>". The API server records a VAP's failures under
+// validation.policy.admission.k8s.io/validation_failure and its
+// annotations as <policy>/<key>; a webhook's annotation <key> as
+// <webhook>/<key>, and Celadon's keys are <policy> (the violation of an
+// Audit policy, validations joined by "; ") and <policy>.<key>.
+func rtAudit(ctx context.Context, t *testing.T, offset int64, ns, name string) (map[string][]string, map[string]string) {
+	t.Helper()
+	var annotations map[string]string
+	waitFor(ctx, t, "the audit event of ConfigMap "+ns+"/"+name, func(context.Context) (bool, error) {
+		f, err := os.Open(suite.auditLog)
+		if err != nil {
+			return false, err
+		}
+		defer f.Close()
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return false, err
+		}
+		dec := json.NewDecoder(f)
+		for {
+			var ev struct {
+				Stage     string `json:"stage"`
+				ObjectRef struct {
+					Namespace string `json:"namespace"`
+					Name      string `json:"name"`
+				} `json:"objectRef"`
+				Annotations map[string]string `json:"annotations"`
+			}
+			if err := dec.Decode(&ev); err != nil {
+				return false, nil // the end, or a line being written
+			}
+			if ev.Stage == "ResponseComplete" && ev.ObjectRef.Namespace == ns && ev.ObjectRef.Name == name {
+				annotations = ev.Annotations
+				return true, nil
+			}
+		}
+	})
+	var failures map[string][]string
+	values := map[string]string{}
+	for k, v := range annotations {
+		if k == "validation.policy.admission.k8s.io/validation_failure" {
+			var list []struct {
+				Message string `json:"message"`
+				Policy  string `json:"policy"`
+			}
+			if err := json.Unmarshal([]byte(v), &list); err != nil {
+				t.Fatalf("audit annotation %s: %v", k, err)
+			}
+			for _, f := range list {
+				failures = addWarning(failures, f.Policy, f.Message)
+			}
+			continue
+		}
+		prefix, key, _ := strings.Cut(k, "/")
+		switch {
+		case strings.HasPrefix(prefix, "rt-"): // a VAP's <policy>/<key>
+			values[k] = v
+		case strings.HasPrefix(key, "rt-") && strings.Contains(key, "."): // Celadon's <policy>.<key>
+			policy, annotation, _ := strings.Cut(key, ".")
+			values[policy+"/"+annotation] = v
+		case strings.HasPrefix(key, "rt-"): // Celadon's Audit violation
+			for _, msg := range strings.Split(v, "; ") {
+				failures = addWarning(failures, key, msg)
+			}
+		}
+	}
+	return failures, values
 }
 
 // tokenVolume is the service account token volume's name, random per pod.

@@ -540,6 +540,11 @@ func roundTripCorpus() []rtCase {
 		{name: "deployment too many replicas", denied: true, obj: func() client.Object { return rtDeployment("web", 7, "nginx:1.27", team) }},
 		{name: "deployment without team", denied: true, obj: func() client.Object { return rtDeployment("web", 2, "nginx:1.27", nil) }},
 		{name: "deployment latest", denied: true, obj: func() client.Object { return rtDeployment("web", 2, "nginx:latest", team) }},
+		{name: "deployment latest with a note", denied: true, obj: func() client.Object {
+			d := rtDeployment("web", 2, "nginx:latest", team)
+			d.Annotations = map[string]string{"latest-note": "pin a version"}
+			return d
+		}},
 		{name: "deployment every validation fails", denied: true, obj: func() client.Object { return rtDeployment("web", 8, "nginx:latest", nil) }},
 		{name: "deployment skipped by matchCondition", mutated: true, obj: func() client.Object {
 			return rtDeployment("web", 8, "nginx:latest", map[string]string{"roundtrip.celadon.io/skip": "yes"})
@@ -552,6 +557,12 @@ func roundTripCorpus() []rtCase {
 		{name: "configmap both limits", denied: true, obj: func() client.Object { return rtConfigMap("settings", owner, "a", "b", "c", "secret-token") }},
 		{name: "configmap without owner warns", obj: func() client.Object { return rtConfigMap("settings", nil, "a") }},
 		{name: "configmap password key warns twice", obj: func() client.Object { return rtConfigMap("settings", nil, "db-password") }},
+		{name: "configmap excluded by name", obj: func() client.Object { return rtConfigMap("legacy-settings", owner, "a", "b", "c", "secret-d") }},
+		{name: "configmap quiet not warned", obj: func() client.Object {
+			cm := rtConfigMap("settings", nil, "db-password")
+			cm.Labels = map[string]string{"roundtrip.celadon.io/quiet": "true"}
+			return cm
+		}},
 		{name: "configmap long name audited", obj: func() client.Object { return rtConfigMap("settings-of-the-payments-team", owner) },
 			audit: map[string][]string{"rt-configmap-names": {"name settings-of-the-payments-team is longer than 20 characters"}}},
 		{name: "configmap warned and denied", denied: true, obj: func() client.Object { return rtConfigMap("settings", nil, "secret-password") }},

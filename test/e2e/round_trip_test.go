@@ -41,8 +41,8 @@ const roundTripLabel = "e2e.celadon.io/roundtrip"
 // by `celadon convert` (the built binary, as a user runs it), in a Celadon
 // server of its own, bound to another. Every object of a corpus is created
 // in both namespaces with a server-side dry run (both the policies and
-// Celadon's webhooks, sideEffects None, run on dry run), and the outcomes
-// are compared:
+// Celadon's webhooks, sideEffects None, run on dry run), or updated so
+// after a real create of its old version, and the outcomes are compared:
 //
 //   - allowed or denied;
 //   - a denial's message: the API server names the first failing
@@ -99,9 +99,9 @@ func TestRoundTrip(t *testing.T) {
 		&metav1.LabelSelector{MatchLabels: map[string]string{roundTripLabel: "celadon"}}, nil)
 
 	c, warnings := warningClient(t)
-	create := func(ns string, obj client.Object) rtOutcome {
+	create := func(ns string, obj client.Object, update bool) rtOutcome {
 		t.Helper()
-		return rtCreate(ctx, t, c, warnings, ns, obj)
+		return rtAdmit(ctx, t, c, warnings, ns, obj, update)
 	}
 	// The API server takes up new policies, bindings and parameters
 	// within seconds: wait until each is in force.
@@ -126,7 +126,7 @@ func TestRoundTrip(t *testing.T) {
 		}, func(o rtOutcome) bool { return !o.allowed }},
 	} {
 		waitFor(ctx, t, "native policy "+probe.what+" in force", func(context.Context) (bool, error) {
-			return probe.ok(create(nss["native"], probe.obj())), nil
+			return probe.ok(create(nss["native"], probe.obj(), false)), nil
 		})
 	}
 
@@ -137,8 +137,17 @@ func TestRoundTrip(t *testing.T) {
 	var denied, warned, mutated int
 	for _, tc := range corpus {
 		t.Run(tc.name, func(t *testing.T) {
-			native := create(nss["native"], tc.obj())
-			cel := create(nss["celadon"], tc.obj())
+			if tc.base != nil {
+				for _, ns := range nss {
+					base := tc.base()
+					base.SetNamespace(ns)
+					if err := suite.c.Create(ctx, base); err != nil {
+						t.Fatalf("creating the object to update in %s: %v", ns, err)
+					}
+				}
+			}
+			native := create(nss["native"], tc.obj(), tc.base != nil)
+			cel := create(nss["celadon"], tc.obj(), tc.base != nil)
 			t.Logf("native: allowed=%v %s %q warnings=%q audit warnings=%q audited=%q %q", native.allowed, native.reason, native.messages, native.warnings, native.audit, native.auditFailures, native.auditValues)
 			t.Logf("Celadon: allowed=%v %s %q warnings=%q audit warnings=%q audited=%q %q", cel.allowed, cel.reason, cel.messages, cel.warnings, cel.audit, cel.auditFailures, cel.auditValues)
 			if native.other != nil || cel.other != nil {
@@ -222,8 +231,8 @@ var (
 	celadonWarn   = regexp.MustCompile(`^(rt-[a-z-]+)( \(audit\))?: (.*)$`)
 )
 
-// rtCreate creates obj in ns with a server-side dry run.
-func rtCreate(ctx context.Context, t *testing.T, c client.Client, rec *warningRecorder, ns string, obj client.Object) rtOutcome {
+// rtAdmit creates obj in ns, or updates it, with a server-side dry run.
+func rtAdmit(ctx context.Context, t *testing.T, c client.Client, rec *warningRecorder, ns string, obj client.Object, update bool) rtOutcome {
 	t.Helper()
 	obj.SetNamespace(ns)
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
@@ -236,9 +245,13 @@ func rtCreate(ctx context.Context, t *testing.T, c client.Client, rec *warningRe
 	if st, err := os.Stat(suite.auditLog); err == nil {
 		offset = st.Size()
 	}
-	err = c.Create(ctx, u, client.DryRunAll)
+	if update {
+		err = c.Update(ctx, u, client.DryRunAll)
+	} else {
+		err = c.Create(ctx, u, client.DryRunAll)
+	}
 	out := rtOutcome{allowed: err == nil, object: u.Object}
-	if u.GetKind() == "ConfigMap" {
+	if u.GetKind() == "ConfigMap" && !update {
 		out.auditFailures, out.auditValues = rtAudit(ctx, t, offset, ns, obj.GetName())
 	}
 	for _, w := range rec.take() {
@@ -361,6 +374,8 @@ func normalizedJSON(t *testing.T, obj map[string]any) string {
 	for _, f := range []string{"namespace", "uid", "creationTimestamp", "resourceVersion", "managedFields", "generation"} {
 		unstructured.RemoveNestedField(u.Object, "metadata", f)
 	}
+	// An updated object's status is the controllers', set in their time.
+	unstructured.RemoveNestedField(u.Object, "status")
 	data, err := json.Marshal(u.Object)
 	if err != nil {
 		t.Fatal(err)
@@ -475,6 +490,9 @@ type rtCase struct {
 	mutated bool
 	// audit is Celadon's expected audit warnings.
 	audit map[string][]string
+	// base, when set, is created (for real) first, and obj is an UPDATE
+	// of it.
+	base func() client.Object
 }
 
 func rtDeployment(name string, replicas int32, image string, labels map[string]string) *appsv1.Deployment {
@@ -546,6 +564,11 @@ func roundTripCorpus() []rtCase {
 			return d
 		}},
 		{name: "deployment every validation fails", denied: true, obj: func() client.Object { return rtDeployment("web", 8, "nginx:latest", nil) }},
+		// UPDATEs: the growth rule reads oldObject.
+		{name: "deployment update grows by 2", base: func() client.Object { return rtDeployment("grow-ok", 0, "nginx:1.27", team) },
+			obj: func() client.Object { return rtDeployment("grow-ok", 2, "nginx:1.27", team) }},
+		{name: "deployment update grows by 3", denied: true, base: func() client.Object { return rtDeployment("grow-fast", 0, "nginx:1.27", team) },
+			obj: func() client.Object { return rtDeployment("grow-fast", 3, "nginx:1.27", team) }},
 		{name: "deployment skipped by matchCondition", mutated: true, obj: func() client.Object {
 			return rtDeployment("web", 8, "nginx:latest", map[string]string{"roundtrip.celadon.io/skip": "yes"})
 		}},

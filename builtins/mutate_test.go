@@ -112,6 +112,22 @@ func TestMutate(t *testing.T) {
 			want: strings.Replace(mutatePod, "  labels:\n", "  annotations:\n    a: \"1\"\n    b: \"12\"\n  labels:\n", 1),
 		},
 		{
+			// As in the API server, which binds variables anew for each
+			// mutation, on the object the earlier ones left.
+			name:      "a later mutation's variables see the earlier one's result",
+			variables: "  - name: annotated\n    expression: has(object.metadata.annotations) && 'a' in object.metadata.annotations\n",
+			with: `    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/metadata/annotations", value: {"a": "1"}}]'
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: |
+          [JSONPatch{op: "add", path: "/metadata/annotations/b", value: variables.annotated ? "seen" : "not seen"}]
+`,
+			want: strings.Replace(mutatePod, "  labels:\n", "  annotations:\n    a: \"1\"\n    b: seen\n  labels:\n", 1),
+		},
+		{
 			name: "ApplyConfiguration merges containers by name and orders them as it lists them, as the API server does",
 			with: `    mutations:
     - patchType: ApplyConfiguration

@@ -172,6 +172,7 @@ type ActionContext struct {
 	object, oldObject *workingObject
 	eval              *evaluation
 	act               *activation
+	env               *policyEnv // the policy's, for its variables
 }
 
 // Object returns the object as the earlier mutating policies left it,

@@ -239,6 +239,12 @@ func (a *activation) Parent() interpreter.Activation { return nil }
 // variablesFor returns the lazy variables map of a policy for one request:
 // each variable is evaluated on first use and at most once.
 func (p *policyEnv) variablesFor(ctx context.Context, a *activation) ref.Val {
+	return p.variablesOn(ctx, a.eval, a)
+}
+
+// variablesOn is variablesFor with the variables evaluated in act, which
+// may bind object to another value than the request's (EvalCELOn).
+func (p *policyEnv) variablesOn(ctx context.Context, ev *evaluation, act interpreter.Activation) ref.Val {
 	if p.varsType == nil {
 		return nil
 	}
@@ -246,7 +252,7 @@ func (p *policyEnv) variablesFor(ctx context.Context, a *activation) ref.Val {
 	for _, v := range p.variables {
 		v := v
 		m.Append(v.name, func(*lazy.MapValue) ref.Val {
-			val, err := a.eval.evalVal(ctx, a, v)
+			val, err := ev.evalCharged(ctx, act, v, &ev.budget)
 			if err != nil {
 				return types.NewErr("variable %q: %v", v.name, err)
 			}

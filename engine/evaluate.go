@@ -658,6 +658,7 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 		PlanEffects: ev.opts.PlanEffects,
 		eval:        ev,
 		act:         a,
+		env:         p.env,
 	}
 	ac.Namespace, _ = ev.namespace(ctx)
 	out, err := runAction(p.action, ac)

@@ -97,26 +97,37 @@ func (ac *ActionContext) EvalCEL(e *Expression) (ref.Val, error) {
 // EvalCELOn is EvalCEL with the variable object bound to obj, a plain JSON
 // value (as unstructured objects hold), rather than to the request's
 // object: for a mutation that must see the ones before it in its policy.
-// Variables still see the request's object.
+// The policy's variables are evaluated anew on obj, as the API server
+// binds a MutatingAdmissionPolicy's variables for each mutation.
 func (ac *ActionContext) EvalCELOn(e *Expression, obj any) (ref.Val, error) {
-	a := objectOverride{ac.act, types.DefaultTypeAdapter.NativeToValue(obj)}
+	a := &objectOverride{activation: ac.act, object: types.DefaultTypeAdapter.NativeToValue(obj)}
+	if ac.env != nil {
+		a.vars = ac.env.variablesOn(ac.Context, ac.eval, a)
+	}
 	return ac.eval.evalCharged(ac.Context, a, e, &ac.eval.budget)
 }
 
-// objectOverride binds object to another value.
+// objectOverride binds object, and variables when vars is set, to other
+// values.
 type objectOverride struct {
 	*activation
 	object ref.Val
+	vars   ref.Val
 }
 
-func (o objectOverride) ResolveName(name string) (any, bool) {
-	if name == "object" {
+func (o *objectOverride) ResolveName(name string) (any, bool) {
+	switch name {
+	case "object":
 		return o.object, true
+	case "variables":
+		if o.vars != nil {
+			return o.vars, true
+		}
 	}
 	return o.activation.ResolveName(name)
 }
 
-func (o objectOverride) Parent() interpreter.Activation { return nil }
+func (o *objectOverride) Parent() interpreter.Activation { return nil }
 
 // Field is where the expression is in its policy, e.g.
 // "with.mutations[0].jsonPatch.expression", for messages.

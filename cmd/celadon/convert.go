@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"celadon.io/celadon/builtins"
@@ -479,6 +480,11 @@ func convertPair(p *admissionPolicy, b *admissionBinding, name string, params []
 		spec.Enforcement, err = enforcement(b.validationActions, note)
 		if err != nil {
 			return nil, notes, err
+		}
+		// The API server runs a VAP on pods on pods only: no autogen onto
+		// the pod templates of Deployments and the other controllers.
+		if slices.Contains(spec.Match.Resources, "pods") {
+			spec.Autogen = ptr.To(false)
 		}
 		with = struct {
 			Validations      []admissionregistrationv1.Validation      `json:"validations,omitempty"`

@@ -314,3 +314,62 @@ items:
 		t.Fatalf("convert = %+v, %v", out, err)
 	}
 }
+
+// TestConvertNoAutogen: a VAP on pods runs on pods only, so its converted
+// policy must not be autogen'd onto the pod templates of Deployments and
+// the other controllers, which Celadon does by default for a validating
+// pod policy: a Deployment whose template the VAP would reject is admitted
+// by the API server, and must be by Celadon.
+func TestConvertNoAutogen(t *testing.T) {
+	input := `apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: no-latest
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: [v1]
+      operations: [CREATE]
+      resources: [pods]
+  validations:
+  - expression: "object.spec.containers.all(c, !c.image.endsWith(':latest'))"
+    message: no latest
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: no-latest
+spec:
+  policyName: no-latest
+  validationActions: [Deny]
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "input.yaml"), []byte(input), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runConvert(t, dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	snap := compileConverted(t, stdout)
+	containers := []any{map[string]any{"name": "c", "image": "nginx:latest"}}
+	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"}, "spec": map[string]any{"containers": containers}}
+	deployment := map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": containers}}}}
+	for _, c := range []struct {
+		req     *admissionv1.AdmissionRequest
+		allowed bool
+	}{
+		{convertRequest(t, "CREATE", metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, "a", pod), false},
+		{convertRequest(t, "CREATE", metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, "a", deployment), true},
+	} {
+		d, err := snap.Evaluate(context.Background(), c.req, engine.EvalOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed != c.allowed {
+			t.Errorf("%s: allowed %v (%s), want %v", c.req.Resource.Resource, d.Allowed, d.Message, c.allowed)
+		}
+	}
+}

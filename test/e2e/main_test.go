@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -58,7 +59,24 @@ var suite struct {
 	// configurations, serving the shipped policies and testdata.
 	main *celadon
 	logs *logBuffer
+	// auditLog is the API server's audit log (JSON lines): the create
+	// requests of ConfigMaps, at level Metadata, with their annotations.
+	auditLog string
 }
+
+// auditPolicy keeps the audit log small: ConfigMap creates only, which
+// TestRoundTrip reads the admission annotations of.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+  verbs: [create]
+  resources:
+  - group: ""
+    resources: [configmaps]
+- level: None
+`
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -83,10 +101,25 @@ func run(m *testing.M) (code int) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
+	auditDir, err := os.MkdirTemp("", "celadon-e2e-audit-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(auditDir)
+	if err := os.WriteFile(filepath.Join(auditDir, "policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	suite.auditLog = filepath.Join(auditDir, "audit.log")
 	cp, err := controlplane.Start(ctx, controlplane.Options{
 		WithControllerManager:   true,
 		ServiceAccountAdmission: true,
 		Out:                     suite.logs,
+		APIServerArgs: map[string]string{
+			"audit-policy-file": filepath.Join(auditDir, "policy.yaml"),
+			"audit-log-path":    suite.auditLog,
+		},
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: starting the control plane: %v\n", err)

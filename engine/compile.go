@@ -128,6 +128,9 @@ type Options struct {
 	// as a "successful" reload. Compile itself accepts an empty set; its
 	// callers decide (`celadon validate` refuses one).
 	AllowEmpty bool
+	// Schemas are the OpenAPI schemas the policies' CEL is type-checked
+	// against; nil is BuiltinSchemas, the built-in kinds'.
+	Schemas *Schemas
 }
 
 // ErrNoPolicies is why a Store refuses content that holds no policy: no
@@ -159,9 +162,13 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 	snap.Exceptions, xerrs = compileExceptions(exDocs, FromPolicies, ExceptionOptions{})
 	snap.Exceptions.Hash = snap.Hash
 	errs = append(errs, xerrs...)
+	schemas := opts.Schemas
+	if schemas == nil {
+		schemas = BuiltinSchemas()
+	}
 	seen := map[string]*document{}
 	for _, d := range docs {
-		p, perrs := compilePolicy(d, opts.Registry)
+		p, perrs := compilePolicy(d, opts.Registry, schemas)
 		errs = append(errs, perrs...)
 		if p == nil {
 			continue
@@ -184,7 +191,7 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 // compilePolicy checks one document. It returns nil when the document is not
 // a usable policy at all (no name, wrong kind); otherwise the policy, with
 // any compile error kept in Err.
-func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
+func compilePolicy(d *document, reg *Registry, schemas *Schemas) (*CompiledPolicy, ErrorList) {
 	var errs ErrorList
 	pol := &d.policy
 	if pol.APIVersion != APIVersion || pol.Kind != Kind {
@@ -304,7 +311,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 		return p, errs
 	}
 
-	env, verrs := newPolicyEnv(pol.Spec.Variables)
+	env, verrs := newPolicyEnv(pol.Spec.Variables, schemas.policyKinds(p.rules))
 	for _, e := range verrs {
 		errs = append(errs, d.exprError(e))
 	}

@@ -4,6 +4,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	openapiclient "k8s.io/client-go/openapi"
+	"k8s.io/client-go/openapi/openapitest"
+	clienttesting "k8s.io/client-go/testing"
 )
 
 // TestTypeCheckErrors checks that CEL is type-checked against the schema
@@ -215,5 +221,51 @@ func TestTypeCheckErrorsAllReported(t *testing.T) {
 		if !strings.Contains(e.Error(), "core.v1.Pod") {
 			t.Errorf("not a type error: %v", e)
 		}
+	}
+}
+
+// fakeOpenAPIDiscovery is a fake discovery that serves OpenAPI v3 too.
+type fakeOpenAPIDiscovery struct {
+	*fakediscovery.FakeDiscovery
+	openapi *openapitest.FakeClient
+}
+
+func (d fakeOpenAPIDiscovery) OpenAPIV3() openapiclient.Client { return d.openapi }
+
+// TestDiscoverySchemasCheckCRDs checks that with a cluster's schemas
+// (DiscoverySchemas, as `celadon serve` reads them), a CRD's kind is
+// type-checked: the same policy that loads offline, where the kind is dyn,
+// is an error.
+func TestDiscoverySchemasCheckCRDs(t *testing.T) {
+	fake := &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{Resources: []*metav1.APIResourceList{{
+		GroupVersion: "example.com/v1",
+		APIResources: []metav1.APIResource{{Name: "widgets", Kind: "Widget"}, {Name: "widgets/status", Kind: "Widget"}},
+	}}}}
+	oc := openapitest.NewFakeClient()
+	oc.PathsMap["apis/example.com/v1"] = openapitest.FakeGroupVersion{GVSpec: []byte(`{"components": {"schemas": {"com.example.v1.Widget": {
+		"type": "object",
+		"x-kubernetes-group-version-kind": [{"group": "example.com", "version": "v1", "kind": "Widget"}],
+		"properties": {
+			"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+			"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+		}
+	}}}}`)}
+	schemas, err := DiscoverySchemas(fakeOpenAPIDiscovery{fake, oc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := func(expr string) []File {
+		return []File{{Name: "p.yaml", Data: []byte(policyYAML("widgets", "  match:\n    resources: [example.com/widgets]\n    conditions:\n    - expression: "+expr+"\n  action: violate\n"))}}
+	}
+	if _, err := Compile(policy("object.spec.size > 3"), Options{Registry: testRegistry(), Schemas: schemas}); err != nil {
+		t.Errorf("a field of the CRD's schema: %v", err)
+	}
+	_, err = Compile(policy("object.spec.colour == 'red'"), Options{Registry: testRegistry(), Schemas: schemas})
+	if err == nil || !strings.Contains(err.Error(), `p.yaml:9:30: policy "widgets": match.conditions[0].expression: CEL: undefined field 'colour' (object is a example.com.v1.Widget)`) {
+		t.Errorf("a field the CRD's schema does not have: want an undefined field, got %v", err)
+	}
+	// Offline the kind is unknown: no error.
+	if _, err := Compile(policy("object.spec.colour == 'red'"), Options{Registry: testRegistry()}); err != nil {
+		t.Errorf("offline, a CRD's kind is dyn: %v", err)
 	}
 }

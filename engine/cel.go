@@ -111,6 +111,9 @@ type policyEnv struct {
 	// each kind it matches whose schema is known: every expression is
 	// compiled in them too, only to check it (typeCheck).
 	typed []*policyEnv
+	// warnings collects the expressions that type-check against some of
+	// the typed environments only, shared with withPatchTypes' copies.
+	warnings *[]error
 
 	// patch is this environment as MutatingAdmissionPolicy extends it, made
 	// on first use; see withPatchTypes.
@@ -128,7 +131,7 @@ func newPolicyEnv(vars []Variable, kinds []*kindEnv) (*policyEnv, []error) {
 		if len(kinds) == 0 {
 			return &policyEnv{env: shared}, nil
 		}
-		pe := &policyEnv{env: shared}
+		pe := &policyEnv{env: shared, warnings: new([]error)}
 		for _, k := range kinds {
 			pe.typed = append(pe.typed, k.shared)
 		}
@@ -138,6 +141,7 @@ func newPolicyEnv(vars []Variable, kinds []*kindEnv) (*policyEnv, []error) {
 	if err != nil {
 		return nil, []error{fmt.Errorf("CEL environment: %v", err)}
 	}
+	pe.warnings = new([]error)
 	for _, k := range kinds {
 		t, err := variablesEnv(k.set)
 		if err != nil {
@@ -324,12 +328,24 @@ func (p *policyEnv) typeCheck(field, expr string, want *cel.Type) ([]*cel.Type, 
 		}
 		types[i] = ast.OutputType()
 	}
-	for _, t := range types {
+	var ok []string
+	for i, t := range types {
 		if t != nil {
-			return types, nil
+			ok = append(ok, typeNameOf(p.typed[i].kind))
 		}
 	}
-	return types, first
+	if len(ok) == 0 {
+		return types, first
+	}
+	if first != nil && p.warnings != nil {
+		var ee *exprError
+		if errors.As(first, &ee) {
+			w := *ee
+			w.msg += "; it type-checks against " + strings.Join(ok, ", ")
+			*p.warnings = append(*p.warnings, &w)
+		}
+	}
+	return types, nil
 }
 
 // activation resolves CEL variables for one policy of one request.

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,7 +46,15 @@ type CompiledPolicy struct {
 	action      Action
 	// autogen are the pod controllers a pod policy also applies to.
 	autogen []AutogenRule
+	// warnings are the policy's expressions that type-check against some
+	// of the kinds it matches only.
+	warnings []*Error
 }
+
+// Warnings returns what is worth a warning in the policy, though it loads:
+// each expression that type-checks against some of the kinds the policy
+// matches but not all, located as an error.
+func (p *CompiledPolicy) Warnings() []*Error { return slices.Clone(p.warnings) }
 
 // Name returns the policy's name.
 func (p *CompiledPolicy) Name() string { return p.Policy.Metadata.Name }
@@ -345,6 +354,13 @@ func compilePolicy(d *document, reg *Registry, schemas *Schemas) (*CompiledPolic
 		errs = append(errs, d.errorf("spec.with", "builtin %q compiled to no action", b.Name()))
 	}
 	p.action = action
+	if env.warnings != nil {
+		for _, w := range *env.warnings {
+			e := d.exprError(w)
+			e.Msg = "warning: " + e.Msg
+			p.warnings = append(p.warnings, e)
+		}
+	}
 	if len(errs) > 0 {
 		p.Err = errs
 	}

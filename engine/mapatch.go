@@ -35,7 +35,7 @@ func (p *policyEnv) withPatchTypes() (*policyEnv, error) {
 	if err != nil || len(p.typed) == 0 {
 		return base, err
 	}
-	out := &policyEnv{env: base.env, varsType: base.varsType, variables: base.variables}
+	out := &policyEnv{env: base.env, varsType: base.varsType, variables: base.variables, warnings: p.warnings}
 	for _, t := range p.typed {
 		tp, err := t.patchEnv()
 		if err != nil {

@@ -269,3 +269,28 @@ func TestDiscoverySchemasCheckCRDs(t *testing.T) {
 		t.Errorf("offline, a CRD's kind is dyn: %v", err)
 	}
 }
+
+// TestTypeCheckWarnings checks that an expression that type-checks against
+// some of the kinds its policy matches only is no error but a warning,
+// located and naming the kinds.
+func TestTypeCheckWarnings(t *testing.T) {
+	snap := mustCompile(t, policyYAML("some", `  variables:
+  - {name: replicas, expression: object.spec.replicas}
+  match:
+    resources: [pods, apps/deployments]
+    conditions:
+    - expression: object.spec.replicas > 3
+  action: violate
+`))
+	var got []string
+	for _, w := range snap.Policy("some").Warnings() {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		`policies.yaml:7:45: policy "some": warning: variables[0].expression: CEL: undefined field 'replicas' (object is a core.v1.Pod); it type-checks against apps.v1.Deployment`,
+		`policies.yaml:11:30: policy "some": warning: match.conditions[0].expression: CEL: undefined field 'replicas' (object is a core.v1.Pod); it type-checks against apps.v1.Deployment`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

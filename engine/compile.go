@@ -384,6 +384,16 @@ func (d *document) exprError(err error) *Error {
 // expression, each error of DecodeWith at its field, another field error at
 // its field, anything else at spec.with (spec.action when there is no with).
 func (d *document) builtinErrors(err error, cc *CompileContext) ErrorList {
+	// Several errors (errors.Join) are each located.
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if _, fes := err.(source.FieldErrors); !fes {
+			var errs ErrorList
+			for _, e := range j.Unwrap() {
+				errs = append(errs, d.builtinErrors(e, cc)...)
+			}
+			return errs
+		}
+	}
 	var ee *exprError
 	if errors.As(err, &ee) {
 		return ErrorList{d.exprError(ee)}

@@ -24,7 +24,7 @@ include hack/controlplane.mk
 
 build: $(BIN)/celadon
 
-$(BIN)/celadon: $(shell find . -name '*.go' -not -path './bin/*' -not -path './hack/*') go.mod go.sum
+$(BIN)/celadon: $(shell find . -name '*.go' -not -path './bin/*' -not -path './hack/*') $(wildcard engine/openapi/*) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -o $@ ./cmd/celadon
 

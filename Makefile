@@ -16,7 +16,7 @@ IMAGE   ?= celadon:$(VERSION)
 # e2e and controlplane tests start real processes; keep the suite bounded.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test test-tools unit run demo bench profile soak lint fuzz fuzz-short clean image policy-test deploy-generate
+.PHONY: all build test test-tools unit run demo bench profile soak lint fuzz fuzz-short clean image policy-test deploy-generate openapi-snapshot
 
 all: build
 
@@ -24,7 +24,7 @@ include hack/controlplane.mk
 
 build: $(BIN)/celadon
 
-$(BIN)/celadon: $(shell find . -name '*.go' -not -path './bin/*' -not -path './hack/*') go.mod go.sum
+$(BIN)/celadon: $(shell find . -name '*.go' -not -path './bin/*' -not -path './hack/*') $(wildcard engine/openapi/*) go.mod go.sum
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -o $@ ./cmd/celadon
 
@@ -89,6 +89,14 @@ run: $(CONTROLPLANE_BINS) $(BIN)/celadon
 # date.
 deploy-generate:
 	$(GO) generate ./test/deploy
+
+# openapi-snapshot regenerates engine/openapi/, the OpenAPI v3 schemas of
+# the built-in kinds that policies' CEL is type-checked against offline
+# (`celadon validate`, `eval`, `test`): it starts etcd and kube-apiserver
+# from bin/, every API version enabled, and keeps from /openapi/v3 the
+# group-versions the built-in resources are served from.
+openapi-snapshot: bin/etcd bin/kube-apiserver
+	$(GO) run ./hack/openapi-snapshot
 
 # policy-test runs the suites of the shipped policies and of the library (make
 # test runs them too).

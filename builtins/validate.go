@@ -76,6 +76,8 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		return nil, fmt.Errorf("with: validations or auditAnnotations must contain at least one item")
 	}
 	a := &validateAction{ignore: c.FailurePolicy() == engine.Ignore}
+	// The CEL errors of every expression are reported, not the first.
+	var celErrs []error
 	for i, v := range args.Validations {
 		field := fmt.Sprintf("validations[%d]", i)
 		cv := compiledValidation{reason: "Invalid"}
@@ -84,7 +86,7 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 			return nil, c.FieldError(field+".expression", "is required")
 		}
 		if cv.expr, err = c.CompileExpression(field+".expression", v.Expression, cel.BoolType); err != nil {
-			return nil, err
+			celErrs = append(celErrs, err)
 		}
 		// A YAML block scalar ends with a newline: as the API server, which
 		// trims it, but any other line break is refused.
@@ -97,7 +99,7 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		}
 		if v.MessageExpression != "" {
 			if cv.messageExpr, err = c.CompileExpression(field+".messageExpression", v.MessageExpression, cel.StringType); err != nil {
-				return nil, err
+				celErrs = append(celErrs, err)
 			}
 		}
 		cv.message = msg
@@ -135,12 +137,16 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		}
 		e, err := c.CompileExpression(field+".valueExpression", an.ValueExpression, nil)
 		if err != nil {
-			return nil, err
+			celErrs = append(celErrs, err)
+			continue
 		}
 		if t := e.OutputType(); !t.IsExactType(cel.StringType) && !t.IsExactType(cel.NullType) && !t.IsExactType(cel.DynType) {
 			return nil, c.FieldError(field+".valueExpression", "must evaluate to string or null, not %s", t)
 		}
 		a.annotations = append(a.annotations, compiledAnnotation{key: an.Key, expr: e})
+	}
+	if len(celErrs) > 0 {
+		return nil, errors.Join(celErrs...)
 	}
 	return a, nil
 }

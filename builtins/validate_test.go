@@ -97,7 +97,7 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name:    "a dyn result other than true fails, as in the API server",
-			body:    "  with:\n    validations:\n    - expression: object.metadata.labels.app\n      message: not true\n",
+			body:    "  with:\n    validations:\n    - expression: dyn(object.metadata.labels.app)\n      message: not true\n",
 			state:   engine.StateFail,
 			message: "not true",
 		},
@@ -146,7 +146,7 @@ func TestValidate(t *testing.T) {
     - key: replicas
       valueExpression: "'replicas: ' + string(object.spec.replicas)"
     - key: owner
-      valueExpression: "has(object.metadata.annotations) ? object.metadata.annotations.owner : null"
+      valueExpression: "has(object.metadata.annotations) ? dyn(object.metadata.annotations.owner) : null"
     - key: blank
       valueExpression: "' '"
 `,

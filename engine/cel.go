@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/interpreter"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/version"
 	plugincel "k8s.io/apiserver/pkg/admission/plugin/cel"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
@@ -49,19 +51,7 @@ var envs struct {
 
 func sharedEnvs() (*environment.EnvSet, *cel.Env, error) {
 	envs.once.Do(func() {
-		requestType := plugincel.BuildRequestType()
-		namespaceType := plugincel.BuildNamespaceType()
-		base := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
-		envs.withoutVariables, envs.err = base.Extend(environment.VersionedOptions{
-			IntroducedVersion: version.MajorMinor(1, 0),
-			EnvOptions: []cel.EnvOption{
-				cel.Variable("object", cel.DynType),
-				cel.Variable("oldObject", cel.DynType),
-				cel.Variable("namespaceObject", namespaceType.CelType()),
-				cel.Variable("request", requestType.CelType()),
-			},
-			DeclTypes: []*apiservercel.DeclType{namespaceType, requestType},
-		})
+		envs.withoutVariables, envs.err = baseEnvSet(cel.Variable("object", cel.DynType), cel.Variable("oldObject", cel.DynType), nil)
 		if envs.err != nil {
 			return
 		}
@@ -73,6 +63,28 @@ func sharedEnvs() (*environment.EnvSet, *cel.Env, error) {
 		envs.shared, envs.err = set.Env(environment.StoredExpressions)
 	})
 	return envs.withoutVariables, envs.shared, envs.err
+}
+
+// baseEnvSet declares object and oldObject as given, request and
+// namespaceObject; objectType, when not nil, is the type of object.
+func baseEnvSet(object, oldObject cel.EnvOption, objectType *apiservercel.DeclType) (*environment.EnvSet, error) {
+	requestType := plugincel.BuildRequestType()
+	namespaceType := plugincel.BuildNamespaceType()
+	declTypes := []*apiservercel.DeclType{namespaceType, requestType}
+	if objectType != nil {
+		declTypes = append(declTypes, objectType)
+	}
+	base := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
+	return base.Extend(environment.VersionedOptions{
+		IntroducedVersion: version.MajorMinor(1, 0),
+		EnvOptions: []cel.EnvOption{
+			object,
+			oldObject,
+			cel.Variable("namespaceObject", namespaceType.CelType()),
+			cel.Variable("request", requestType.CelType()),
+		},
+		DeclTypes: declTypes,
+	})
 }
 
 func extendWithVariables(set *environment.EnvSet) (*environment.EnvSet, *apiservercel.DeclType, error) {
@@ -92,6 +104,17 @@ type policyEnv struct {
 	varsType  *apiservercel.DeclType
 	variables []*Expression
 
+	// kind is the kind object is typed as in a type-checking
+	// environment; empty in the policy's own, where object is dyn.
+	kind schema.GroupVersionKind
+	// typed are the type-checking environments of the policy, one for
+	// each kind it matches whose schema is known: every expression is
+	// compiled in them too, only to check it (typeCheck).
+	typed []*policyEnv
+	// warnings collects the expressions that type-check against some of
+	// the typed environments only, shared with withPatchTypes' copies.
+	warnings *[]error
+
 	// patch is this environment as MutatingAdmissionPolicy extends it, made
 	// on first use; see withPatchTypes.
 	patchOnce sync.Once
@@ -99,39 +122,76 @@ type policyEnv struct {
 	patchErr  error
 }
 
-func newPolicyEnv(vars []Variable) (*policyEnv, []error) {
+func newPolicyEnv(vars []Variable, kinds []*kindEnv) (*policyEnv, []error) {
 	without, shared, err := sharedEnvs()
 	if err != nil {
 		return nil, []error{fmt.Errorf("CEL environment: %v", err)}
 	}
 	if len(vars) == 0 {
-		return &policyEnv{env: shared}, nil
+		if len(kinds) == 0 {
+			return &policyEnv{env: shared}, nil
+		}
+		pe := &policyEnv{env: shared, warnings: new([]error)}
+		for _, k := range kinds {
+			pe.typed = append(pe.typed, k.shared)
+		}
+		return pe, nil
 	}
-	set, varsType, err := extendWithVariables(without)
+	pe, err := variablesEnv(without)
 	if err != nil {
 		return nil, []error{fmt.Errorf("CEL environment: %v", err)}
 	}
-	env, err := set.Env(environment.StoredExpressions)
-	if err != nil {
-		return nil, []error{fmt.Errorf("CEL environment: %v", err)}
+	pe.warnings = new([]error)
+	for _, k := range kinds {
+		t, err := variablesEnv(k.set)
+		if err != nil {
+			return nil, []error{fmt.Errorf("CEL environment of %s: %v", k.gvk, err)}
+		}
+		t.kind = k.gvk
+		pe.typed = append(pe.typed, t)
 	}
-	pe := &policyEnv{env: env, varsType: varsType}
 	var errs []error
 	for i, v := range vars {
 		field := fmt.Sprintf("spec.variables[%d].expression", i)
 		// Each variable sees the ones declared before it, as in
-		// ValidatingAdmissionPolicy: its type is added after it compiles.
-		e, err := pe.compile(field, v.Expression, nil)
+		// ValidatingAdmissionPolicy: its type is added after it compiles,
+		// in each type-checking environment the type it has there.
+		e, err := pe.compileDyn(field, v.Expression, nil)
+		var types []*cel.Type
+		if err == nil {
+			types, err = pe.typeCheck(field, v.Expression, nil)
+		}
+		for j, t := range pe.typed {
+			dt := apiservercel.DynType
+			if err == nil && types[j] != nil {
+				dt = declTypeOf(types[j])
+			}
+			t.varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
+		}
 		if err != nil {
 			errs = append(errs, err)
-			varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, apiservercel.DynType, true, nil, nil)
+			pe.varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, apiservercel.DynType, true, nil, nil)
 			continue
 		}
 		e.name = v.Name
-		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, declTypeOf(e.outputType), true, nil, nil)
+		pe.varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, declTypeOf(e.outputType), true, nil, nil)
 		pe.variables = append(pe.variables, e)
 	}
 	return pe, errs
+}
+
+// variablesEnv is set extended with a variables object of its own, whose
+// fields the policy's variables add as they compile.
+func variablesEnv(set *environment.EnvSet) (*policyEnv, error) {
+	vset, varsType, err := extendWithVariables(set)
+	if err != nil {
+		return nil, err
+	}
+	env, err := vset.Env(environment.StoredExpressions)
+	if err != nil {
+		return nil, err
+	}
+	return &policyEnv{env: env, varsType: varsType}, nil
 }
 
 // Expression is a compiled CEL expression of a policy.
@@ -177,26 +237,30 @@ func exprOffset(expr string, line, column int) int {
 	return offset
 }
 
+// compile compiles an expression of the policy: the program that runs, with
+// object as dyn, once it type-checks (typeCheck).
 func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, error) {
+	e, err := p.compileDyn(field, expr, want)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.typeCheck(field, expr, want); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// compileDyn compiles an expression with object as dyn.
+func (p *policyEnv) compileDyn(field, expr string, want *cel.Type) (*Expression, error) {
 	if strings.TrimSpace(expr) == "" {
 		return nil, &exprError{field: field, expr: expr, msg: "expression is empty"}
 	}
 	ast, issues := p.env.Compile(expr)
 	if issues != nil && issues.Err() != nil {
-		e := &exprError{field: field, expr: expr}
-		var msgs []string
-		located := false
-		for _, ce := range issues.Errors() {
-			if !located && ce.Location != nil && ce.Location.Line() > 0 {
-				e.offset, located = exprOffset(expr, ce.Location.Line(), ce.Location.Column()), true
-			}
-			msgs = append(msgs, ce.Message)
-		}
-		e.msg = "CEL: " + strings.Join(msgs, "; ")
-		return nil, e
+		return nil, issuesError(field, expr, issues, "")
 	}
-	if want != nil && !ast.OutputType().IsExactType(want) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, &exprError{field: field, expr: expr, msg: fmt.Sprintf("CEL: must evaluate to %s, not %s", want, ast.OutputType())}
+	if err := checkOutput(field, expr, ast.OutputType(), want, ""); err != nil {
+		return nil, err
 	}
 	// cel-go ≥ 0.31 plans every program of an environment against one
 	// function table; before, each program copied it (≈ 14.5 KB each).
@@ -205,6 +269,83 @@ func (p *policyEnv) compile(field, expr string, want *cel.Type) (*Expression, er
 		return nil, &exprError{field: field, expr: expr, msg: "CEL program: " + err.Error()}
 	}
 	return &Expression{field: field, source: expr, program: prog, outputType: ast.OutputType(), env: p}, nil
+}
+
+// checkOutput checks an expression's type against the one wanted, if any;
+// dyn passes.
+func checkOutput(field, expr string, got, want *cel.Type, kind string) error {
+	if want == nil || got.IsExactType(want) || got.IsExactType(cel.DynType) {
+		return nil
+	}
+	return &exprError{field: field, expr: expr, msg: fmt.Sprintf("CEL: must evaluate to %s, not %s%s", want, got, kind)}
+}
+
+// issuesError is the error of CEL's issues, located at the first one CEL
+// locates; kind, if not empty, says which kind object was typed as.
+func issuesError(field, expr string, issues *cel.Issues, kind string) *exprError {
+	e := &exprError{field: field, expr: expr}
+	var msgs []string
+	located := false
+	for _, ce := range issues.Errors() {
+		if !located && ce.Location != nil && ce.Location.Line() > 0 {
+			e.offset, located = exprOffset(expr, ce.Location.Line(), ce.Location.Column()), true
+		}
+		if !slices.Contains(msgs, ce.Message) { // a field used thrice is undefined once
+			msgs = append(msgs, ce.Message)
+		}
+	}
+	e.msg = "CEL: " + strings.Join(msgs, "; ") + kind
+	return e
+}
+
+// typeCheck compiles an expression in each type-checking environment of
+// the policy, where object has the type of a kind the policy matches, and
+// returns its type in each (nil where it does not compile). An expression
+// that compiles against none of them is an error: the error against the
+// first. One that compiles against some is not, as the policy may guard
+// the rest (a field of one kind only); the API server's type checking
+// warns of those.
+func (p *policyEnv) typeCheck(field, expr string, want *cel.Type) ([]*cel.Type, error) {
+	if len(p.typed) == 0 {
+		return nil, nil
+	}
+	types := make([]*cel.Type, len(p.typed))
+	var first error
+	for i, t := range p.typed {
+		kind := fmt.Sprintf(" (object is a %s)", typeNameOf(t.kind))
+		ast, issues := t.env.Compile(expr)
+		var err error
+		if issues != nil && issues.Err() != nil {
+			err = issuesError(field, expr, issues, kind)
+		} else {
+			err = checkOutput(field, expr, ast.OutputType(), want, kind)
+		}
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		types[i] = ast.OutputType()
+	}
+	var ok []string
+	for i, t := range types {
+		if t != nil {
+			ok = append(ok, typeNameOf(p.typed[i].kind))
+		}
+	}
+	if len(ok) == 0 {
+		return types, first
+	}
+	if first != nil && p.warnings != nil {
+		var ee *exprError
+		if errors.As(first, &ee) {
+			w := *ee
+			w.msg += "; it type-checks against " + strings.Join(ok, ", ")
+			*p.warnings = append(*p.warnings, &w)
+		}
+	}
+	return types, nil
 }
 
 // activation resolves CEL variables for one policy of one request.

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,7 +46,15 @@ type CompiledPolicy struct {
 	action      Action
 	// autogen are the pod controllers a pod policy also applies to.
 	autogen []AutogenRule
+	// warnings are the policy's expressions that type-check against some
+	// of the kinds it matches only.
+	warnings []*Error
 }
+
+// Warnings returns what is worth a warning in the policy, though it loads:
+// each expression that type-checks against some of the kinds the policy
+// matches but not all, located as an error.
+func (p *CompiledPolicy) Warnings() []*Error { return slices.Clone(p.warnings) }
 
 // Name returns the policy's name.
 func (p *CompiledPolicy) Name() string { return p.Policy.Metadata.Name }
@@ -128,6 +137,9 @@ type Options struct {
 	// as a "successful" reload. Compile itself accepts an empty set; its
 	// callers decide (`celadon validate` refuses one).
 	AllowEmpty bool
+	// Schemas are the OpenAPI schemas the policies' CEL is type-checked
+	// against; nil is BuiltinSchemas, the built-in kinds'.
+	Schemas *Schemas
 }
 
 // ErrNoPolicies is why a Store refuses content that holds no policy: no
@@ -159,9 +171,13 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 	snap.Exceptions, xerrs = compileExceptions(exDocs, FromPolicies, ExceptionOptions{})
 	snap.Exceptions.Hash = snap.Hash
 	errs = append(errs, xerrs...)
+	schemas := opts.Schemas
+	if schemas == nil {
+		schemas = BuiltinSchemas()
+	}
 	seen := map[string]*document{}
 	for _, d := range docs {
-		p, perrs := compilePolicy(d, opts.Registry)
+		p, perrs := compilePolicy(d, opts.Registry, schemas)
 		errs = append(errs, perrs...)
 		if p == nil {
 			continue
@@ -184,7 +200,7 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 // compilePolicy checks one document. It returns nil when the document is not
 // a usable policy at all (no name, wrong kind); otherwise the policy, with
 // any compile error kept in Err.
-func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
+func compilePolicy(d *document, reg *Registry, schemas *Schemas) (*CompiledPolicy, ErrorList) {
 	var errs ErrorList
 	pol := &d.policy
 	if pol.APIVersion != APIVersion || pol.Kind != Kind {
@@ -304,7 +320,7 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 		return p, errs
 	}
 
-	env, verrs := newPolicyEnv(pol.Spec.Variables)
+	env, verrs := newPolicyEnv(pol.Spec.Variables, schemas.policyKinds(p.rules))
 	for _, e := range verrs {
 		errs = append(errs, d.exprError(e))
 	}
@@ -338,6 +354,13 @@ func compilePolicy(d *document, reg *Registry) (*CompiledPolicy, ErrorList) {
 		errs = append(errs, d.errorf("spec.with", "builtin %q compiled to no action", b.Name()))
 	}
 	p.action = action
+	if env.warnings != nil {
+		for _, w := range *env.warnings {
+			e := d.exprError(w)
+			e.Msg = "warning: " + e.Msg
+			p.warnings = append(p.warnings, e)
+		}
+	}
 	if len(errs) > 0 {
 		p.Err = errs
 	}
@@ -361,6 +384,16 @@ func (d *document) exprError(err error) *Error {
 // expression, each error of DecodeWith at its field, another field error at
 // its field, anything else at spec.with (spec.action when there is no with).
 func (d *document) builtinErrors(err error, cc *CompileContext) ErrorList {
+	// Several errors (errors.Join) are each located.
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if _, fes := err.(source.FieldErrors); !fes {
+			var errs ErrorList
+			for _, e := range j.Unwrap() {
+				errs = append(errs, d.builtinErrors(e, cc)...)
+			}
+			return errs
+		}
+	}
 	var ee *exprError
 	if errors.As(err, &ee) {
 		return ErrorList{d.exprError(ee)}

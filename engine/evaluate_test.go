@@ -298,7 +298,7 @@ func TestEnforcementAndFailurePolicy(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			match := "  match: {resources: [pods]}\n"
 			if strings.HasPrefix(c.name, "CEL runtime error") {
-				match = "  match:\n    resources: [pods]\n    conditions: [{expression: object.metadata.missing == 'x'}]\n"
+				match = "  match:\n    resources: [pods]\n    conditions: [{expression: dyn(object).metadata.missing == 'x'}]\n"
 			}
 			snap := mustCompile(t, policyYAML("p", match+c.policy))
 			d := evaluate(t, snap, podRequest(t, admissionv1.Create, pod("a", nil), nil), EvalOptions{})
@@ -361,7 +361,7 @@ func TestOutcomeAuditAnnotations(t *testing.T) {
 // TestCostBudget: a runaway expression stops at the per-call limit and
 // errors under its failurePolicy; the request's budget is shared.
 func TestCostBudget(t *testing.T) {
-	runaway := "  match:\n    resources: [pods]\n    conditions:\n    - expression: 'object.spec.big.all(x, object.spec.big.all(y, object.spec.big.all(z, x + y + z >= 0)))'\n  action: violate\n  with: {message: unreachable}\n  failurePolicy: Ignore\n"
+	runaway := "  match:\n    resources: [pods]\n    conditions:\n    - expression: 'dyn(object).spec.big.all(x, dyn(object).spec.big.all(y, dyn(object).spec.big.all(z, x + y + z >= 0)))'\n  action: violate\n  with: {message: unreachable}\n  failurePolicy: Ignore\n"
 	snap := mustCompile(t,
 		policyYAML("runaway", runaway),
 		policyYAML("after", "  match: {resources: [pods]}\n  action: violate\n  with: {message: still evaluated}\n  enforcement: Warn\n"),

@@ -416,7 +416,7 @@ func (d *exceptionDocument) compile(origin ExceptionOrigin, opts ExceptionOption
 		errs = append(errs, d.fieldErrorf("spec.match.objectSelector", "%v", err))
 	}
 	if len(m.Conditions) > 0 {
-		env, verrs := newPolicyEnv(nil)
+		env, verrs := newPolicyEnv(nil, nil)
 		for _, ve := range verrs {
 			errs = append(errs, d.exprError(ve))
 		}

@@ -140,7 +140,7 @@ func bigDoc() string {
 func TestTapeCELMatchesDecoded(t *testing.T) {
 	pod, err := os.ReadFile("testdata/pod.json")
 	must(t, err)
-	pe, errs := newPolicyEnv(nil)
+	pe, errs := newPolicyEnv(nil, nil)
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

@@ -28,9 +28,27 @@ var sharedPatchBase = sync.OnceValues(func() (*policyEnv, error) {
 
 // withPatchTypes returns p extended as the API server extends
 // MutatingAdmissionPolicy's environment: the JSONPatch type, Object
-// initializers and jsonpatch.escapeKey.
+// initializers and jsonpatch.escapeKey. Its type-checking environments are
+// extended alike.
 func (p *policyEnv) withPatchTypes() (*policyEnv, error) {
-	if p.varsType == nil {
+	base, err := p.patchEnv()
+	if err != nil || len(p.typed) == 0 {
+		return base, err
+	}
+	out := &policyEnv{env: base.env, varsType: base.varsType, variables: base.variables, warnings: p.warnings}
+	for _, t := range p.typed {
+		tp, err := t.patchEnv()
+		if err != nil {
+			return nil, err
+		}
+		out.typed = append(out.typed, tp)
+	}
+	return out, nil
+}
+
+// patchEnv is p extended with the types of withPatchTypes, made once.
+func (p *policyEnv) patchEnv() (*policyEnv, error) {
+	if p.varsType == nil && p.kind.Empty() {
 		// Policies without variables share one, as they share p.env.
 		base, err := sharedPatchBase()
 		if err != nil {
@@ -47,7 +65,7 @@ func (p *policyEnv) withPatchTypes() (*policyEnv, error) {
 			p.patchErr = err
 			return
 		}
-		p.patch = &policyEnv{env: env, varsType: p.varsType, variables: p.variables}
+		p.patch = &policyEnv{env: env, varsType: p.varsType, variables: p.variables, kind: p.kind}
 	})
 	return p.patch, p.patchErr
 }

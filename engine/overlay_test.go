@@ -141,7 +141,7 @@ var overlayExpressions = []string{
 }
 
 var overlayEnv = sync.OnceValues(func() (*policyEnv, error) {
-	pe, errs := newPolicyEnv(nil)
+	pe, errs := newPolicyEnv(nil, nil)
 	if len(errs) > 0 {
 		return nil, errs[0]
 	}

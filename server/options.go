@@ -137,6 +137,12 @@ type Options struct {
 	// Kubeconfig is a kubeconfig file, used when Config is nil.
 	Kubeconfig string
 
+	// Schemas are the OpenAPI schemas the policies' CEL is type-checked
+	// against. Default: the cluster's (/openapi/v3, CRDs included), read
+	// once at start; the built-in kinds' snapshot when the cluster cannot
+	// be reached.
+	Schemas *engine.Schemas
+
 	// ServiceAccount is Celadon's own username, e.g.
 	// "system:serviceaccount:celadon:celadon". Its requests are allowed
 	// untouched, so Celadon can never lock itself out. Empty: none.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -149,7 +150,10 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Cluster != nil {
 		s.cluster = opts.Cluster
 	}
-	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry, AllowEmpty: opts.AllowEmpty})
+	if s.opts.Schemas == nil {
+		s.opts.Schemas = s.clusterSchemas()
+	}
+	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry, AllowEmpty: opts.AllowEmpty, Schemas: s.opts.Schemas})
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}
@@ -327,6 +331,26 @@ func (s *Server) Ready() error {
 		return err
 	}
 	return r.webhookStarted(nil)
+}
+
+// clusterSchemas returns the cluster's OpenAPI schemas, CRDs' included, for
+// type checking; nil (the built-in kinds' snapshot) when discovery fails.
+func (s *Server) clusterSchemas() *engine.Schemas {
+	cfg, err := s.restConfig()
+	if err == nil {
+		cfg = rest.CopyConfig(cfg)
+		cfg.Timeout = 10 * time.Second
+		var dc *discovery.DiscoveryClient
+		if dc, err = discovery.NewDiscoveryClientForConfig(cfg); err == nil {
+			var schemas *engine.Schemas
+			if schemas, err = engine.DiscoverySchemas(dc); err == nil {
+				s.log.Info("type-checking policies against the cluster's schemas", "resources", schemas.Resources())
+				return schemas
+			}
+		}
+	}
+	s.log.Info("type-checking policies against the built-in kinds only: the cluster's schemas are out of reach", "error", err.Error())
+	return nil
 }
 
 // restConfig returns the configuration to reach the API server.

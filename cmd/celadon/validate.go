@@ -158,6 +158,9 @@ func lint(snap *engine.Snapshot) []string {
 		out = append(out, e.Error())
 	}
 	for _, p := range snap.Policies {
+		for _, w := range p.Warnings() {
+			out = append(out, w.Error())
+		}
 		for _, r := range p.Resources() {
 			if meant := engine.GroupTypo(r); meant != "" {
 				warn(p, "API group %q is not built in (a CRD's?): did you mean %q?", r.Group, meant)

@@ -143,7 +143,8 @@ func restrictedPodCreate(b testing.TB) *admissionv1.AdmissionRequest {
 // together), and through both. The pod is restricted-compliant
 // (pod=restricted: every validation runs and passes, as for most pods of a
 // restricted namespace) or as testdata/pod.json has it (pod=denied: two
-// containers fail three restricted controls, and the denial is built).
+// containers fail two restricted controls, allowPrivilegeEscalation and
+// capabilities, and the denial is built).
 // Compare the sets within one run: BENCHMARKS.md, "Pod CREATE: PSS
 // restricted against the shipped set".
 func BenchmarkPodCreatePolicySets(b *testing.B) {

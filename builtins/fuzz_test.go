@@ -22,10 +22,10 @@ import (
 // standard JSON-patch library, giving the object the engine saw; and running
 // the policies again on the result yields no patch (when none errored).
 //
-// The policies are derived from the registry: every golden example of a
-// registered mutating builtin that applies to pod CREATEs, each on its own,
-// and the first example of each builtin composed in one set, so that their
-// patches also compose.
+// The policies are derived from the registry: every golden example and
+// every library policy of a registered mutating builtin that applies to pod
+// CREATEs, each on its own, the library's composed, and the first example
+// of each builtin composed in one set, so that their patches also compose.
 func FuzzMutatingBuiltins(f *testing.F) {
 	sets := podMutationSets(f)
 	if pod, err := os.ReadFile("../engine/testdata/pod.json"); err == nil {
@@ -62,12 +62,14 @@ func FuzzMutatingBuiltins(f *testing.F) {
 }
 
 // podMutationSets returns the policy sets FuzzMutatingBuiltins runs: one
-// per example of a registered mutating builtin applying to pod CREATEs,
-// then one composing the first example of each such builtin.
+// per example, and one per policy of the library (policies/library), of a
+// registered mutating builtin applying to pod CREATEs; one composing those
+// library policies, as they may be enabled together; then one composing the
+// first example of each such builtin.
 func podMutationSets(tb testing.TB) []*engine.Snapshot {
 	tb.Helper()
 	var sets []*engine.Snapshot
-	var composed []engine.File
+	var composed, library []engine.File
 	for _, name := range Registry().Names() {
 		b, _ := Registry().Lookup(name)
 		if b.Type() != engine.Mutating {
@@ -88,6 +90,23 @@ func podMutationSets(tb testing.TB) []*engine.Snapshot {
 				composed = append(composed, ex.files...)
 			}
 		}
+		for _, lib := range libraryOf(tb, name) {
+			snap, err := engine.Compile(lib.files, engine.Options{Registry: Registry()})
+			if err != nil {
+				tb.Fatalf("library policy %s: %v", lib.dir, err)
+			}
+			if mutatesPodCreates(snap) {
+				sets = append(sets, snap)
+				library = append(library, lib.files...)
+			}
+		}
+	}
+	if len(library) > 0 {
+		snap, err := engine.Compile(library, engine.Options{Registry: Registry()})
+		if err != nil {
+			tb.Fatalf("the library's pod mutations, composed: %v", err)
+		}
+		sets = append(sets, snap)
 	}
 	if len(sets) == 0 {
 		tb.Fatal("no example of a mutating builtin applies to pods")

@@ -39,6 +39,32 @@ func examplesOf(tb testing.TB, builtin string) []example {
 	return out
 }
 
+// libraryOf returns the policies of the policy library
+// (policies/library/*.yaml) that dispatch to a builtin, one file each, as
+// examples: the fuzz targets run them beside the golden examples.
+func libraryOf(tb testing.TB, builtin string) []example {
+	tb.Helper()
+	paths, err := filepath.Glob(filepath.Join("..", "policies", "library", "*.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []example
+	for _, path := range paths {
+		files, err := engine.ReadFiles(path)
+		if err != nil {
+			tb.Fatalf("library policy %s: %v", path, err)
+		}
+		snap, err := engine.Compile(files, engine.Options{Registry: Registry()})
+		if err != nil {
+			tb.Fatalf("library policy %s: %v", path, err)
+		}
+		if slices.ContainsFunc(snap.Policies, func(p *engine.CompiledPolicy) bool { return p.Policy.Spec.Action == builtin }) {
+			out = append(out, example{dir: path, files: files})
+		}
+	}
+	return out
+}
+
 // TestEveryBuiltinIsExampledAndDocumented checks, for every registered
 // builtin, that it has golden examples whose policies use it, a section of
 // the README and a row in its Security model, so that a new builtin cannot

@@ -34,7 +34,8 @@ type validateCase struct {
 // its validations, each run alone as a deny policy, report: an error when
 // one of them errors (failurePolicy Fail), else the messages of those that
 // fail, in order; and that it never panics. The validations are those of
-// the examples/validate-* policies.
+// the examples/validate-* policies and of the library's validate policies
+// (policies/library: Pod Security Standards, labels, images, resources).
 func FuzzValidate(f *testing.F) {
 	cases := validateCases(f)
 	seeds, _ := filepath.Glob("../examples/*/object.yaml")
@@ -100,13 +101,14 @@ func FuzzValidate(f *testing.F) {
 	})
 }
 
-// validateCases derives a validateCase from each validate example: its
+// validateCases derives a validateCase from each validate example and
+// library policy: its
 // match, variables and validations, under failurePolicy Fail and
 // enforcement Deny, without audit annotations.
 func validateCases(tb testing.TB) []validateCase {
 	tb.Helper()
 	var out []validateCase
-	for _, ex := range examplesOf(tb, "validate") {
+	for _, ex := range append(examplesOf(tb, "validate"), libraryOf(tb, "validate")...) {
 		for _, file := range ex.files {
 			var p engine.Policy
 			if err := yaml.Unmarshal(file.Data, &p); err != nil {

@@ -128,3 +128,98 @@ func BenchmarkCompileLibrary(b *testing.B) {
 		}
 	}
 }
+
+// restrictedPodCreate returns podCreate's request with the pod changed to
+// pass the Pod Security Standards' restricted profile: every container
+// drops ALL capabilities and disallows privilege escalation (the pod sets
+// runAsNonRoot and the RuntimeDefault seccomp profile already).
+func restrictedPodCreate(b testing.TB) *admissionv1.AdmissionRequest {
+	req := podCreate(b)
+	var pod map[string]any
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		b.Fatal(err)
+	}
+	spec := pod["spec"].(map[string]any)
+	for _, field := range []string{"initContainers", "containers"} {
+		cs, _ := spec[field].([]any)
+		for _, c := range cs {
+			c.(map[string]any)["securityContext"] = map[string]any{
+				"allowPrivilegeEscalation": false,
+				"capabilities":             map[string]any{"drop": []any{"ALL"}},
+			}
+		}
+	}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Object.Raw = raw
+	return req
+}
+
+// BenchmarkPodCreatePolicySets measures one Pod CREATE through the shipped
+// set (policies/*.yaml), through the library's Pod Security Standards
+// restricted set (pss-baseline and pss-restricted, as they are enabled
+// together), and through both. The pod is restricted-compliant
+// (pod=restricted: every validation runs and passes, as for most pods of a
+// restricted namespace) or as testdata/pod.json has it (pod=denied: two
+// containers fail two restricted controls, allowPrivilegeEscalation and
+// capabilities, and the denial is built).
+// Compare the sets within one run: BENCHMARKS.md, "Pod CREATE: PSS
+// restricted against the shipped set".
+func BenchmarkPodCreatePolicySets(b *testing.B) {
+	read := func(b *testing.B, paths ...string) []engine.File {
+		var files []engine.File
+		for _, p := range paths {
+			fs, err := engine.ReadFiles(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			files = append(files, fs...)
+		}
+		return files
+	}
+	sets := []struct {
+		name  string
+		paths []string
+	}{
+		{"shipped", []string{"../policies"}},
+		{"pss-restricted", []string{"../policies/library/pss-baseline.yaml", "../policies/library/pss-restricted.yaml"}},
+		{"shipped+pss-restricted", []string{"../policies", "../policies/library/pss-baseline.yaml", "../policies/library/pss-restricted.yaml"}},
+	}
+	pods := []struct {
+		name    string
+		req     func(testing.TB) *admissionv1.AdmissionRequest
+		allowed map[string]bool // by set
+	}{
+		{"restricted", restrictedPodCreate, map[string]bool{"shipped": true, "pss-restricted": true, "shipped+pss-restricted": true}},
+		{"denied", podCreate, map[string]bool{"shipped": true, "pss-restricted": false, "shipped+pss-restricted": false}},
+	}
+	for _, pod := range pods {
+		for _, set := range sets {
+			b.Run("pod="+pod.name+"/set="+set.name, func(b *testing.B) {
+				snap, err := engine.Compile(read(b, set.paths...), engine.Options{Registry: builtins.Registry()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				req := pod.req(b)
+				ctx := context.Background()
+				opts := engine.EvalOptions{Namespaces: shopNamespace{}}
+				d, err := snap.Evaluate(ctx, req, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if d.Allowed != pod.allowed[set.name] {
+					b.Fatalf("allowed %v, want %v: %s", d.Allowed, pod.allowed[set.name], d.Message)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := snap.Evaluate(ctx, req, opts); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -525,3 +525,34 @@ tests:
 		})
 	}
 }
+
+// TestLibraryPoliciesInReadme requires every policy of the library to have
+// a row in the table of policies/library/README.md, marked off by default.
+func TestLibraryPoliciesInReadme(t *testing.T) {
+	readme, err := os.ReadFile("../../policies/library/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("../../policies/library/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no library policies")
+	}
+	for _, f := range files {
+		base := filepath.Base(f)
+		name := strings.TrimSuffix(base, ".yaml")
+		row := ""
+		for _, l := range strings.Split(string(readme), "\n") {
+			if strings.HasPrefix(l, "| [`"+name+"`]("+base+") |") {
+				row = l
+			}
+		}
+		if row == "" {
+			t.Errorf("%s: no row \"| [`%s`](%s) | ...\" in policies/library/README.md", base, name, base)
+		} else if !strings.HasSuffix(row, "| off |") {
+			t.Errorf("%s: its README row does not end in \"| off |\": %s", base, row)
+		}
+	}
+}

@@ -114,8 +114,9 @@ func skip(reason string) engine.Outcome { return engine.Outcome{Skipped: true, R
 // podOnCreate returns the pod of a CREATE request, or why a pod builtin does
 // not apply: another operation (a pod's spec is immutable), no object, or
 // another kind. change says what the builtin does, e.g. "env can only be set".
+// A controller's pod template (autogen) may change on UPDATE too.
 func podOnCreate(ac *engine.ActionContext, change string) (engine.Value, string) {
-	if ac.Request != nil && ac.Request.Operation != admissionv1.Create {
+	if ac.Request != nil && ac.Request.Operation != admissionv1.Create && ac.Template() == "" {
 		return engine.Value{}, fmt.Sprintf("%s when a pod is created, not on %s", change, ac.Request.Operation)
 	}
 	return objectOfKind(ac, "Pod")

@@ -294,6 +294,11 @@ exit $status
 func (consulLifecycle) Name() string { return "consulLifecycle" }
 
 // Type is Mutating.
+//
+// consulLifecycle is not engine.PodOnly: the hooks read the pod's name and
+// namespace through the downward API, and its annotations are the
+// template's, so hooks added to a controller's pod template (autogen) are
+// those each pod would get, and the policy finds them there.
 func (consulLifecycle) Type() engine.ActionType { return engine.Mutating }
 
 // consulMetaKey is Consul's rule for meta keys.

@@ -21,6 +21,7 @@ import (
 // mutating builtin makes: the patch applies cleanly to the input with a
 // standard JSON-patch library, giving the object the engine saw; and running
 // the policies again on the result yields no patch (when none errored).
+// Each pod is also checked as the pod template of a Deployment.
 //
 // The policies are derived from the registry: every golden example and
 // every library policy of a registered mutating builtin that applies to pod
@@ -57,6 +58,20 @@ func FuzzMutatingBuiltins(f *testing.F) {
 		}
 		for _, snap := range sets {
 			checkPatchPromises(t, snap, req)
+		}
+		// The same pod as a Deployment's template (autogen): the
+		// operations moved to the template keep the promises too.
+		deploy, err := json.Marshal(map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": "web"}, "spec": map[string]any{"template": probe}})
+		if err != nil {
+			return
+		}
+		dreq := *req
+		dreq.Kind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+		dreq.Resource = metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+		dreq.Object = runtime.RawExtension{Raw: deploy}
+		for _, snap := range sets {
+			checkPatchPromises(t, snap, &dreq)
 		}
 	})
 }

@@ -77,7 +77,10 @@ const (
 // Name is the policy's spec.action.
 func (injectSidecar) Name() string { return "injectSidecar" }
 
-// Type is Mutating.
+// Type is Mutating. injectSidecar is not engine.PodOnly: a sidecar added
+// to a controller's pod template (autogen) is in every pod, which the
+// policy then finds equal and leaves alone. A ${{ }} template reading the
+// pod's name reads the controller's there.
 func (injectSidecar) Type() engine.ActionType { return engine.Mutating }
 
 // sidecarItem is one compiled container, volume or mount template.

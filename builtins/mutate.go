@@ -52,7 +52,9 @@ type mutateArgs struct {
 // Name is the policy's spec.action.
 func (mutate) Name() string { return "mutate" }
 
-// Type is Mutating.
+// Type is Mutating. mutate is not engine.PodOnly: a policy on pods also
+// mutates the pod templates of controllers (autogen), its mutations seeing
+// the template as a pod.
 func (mutate) Type() engine.ActionType { return engine.Mutating }
 
 // Compile checks the mutations as MAP's validation does and compiles their

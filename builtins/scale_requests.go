@@ -57,6 +57,13 @@ func (scaleRequests) Name() string { return "scaleRequests" }
 // Type is Mutating.
 func (scaleRequests) Type() engine.ActionType { return engine.Mutating }
 
+// PodOnly implements engine.PodOnly: on a controller's pod template the
+// annotation recording the original requests would be copied to every pod,
+// which would then never be scaled itself; and once on the template it
+// would stop the scaling of requests changed by a later UPDATE, in the
+// template and in its pods alike.
+func (scaleRequests) PodOnly() bool { return true }
+
 // scaleRequestsAction is a compiled scaleRequests. It is immutable, hence
 // safe for concurrent use.
 type scaleRequestsAction struct {

@@ -5,14 +5,20 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"gomodules.xyz/jsonpatch/v2"
 )
 
-// Pod-controller autogen: a validating policy on pods also applies to the
-// pod templates of the workload controllers, so that a Deployment whose
-// pods would be rejected is rejected itself, instead of its ReplicaSet
-// failing to create pods later with nobody watching. The policy's compiled
-// programs are not rewritten: on a controller's request they run with
-// object and oldObject bound to the pod built from the template.
+// Pod-controller autogen: a policy on pods also applies to the pod
+// templates of the workload controllers. A validating policy rejects a
+// Deployment whose pods it would reject, instead of its ReplicaSet failing
+// to create pods later with nobody watching; a mutating policy changes the
+// template, so that the controller's spec shows what its pods will run and
+// the policies after it judge that. The policy's compiled programs are not
+// rewritten: on a controller's request they run with object and oldObject
+// bound to the pod built from the template, and a mutating policy's
+// operations on that pod are moved to the template's path
+// (templatePatch).
 
 // PodOnly is implemented by builtins that need a real pod (an ordinal, a
 // node, a pod's own name) and must not run on a controller's pod template.
@@ -65,23 +71,17 @@ func (p *CompiledPolicy) AutogenOperations() []string {
 // autogenError is why spec.autogen: true cannot be honoured; "" when it
 // can.
 func autogenError(b Builtin) string {
-	switch {
-	case b == nil:
-		return ""
-	case b.Type() == Mutating:
-		return fmt.Sprintf("autogen applies to validating policies; %q mutates, and mutations of pod templates are not supported yet", b.Name())
-	}
 	if po, ok := b.(PodOnly); ok && po.PodOnly() {
 		return fmt.Sprintf("builtin %q needs a real pod, not a controller's pod template", b.Name())
 	}
 	return ""
 }
 
-// setAutogen extends a compiled validating pod policy to the pod
-// controllers, unless it opted out, its builtin needs a real pod, or it
-// already names the controller's resource itself.
+// setAutogen extends a compiled pod policy, validating or mutating, to the
+// pod controllers, unless it opted out, its builtin needs a real pod, or
+// it already names the controller's resource itself.
 func (p *CompiledPolicy) setAutogen() {
-	if p.Err != nil || p.Type != Validating || p.builtin == nil {
+	if p.Err != nil || (p.Type != Validating && p.Type != Mutating) || p.builtin == nil {
 		return
 	}
 	if a := p.Policy.Spec.Autogen; a != nil && !*a {
@@ -173,4 +173,83 @@ func templateViolation(obj *workingObject, rule *AutogenRule, name, violation st
 		kind = rule.Resource
 	}
 	return fmt.Sprintf("%s %q pod template (%s): %s", kind, name, rule.Template, violation)
+}
+
+// templateOf returns the template at path (e.g. spec.template) in obj.
+func templateOf(obj Value, path string) Value {
+	for _, f := range strings.Split(path, ".") {
+		obj = obj.Get(f)
+	}
+	return obj
+}
+
+// templateMeta are the members of a pod's metadata that a pod template
+// carries to its pods: the controllers copy these from the template
+// (GetPodFromTemplate in Kubernetes' controller utilities) and set the
+// others themselves (name, namespace, owner references...).
+var templateMeta = map[string]bool{"labels": true, "annotations": true, "finalizers": true}
+
+// templatePatch moves a mutating policy's operations on the pod view of a
+// controller's template to the template's path in the controller:
+// /metadata/... to /<template>/metadata/..., /spec/... to
+// /<template>/spec/.... An operation on what a template does not carry to
+// its pods (the pod's name, namespace or owner references, its status,
+// apiVersion or kind) is left out and returned in dropped, as "op path":
+// the policy, which matches pods too, still makes it on each pod.
+// metaExists says whether the template has a metadata object; when it has
+// none, one is added before the first operation inside it, as the pod view
+// always has one.
+func templatePatch(ops []jsonpatch.JsonPatchOperation, template string, metaExists bool) (out []jsonpatch.JsonPatchOperation, dropped []string) {
+	prefix := "/" + strings.ReplaceAll(template, ".", "/")
+	drop := func(op jsonpatch.JsonPatchOperation) { dropped = append(dropped, op.Operation+" "+op.Path) }
+	for _, op := range ops {
+		segs, err := splitPointer(op.Path)
+		if err != nil || len(segs) == 0 {
+			drop(op)
+			continue
+		}
+		switch {
+		case segs[0] == "spec":
+			out = append(out, Op(op.Operation, prefix+op.Path, op.Value))
+		case segs[0] == "metadata" && len(segs) == 1:
+			// The whole metadata: what the template carries of it.
+			v, err := ToJSONValue(op.Value)
+			m, ok := v.(map[string]any)
+			if err != nil || !ok || (op.Operation != "add" && op.Operation != "replace") {
+				drop(op)
+				continue
+			}
+			kept := map[string]any{}
+			for k, e := range m {
+				if templateMeta[k] {
+					kept[k] = e
+				} else {
+					dropped = append(dropped, op.Operation+" "+op.Path+"/"+EscapePointer(k))
+				}
+			}
+			// add sets the member whether or not the template has one.
+			out = append(out, Op("add", prefix+"/metadata", kept))
+			metaExists = true
+		case segs[0] == "metadata" && templateMeta[segs[1]]:
+			if !metaExists {
+				out = append(out, Op("add", prefix+"/metadata", map[string]any{}))
+				metaExists = true
+			}
+			out = append(out, Op(op.Operation, prefix+op.Path, op.Value))
+		default:
+			drop(op)
+		}
+	}
+	return out, dropped
+}
+
+// templateDropWarning tells the requester that a policy's changes to a
+// pod's own fields were left out of a controller's pod template.
+func templateDropWarning(obj *workingObject, rule *AutogenRule, name, policy string, dropped []string) string {
+	kind, _ := obj.Value().Get("kind").Str()
+	if kind == "" {
+		kind = rule.Resource
+	}
+	return fmt.Sprintf("Celadon policy '%s' changes what a pod template does not carry (%s): left out of %s %q pod template (%s), made on its pods",
+		policy, strings.Join(dropped, ", "), kind, name, rule.Template)
 }

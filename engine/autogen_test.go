@@ -226,10 +226,13 @@ func TestAutogenSkipsAnUnchangedTemplate(t *testing.T) {
 	}
 }
 
-// autogen: true where it cannot apply is a load error, not silence.
-func TestAutogenTrueOnAMutatingOrPodOnlyBuiltinIsAnError(t *testing.T) {
+// autogen: true where it cannot apply is a load error, not silence; on a
+// mutating builtin that can run on a template it is what autogen does
+// anyway.
+func TestAutogenTrueOnAPodOnlyBuiltinIsAnError(t *testing.T) {
 	for action, want := range map[string]string{
-		"injectEnvIndex\n  with: {name: INDEX}":                                         `"injectEnvIndex" mutates`,
+		"injectEnvIndex\n  with: {name: INDEX}":                                         `"injectEnvIndex" needs a real pod`,
+		"scaleRequests\n  with: {cpu: 0.5}":                                             `"scaleRequests" needs a real pod`,
 		"drainBeforeDelete\n  with: {annotate: {key: example.com/d, doneWhen: 'true'}}": `"drainBeforeDelete" needs a real pod`,
 	} {
 		doc := "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  match: {resources: [pods]}\n  autogen: true\n  action: " + action + "\n"
@@ -237,5 +240,14 @@ func TestAutogenTrueOnAMutatingOrPodOnlyBuiltinIsAnError(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "p.yaml:6:") {
 			t.Errorf("%s: error %v, want one at spec.autogen (line 6) saying %s", action, err, want)
 		}
+	}
+	doc := "apiVersion: celadon.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  match: {resources: [pods]}\n  autogen: true\n  action: mutate\n" +
+		"  with: {mutations: [{patchType: JSONPatch, jsonPatch: {expression: '[JSONPatch{op: \"test\", path: \"/kind\", value: \"Pod\"}]'}}]}\n"
+	snap, err := engine.Compile([]engine.File{{Name: "p.yaml", Data: []byte(doc)}}, engine.Options{Registry: builtins.Registry()})
+	if err != nil {
+		t.Fatalf("autogen: true on mutate: %v", err)
+	}
+	if ag := snap.Policy("p").Autogen(); len(ag) != 6 {
+		t.Errorf("autogen: true on mutate: autogen %v, want the six controllers", ag)
 	}
 }

@@ -173,7 +173,17 @@ type ActionContext struct {
 	eval              *evaluation
 	act               *activation
 	env               *policyEnv // the policy's, for its variables
+	// template is the pod template's path when the action runs on a
+	// controller's pod template (autogen.go).
+	template string
 }
+
+// Template returns the path of the controller's pod template (e.g.
+// spec.template) when the policy runs on one, through autogen: Object is
+// then the pod the template describes, and the action's operations on it
+// are moved to the template. "" on a request's own object. A template,
+// unlike a pod's spec, may change on UPDATE.
+func (ac *ActionContext) Template() string { return ac.template }
 
 // Object returns the object as the earlier mutating policies left it,
 // their patches applied; absent for DELETE and CONNECT. It is read in

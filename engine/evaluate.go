@@ -660,6 +660,9 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 		act:         a,
 		env:         p.env,
 	}
+	if tmpl != nil {
+		ac.template = tmpl.Template
+	}
 	ac.Namespace, _ = ev.namespace(ctx)
 	out, err := runAction(p.action, ac)
 	if err != nil {
@@ -669,10 +672,25 @@ func (ev *evaluation) run(ctx context.Context, p *CompiledPolicy) (res PolicyRes
 		return res2, Outcome{Warnings: out.Warnings}
 	}
 	if tmpl != nil {
-		// A patch would be of the pod view, not of the controller.
-		out.Patch = nil
+		ev.setObjects(realObj, realOld)
+		if p.Type == Mutating {
+			// The operations on the pod view go to the template in the
+			// controller; the pod's own fields stay the pods'.
+			if len(out.Patch) > 0 {
+				metaExists := templateOf(realObj.Value(), tmpl.Template).Get("metadata").IsObject()
+				var dropped []string
+				out.Patch, dropped = templatePatch(out.Patch, tmpl.Template, metaExists)
+				if len(dropped) > 0 {
+					out.Warnings = append(out.Warnings, templateDropWarning(realObj, tmpl, ev.objectName(), p.Name(), dropped))
+				}
+			}
+			if out.Reason != "" {
+				out.Reason = fmt.Sprintf("pod template (%s): %s", tmpl.Template, out.Reason)
+			}
+		} else {
+			out.Patch = nil
+		}
 		if out.Violation != "" {
-			ev.setObjects(realObj, realOld)
 			out.Violation = templateViolation(realObj, tmpl, ev.objectName(), out.Violation)
 		}
 	}

@@ -49,9 +49,10 @@ type PolicySpec struct {
 	// serving this policy: a generated webhook takes the smallest of its
 	// policies' timeouts. Unset: the configurations' default (5 s).
 	TimeoutSeconds *int32 `json:"timeoutSeconds,omitempty"`
-	// Autogen false keeps a validating pod policy off the pod templates of
-	// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and
-	// CronJobs. Unset or true: it applies to them too (autogen.go).
+	// Autogen false keeps a pod policy, validating or mutating, off the pod
+	// templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs
+	// and CronJobs. Unset or true: it applies to them too (autogen.go),
+	// unless its builtin needs a real pod (PodOnly), where true is an error.
 	Autogen *bool `json:"autogen,omitempty"`
 }
 

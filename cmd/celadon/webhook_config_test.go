@@ -284,6 +284,18 @@ spec:
     - expression: object.spec.containers.exists(c, c.image.endsWith(":latest"))
   action: deny
   with: {message: pin the image}
+---
+apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: team-label}
+spec:
+  match: {resources: [pods], operations: [CREATE]}
+  action: mutate
+  with:
+    mutations:
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: 'Object{metadata: Object.metadata{labels: {"example.com/team": "unassigned"}}}'
 `
 	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
@@ -293,12 +305,36 @@ spec:
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr)
 	}
 	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+	var mcfg admissionregistrationv1.MutatingWebhookConfiguration
 	for _, doc := range strings.Split(stdout, "\n---\n") {
-		if strings.Contains(doc, "kind: ValidatingWebhookConfiguration") {
+		switch {
+		case strings.Contains(doc, "kind: ValidatingWebhookConfiguration"):
 			if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
 				t.Fatal(err)
 			}
+		case strings.Contains(doc, "kind: MutatingWebhookConfiguration"):
+			if err := yaml.Unmarshal([]byte(doc), &mcfg); err != nil {
+				t.Fatal(err)
+			}
 		}
+	}
+	// A mutating pod policy is extended to the controllers too, with its
+	// own operations.
+	if len(mcfg.Webhooks) != 1 {
+		t.Fatalf("mutating webhooks: %+v\n%s", mcfg.Webhooks, stdout)
+	}
+	mgot := map[string]string{}
+	for _, r := range mcfg.Webhooks[0].Rules {
+		for _, res := range r.Resources {
+			mgot[r.APIGroups[0]+"/"+res] = fmt.Sprint(r.Operations)
+		}
+	}
+	mwant := map[string]string{
+		"/pods": "[CREATE]", "apps/deployments": "[CREATE]", "apps/statefulsets": "[CREATE]", "apps/daemonsets": "[CREATE]",
+		"apps/replicasets": "[CREATE]", "batch/jobs": "[CREATE]", "batch/cronjobs": "[CREATE]",
+	}
+	if !reflect.DeepEqual(mgot, mwant) {
+		t.Errorf("mutating rules:\n got %v\nwant %v", mgot, mwant)
 	}
 	if len(cfg.Webhooks) != 1 {
 		t.Fatalf("validating webhooks: %+v\n%s", cfg.Webhooks, stdout)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -61,4 +62,94 @@ func TestAutogenRejectsADeployment(t *testing.T) {
 	if err := suite.c.Create(ctx, deployment("pinned", "registry.invalid/metrics:1")); err != nil {
 		t.Fatalf("creating a compliant Deployment: %v", err)
 	}
+}
+
+// autogenMutations label pods with a team and forbid privilege escalation
+// in their containers, written for pods only.
+var autogenMutations = map[string][]byte{"mutate.yaml": []byte(`apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata:
+  name: e2e-team-label
+spec:
+  match:
+    resources: [pods]
+    operations: [CREATE, UPDATE]
+  action: mutate
+  with:
+    mutations:
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: >
+          has(object.metadata.labels) && "example.com/team" in object.metadata.labels ? [] :
+          [JSONPatch{op: "add", path: "/metadata/labels", value: {}}].filter(p, !has(object.metadata.labels)) +
+          [JSONPatch{op: "add", path: "/metadata/labels/" + jsonpatch.escapeKey("example.com/team"), value: "unassigned"}]
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: >
+          Object{spec: Object.spec{containers: object.spec.containers.map(c, Object.spec.containers{
+            name: c.name, securityContext: Object.spec.containers.securityContext{allowPrivilegeEscalation: false}})}}
+`)}
+
+// TestAutogenMutatesADeployment checks, through the API server, that a
+// mutating pod policy mutates the pod template of a Deployment and of a
+// CronJob when they are created, and the template of a Deployment whose
+// template an UPDATE changes.
+func TestAutogenMutatesADeployment(t *testing.T) {
+	requireSuite(t)
+	ctx := testContext(t)
+	scope := &metav1.LabelSelector{MatchLabels: map[string]string{autogenLabel: "mutate"}}
+	startScopedCeladon(ctx, t, "celadon-e2e-autogen-mutate", autogenMutations, nil, scope, nil)
+	ns := newNamespace(ctx, t, "autogen-mutate", map[string]string{autogenLabel: "mutate"})
+
+	checkTemplate := func(what string, tmpl corev1.PodTemplateSpec) {
+		t.Helper()
+		if got := tmpl.Labels["example.com/team"]; got != "unassigned" {
+			t.Errorf("%s: template labels %v, want example.com/team=unassigned", what, tmpl.Labels)
+		}
+		for _, c := range tmpl.Spec.Containers {
+			if sc := c.SecurityContext; sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+				t.Errorf("%s: container %s securityContext %+v, want allowPrivilegeEscalation false", what, c.Name, sc)
+			}
+		}
+	}
+
+	labels := map[string]string{"app": "web"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(0)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec()},
+		},
+	}
+	if err := suite.c.Create(ctx, d); err != nil {
+		t.Fatalf("creating a Deployment: %v", err)
+	}
+	checkTemplate("created Deployment", d.Spec.Template)
+	if d.Labels["example.com/team"] != "" {
+		t.Errorf("the Deployment's own labels were mutated: %v", d.Labels)
+	}
+
+	// An UPDATE that changes the template (a container the policy has not
+	// seen) gets it mutated too.
+	d.Spec.Template.Spec.Containers = append(d.Spec.Template.Spec.Containers, corev1.Container{Name: "extra", Image: "registry.invalid/extra:1"})
+	if err := suite.c.Update(ctx, d); err != nil {
+		t.Fatalf("updating the Deployment's template: %v", err)
+	}
+	checkTemplate("updated Deployment", d.Spec.Template)
+
+	cron := &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nightly"},
+		Spec: batchv1.CronJobSpec{
+			Schedule: "0 3 * * *",
+			Suspend:  ptr.To(true),
+			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
+				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: podSpec().Containers},
+			}}},
+		},
+	}
+	if err := suite.c.Create(ctx, cron); err != nil {
+		t.Fatalf("creating a CronJob whose template has no labels: %v", err)
+	}
+	checkTemplate("created CronJob", cron.Spec.JobTemplate.Spec.Template)
 }

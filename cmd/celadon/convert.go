@@ -474,17 +474,17 @@ func convertPair(p *admissionPolicy, b *admissionBinding, name string, params []
 	if p.failurePolicy != nil && *p.failurePolicy == admissionregistrationv1.Ignore {
 		spec.FailurePolicy = engine.Ignore
 	}
+	// The API server runs a VAP or a MAP on pods on pods only: no autogen
+	// onto the pod templates of Deployments and the other controllers.
+	if slices.Contains(spec.Match.Resources, "pods") {
+		spec.Autogen = ptr.To(false)
+	}
 	var with any
 	if p.kind == "ValidatingAdmissionPolicy" {
 		spec.Action = "validate"
 		spec.Enforcement, err = enforcement(b.validationActions, note)
 		if err != nil {
 			return nil, notes, err
-		}
-		// The API server runs a VAP on pods on pods only: no autogen onto
-		// the pod templates of Deployments and the other controllers.
-		if slices.Contains(spec.Match.Resources, "pods") {
-			spec.Autogen = ptr.To(false)
 		}
 		with = struct {
 			Validations      []admissionregistrationv1.Validation      `json:"validations,omitempty"`

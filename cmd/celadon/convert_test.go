@@ -373,3 +373,60 @@ spec:
 		}
 	}
 }
+
+// TestConvertMAPNoAutogen: likewise, a MAP on pods leaves a Deployment's
+// pod template alone, as the API server does.
+func TestConvertMAPNoAutogen(t *testing.T) {
+	input := `apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicy
+metadata:
+  name: label
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: [v1]
+      operations: [CREATE]
+      resources: [pods]
+  reinvocationPolicy: IfNeeded
+  mutations:
+  - patchType: JSONPatch
+    jsonPatch:
+      expression: "[JSONPatch{op: 'add', path: '/metadata/labels', value: {'team': 'a'}}]"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicyBinding
+metadata:
+  name: label
+spec:
+  policyName: label
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "input.yaml"), []byte(input), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runConvert(t, dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	snap := compileConverted(t, stdout)
+	containers := []any{map[string]any{"name": "c", "image": "nginx"}}
+	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"}, "spec": map[string]any{"containers": containers}}
+	deployment := map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": containers}}}}
+	for _, c := range []struct {
+		req     *admissionv1.AdmissionRequest
+		patched bool
+	}{
+		{convertRequest(t, "CREATE", metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, "a", pod), true},
+		{convertRequest(t, "CREATE", metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, "a", deployment), false},
+	} {
+		d, err := snap.Evaluate(context.Background(), c.req, engine.EvalOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if patched := len(d.Patch) > 0; patched != c.patched {
+			t.Errorf("%s: patched %v (%s), want %v", c.req.Resource.Resource, patched, d.Patch, c.patched)
+		}
+	}
+}

@@ -21,7 +21,6 @@ import (
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	apiservercel "k8s.io/apiserver/pkg/cel"
 	"k8s.io/apiserver/pkg/cel/environment"
-	"k8s.io/apiserver/pkg/cel/lazy"
 )
 
 // Cost limits, as in the Kubernetes API server.
@@ -120,6 +119,11 @@ type policyEnv struct {
 	patchOnce sync.Once
 	patch     *policyEnv
 	patchErr  error
+
+	// varsIx is the index of variables, made on first use; see
+	// lazyVariables.
+	varsOnce sync.Once
+	varsIx   *variablesIndex
 }
 
 func newPolicyEnv(vars []Variable, kinds []*kindEnv) (*policyEnv, []error) {
@@ -389,18 +393,7 @@ func (p *policyEnv) variablesOn(ctx context.Context, ev *evaluation, act interpr
 	if p.varsType == nil {
 		return nil
 	}
-	m := lazy.NewMapValue(p.varsType.CelType())
-	for _, v := range p.variables {
-		v := v
-		m.Append(v.name, func(*lazy.MapValue) ref.Val {
-			val, err := ev.evalCharged(ctx, act, v, &ev.budget)
-			if err != nil {
-				return types.NewErr("variable %q: %v", v.name, err)
-			}
-			return val
-		})
-	}
-	return m
+	return &lazyVariables{p: p, ix: p.variablesIndex(), ctx: ctx, ev: ev, act: act, vals: make([]ref.Val, len(p.variables))}
 }
 
 // declTypeOf maps a checked CEL type to the declaration type of a variable,

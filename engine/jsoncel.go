@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
@@ -13,7 +14,7 @@ import (
 // the tape that read members as CEL asks for them. They behave as the
 // values types.DefaultTypeAdapter makes of the decoded map[string]any and
 // []any, which the tests check expression by expression; the operations
-// no hot path uses (conversions, list concatenation) decode and delegate.
+// no hot path uses (conversions) decode and delegate.
 func (d *jsonDoc) celValue(i int32) ref.Val {
 	switch n := d.nodes[i]; n.kind {
 	case jsonObject:
@@ -165,9 +166,176 @@ func (l *celList) String() string { return fmt.Sprint(l.d.decoded(l.i)) }
 
 func (l *celList) IsZeroValue() bool { return l.d.nodes[l.i].a == 0 }
 
+// Add is baseList.Add of cel-go, without decoding the list: the
+// library's PSS policies concatenate a pod's container lists, then read
+// many fields of a few containers.
 func (l *celList) Add(other ref.Val) ref.Val {
-	return l.d.decoded(l.i).(traits.Adder).Add(other)
+	return concatLists(l, other)
 }
+
+// concatLists is cel-go's newConcatList, for a view of the tape first.
+func concatLists(prev traits.Lister, other ref.Val) ref.Val {
+	next, ok := other.(traits.Lister)
+	if !ok {
+		return types.MaybeNoSuchOverloadErr(other)
+	}
+	prevSize, nextSize := prev.Size().(types.Int), next.Size().(types.Int)
+	if prevSize == 0 {
+		return other
+	}
+	if nextSize == 0 {
+		return prev.(ref.Val)
+	}
+	return &celConcat{prev: prev, next: next, size: prevSize + nextSize}
+}
+
+// celConcat is cel-go's concatList, whose first list is a view of the
+// tape (or another celConcat): a concatenation that does not decode it.
+type celConcat struct {
+	prev, next traits.Lister
+	size       types.Int
+	value      any
+}
+
+var (
+	_ ref.Val       = (*celConcat)(nil)
+	_ traits.Lister = (*celConcat)(nil)
+)
+
+func (l *celConcat) Add(other ref.Val) ref.Val { return concatLists(l, other) }
+
+func (l *celConcat) Contains(elem ref.Val) ref.Val {
+	prev := l.prev.Contains(elem)
+	if prev == types.True {
+		return prev
+	}
+	next := l.next.Contains(elem)
+	if next == types.True {
+		return next
+	}
+	if types.IsUnknownOrError(prev) {
+		return prev
+	}
+	return next
+}
+
+func (l *celConcat) ConvertToNative(t reflect.Type) (any, error) {
+	return types.NewDynamicList(types.DefaultTypeAdapter, l.Value().([]any)).ConvertToNative(t)
+}
+
+func (l *celConcat) ConvertToType(t ref.Type) ref.Val {
+	switch t {
+	case types.ListType:
+		return l
+	case types.TypeType:
+		return types.ListType
+	}
+	return types.NewErr("type conversion error from '%s' to '%s'", types.ListType, t)
+}
+
+func (l *celConcat) Equal(other ref.Val) ref.Val {
+	ol, ok := other.(traits.Lister)
+	if !ok || l.Size() != ol.Size() {
+		return types.False
+	}
+	var maybeErr ref.Val
+	for i := types.Int(0); i < l.size; i++ {
+		eq := types.Equal(l.Get(i), ol.Get(i))
+		if eq == types.False {
+			return types.False
+		}
+		if maybeErr == nil && types.IsUnknownOrError(eq) {
+			maybeErr = eq
+		}
+	}
+	if maybeErr != nil {
+		return maybeErr
+	}
+	return types.True
+}
+
+func (l *celConcat) Get(index ref.Val) ref.Val {
+	ind, err := types.IndexOrError(index)
+	if err != nil {
+		return types.ValOrErr(index, "%v", err)
+	}
+	i := types.Int(ind)
+	if prevSize := l.prev.Size().(types.Int); i < prevSize {
+		return l.prev.Get(i)
+	} else {
+		return l.next.Get(i - prevSize)
+	}
+}
+
+func (l *celConcat) IsZeroValue() bool { return l.size == 0 }
+
+func (l *celConcat) Iterator() traits.Iterator {
+	return &concatIterator{it: l.prev.Iterator(), next: l.next}
+}
+
+func (l *celConcat) Size() ref.Val { return l.size }
+
+func (l *celConcat) String() string {
+	var sb strings.Builder
+	sb.WriteString("[")
+	for i := types.Int(0); i < l.size; i++ {
+		sb.WriteString(fmt.Sprintf("%v", l.Get(i)))
+		if i != l.size-1 {
+			sb.WriteString(", ")
+		}
+	}
+	sb.WriteString("]")
+	return sb.String()
+}
+
+func (l *celConcat) Type() ref.Type { return types.ListType }
+
+func (l *celConcat) Value() any {
+	if l.value == nil {
+		merged := make([]any, 0, l.size)
+		for it := l.Iterator(); it.HasNext() == types.True; {
+			merged = append(merged, it.Next().Value())
+		}
+		l.value = merged
+	}
+	return l.value
+}
+
+// concatIterator walks the first list, then the second.
+type concatIterator struct {
+	it   traits.Iterator
+	next traits.Lister // nil once it walks the second
+}
+
+func (c *concatIterator) HasNext() ref.Val {
+	if c.it.HasNext() == types.True {
+		return types.True
+	}
+	if c.next == nil {
+		return types.False
+	}
+	c.it, c.next = c.next.Iterator(), nil
+	return c.it.HasNext()
+}
+
+func (c *concatIterator) Next() ref.Val {
+	if c.HasNext() != types.True {
+		return nil
+	}
+	return c.it.Next()
+}
+
+func (c *concatIterator) ConvertToNative(reflect.Type) (any, error) {
+	return nil, fmt.Errorf("type conversion on iterators not supported")
+}
+
+func (c *concatIterator) ConvertToType(ref.Type) ref.Val { return types.NewErr("no such overload") }
+
+func (c *concatIterator) Equal(ref.Val) ref.Val { return types.NewErr("no such overload") }
+
+func (c *concatIterator) Type() ref.Type { return types.IteratorType }
+
+func (c *concatIterator) Value() any { return nil }
 
 // Contains is baseList.Contains of cel-go.
 func (l *celList) Contains(elem ref.Val) ref.Val {

@@ -33,8 +33,17 @@ func TestMutatingExamplesOnPodTemplates(t *testing.T) {
 		if po, ok := b.(engine.PodOnly); ok && po.PodOnly() {
 			continue
 		}
+		optIn := false
+		if o, ok := b.(engine.TemplateOptIn); ok && o.TemplateOptIn() {
+			optIn = true
+		}
 		for _, ex := range examplesOf(t, name) {
-			snap, err := engine.Compile(ex.files, engine.Options{Registry: Registry()})
+			files := ex.files
+			if optIn {
+				// Its policies reach templates only when they ask.
+				files = withAutogen(t, files, name)
+			}
+			snap, err := engine.Compile(files, engine.Options{Registry: Registry()})
 			if err != nil {
 				t.Fatalf("example %s: %v", ex.dir, err)
 			}
@@ -56,6 +65,21 @@ func TestMutatingExamplesOnPodTemplates(t *testing.T) {
 		t.Fatal("no example mutated a pod template")
 	}
 	t.Logf("%d examples mutated a pod template", checked)
+}
+
+// withAutogen sets spec.autogen: true on the policies of files whose
+// action is builtin.
+func withAutogen(t *testing.T, files []engine.File, builtin string) []engine.File {
+	t.Helper()
+	var out []engine.File
+	for _, f := range files {
+		data := f.Data
+		if bytes.Contains(data, []byte("action: "+builtin+"\n")) {
+			data = bytes.ReplaceAll(data, []byte("\nspec:\n"), []byte("\nspec:\n  autogen: true\n"))
+		}
+		out = append(out, engine.File{Name: f.Name, Data: data})
+	}
+	return out
 }
 
 // examplePods returns the pods of an example's object.yaml.

@@ -294,12 +294,14 @@ exit $status
 func (consulLifecycle) Name() string { return "consulLifecycle" }
 
 // Type is Mutating.
-//
-// consulLifecycle is not engine.PodOnly: the hooks read the pod's name and
-// namespace through the downward API, and its annotations are the
-// template's, so hooks added to a controller's pod template (autogen) are
-// those each pod would get, and the policy finds them there.
 func (consulLifecycle) Type() engine.ActionType { return engine.Mutating }
+
+// TemplateOptIn: the hooks read the pod's name and namespace through the
+// downward API, so hooks added to a controller's pod template (with
+// spec.autogen: true) are those each pod would get; but the policy's
+// service comes from annotations a template may not carry as its pods do,
+// so a policy written for pods is not extended to templates unless it asks.
+func (consulLifecycle) TemplateOptIn() bool { return true }
 
 // consulMetaKey is Consul's rule for meta keys.
 var consulMetaKey = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)

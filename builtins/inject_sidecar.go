@@ -77,11 +77,15 @@ const (
 // Name is the policy's spec.action.
 func (injectSidecar) Name() string { return "injectSidecar" }
 
-// Type is Mutating. injectSidecar is not engine.PodOnly: a sidecar added
-// to a controller's pod template (autogen) is in every pod, which the
-// policy then finds equal and leaves alone. A ${{ }} template reading the
-// pod's name reads the controller's there.
+// Type is Mutating.
 func (injectSidecar) Type() engine.ActionType { return engine.Mutating }
+
+// TemplateOptIn: a sidecar added to a controller's pod template (with
+// spec.autogen: true) is in every pod, which the policy then finds equal
+// and leaves alone; but a ${{ }} template reading the pod's name or
+// annotations reads the controller's template there, so a policy written
+// for pods is not extended to templates unless it asks.
+func (injectSidecar) TemplateOptIn() bool { return true }
 
 // sidecarItem is one compiled container, volume or mount template.
 type sidecarItem struct {

@@ -27,6 +27,16 @@ type PodOnly interface {
 	PodOnly() bool
 }
 
+// TemplateOptIn is implemented by mutating builtins that can run on a pod
+// template but whose policies were written for pods: they render values
+// from the pod (its name, its annotations), which a template may lack or
+// hold differently. Their policies reach the templates only with
+// spec.autogen: true, so that an existing policy does not start patching,
+// or failing, every Deployment on upgrade.
+type TemplateOptIn interface {
+	TemplateOptIn() bool
+}
+
 // AutogenRule is one controller resource a pod policy was extended to, and
 // where the pod template sits in its object.
 type AutogenRule struct {
@@ -84,7 +94,11 @@ func (p *CompiledPolicy) setAutogen() {
 	if p.Err != nil || (p.Type != Validating && p.Type != Mutating) || p.builtin == nil {
 		return
 	}
-	if a := p.Policy.Spec.Autogen; a != nil && !*a {
+	a := p.Policy.Spec.Autogen
+	if a != nil && !*a {
+		return
+	}
+	if o, ok := p.builtin.(TemplateOptIn); ok && o.TemplateOptIn() && a == nil {
 		return
 	}
 	if po, ok := p.builtin.(PodOnly); ok && po.PodOnly() {

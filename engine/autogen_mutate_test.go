@@ -282,12 +282,28 @@ func TestAutogenMutationOptOutAndUnchangedTemplate(t *testing.T) {
 // A pod builtin that adds to pods on CREATE (a pod's spec is immutable)
 // adds to a template on UPDATE too: a template may change.
 func TestAutogenInjectsASidecarIntoAnUpdatedTemplate(t *testing.T) {
+	// Without autogen: true, injectSidecar stays on pods (TemplateOptIn).
+	podsOnly := compileAutogen(t, `apiVersion: celadon.io/v1alpha1
+kind: Policy
+metadata: {name: sidecar}
+spec:
+  match: {resources: [pods], operations: [CREATE, UPDATE]}
+  action: injectSidecar
+  with:
+    containers:
+    - {name: proxy, image: envoy:1.31}
+`)
+	if p := podsOnly.Policy("sidecar"); len(p.Autogen()) != 0 {
+		t.Errorf("injectSidecar without autogen: true was extended to %v", p.Autogen())
+	}
+
 	snap := compileAutogen(t, `apiVersion: celadon.io/v1alpha1
 kind: Policy
 metadata: {name: sidecar}
 spec:
   match: {resources: [pods], operations: [CREATE, UPDATE]}
   action: injectSidecar
+  autogen: true
   with:
     containers:
     - {name: proxy, image: envoy:1.31}

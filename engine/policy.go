@@ -53,6 +53,8 @@ type PolicySpec struct {
 	// templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs
 	// and CronJobs. Unset or true: it applies to them too (autogen.go),
 	// unless its builtin needs a real pod (PodOnly), where true is an error.
+	// Builtins that render values from the pod (TemplateOptIn: injectSidecar,
+	// consulLifecycle) reach the templates only with true.
 	Autogen *bool `json:"autogen,omitempty"`
 }
 

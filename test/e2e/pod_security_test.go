@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -38,6 +39,16 @@ func TestPodSecurityAgreement(t *testing.T) {
 		"baseline":   librarySnapshot(t, "pss-baseline.yaml"),
 		"restricted": librarySnapshot(t, "pss-baseline.yaml", "pss-restricted.yaml"),
 	}
+	slow := map[string]*engine.Snapshot{
+		"baseline":   librarySnapshotWith(t, true, "pss-baseline.yaml"),
+		"restricted": librarySnapshotWith(t, true, "pss-baseline.yaml", "pss-restricted.yaml"),
+	}
+	sameWithoutFastPath := func(t *testing.T, level string, fast, full *engine.Decision) {
+		t.Helper()
+		if fast.Allowed != full.Allowed || fast.Message != full.Message {
+			t.Errorf("%s: the compliant fast path decides allowed=%v (%s), the validations alone allowed=%v (%s)", level, fast.Allowed, fast.Message, full.Allowed, full.Message)
+		}
+	}
 	nss := map[string]string{}
 	for _, level := range []string{"privileged", "baseline", "restricted"} {
 		nss[level] = newNamespace(ctx, t, "pss-"+level, map[string]string{
@@ -62,6 +73,7 @@ func TestPodSecurityAgreement(t *testing.T) {
 					t.Fatalf("%s: the API server refused the pod for another reason: %v", level, apiErr)
 				}
 				d := celadonDecision(ctx, t, snaps[level], nss[level], tc.pod())
+				sameWithoutFastPath(t, level, d, celadonDecision(ctx, t, slow[level], nss[level], tc.pod()))
 				for _, r := range d.Results {
 					if r.State == engine.StateError {
 						t.Errorf("%s: policy %s errored: %s", level, r.Policy, r.Reason)
@@ -111,6 +123,7 @@ func TestPodSecurityAgreement(t *testing.T) {
 					t.Fatalf("%s: the API server refused the ephemeral container for another reason: %v", level, apiErr)
 				}
 				d := celadonRequest(ctx, t, snaps[level], admissionv1.Update, "ephemeralcontainers", pod, old)
+				sameWithoutFastPath(t, level, d, celadonRequest(ctx, t, slow[level], admissionv1.Update, "ephemeralcontainers", pod, old))
 				for _, r := range d.Results {
 					if r.State != engine.StatePass && r.State != engine.StateFail {
 						t.Errorf("%s: policy %s: %s %s, want pass or fail", level, r.Policy, r.State, r.Reason)
@@ -177,6 +190,18 @@ func reasons(items []string) string {
 
 // librarySnapshot compiles policies of policies/library.
 func librarySnapshot(t *testing.T, names ...string) *engine.Snapshot {
+	return librarySnapshotWith(t, false, names...)
+}
+
+// compliantVariable is the PSS policies' fast path: one expression that
+// passes a pod every validation would pass.
+var compliantVariable = regexp.MustCompile(`(?m)^  - name: compliant\n    expression: >-\n(?:      .*\n)+`)
+
+// librarySnapshotWith compiles the library's policies; withoutFastPath
+// sets their compliant variable to false, so that every validation runs
+// in full. The two must decide alike: compliant is the validations'
+// conditions written a second time, and a term it lost would let a pod by.
+func librarySnapshotWith(t *testing.T, withoutFastPath bool, names ...string) *engine.Snapshot {
 	t.Helper()
 	var files []engine.File
 	for _, n := range names {
@@ -184,6 +209,12 @@ func librarySnapshot(t *testing.T, names ...string) *engine.Snapshot {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if withoutFastPath {
+			if !compliantVariable.Match(data) {
+				t.Fatalf("%s has no compliant variable to turn off", path)
+			}
+			data = compliantVariable.ReplaceAll(data, []byte("  - name: compliant\n    expression: 'false'\n"))
 		}
 		files = append(files, engine.File{Name: path, Data: data})
 	}

@@ -32,6 +32,10 @@ type LoadFailure struct {
 	Hash string
 	// Err is an ErrorList when the policies do not compile.
 	Err error
+	// Rediscover says that every error is a resource unknown to the
+	// cluster's discovery (Options.Rediscover): Load compiles the same
+	// content again, with discovery read again.
+	Rediscover bool
 }
 
 // NewStore returns a store of the policies in dir (a directory or one
@@ -83,15 +87,19 @@ func (s *Store) Load() (bool, error) {
 		}
 		return false, nil
 	}
-	if f := s.failure.Load(); f != nil && f.Hash == hash && hash != "" {
+	if f := s.failure.Load(); f != nil && f.Hash == hash && hash != "" && !(f.Rediscover && s.opts.Rediscover != nil) {
 		return false, f.Err
 	}
-	snap, err := Compile(files, s.opts)
+	opts := s.opts
+	if opts.Rediscover != nil {
+		opts.Schemas = opts.Rediscover()
+	}
+	snap, err := Compile(files, opts)
 	if err == nil && len(snap.Policies) == 0 && !s.opts.AllowEmpty {
 		err = ErrNoPolicies
 	}
 	if err != nil {
-		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err}, hash)
+		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err, Rediscover: snap != nil && snap.onlyUnserved}, hash)
 	}
 	s.cur.Store(snap)
 	if s.failure.Swap(nil) != nil {
@@ -105,6 +113,11 @@ func (s *Store) Load() (bool, error) {
 // returns the recorded error.
 func (s *Store) failed(f *LoadFailure, key string) error {
 	if prev := s.failure.Load(); prev != nil && failureKey(prev) == key {
+		if prev.Rediscover != f.Rediscover { // still reported once
+			again := *prev
+			again.Rediscover = f.Rediscover
+			s.failure.Store(&again)
+		}
 		return prev.Err
 	}
 	s.failure.Store(f)

@@ -71,7 +71,10 @@ func (s *Store) SubscribeFailures(fn func(*LoadFailure)) { s.failureSub.add(fn) 
 // published. Content that does not load (unreadable, not compiling, or no
 // policy at all without AllowEmpty) returns its *LoadFailure's error,
 // and the served set stays; the same broken content is reported to the
-// failure subscribers once.
+// failure subscribers once. Unchanged broken content is not compiled
+// again, unless it failed only because of resources the cluster's
+// discovery did not serve and Options.Rediscover is set: then each Load
+// compiles it again, with the schemas Rediscover returns.
 func (s *Store) Load() (bool, error) {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()

@@ -255,6 +255,19 @@ func checkLoadError(t testing.TB, errs engine.ErrorList, want string) {
 	t.Fatalf("errors:\n%v\nwant one starting with:\n%s", errs, want)
 }
 
+// checkLoadErrors checks that errs are as many as want, in order, each
+// starting with its want.
+func checkLoadErrors(t testing.TB, errs engine.ErrorList, want []string) {
+	t.Helper()
+	ok := len(errs) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = strings.HasPrefix(errs[i].Error(), want[i])
+	}
+	if !ok {
+		t.Fatalf("errors:\n%v\nwant %d, starting with:\n%s", errs, len(want), strings.Join(want, "\n"))
+	}
+}
+
 // TestExamples checks this package's golden examples, examples/deny-*/
 // (deny-exception-* with their exceptions: -e and --now in eval.args),
 // examples/validate-*/,

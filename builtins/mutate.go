@@ -3,6 +3,7 @@ package builtins
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -68,43 +69,53 @@ func (mutate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		return nil, c.FieldError("mutations", "at least one mutation is required")
 	}
 	a := &mutateAction{}
+	// Every bad mutation is reported, each located, not the first.
+	var errs []error
 	for i, m := range args.Mutations {
 		field := fmt.Sprintf("mutations[%d]", i)
 		switch m.PatchType {
 		case admissionregistrationv1.PatchTypeJSONPatch:
 			if m.JSONPatch == nil {
-				return nil, c.FieldError(field+".jsonPatch", "is required when patchType is JSONPatch")
+				errs = append(errs, c.FieldError(field+".jsonPatch", "is required when patchType is JSONPatch"))
+				continue
 			}
 			if m.ApplyConfiguration != nil {
-				return nil, c.FieldError(field+".applyConfiguration", "must not be set when patchType is JSONPatch")
+				errs = append(errs, c.FieldError(field+".applyConfiguration", "must not be set when patchType is JSONPatch"))
 			}
 			e, err := c.CompileJSONPatch(field+".jsonPatch.expression", m.JSONPatch.Expression)
 			if err != nil {
-				return nil, err
+				errs = append(errs, err)
+				continue
 			}
 			if path := alwaysAppends(m.JSONPatch.Expression); path != "" {
-				return nil, c.FieldError(field+".jsonPatch.expression",
+				errs = append(errs, c.FieldError(field+".jsonPatch.expression",
 					"is not idempotent: it always appends (a path ending in %s), so run again on its own result it patches again, "+
-						"as the API server's reinvocation would; return [] when the change is already there", path)
+						"as the API server's reinvocation would; return [] when the change is already there", path))
+				continue
 			}
 			a.mutations = append(a.mutations, mutation{expr: e})
 		case admissionregistrationv1.PatchTypeApplyConfiguration:
 			if m.ApplyConfiguration == nil {
-				return nil, c.FieldError(field+".applyConfiguration", "is required when patchType is ApplyConfiguration")
+				errs = append(errs, c.FieldError(field+".applyConfiguration", "is required when patchType is ApplyConfiguration"))
+				continue
 			}
 			if m.JSONPatch != nil {
-				return nil, c.FieldError(field+".jsonPatch", "must not be set when patchType is ApplyConfiguration")
+				errs = append(errs, c.FieldError(field+".jsonPatch", "must not be set when patchType is ApplyConfiguration"))
 			}
 			e, err := c.CompileApplyConfiguration(field+".applyConfiguration.expression", m.ApplyConfiguration.Expression)
 			if err != nil {
-				return nil, err
+				errs = append(errs, err)
+				continue
 			}
 			a.mutations = append(a.mutations, mutation{expr: e, apply: true})
 		case "":
-			return nil, c.FieldError(field+".patchType", "is required: JSONPatch or ApplyConfiguration")
+			errs = append(errs, c.FieldError(field+".patchType", "is required: JSONPatch or ApplyConfiguration"))
 		default:
-			return nil, c.FieldError(field+".patchType", "must be JSONPatch or ApplyConfiguration, not %q", m.PatchType)
+			errs = append(errs, c.FieldError(field+".patchType", "must be JSONPatch or ApplyConfiguration, not %q", m.PatchType))
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return a, nil
 }

@@ -357,6 +357,35 @@ func TestMutateLoadErrors(t *testing.T) {
 	}
 }
 
+// TestMutateEveryLoadError: every bad mutation is reported, each at its
+// own line, not only the first.
+func TestMutateEveryLoadError(t *testing.T) {
+	src := mutatePolicy("", `    mutations:
+    - patchType: JSONPatch
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: 'object.spec.containers'
+    - patchType: Merge
+    - patchType: ApplyConfiguration
+      applyConfiguration:
+        expression: '{"metadata": {"labels": {"a": "b"}}}'
+    - patchType: JSONPatch
+      jsonPatch:
+        expression: '[JSONPatch{op: "add", path: "/spec/containers/-", value: {}}]'
+    - applyConfiguration:
+        expression: 'Object{}'
+`)
+	want := []string{
+		`p.yaml:12:7: policy "map": with.mutations[0].jsonPatch: is required when patchType is JSONPatch`,
+		`p.yaml:15:22: policy "map": with.mutations[1].jsonPatch.expression: CEL:`,
+		`p.yaml:16:7: policy "map": with.mutations[2].patchType: must be JSONPatch or ApplyConfiguration, not "Merge"`,
+		`p.yaml:19:22: policy "map": with.mutations[3].applyConfiguration.expression: CEL: must evaluate to Object`,
+		`p.yaml:22:9: policy "map": with.mutations[4].jsonPatch.expression: is not idempotent`,
+		`p.yaml:23:7: policy "map": with.mutations[5].patchType: is required`,
+	}
+	checkLoadErrors(t, compileErrors(t, src), want)
+}
+
 // TestAlwaysAppends: only what must append every time is refused; a test
 // op or a condition may make the mutation idempotent.
 func TestAlwaysAppends(t *testing.T) {

@@ -76,30 +76,30 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		return nil, fmt.Errorf("with: validations or auditAnnotations must contain at least one item")
 	}
 	a := &validateAction{ignore: c.FailurePolicy() == engine.Ignore}
-	// The CEL errors of every expression are reported, not the first.
-	var celErrs []error
+	// Every error is reported, each located, not the first: the CEL
+	// errors of every expression and the errors of every field.
+	var errs []error
 	for i, v := range args.Validations {
 		field := fmt.Sprintf("validations[%d]", i)
 		cv := compiledValidation{reason: "Invalid"}
 		var err error
 		if strings.TrimSpace(v.Expression) == "" {
-			return nil, c.FieldError(field+".expression", "is required")
-		}
-		if cv.expr, err = c.CompileExpression(field+".expression", v.Expression, cel.BoolType); err != nil {
-			celErrs = append(celErrs, err)
+			errs = append(errs, c.FieldError(field+".expression", "is required"))
+		} else if cv.expr, err = c.CompileExpression(field+".expression", v.Expression, cel.BoolType); err != nil {
+			errs = append(errs, err)
 		}
 		// A YAML block scalar ends with a newline: as the API server, which
 		// trims it, but any other line break is refused.
 		msg := strings.TrimSpace(v.Message)
 		switch {
 		case v.Message != "" && msg == "":
-			return nil, c.FieldError(field+".message", "must be non-empty if specified")
+			errs = append(errs, c.FieldError(field+".message", "must be non-empty if specified"))
 		case strings.ContainsAny(msg, "\r\n"):
-			return nil, c.FieldError(field+".message", "must not contain line breaks")
+			errs = append(errs, c.FieldError(field+".message", "must not contain line breaks"))
 		}
 		if v.MessageExpression != "" {
 			if cv.messageExpr, err = c.CompileExpression(field+".messageExpression", v.MessageExpression, cel.StringType); err != nil {
-				celErrs = append(celErrs, err)
+				errs = append(errs, err)
 			}
 		}
 		cv.message = msg
@@ -108,7 +108,7 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		}
 		if v.Reason != "" {
 			if !slices.Contains(vapReasons, v.Reason) {
-				return nil, c.FieldError(field+".reason", "must be one of %s, not %q", strings.Join(vapReasons, ", "), v.Reason)
+				errs = append(errs, c.FieldError(field+".reason", "must be one of %s, not %q", strings.Join(vapReasons, ", "), v.Reason))
 			}
 			cv.reason = v.Reason
 		}
@@ -123,30 +123,32 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 		full := c.Policy + "." + an.Key
 		switch {
 		case an.Key == "":
-			return nil, c.FieldError(field+".key", "is required")
+			errs = append(errs, c.FieldError(field+".key", "is required"))
 		case seen[an.Key]:
-			return nil, c.FieldError(field+".key", "%q is given twice", an.Key)
+			errs = append(errs, c.FieldError(field+".key", "%q is given twice", an.Key))
 		case strings.Contains(an.Key, "/"):
-			return nil, c.FieldError(field+".key", "must not contain '/': it is recorded as %q", c.Policy+"."+an.Key)
+			errs = append(errs, c.FieldError(field+".key", "must not contain '/': it is recorded as %q", c.Policy+"."+an.Key))
 		case len(validation.IsQualifiedName(full)) > 0:
-			return nil, c.FieldError(field+".key", "%q, as recorded, must be a qualified name of at most 63 characters: %s", full, strings.Join(validation.IsQualifiedName(full), "; "))
+			errs = append(errs, c.FieldError(field+".key", "%q, as recorded, must be a qualified name of at most 63 characters: %s", full, strings.Join(validation.IsQualifiedName(full), "; ")))
 		}
 		seen[an.Key] = true
 		if strings.TrimSpace(an.ValueExpression) == "" {
-			return nil, c.FieldError(field+".valueExpression", "is required")
+			errs = append(errs, c.FieldError(field+".valueExpression", "is required"))
+			continue
 		}
 		e, err := c.CompileExpression(field+".valueExpression", an.ValueExpression, nil)
 		if err != nil {
-			celErrs = append(celErrs, err)
+			errs = append(errs, err)
 			continue
 		}
 		if t := e.OutputType(); !t.IsExactType(cel.StringType) && !t.IsExactType(cel.NullType) && !t.IsExactType(cel.DynType) {
-			return nil, c.FieldError(field+".valueExpression", "must evaluate to string or null, not %s", t)
+			errs = append(errs, c.FieldError(field+".valueExpression", "must evaluate to string or null, not %s", t))
+			continue
 		}
 		a.annotations = append(a.annotations, compiledAnnotation{key: an.Key, expr: e})
 	}
-	if len(celErrs) > 0 {
-		return nil, errors.Join(celErrs...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return a, nil
 }

@@ -253,3 +253,33 @@ func TestValidateLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateEveryLoadError: a policy with several bad fields and
+// expressions reports every one, each at its own line, in order: a field
+// error does not drop the CEL errors before or after it.
+func TestValidateEveryLoadError(t *testing.T) {
+	src := validatePolicy(`  with:
+    validations:
+    - expression: object.spec.replicas + 1
+      reason: NotFound
+    - message: m
+    - expression: 'true'
+      message: ' '
+      messageExpression: object.spec.replicas
+    auditAnnotations:
+    - {key: a/b, valueExpression: "'x'"}
+    - {key: c, valueExpression: object.spec.replicas > 1}
+    - {key: d, valueExpression: 'object.spec.'}
+`)
+	want := []string{
+		`p.yaml:12:19: policy "p": with.validations[0].expression: CEL: must evaluate to bool, not int`,
+		`p.yaml:13:7: policy "p": with.validations[0].reason: must be one of`,
+		`p.yaml:14:7: policy "p": with.validations[1].expression: is required`,
+		`p.yaml:16:7: policy "p": with.validations[2].message: must be non-empty if specified`,
+		`p.yaml:17:26: policy "p": with.validations[2].messageExpression: CEL: must evaluate to string, not int`,
+		`p.yaml:19:8: policy "p": with.auditAnnotations[0].key: must not contain '/'`,
+		`p.yaml:20:16: policy "p": with.auditAnnotations[1].valueExpression: must evaluate to string or null, not bool`,
+		`p.yaml:21:`,
+	}
+	checkLoadErrors(t, compileErrors(t, src), want)
+}

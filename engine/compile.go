@@ -138,8 +138,19 @@ type Options struct {
 	// callers decide (`celadon validate` refuses one).
 	AllowEmpty bool
 	// Schemas are the OpenAPI schemas the policies' CEL is type-checked
-	// against; nil is BuiltinSchemas, the built-in kinds'.
+	// against; nil is BuiltinSchemas, the built-in kinds'. Schemas from a
+	// cluster's discovery (DiscoverySchemas) also check the resources of
+	// the groups it serves that are not built in: CRDs'.
 	Schemas *Schemas
+	// Rediscover, when set, is called by Store.Load before it compiles,
+	// and what it returns replaces Schemas for that compilation: the
+	// server reads the cluster's discovery and schemas again, so that
+	// CRDs created since are checked and known. Content refused only
+	// because of resources unknown to that discovery is compiled again,
+	// with discovery read again, at every Load until it loads, as a
+	// policy may name a CRD being created at the same time. Compile
+	// ignores it.
+	Rediscover func() *Schemas
 }
 
 // ErrNoPolicies is why a Store refuses content that holds no policy: no
@@ -176,9 +187,11 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 		schemas = BuiltinSchemas()
 	}
 	seen := map[string]*document{}
+	unserved := 0
 	for _, d := range docs {
 		p, perrs := compilePolicy(d, opts.Registry, schemas)
 		errs = append(errs, perrs...)
+		unserved += d.unserved
 		if p == nil {
 			continue
 		}
@@ -192,6 +205,7 @@ func Compile(files []File, opts Options) (*Snapshot, error) {
 	}
 	snap.buildIndex()
 	if len(errs) > 0 {
+		snap.onlyUnserved = unserved == len(errs)
 		return snap, errs
 	}
 	return snap, nil
@@ -259,7 +273,10 @@ func compilePolicy(d *document, reg *Registry, schemas *Schemas) (*CompiledPolic
 	for i, r := range m.Resources {
 		rr, err := parseResource(r)
 		if err == nil {
-			err = checkResource(r, rr)
+			err = checkResource(r, rr, schemas)
+		}
+		if _, ok := err.(*unservedError); ok {
+			d.unserved++
 		}
 		if err != nil {
 			path := fmt.Sprintf("spec.match.resources[%d]", i)

@@ -158,6 +158,9 @@ type ErrorList = source.ErrorList
 type document struct {
 	src    *source.Document
 	policy Policy
+	// unserved counts the errors of resources unknown to the cluster's
+	// discovery (unservedError).
+	unserved int
 }
 
 // parseFile splits a file into policy and exception documents, by kind. A

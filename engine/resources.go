@@ -4,6 +4,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -38,16 +39,19 @@ var builtinGroups = func() map[string]map[string]*builtinResource {
 // checkResource says whether a parsed entry of match.resources, written
 // raw, names a resource the API server serves: a policy naming one that
 // does not exist would silently match nothing. Groups other than the
-// built-in ones are not checked: they may be CRDs'. Undotted groups are
-// always checked, since a CRD's group has a dot.
-func checkResource(raw string, r resourceRule) error {
+// built-in ones are checked against the cluster's discovery when schemas
+// come from one (in the server), and then only the groups it serves: a
+// group it does not serve (yet) may be a CRD's to come, as all are
+// offline. Undotted groups are always checked, since a CRD's group has a
+// dot.
+func checkResource(raw string, r resourceRule, schemas *Schemas) error {
 	if r.Group == "*" || r.Resource == "*" && (r.Group == "" || builtinGroups[r.Group] != nil) {
 		return nil
 	}
 	res := builtinGroups[r.Group][r.Resource]
 	if res == nil {
 		if builtinGroups[r.Group] == nil && strings.Contains(r.Group, ".") {
-			return nil // maybe a CRD's
+			return schemas.checkServed(raw, r) // maybe a CRD's
 		}
 		if r.Resource == "*" {
 			return fmt.Errorf("unknown API group %q", r.Group)
@@ -184,4 +188,73 @@ func GroupTypo(r ResourceRule) string {
 		s += "/" + r.Subresource
 	}
 	return s
+}
+
+// unservedError is an unknown resource of a group the cluster's discovery
+// serves: a CRD's, maybe created since discovery was read, so the content
+// is worth compiling again with discovery read again.
+type unservedError struct{ msg string }
+
+func (e *unservedError) Error() string { return e.msg }
+
+// checkServed checks an entry of a group not built in against the
+// cluster's discovery: nil when there is none, or when it does not serve
+// the group.
+func (s *Schemas) checkServed(raw string, r resourceRule) error {
+	if !s.Discovered() {
+		return nil
+	}
+	group := s.served[r.Group]
+	if group == nil || r.Resource == "*" {
+		return nil
+	}
+	subs, ok := group[r.Resource]
+	if !ok {
+		return &unservedError{fmt.Sprintf("unknown resource %q: the cluster serves no such resource in %s%s",
+			raw, r.Group, didYouMean(s.suggestServed(r, group)))}
+	}
+	if r.Subresource == "" || r.Subresource == "*" || slices.Contains(subs, r.Subresource) {
+		return nil
+	}
+	name := r.Group + "/" + r.Resource
+	if len(subs) == 0 {
+		return &unservedError{fmt.Sprintf("unknown subresource %q: %s has no subresources", raw, name)}
+	}
+	sorted := slices.Sorted(slices.Values(subs))
+	best := nearest(r.Subresource, sorted)
+	if best != "" {
+		best = name + "/" + best
+	}
+	return &unservedError{fmt.Sprintf("unknown subresource %q%s (%s has %s)", raw, didYouMean(best), name, strings.Join(sorted, ", "))}
+}
+
+// suggestServed returns the resource of a served group an unknown entry
+// most likely meant, "" when none is close: the one whose name or kind
+// it is, whatever the case ("Widget", "WIDGETS"), else the nearest by
+// edit distance ("widget", "widgts").
+func (s *Schemas) suggestServed(r resourceRule, group map[string][]string) string {
+	names := make([]string, 0, len(group))
+	for name := range group {
+		names = append(names, name)
+	}
+	sort.Strings(names) // nearest keeps the first of equals
+	sub := ""
+	if r.Subresource != "" {
+		sub = "/" + r.Subresource
+	}
+	lower := strings.ToLower(r.Resource)
+	meant := ""
+	for _, name := range names {
+		if name == lower || strings.ToLower(s.kinds[r.Group+"/"+name].Kind) == lower {
+			meant = name
+			break
+		}
+	}
+	if meant == "" {
+		meant = nearest(lower, names)
+	}
+	if meant == "" {
+		return ""
+	}
+	return r.Group + "/" + meant + sub
 }

@@ -56,7 +56,7 @@ func TestCheckResource(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.entry, err)
 		}
-		err = checkResource(tc.entry, r)
+		err = checkResource(tc.entry, r, nil)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: %v", tc.entry, err)

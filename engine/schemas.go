@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,6 +42,12 @@ type Schemas struct {
 	// kinds maps "group/resource" to the kind served for it.
 	kinds    map[string]schema.GroupVersionKind
 	resolver resolver.SchemaResolver
+	// served is what a cluster's discovery serves: group, resource, its
+	// subresources. match.resources entries of a group it serves that is
+	// not built in (a CRD's) are checked against it. nil when the schemas
+	// do not come from a discovery (the snapshot), or when it could not
+	// be read: then such entries are not checked.
+	served map[string]map[string][]string
 
 	mu    sync.Mutex
 	typed map[schema.GroupVersionKind]*kindEnv
@@ -103,10 +110,62 @@ func DiscoverySchemas(dc discovery.DiscoveryInterface) (*Schemas, error) {
 		return nil, err
 	}
 	// A group that fails (an aggregated API down) is left out: its
-	// kinds are dyn.
+	// kinds are dyn, and its resources are not checked.
+	var failed map[schema.GroupVersion]error
+	var gdf *discovery.ErrGroupDiscoveryFailed
+	if errors.As(err, &gdf) {
+		failed = gdf.Groups
+	}
 	c := cached.NewClient(dc.OpenAPIV3())
-	return NewSchemas(KindsFromDiscovery(groups, lists), &resolver.ClientDiscoveryResolver{Discovery: openAPIDiscovery{c: c}}), nil
+	s := NewSchemas(KindsFromDiscovery(groups, lists), &resolver.ClientDiscoveryResolver{Discovery: openAPIDiscovery{c: c}})
+	s.served = ServedFromDiscovery(lists, failed)
+	return s, nil
 }
+
+// ServedFromDiscovery maps each group a discovery serves to its resources
+// and their subresources, leaving out the groups of which a version
+// failed (failed, as discovery.ErrGroupDiscoveryFailed lists them).
+func ServedFromDiscovery(lists []*metav1.APIResourceList, failed map[schema.GroupVersion]error) map[string]map[string][]string {
+	bad := map[string]bool{}
+	for gv := range failed {
+		bad[gv.Group] = true
+	}
+	served := map[string]map[string][]string{}
+	for _, l := range lists {
+		if l == nil {
+			continue
+		}
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil || bad[gv.Group] {
+			continue
+		}
+		if served[gv.Group] == nil {
+			served[gv.Group] = map[string][]string{}
+		}
+		for _, r := range l.APIResources {
+			res, sub, isSub := strings.Cut(r.Name, "/")
+			subs := served[gv.Group][res]
+			if isSub && !slices.Contains(subs, sub) {
+				subs = append(subs, sub)
+			}
+			served[gv.Group][res] = subs
+		}
+	}
+	return served
+}
+
+// WithServed returns schemas of s's kinds that check the resources of
+// groups not built in against served (ServedFromDiscovery); nil served
+// checks none.
+func (s *Schemas) WithServed(served map[string]map[string][]string) *Schemas {
+	c := NewSchemas(s.kinds, s.resolver)
+	c.served = served
+	return c
+}
+
+// Discovered says whether the resources of groups not built in are
+// checked against a cluster's discovery.
+func (s *Schemas) Discovered() bool { return s != nil && s.served != nil }
 
 // openAPIDiscovery is a discovery that serves only OpenAPI v3, which is
 // all ClientDiscoveryResolver asks of it.

@@ -16,6 +16,9 @@ type Snapshot struct {
 
 	index    map[indexKey][]*CompiledPolicy
 	wildcard []*CompiledPolicy
+	// onlyUnserved says that every compile error is a resource unknown to
+	// the cluster's discovery: a CRD's, maybe created since it was read.
+	onlyUnserved bool
 }
 
 type indexKey struct{ group, resource, subresource, operation string }

@@ -32,6 +32,10 @@ type LoadFailure struct {
 	Hash string
 	// Err is an ErrorList when the policies do not compile.
 	Err error
+	// Rediscover says that every error is a resource unknown to the
+	// cluster's discovery (Options.Rediscover): Load compiles the same
+	// content again, with discovery read again.
+	Rediscover bool
 }
 
 // NewStore returns a store of the policies in dir (a directory or one
@@ -67,7 +71,10 @@ func (s *Store) SubscribeFailures(fn func(*LoadFailure)) { s.failureSub.add(fn) 
 // published. Content that does not load (unreadable, not compiling, or no
 // policy at all without AllowEmpty) returns its *LoadFailure's error,
 // and the served set stays; the same broken content is reported to the
-// failure subscribers once.
+// failure subscribers once. Unchanged broken content is not compiled
+// again, unless it failed only because of resources the cluster's
+// discovery did not serve and Options.Rediscover is set: then each Load
+// compiles it again, with the schemas Rediscover returns.
 func (s *Store) Load() (bool, error) {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
@@ -83,15 +90,19 @@ func (s *Store) Load() (bool, error) {
 		}
 		return false, nil
 	}
-	if f := s.failure.Load(); f != nil && f.Hash == hash && hash != "" {
+	if f := s.failure.Load(); f != nil && f.Hash == hash && hash != "" && !(f.Rediscover && s.opts.Rediscover != nil) {
 		return false, f.Err
 	}
-	snap, err := Compile(files, s.opts)
+	opts := s.opts
+	if opts.Rediscover != nil {
+		opts.Schemas = opts.Rediscover()
+	}
+	snap, err := Compile(files, opts)
 	if err == nil && len(snap.Policies) == 0 && !s.opts.AllowEmpty {
 		err = ErrNoPolicies
 	}
 	if err != nil {
-		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err}, hash)
+		return false, s.failed(&LoadFailure{Time: now, Hash: hash, Err: err, Rediscover: snap != nil && snap.onlyUnserved}, hash)
 	}
 	s.cur.Store(snap)
 	if s.failure.Swap(nil) != nil {
@@ -105,6 +116,11 @@ func (s *Store) Load() (bool, error) {
 // returns the recorded error.
 func (s *Store) failed(f *LoadFailure, key string) error {
 	if prev := s.failure.Load(); prev != nil && failureKey(prev) == key {
+		if prev.Rediscover != f.Rediscover { // still reported once
+			again := *prev
+			again.Rediscover = f.Rediscover
+			s.failure.Store(&again)
+		}
 		return prev.Err
 	}
 	s.failure.Store(f)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -138,10 +139,20 @@ type Options struct {
 	Kubeconfig string
 
 	// Schemas are the OpenAPI schemas the policies' CEL is type-checked
-	// against. Default: the cluster's (/openapi/v3, CRDs included), read
-	// once at start; the built-in kinds' snapshot when the cluster cannot
-	// be reached.
+	// against. Default: the cluster's discovery and schemas (/openapi/v3,
+	// CRDs included), read at start and again before each reload that
+	// compiles, so that CRDs created since are known: match.resources of
+	// a group the cluster serves that is not built in (a CRD's) are then
+	// checked against what it serves. Content refused only because of
+	// such a resource is compiled again, discovery read again, at every
+	// reload until it loads (a CRD being created with its policy). When
+	// discovery cannot be read, the schemas last read (the built-in kinds'
+	// snapshot if none) are used and such resources are not checked, as
+	// offline: a policy set is never refused because the API server was
+	// out of reach. Set, they are used as they are, never read again.
 	Schemas *engine.Schemas
+	// discover returns the discovery of the cluster; tests replace it.
+	discover func() (discovery.DiscoveryInterface, error)
 
 	// ServiceAccount is Celadon's own username, e.g.
 	// "system:serviceaccount:celadon:celadon". Its requests are allowed

@@ -35,6 +35,13 @@ import (
 // counted (celadon_policy_reloads_total{result="failure"}) and shown at
 // /status until the content changes again.
 //
+// Before compiling, a reload reads the cluster's discovery and schemas
+// again (Options.Schemas), so that CRDs created since are checked and
+// known. Content refused only because it names resources the cluster
+// does not serve, as when a policy and its CRD are applied together, is
+// not left for good: every later reload (each event, each poll) compiles
+// it again, discovery read again, until it loads.
+//
 // A ConfigMap mounted with subPath is never updated by the kubelet: mount
 // the ConfigMap as a whole directory for hot reload to work.
 //
@@ -85,15 +92,36 @@ func (e *LoadError) Unwrap() error { return e.Err }
 // loadInitial loads the set the server starts with; any error is fatal.
 // From then on, the store's subscribers derive what the server keeps per
 // set: the served policySet, the metrics, the caches and the controllers.
+//
+// Policies refused only because they name resources the cluster's
+// discovery does not serve, a CRD's being created with them, are loaded
+// again, discovery read again, for startRediscoverFor before giving up.
 func (s *Server) loadInitial() error {
 	s.store.Subscribe(s.swap)
 	s.store.SubscribeFailures(s.reloadFailed)
-	if _, err := s.store.Load(); err != nil {
+	_, err := s.store.Load()
+	for deadline := time.Now().Add(startRediscoverFor); err != nil && time.Now().Before(deadline); {
+		f := s.store.Failure()
+		if f == nil || !f.Rediscover {
+			break
+		}
+		s.log.Info("the policies name resources the cluster does not serve (yet); reading its discovery again", "in", startRediscoverEvery.String(), "error", err.Error())
+		time.Sleep(startRediscoverEvery)
+		_, err = s.store.Load()
+	}
+	if err != nil {
 		return &LoadError{Dir: s.opts.PoliciesDir, Err: err}
 	}
 	releaseCompileMemory()
 	return nil
 }
+
+// At start, how long policies naming resources the cluster does not serve
+// are loaded again, and how often; tests shorten them.
+var (
+	startRediscoverFor   = 30 * time.Second
+	startRediscoverEvery = 2 * time.Second
+)
 
 // swap makes snap the served set; the store calls it for each new set.
 func (s *Server) swap(snap *engine.Snapshot) {
@@ -149,7 +177,7 @@ func (s *Server) Reload() (bool, error) {
 // store calls it once per broken content.
 func (s *Server) reloadFailed(f *engine.LoadFailure) {
 	if f == nil {
-		s.log.Info("policy content is back to the served set; clearing the reload error", "hash", s.Snapshot().Hash)
+		s.log.Info("the newest policy content is served; clearing the reload error", "hash", s.Snapshot().Hash)
 		s.reloadErr.Store(nil)
 		s.metrics.lastFailed.Set(0)
 		return

@@ -85,6 +85,9 @@ type Server struct {
 	started   atomic.Bool
 	readiness atomic.Pointer[readiness]
 
+	// schemas are the cluster's schemas last read (clusterSchemas).
+	schemas atomic.Pointer[engine.Schemas]
+
 	// For tests: called once the reloader is set up; and polling only.
 	onWatch func()
 	noWatch bool
@@ -150,10 +153,11 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Cluster != nil {
 		s.cluster = opts.Cluster
 	}
+	storeOpts := engine.Options{Registry: opts.Registry, AllowEmpty: opts.AllowEmpty, Schemas: s.opts.Schemas}
 	if s.opts.Schemas == nil {
-		s.opts.Schemas = s.clusterSchemas()
+		storeOpts.Rediscover = s.clusterSchemas
 	}
-	s.store = engine.NewStore(opts.PoliciesDir, engine.Options{Registry: opts.Registry, AllowEmpty: opts.AllowEmpty, Schemas: s.opts.Schemas})
+	s.store = engine.NewStore(opts.PoliciesDir, storeOpts)
 	if err := s.loadInitial(); err != nil {
 		return nil, err
 	}
@@ -333,24 +337,48 @@ func (s *Server) Ready() error {
 	return r.webhookStarted(nil)
 }
 
-// clusterSchemas returns the cluster's OpenAPI schemas, CRDs' included, for
-// type checking; nil (the built-in kinds' snapshot) when discovery fails.
+// clusterSchemas reads the cluster's discovery and OpenAPI schemas, CRDs'
+// included, for the resource check and type checking; the store calls it
+// before each compilation (engine.Options.Rediscover). When they cannot
+// be read it returns the schemas last read without their discovery (the
+// resources of groups not built in go unchecked, as offline), or nil (the
+// built-in kinds' snapshot) when none were: a policy set is never refused
+// because the API server was out of reach.
 func (s *Server) clusterSchemas() *engine.Schemas {
-	cfg, err := s.restConfig()
+	discover := s.opts.discover
+	if discover == nil {
+		discover = s.discovery
+	}
+	dc, err := discover()
 	if err == nil {
-		cfg = rest.CopyConfig(cfg)
-		cfg.Timeout = 10 * time.Second
-		var dc *discovery.DiscoveryClient
-		if dc, err = discovery.NewDiscoveryClientForConfig(cfg); err == nil {
-			var schemas *engine.Schemas
-			if schemas, err = engine.DiscoverySchemas(dc); err == nil {
-				s.log.Info("type-checking policies against the cluster's schemas", "resources", schemas.Resources())
-				return schemas
+		var schemas *engine.Schemas
+		if schemas, err = engine.DiscoverySchemas(dc); err == nil {
+			prev := s.schemas.Swap(schemas)
+			if prev == nil || prev.Resources() != schemas.Resources() {
+				s.log.Info("checking policies against the cluster's discovery and schemas", "resources", schemas.Resources())
 			}
+			return schemas
 		}
 	}
-	s.log.Info("type-checking policies against the built-in kinds only: the cluster's schemas are out of reach", "error", err.Error())
-	return nil
+	last := s.schemas.Load()
+	if last == nil {
+		s.log.Info("checking policies against the built-in resources and kinds only: the cluster's discovery is out of reach; resources of groups not built in are not checked", "error", err.Error())
+		return nil
+	}
+	s.log.Info("the cluster's discovery is out of reach: type-checking against the schemas last read; resources of groups not built in are not checked", "error", err.Error())
+	return last.WithServed(nil)
+}
+
+// discovery returns a client of the cluster's discovery; each call of it
+// reads discovery anew.
+func (s *Server) discovery() (discovery.DiscoveryInterface, error) {
+	cfg, err := s.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.Timeout = 10 * time.Second
+	return discovery.NewDiscoveryClientForConfig(cfg)
 }
 
 // restConfig returns the configuration to reach the API server.

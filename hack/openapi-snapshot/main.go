@@ -44,10 +44,7 @@ func main() {
 func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{APIServerArgs: map[string]string{
-		"runtime-config": "api/all=true",
-		"feature-gates":  "AllAlpha=true,AllBeta=true",
-	}})
+	cp, err := controlplane.Start(ctx, controlplane.Options{APIServerArgs: controlplane.EveryAPI()})
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,13 @@ type Options struct {
 	APIServerArgs map[string]string
 }
 
+// EveryAPI is the APIServerArgs of a control plane that serves every API
+// version, alpha and beta included, as some cluster may: what the
+// generators of the built-in resource list and schemas read.
+func EveryAPI() map[string]string {
+	return map[string]string{"runtime-config": "api/all=true", "feature-gates": "AllAlpha=true,AllBeta=true"}
+}
+
 // ControlPlane is a running control plane started by Start.
 type ControlPlane struct {
 	// Env is the envtest environment running etcd and kube-apiserver.

@@ -344,19 +344,9 @@ spec:
   policyName: no-latest
   validationActions: [Deny]
 `
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "input.yaml"), []byte(input), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	code, stdout, stderr := runConvert(t, dir)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	snap := compileConverted(t, stdout)
+	snap := convertInput(t, input)
 	containers := []any{map[string]any{"name": "c", "image": "nginx:latest"}}
-	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"}, "spec": map[string]any{"containers": containers}}
-	deployment := map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web"},
-		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": containers}}}}
+	pod, deployment := podAndDeployment(containers)
 	for _, c := range []struct {
 		req     *admissionv1.AdmissionRequest
 		allowed bool
@@ -372,6 +362,29 @@ spec:
 			t.Errorf("%s: allowed %v (%s), want %v", c.req.Resource.Resource, d.Allowed, d.Message, c.allowed)
 		}
 	}
+}
+
+// convertInput converts input and compiles the result.
+func convertInput(t *testing.T, input string) *engine.Snapshot {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "input.yaml"), []byte(input), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runConvert(t, dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	return compileConverted(t, stdout)
+}
+
+// podAndDeployment returns a pod of containers and a Deployment whose
+// template has them.
+func podAndDeployment(containers []any) (pod, deployment map[string]any) {
+	pod = map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"}, "spec": map[string]any{"containers": containers}}
+	deployment = map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": containers}}}}
+	return pod, deployment
 }
 
 // TestConvertMAPNoAutogen: likewise, a MAP on pods leaves a Deployment's
@@ -401,19 +414,9 @@ metadata:
 spec:
   policyName: label
 `
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "input.yaml"), []byte(input), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	code, stdout, stderr := runConvert(t, dir)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	snap := compileConverted(t, stdout)
+	snap := convertInput(t, input)
 	containers := []any{map[string]any{"name": "c", "image": "nginx"}}
-	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"}, "spec": map[string]any{"containers": containers}}
-	deployment := map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web"},
-		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"containers": containers}}}}
+	pod, deployment := podAndDeployment(containers)
 	for _, c := range []struct {
 		req     *admissionv1.AdmissionRequest
 		patched bool

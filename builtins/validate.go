@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 
@@ -19,7 +20,8 @@ func init() { register(validate{}) }
 // validate runs a ValidatingAdmissionPolicy's validations and audit
 // annotations, with its semantics, so that a VAP's spec can be pasted in.
 // Unlike the API server, which reports the first failing validation, it
-// reports them all.
+// reports them all; the denial's status reason, and so its code, is the
+// first failing validation's, as the API server's.
 type validate struct{}
 
 // validateArgs is validate's spec.with: a VAP spec's two lists.
@@ -186,6 +188,9 @@ func (a *validateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 		msg, err := v.messageOf(ac)
 		if err != nil {
 			return engine.Outcome{}, err
+		}
+		if len(messages) == 0 {
+			out.StatusReason = metav1.StatusReason(v.reason)
 		}
 		messages = append(messages, msg)
 		reasons = append(reasons, v.reason+": "+msg)

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"celadon.io/celadon/engine"
 )
@@ -40,6 +41,9 @@ func TestValidate(t *testing.T) {
 		allowed bool
 		message string // denial message
 		reason  string // the result's reason
+		// status is the decision's status reason: Invalid when unset and
+		// the policy fails, none when it errors.
+		status  metav1.StatusReason
 		warning string
 		audit   map[string]string
 	}{
@@ -64,6 +68,23 @@ func TestValidate(t *testing.T) {
 			state:   engine.StateFail,
 			message: "at most 5 replicas; images must come from registry.example.com",
 			reason:  "Invalid: at most 5 replicas; Forbidden: images must come from registry.example.com",
+		},
+		{
+			name: "the first failing validation's reason is the denial's",
+			body: `  with:
+    validations:
+    - expression: object.metadata.name == 'web'
+      reason: Unauthorized
+    - expression: object.spec.template.spec.containers.all(c, c.image.startsWith('registry.example.com/'))
+      message: images must come from registry.example.com
+      reason: RequestEntityTooLarge
+    - expression: object.spec.replicas <= 5
+      message: at most 5 replicas
+      reason: Forbidden
+`,
+			state:   engine.StateFail,
+			message: "images must come from registry.example.com; at most 5 replicas",
+			status:  metav1.StatusReasonRequestEntityTooLarge,
 		},
 		{
 			name:    "messageExpression wins over message",
@@ -188,6 +209,13 @@ func TestValidate(t *testing.T) {
 			}
 			if c.reason != "" && r.Reason != c.reason {
 				t.Errorf("reason %q, want %q", r.Reason, c.reason)
+			}
+			wantStatus := c.status
+			if wantStatus == "" && c.state == engine.StateFail {
+				wantStatus = metav1.StatusReasonInvalid
+			}
+			if d.StatusReason != wantStatus {
+				t.Errorf("status reason %q, want %q", d.StatusReason, wantStatus)
 			}
 			checkWarnings(t, d, c.warning)
 			if fmt.Sprint(d.AuditAnnotations) != fmt.Sprint(c.audit) {

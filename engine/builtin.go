@@ -11,6 +11,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -74,6 +75,12 @@ type Outcome struct {
 	// violates the policy. Enforcement turns it into a denial, a warning, or
 	// an audit annotation and a warning marked "(audit)".
 	Violation string
+	// StatusReason is the status reason of a denial for Violation, which
+	// sets the response's code as in a ValidatingAdmissionPolicy
+	// (Unauthorized 401, Forbidden 403, Invalid 422,
+	// RequestEntityTooLarge 413). Empty is Forbidden (403), as for every
+	// builtin but validate.
+	StatusReason metav1.StatusReason
 	// Warnings are returned to the client whatever the outcome.
 	Warnings []string
 	// AuditAnnotations are recorded in the API server's audit log as

@@ -17,6 +17,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apiserver/pkg/cel/common"
 )
@@ -95,6 +96,10 @@ type Decision struct {
 	// An errored policy's reason appears with its URLs and addresses
 	// redacted (RedactAddresses); its Result keeps them.
 	Message string
+	// StatusReason is the status reason of the first denying policy, in
+	// dispatch order (Outcome.StatusReason): empty, Forbidden, for an
+	// errored policy or a builtin that sets none.
+	StatusReason metav1.StatusReason
 	// Results lists every candidate policy's result, in dispatch order.
 	Results []PolicyResult
 	// Patch composes every mutating policy's operations in order. Empty when
@@ -178,6 +183,13 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 		return nil, err
 	}
 	var denials []string
+	// deny adds a denial; the first sets the decision's status reason.
+	deny := func(message string, reason metav1.StatusReason) {
+		if len(denials) == 0 {
+			d.StatusReason = reason
+		}
+		denials = append(denials, message)
+	}
 	// judge turns one policy's result into the decision's denials, warnings
 	// and audit annotations.
 	judge := func(p *CompiledPolicy, res PolicyResult, out Outcome) {
@@ -186,7 +198,7 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 			if p.Policy.Spec.FailurePolicy == Fail {
 				// The reason may wrap a client error naming the API
 				// server's URL: not for the requester (redact.go).
-				denials = append(denials, fmt.Sprintf("policy %q failed: %s", p.Name(), RedactAddresses(res.Reason)))
+				deny(fmt.Sprintf("policy %q failed: %s", p.Name(), RedactAddresses(res.Reason)), "")
 			} else {
 				d.Warnings = append(d.Warnings, ignoredErrorWarning(p.Name()))
 			}
@@ -201,7 +213,7 @@ func (s *Snapshot) Evaluate(ctx context.Context, req *admissionv1.AdmissionReque
 				// learn of a violation until the policy starts denying.
 				d.Warnings = append(d.Warnings, auditWarning(p.Name(), out.Violation))
 			} else {
-				denials = append(denials, out.Violation)
+				deny(out.Violation, out.StatusReason)
 			}
 		case StateWarn:
 			d.Warnings = append(d.Warnings, warnWarning(p.Name(), out.Violation))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/webhook"
 
 	"bytes"
@@ -524,5 +525,88 @@ func TestFailurePolicyPaths(t *testing.T) {
 	}
 	if s.Handler("/mutate/other") != nil {
 		t.Error("a handler for an unknown path")
+	}
+}
+
+// TestValidateReasonSetsTheCode: a validate policy's denial answers with
+// its first failing validation's reason and that reason's code, as the API
+// server answers a ValidatingAdmissionPolicy; every other denial, deny's,
+// stays 403 Forbidden.
+func TestValidateReasonSetsTheCode(t *testing.T) {
+	validate := func(name, names, reasons string) string {
+		return policy(name, `  match:
+    resources: [pods]
+    conditions:
+    - name: named
+      expression: object.metadata.name in `+names+`
+  action: validate
+  with:
+    validations:
+`+reasons)
+	}
+	files := map[string]string{
+		"10-invalid.yaml": validate("invalid", "['invalid', 'validate-first']", `    - expression: "false"
+      message: not valid
+    - expression: "false"
+      message: too large too
+      reason: RequestEntityTooLarge
+`),
+		"20-default.yaml": validate("default", "['default']", `    - expression: "false"
+      message: no reason given
+`),
+		"30-large.yaml": validate("large", "['large']", `    - expression: "true"
+      message: passes
+      reason: Invalid
+    - expression: "false"
+      message: too large
+      reason: RequestEntityTooLarge
+`),
+		"40-unauthorized.yaml": validate("unauthorized", "['unauthorized']", `    - expression: "false"
+      message: who are you
+      reason: Unauthorized
+`),
+		"50-forbidden.yaml": validate("forbidden", "['forbidden']", `    - expression: "false"
+      message: forbidden
+      reason: Forbidden
+`),
+		"60-deny.yaml": policy("deny", `  match:
+    resources: [pods]
+    conditions:
+    - name: named
+      expression: object.metadata.name in ['denied', 'deny-first', 'validate-first']
+  action: deny
+  with: {message: denied}
+`),
+		"70-after.yaml": validate("after", "['deny-first']", `    - expression: "false"
+      message: after
+`),
+	}
+	s, reg := newTestServer(t, files, func(o *Options) { o.Registry = builtins.Registry() })
+	for _, c := range []struct {
+		name   string
+		code   int32
+		reason metav1.StatusReason
+		msg    string
+	}{
+		{"invalid", http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "not valid; too large too"},
+		{"default", http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "no reason given"},
+		{"large", http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge, "too large"},
+		{"unauthorized", http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "who are you"},
+		{"forbidden", http.StatusForbidden, metav1.StatusReasonForbidden, "forbidden"},
+		{"denied", http.StatusForbidden, metav1.StatusReasonForbidden, "denied"},
+		// The first denying policy, in order, gives the reason.
+		{"validate-first", http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, "not valid; too large too; denied"},
+		{"deny-first", http.StatusForbidden, metav1.StatusReasonForbidden, "denied; after"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := mustReview(t, post(s.ValidateHandler(), "/validate", review(v1, "uid", named(c.name)), "application/json")).Response
+			if r.Allowed || r.Result == nil || r.Result.Code != c.code || r.Result.Reason != c.reason || r.Result.Message != c.msg {
+				t.Errorf("allowed=%v result=%+v, want a denial %d %s %q", r.Allowed, r.Result, c.code, c.reason, c.msg)
+			}
+		})
+	}
+	// Denials all, whatever their code: none is counted an error.
+	if got := counter(t, reg, webhook.MetricRequests, map[string]string{"endpoint": "/validate", "decision": "denied", "code": "200"}); got != 8 {
+		t.Errorf("denied requests = %v, want 8", got)
 	}
 }

@@ -478,10 +478,11 @@ func queryValue(rawQuery, key string) (string, bool) {
 }
 
 // decisionOf classifies a response for metrics: refused with a code other
-// than 403 (200 when none is set) is an error.
+// than 403 (200 when none is set) is an error, unless it is a decision's
+// denial with its status reason's code (FromDecision).
 func decisionOf(resp *Response) string {
 	switch {
-	case !resp.Allowed() && resp.Code() != http.StatusForbidden:
+	case !resp.Allowed() && resp.Code() != http.StatusForbidden && statusCodes[resp.Reason()] != resp.Code():
 		return DecisionError
 	case !resp.Allowed():
 		return DecisionDenied

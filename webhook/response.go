@@ -51,6 +51,29 @@ func Denied(message string) Response {
 	return Response{code: http.StatusForbidden, reason: metav1.StatusReasonForbidden, message: message}
 }
 
+// statusCodes are the codes of the status reasons a decision may carry:
+// those of a ValidatingAdmissionPolicy validation's reason, as the API
+// server answers a failing one (plugin/policy/validating's
+// reasonToCode). The API server passes a webhook's code and reason on to
+// the client (admission/plugin/webhook/errors.ToStatusErr), raising only
+// a code under 400 to 400.
+var statusCodes = map[metav1.StatusReason]int32{
+	metav1.StatusReasonUnauthorized:          http.StatusUnauthorized,
+	metav1.StatusReasonForbidden:             http.StatusForbidden,
+	metav1.StatusReasonInvalid:               http.StatusUnprocessableEntity,
+	metav1.StatusReasonRequestEntityTooLarge: http.StatusRequestEntityTooLarge,
+}
+
+// deniedFor refuses the request with message, reason and reason's code:
+// as Denied for an empty or unknown reason.
+func deniedFor(message string, reason metav1.StatusReason) Response {
+	code, ok := statusCodes[reason]
+	if !ok {
+		return Denied(message)
+	}
+	return Response{code: code, reason: reason, message: message}
+}
+
 // Errored refuses the request with err as the status message and code
 // (0 is written 200), as admission.Errored: the API server refuses the
 // object whatever the failurePolicy. See NotEvaluated for a failed call.
@@ -58,7 +81,9 @@ func Errored(code int32, err error) Response {
 	return Response{code: code, message: err.Error()}
 }
 
-// FromDecision builds the admission response for an engine decision. It
+// FromDecision builds the admission response for an engine decision. A
+// denial has the decision's status reason and its code (statusCodes):
+// 403 Forbidden unless a validate policy's validation says otherwise. It
 // shares the decision's patch, warnings and audit annotations. The server
 // and `celadon eval -o review` both build it here and write it with
 // AppendReview, so what eval prints is what the server sends.
@@ -68,7 +93,7 @@ func FromDecision(d *engine.Decision) Response {
 		resp.allowed = true
 		resp.patch = d.Patch
 	} else {
-		resp = Denied(d.Message)
+		resp = deniedFor(d.Message, d.StatusReason)
 	}
 	resp.audit = d.AuditAnnotations
 	resp.warnings = d.Warnings
@@ -94,8 +119,9 @@ func (r Response) Code() int32 {
 	return r.code
 }
 
-// Reason is the status reason: Forbidden for a denial, CeladonNotEvaluated
-// for NotEvaluated, else empty.
+// Reason is the status reason: Forbidden for a denial unless the decision
+// says otherwise (FromDecision), CeladonNotEvaluated for NotEvaluated,
+// else empty.
 func (r Response) Reason() metav1.StatusReason { return r.reason }
 
 // Message is the status message: why the request is refused.

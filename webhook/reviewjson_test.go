@@ -117,6 +117,9 @@ func responses() map[string]Response {
 		"denied, no message":     FromDecision(&engine.Decision{}),
 		"denied with warnings":   FromDecision(&engine.Decision{Message: "no", Warnings: []string{"w1", "w2"}, AuditAnnotations: map[string]string{"k": "v"}}),
 		"denied, constructor":    Denied(tricky),
+		"denied, invalid":        FromDecision(&engine.Decision{Message: tricky, StatusReason: metav1.StatusReasonInvalid, Warnings: []string{"w"}}),
+		"denied, too large":      FromDecision(&engine.Decision{Message: "big", StatusReason: metav1.StatusReasonRequestEntityTooLarge}),
+		"denied, unknown reason": FromDecision(&engine.Decision{Message: "no", StatusReason: "Teapot"}),
 		"patched":                patchedResponse(),
 		"patched, one op":        FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/metadata/labels", map[string]any{"team": "a"})}}),
 		"patched, deep":          FromDecision(&engine.Decision{Allowed: true, Patch: []jsonpatch.JsonPatchOperation{engine.Op("add", "/deep", deep)}}),
@@ -261,14 +264,19 @@ func TestHandlerWritesEncodingJSON(t *testing.T) {
 }
 
 // TestDecisionOf: a response refused with any code but 403 is an error,
-// the zero one included (written with code 200).
+// the zero one included (written with code 200), unless it is a decision's
+// denial with its status reason's code.
 func TestDecisionOf(t *testing.T) {
 	patch := []jsonpatch.JsonPatchOperation{engine.Op("add", "/a", "b")}
 	for want, rs := range map[string][]Response{
 		DecisionAllowed: {Allowed(), FromDecision(&engine.Decision{Allowed: true}), Allowed().WithWarnings("w")},
 		DecisionPatched: {FromDecision(&engine.Decision{Allowed: true, Patch: patch})},
-		DecisionDenied:  {Denied("no"), FromDecision(&engine.Decision{Message: "no"}), Errored(http.StatusForbidden, errors.New("no"))},
-		DecisionError:   {{}, Errored(0, errors.New("x")), Errored(http.StatusInternalServerError, errors.New("x")), NotEvaluated(http.StatusTooManyRequests, errors.New("x"))},
+		DecisionDenied: {Denied("no"), FromDecision(&engine.Decision{Message: "no"}), Errored(http.StatusForbidden, errors.New("no")),
+			FromDecision(&engine.Decision{Message: "no", StatusReason: metav1.StatusReasonInvalid}),
+			FromDecision(&engine.Decision{Message: "no", StatusReason: metav1.StatusReasonUnauthorized}),
+			FromDecision(&engine.Decision{Message: "no", StatusReason: metav1.StatusReasonRequestEntityTooLarge})},
+		DecisionError: {{}, Errored(0, errors.New("x")), Errored(http.StatusInternalServerError, errors.New("x")), NotEvaluated(http.StatusTooManyRequests, errors.New("x")),
+			Errored(http.StatusUnprocessableEntity, errors.New("x")), Errored(http.StatusUnauthorized, errors.New("x"))},
 	} {
 		for i, r := range rs {
 			if got := decisionOf(&r); got != want {
@@ -347,6 +355,8 @@ func FuzzReviewResponseJSON(f *testing.F) {
 		}
 		for _, resp := range []Response{
 			FromDecision(d),
+			FromDecision(&engine.Decision{Message: msg, StatusReason: metav1.StatusReason(key)}),
+			FromDecision(&engine.Decision{Message: msg, StatusReason: metav1.StatusReasonInvalid, Warnings: []string{warning}}),
 			Errored(int32(n), errors.New(msg)).WithWarnings(warning),
 			Denied(msg).WithWarnings(warning),
 		} {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +23,7 @@ import (
 
 	"celadon.io/celadon/builtins"
 	"celadon.io/celadon/engine"
+	"celadon.io/celadon/webhook"
 )
 
 // TestPodSecurityAgreement: the library's Pod Security Standards policies
@@ -86,6 +89,12 @@ func TestPodSecurityAgreement(t *testing.T) {
 					denied[level]++
 					if got, want := celadonReasons(d.Message, level), apiReasons(apiErr); got != want {
 						t.Errorf("%s: Celadon denied for %s, the API server for %s:\n  Celadon: %s\n  API server: %v", level, got, want, d.Message, apiErr)
+					}
+					// The answer's code and reason too: Pod Security's
+					// 403 Forbidden, as the library's validations say.
+					resp := webhook.FromDecision(d)
+					if st := apierrors.APIStatus(nil); !errors.As(apiErr, &st) || resp.Code() != st.Status().Code || resp.Reason() != st.Status().Reason {
+						t.Errorf("%s: Celadon answers %d %s, the API server %v", level, resp.Code(), resp.Reason(), apiErr)
 					}
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,10 @@ const roundTripLabel = "e2e.celadon.io/roundtrip"
 // after a real create of its old version, and the outcomes are compared:
 //
 //   - allowed or denied;
+//   - a denial's status reason and HTTP code: the first failing
+//     validation's reason (Invalid by default) and its code (422 for
+//     Invalid, 403 for Forbidden...), which Celadon's validate answers
+//     with and the API server passes on from its webhook;
 //   - a denial's message: the API server names the first failing
 //     validation ("ValidatingAdmissionPolicy '<p>' with binding '<b>'
 //     denied request: <message>"), Celadon every failing one, in order
@@ -64,11 +69,9 @@ const roundTripLabel = "e2e.celadon.io/roundtrip"
 //     timestamps, managedFields, the service account token volume's
 //     random suffix).
 //
-// What differs by design, and is checked as such: a denial's status
-// reason and code (the API server gives the validation's reason, Invalid
-// by default, 422; every webhook denial is 403 Forbidden: README,
-// "validate"), and an Audit validation's failure, which Celadon also
-// sends the requester as a warning "<policy> (audit): <message>".
+// What differs by design, and is checked as such: an Audit validation's
+// failure, which Celadon also sends the requester as a warning
+// "<policy> (audit): <message>".
 func TestRoundTrip(t *testing.T) {
 	requireSuite(t)
 	ctx := testContext(t)
@@ -135,6 +138,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("the corpus has %d objects, want at least 15", len(corpus))
 	}
 	var denied, warned, mutated int
+	codes := map[int32]int{} // the denials' codes
 	for _, tc := range corpus {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.base != nil {
@@ -148,8 +152,8 @@ func TestRoundTrip(t *testing.T) {
 			}
 			native := create(nss["native"], tc.obj(), tc.base != nil)
 			cel := create(nss["celadon"], tc.obj(), tc.base != nil)
-			t.Logf("native: allowed=%v %s %q warnings=%q audit warnings=%q audited=%q %q", native.allowed, native.reason, native.messages, native.warnings, native.audit, native.auditFailures, native.auditValues)
-			t.Logf("Celadon: allowed=%v %s %q warnings=%q audit warnings=%q audited=%q %q", cel.allowed, cel.reason, cel.messages, cel.warnings, cel.audit, cel.auditFailures, cel.auditValues)
+			t.Logf("native: allowed=%v %d %s %q warnings=%q audit warnings=%q audited=%q %q", native.allowed, native.code, native.reason, native.messages, native.warnings, native.audit, native.auditFailures, native.auditValues)
+			t.Logf("Celadon: allowed=%v %d %s %q warnings=%q audit warnings=%q audited=%q %q", cel.allowed, cel.code, cel.reason, cel.messages, cel.warnings, cel.audit, cel.auditFailures, cel.auditValues)
 			if native.other != nil || cel.other != nil {
 				t.Fatalf("refused for another reason than the policies:\n  native: %v\n  Celadon: %v", native.other, cel.other)
 			}
@@ -171,9 +175,10 @@ func TestRoundTrip(t *testing.T) {
 				if len(native.messages) != 1 || len(cel.messages) == 0 || native.messages[0] != cel.messages[0] {
 					t.Errorf("denial messages differ: the API server's %q is not the first of Celadon's %q", native.messages, cel.messages)
 				}
-				if cel.reason != metav1.StatusReasonForbidden {
-					t.Errorf("Celadon's denial has reason %s, want Forbidden (every webhook denial)", cel.reason)
+				if native.code != cel.code || native.reason != cel.reason {
+					t.Errorf("denials differ: the API server's is %d %s, Celadon's %d %s", native.code, native.reason, cel.code, cel.reason)
 				}
+				codes[native.code]++
 				return
 			}
 			if !reflect.DeepEqual(native.warnings, cel.warnings) {
@@ -200,7 +205,11 @@ func TestRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("%d objects: %d denied, %d warned, %d mutated, each way", len(corpus), denied, warned, mutated)
+	t.Logf("%d objects: %d denied (codes %v), %d warned, %d mutated, each way", len(corpus), denied, codes, warned, mutated)
+	// The corpus denies with both the default reason and another.
+	if codes[http.StatusUnprocessableEntity] == 0 || codes[http.StatusForbidden] == 0 {
+		t.Errorf("the denials' codes are %v: the corpus has no 422 or no 403 denial", codes)
+	}
 }
 
 // rtOutcome is what the API server answered to a dry-run create.
@@ -210,6 +219,8 @@ type rtOutcome struct {
 	// joined validations split.
 	messages []string
 	reason   metav1.StatusReason
+	// code is a denial's HTTP status code, as the client sees it.
+	code int32
 	// warnings maps each rt- policy to its messages, sorted, from the Warn
 	// validations; audit does so for Celadon's audit warnings.
 	warnings, audit map[string][]string
@@ -271,6 +282,9 @@ func rtAdmit(ctx context.Context, t *testing.T, c client.Client, rec *warningRec
 		return out
 	}
 	out.reason = apierrors.ReasonForError(err)
+	if st := apierrors.APIStatus(nil); errors.As(err, &st) {
+		out.code = st.Status().Code
+	}
 	switch msg := err.Error(); {
 	case nativeDenial.MatchString(msg):
 		out.messages = []string{nativeDenial.FindStringSubmatch(msg)[2]}

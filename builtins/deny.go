@@ -1,6 +1,7 @@
 package builtins
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -40,18 +41,23 @@ func (deny) Compile(c *engine.CompileContext) (engine.Action, error) {
 	}
 	// A YAML block scalar ends with a newline the client need not see.
 	message := strings.TrimSpace(args.Message)
-	if args.Message != "" && message == "" {
-		return nil, c.FieldError("message", "is blank")
-	}
-	if message == "" && args.MessageExpression == "" {
+	if args.Message == "" && args.MessageExpression == "" {
 		return nil, fmt.Errorf("with: message or messageExpression is required")
+	}
+	// Every error at once: a blank message and a broken messageExpression.
+	var errs []error
+	if args.Message != "" && message == "" {
+		errs = append(errs, c.FieldError("message", "is blank"))
 	}
 	var expr *engine.Expression
 	if args.MessageExpression != "" {
 		var err error
 		if expr, err = c.CompileExpression("messageExpression", args.MessageExpression, cel.StringType); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return engine.ActionFunc(func(ac *engine.ActionContext) (engine.Outcome, error) {
 		if expr == nil {

@@ -253,4 +253,9 @@ func TestDenyLoadErrors(t *testing.T) {
 			checkLoadError(t, compileErrors(t, head+c.with), c.want)
 		})
 	}
+	// A blank message does not hide a broken messageExpression.
+	checkLoadErrors(t, compileErrors(t, head+"  with:\n    message: \"  \"\n    messageExpression: 'size(oldObject.metadata.name)'\n"), []string{
+		`p.yaml:10:5: policy "x": with.message: is blank`,
+		`p.yaml:11:25: policy "x": with.messageExpression: CEL: must evaluate to string, not int`,
+	})
 }

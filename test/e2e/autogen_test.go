@@ -8,7 +8,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // autogenLabel scopes this file's server to the namespaces carrying it.
@@ -132,8 +134,15 @@ func TestAutogenMutatesADeployment(t *testing.T) {
 
 	// An UPDATE that changes the template (a container the policy has not
 	// seen) gets it mutated too.
-	d.Spec.Template.Spec.Containers = append(d.Spec.Template.Spec.Containers, corev1.Container{Name: "extra", Image: "registry.invalid/extra:1"})
-	if err := suite.c.Update(ctx, d); err != nil {
+	// The deployment controller writes the Deployment too: on a conflict,
+	// read it again and retry.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := suite.c.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
+			return err
+		}
+		d.Spec.Template.Spec.Containers = append(d.Spec.Template.Spec.Containers, corev1.Container{Name: "extra", Image: "registry.invalid/extra:1"})
+		return suite.c.Update(ctx, d)
+	}); err != nil {
 		t.Fatalf("updating the Deployment's template: %v", err)
 	}
 	checkTemplate("updated Deployment", d.Spec.Template)

@@ -234,16 +234,19 @@ func (s *celadon) start(ctx context.Context) error {
 	s.metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	s.health = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
 	opts := server.Options{
-		PoliciesDir:             s.policyDir,
-		Registry:                builtins.Registry(),
-		Host:                    "127.0.0.1",
-		Port:                    s.port,
-		CertDir:                 s.certDir,
-		MetricsBindAddress:      s.metrics,
-		InsecureMetrics:         true, // the tests scrape it over plain HTTP
-		HealthProbeBindAddress:  s.health,
-		Config:                  suite.cp.Config,
-		GracefulShutdownTimeout: 5 * time.Second,
+		PoliciesDir:            s.policyDir,
+		Registry:               builtins.Registry(),
+		Host:                   "127.0.0.1",
+		Port:                   s.port,
+		CertDir:                s.certDir,
+		MetricsBindAddress:     s.metrics,
+		InsecureMetrics:        true, // the tests scrape it over plain HTTP
+		HealthProbeBindAddress: s.health,
+		Config:                 suite.cp.Config,
+		// net/http's Shutdown waits up to 5 s for a connection that has sent
+		// no request yet (one the API server's transport dialled and did not
+		// use): a grace period of 5 s raced it.
+		GracefulShutdownTimeout: 10 * time.Second,
 		Logger:                  ctrl.Log.WithName(s.name),
 	}
 	if s.configure != nil {

@@ -3,7 +3,6 @@ package builtins
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -43,9 +42,6 @@ type vapAuditAnnotation struct {
 	Key             string `json:"key"`
 	ValueExpression string `json:"valueExpression"`
 }
-
-// The reasons a VAP validation may give, as metav1.StatusReason.
-var vapReasons = []string{"Unauthorized", "Forbidden", "Invalid", "RequestEntityTooLarge"}
 
 // maxAuditAnnotationValue is where the API server cuts a VAP's annotation.
 const maxAuditAnnotationValue = 10 * 1024
@@ -109,8 +105,12 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 			cv.message = "failed expression: " + strings.TrimSpace(v.Expression)
 		}
 		if v.Reason != "" {
-			if !slices.Contains(vapReasons, v.Reason) {
-				errs = append(errs, c.FieldError(field+".reason", "must be one of %s, not %q", strings.Join(vapReasons, ", "), v.Reason))
+			if _, ok := engine.DenialCode(metav1.StatusReason(v.Reason)); !ok {
+				var reasons []string
+				for _, r := range engine.DenialReasons {
+					reasons = append(reasons, string(r.Reason))
+				}
+				errs = append(errs, c.FieldError(field+".reason", "must be one of %s, not %q", strings.Join(reasons, ", "), v.Reason))
 			}
 			cv.reason = v.Reason
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/google/cel-go/cel"
@@ -75,10 +76,9 @@ type Outcome struct {
 	// violates the policy. Enforcement turns it into a denial, a warning, or
 	// an audit annotation and a warning marked "(audit)".
 	Violation string
-	// StatusReason is the status reason of a denial for Violation, which
-	// sets the response's code as in a ValidatingAdmissionPolicy
-	// (Unauthorized 401, Forbidden 403, Invalid 422,
-	// RequestEntityTooLarge 413). Empty is Forbidden (403), as for every
+	// StatusReason is the status reason of a denial for Violation, one of
+	// DenialReasons, which sets the response's code as in a
+	// ValidatingAdmissionPolicy. Empty is Forbidden (403), as for every
 	// builtin but validate.
 	StatusReason metav1.StatusReason
 	// Warnings are returned to the client whatever the outcome.
@@ -95,6 +95,34 @@ type Outcome struct {
 	// Effects are side effects planned for the caller to carry out, when
 	// ActionContext.PlanEffects asks for them; see Effect.
 	Effects []any
+}
+
+// DenialReasons are the status reasons a denial may carry
+// (Outcome.StatusReason), in the order a ValidatingAdmissionPolicy
+// documents them, with the code the API server answers a failing
+// validation with (plugin/policy/validating's reasonToCode). It passes a
+// webhook's code and reason on to the client
+// (admission/plugin/webhook/errors.ToStatusErr), raising only a code
+// under 400 to 400.
+var DenialReasons = []struct {
+	Reason metav1.StatusReason
+	Code   int32
+}{
+	{metav1.StatusReasonUnauthorized, http.StatusUnauthorized},
+	{metav1.StatusReasonForbidden, http.StatusForbidden},
+	{metav1.StatusReasonInvalid, http.StatusUnprocessableEntity},
+	{metav1.StatusReasonRequestEntityTooLarge, http.StatusRequestEntityTooLarge},
+}
+
+// DenialCode returns the code of a status reason of DenialReasons; false
+// for any other.
+func DenialCode(reason metav1.StatusReason) (int32, bool) {
+	for _, r := range DenialReasons {
+		if r.Reason == reason {
+			return r.Code, true
+		}
+	}
+	return 0, false
 }
 
 // NamespaceGetter looks up namespaces, usually from an informer cache.

@@ -477,12 +477,19 @@ func queryValue(rawQuery, key string) (string, bool) {
 	return "", false
 }
 
+// isDenialCode reports whether resp's code is its status reason's, as
+// FromDecision answers a decision's denial.
+func isDenialCode(resp *Response) bool {
+	code, ok := engine.DenialCode(resp.Reason())
+	return ok && code == resp.Code()
+}
+
 // decisionOf classifies a response for metrics: refused with a code other
 // than 403 (200 when none is set) is an error, unless it is a decision's
 // denial with its status reason's code (FromDecision).
 func decisionOf(resp *Response) string {
 	switch {
-	case !resp.Allowed() && resp.Code() != http.StatusForbidden && statusCodes[resp.Reason()] != resp.Code():
+	case !resp.Allowed() && resp.Code() != http.StatusForbidden && !isDenialCode(resp):
 		return DecisionError
 	case !resp.Allowed():
 		return DecisionDenied

@@ -51,23 +51,10 @@ func Denied(message string) Response {
 	return Response{code: http.StatusForbidden, reason: metav1.StatusReasonForbidden, message: message}
 }
 
-// statusCodes are the codes of the status reasons a decision may carry:
-// those of a ValidatingAdmissionPolicy validation's reason, as the API
-// server answers a failing one (plugin/policy/validating's
-// reasonToCode). The API server passes a webhook's code and reason on to
-// the client (admission/plugin/webhook/errors.ToStatusErr), raising only
-// a code under 400 to 400.
-var statusCodes = map[metav1.StatusReason]int32{
-	metav1.StatusReasonUnauthorized:          http.StatusUnauthorized,
-	metav1.StatusReasonForbidden:             http.StatusForbidden,
-	metav1.StatusReasonInvalid:               http.StatusUnprocessableEntity,
-	metav1.StatusReasonRequestEntityTooLarge: http.StatusRequestEntityTooLarge,
-}
-
-// deniedFor refuses the request with message, reason and reason's code:
-// as Denied for an empty or unknown reason.
+// deniedFor refuses the request with message, reason and reason's code
+// (engine.DenialReasons): as Denied for an empty or unknown reason.
 func deniedFor(message string, reason metav1.StatusReason) Response {
-	code, ok := statusCodes[reason]
+	code, ok := engine.DenialCode(reason)
 	if !ok {
 		return Denied(message)
 	}

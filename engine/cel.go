@@ -102,6 +102,10 @@ type policyEnv struct {
 	env       *cel.Env
 	varsType  *apiservercel.DeclType
 	variables []*Expression
+	// metered says whether programs are planned with a meter (meter.go);
+	// MutatingAdmissionPolicy's patch environments are not, as their
+	// types are their own.
+	metered bool
 
 	// kind is the kind object is typed as in a type-checking
 	// environment; empty in the policy's own, where object is dyn.
@@ -133,9 +137,9 @@ func newPolicyEnv(vars []Variable, kinds []*kindEnv) (*policyEnv, []error) {
 	}
 	if len(vars) == 0 {
 		if len(kinds) == 0 {
-			return &policyEnv{env: shared}, nil
+			return &policyEnv{env: shared, metered: meterPrograms}, nil
 		}
-		pe := &policyEnv{env: shared, warnings: new([]error)}
+		pe := &policyEnv{env: shared, warnings: new([]error), metered: meterPrograms}
 		for _, k := range kinds {
 			pe.typed = append(pe.typed, k.shared)
 		}
@@ -145,7 +149,7 @@ func newPolicyEnv(vars []Variable, kinds []*kindEnv) (*policyEnv, []error) {
 	if err != nil {
 		return nil, []error{fmt.Errorf("CEL environment: %v", err)}
 	}
-	pe.warnings = new([]error)
+	pe.warnings, pe.metered = new([]error), meterPrograms
 	for _, k := range kinds {
 		t, err := variablesEnv(k.set)
 		if err != nil {
@@ -204,6 +208,7 @@ type Expression struct {
 	name       string
 	source     string
 	program    cel.Program
+	metered    bool
 	outputType *cel.Type
 	env        *policyEnv
 }
@@ -263,16 +268,25 @@ func (p *policyEnv) compileDyn(field, expr string, want *cel.Type) (*Expression,
 	if issues != nil && issues.Err() != nil {
 		return nil, issuesError(field, expr, issues, "")
 	}
+	var err error
 	if err := checkOutput(field, expr, ast.OutputType(), want, ""); err != nil {
 		return nil, err
 	}
 	// cel-go ≥ 0.31 plans every program of an environment against one
 	// function table; before, each program copied it (≈ 14.5 KB each).
-	prog, err := p.env.Program(ast, cel.InterruptCheckFrequency(celconfig.CheckFrequency))
+	var prog cel.Program
+	if p.metered {
+		var env *cel.Env
+		if env, err = programEnv(); err == nil {
+			prog, err = meteredProgram(env, ast)
+		}
+	} else {
+		prog, err = p.env.Program(ast, cel.InterruptCheckFrequency(celconfig.CheckFrequency))
+	}
 	if err != nil {
 		return nil, &exprError{field: field, expr: expr, msg: "CEL program: " + err.Error()}
 	}
-	return &Expression{field: field, source: expr, program: prog, outputType: ast.OutputType(), env: p}, nil
+	return &Expression{field: field, source: expr, program: prog, metered: p.metered, outputType: ast.OutputType(), env: p}, nil
 }
 
 // checkOutput checks an expression's type against the one wanted, if any;

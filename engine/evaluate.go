@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
@@ -539,9 +540,22 @@ func (ev *evaluation) evalCharged(ctx context.Context, a interpreter.Activation,
 	if *budget <= 0 {
 		return nil, ErrCostBudgetExceeded
 	}
-	val, details, err := e.program.ContextEval(ctx, a)
-	if details != nil && details.ActualCost() != nil {
-		*budget -= int64(min(*details.ActualCost(), uint64(1)<<62))
+	var val ref.Val
+	var err error
+	if e.metered {
+		m := newMeter(ctx, a)
+		val, _, err = e.program.Eval(m)
+		*budget -= int64(min(m.cost, uint64(1)<<62))
+		m.release()
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", err, context.Cause(ctx))
+		}
+	} else {
+		var details *cel.EvalDetails
+		val, details, err = e.program.ContextEval(ctx, a)
+		if details != nil && details.ActualCost() != nil {
+			*budget -= int64(min(*details.ActualCost(), uint64(1)<<62))
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", exprName(e), err)

@@ -1,0 +1,593 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"regexp"
+	"sync"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/decls"
+	"github.com/google/cel-go/common/overloads"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+	"github.com/google/cel-go/interpreter"
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	"k8s.io/apiserver/pkg/cel/library"
+)
+
+// A CEL program's cost is charged by a meter: the same steps and the same
+// call costs as cel-go's CostTracker (interpreter/runtimecost.go) with the
+// Kubernetes estimator, so a limit means what it means in the API server.
+// The tracker allocates at each call and converts every qualified value to
+// CEL; it was two thirds of a Pod CREATE through the Pod Security policies
+// (BENCHMARKS.md, "Metering CEL"). TestMeterChargesAsCELGo compares the two.
+
+// meterPrograms is off only in tests that compare with cel-go's tracker.
+var meterPrograms = true
+
+// programEnvs are the environments programs are planned in: an
+// environment's declarations without cel-go's cost tracking, which the
+// Kubernetes base environment turns on for every program.
+var programEnvs struct {
+	once sync.Once
+	env  *cel.Env
+	err  error
+}
+
+// programEnv returns the environment metered programs are planned in. The
+// shared environment has every function; a policy's variables and types
+// are not needed to run its programs, whose variables are resolved by name.
+func programEnv() (*cel.Env, error) {
+	programEnvs.once.Do(func() {
+		_, shared, err := sharedEnvs()
+		if err != nil {
+			programEnvs.err = err
+			return
+		}
+		fns := make([]*decls.FunctionDecl, 0, len(shared.Functions()))
+		for _, f := range shared.Functions() {
+			fns = append(fns, f)
+		}
+		programEnvs.env, programEnvs.err = cel.NewCustomEnv(
+			cel.OptionalTypes(), // for its or/orValue decorator; first, as it registers a type
+			cel.FunctionDecls(fns...),
+			cel.VariableDecls(shared.Variables()...),
+			cel.CustomTypeProvider(shared.CELTypeProvider()),
+			cel.CustomTypeAdapter(shared.CELTypeAdapter()),
+		)
+	})
+	return programEnvs.env, programEnvs.err
+}
+
+// meteredProgram plans a checked expression with a meter.
+func meteredProgram(env *cel.Env, ast *cel.Ast) (cel.Program, error) {
+	return env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CustomDecoratorV2(meterDecorator))
+}
+
+// meter is the root activation of one metered evaluation: its cost so far,
+// the values of the steps that calls take as arguments, and the context
+// it checks for interruption.
+type meter struct {
+	interpreter.Activation
+	cost, limit uint64
+	done        <-chan struct{}
+	steps       uint
+	stack       []meterVal
+	args        []ref.Val
+}
+
+type meterVal struct {
+	val ref.Val
+	id  int64
+}
+
+var meterPool = sync.Pool{New: func() any { return &meter{stack: make([]meterVal, 0, 16), args: make([]ref.Val, 0, 4)} }}
+
+func newMeter(ctx context.Context, a interpreter.Activation) *meter {
+	m := meterPool.Get().(*meter)
+	m.Activation, m.done, m.limit = a, ctx.Done(), PerCallCostLimit
+	return m
+}
+
+func (m *meter) release() {
+	clear(m.stack)
+	clear(m.args)
+	m.Activation, m.done, m.cost, m.steps, m.stack, m.args = nil, nil, 0, 0, m.stack[:0], m.args[:0]
+	meterPool.Put(m)
+}
+
+// meterOf finds the meter of an evaluation from any of its activations:
+// a comprehension's are children of the root's.
+func meterOf(a interpreter.Activation) *meter {
+	for a != nil {
+		switch v := a.(type) {
+		case *meter:
+			return v
+		case *interpreter.ExecutionFrame:
+			a = v.Activation
+		default:
+			a = a.Parent()
+		}
+	}
+	return nil
+}
+
+// charge adds c, cancels past the limit as cel-go does, and every
+// celconfig.CheckFrequency steps checks the context: comprehensions are
+// interrupted here, not by cel-go, whose check would need the context.
+func (m *meter) charge(c uint64) {
+	m.cost += c
+	if m.cost < c {
+		m.cost = math.MaxUint64
+	}
+	if m.cost > m.limit {
+		panic(interpreter.EvalCancelledError{Cause: interpreter.CostLimitExceeded, Message: "operation cancelled: actual cost limit exceeded"})
+	}
+	m.steps++
+	if m.steps%celconfig.CheckFrequency == 0 && m.done != nil {
+		select {
+		case <-m.done:
+			panic(interpreter.EvalCancelledError{Cause: interpreter.ContextCancelled, Message: "operation interrupted"})
+		default:
+		}
+	}
+}
+
+// meterDecorator wraps each planned step so that it charges what cel-go's
+// tracker charges for it. It runs before cel-go's own optimizations, so it
+// leaves alone the steps those fold into constants or set lookups, which
+// the tracker charges nothing, and applies the regex one itself.
+func meterDecorator(i interpreter.InterpretableV2) (interpreter.InterpretableV2, error) {
+	switch n := i.(type) {
+	case *meterAttr, *meterCall, *meterStep, interpreter.InterpretableConst:
+		return i, nil
+	case interpreter.InterpretableAttribute:
+		return &meterAttr{InterpretableAttribute: n, cost: attrCost(n)}, nil
+	case interpreter.InterpretableCall:
+		return meterCallOf(n)
+	case interpreter.InterpretableConstructor:
+		if foldsToConstant(n) {
+			return i, nil
+		}
+		cost := uint64(40) // common.StructCreateBaseCost
+		switch n.Type() {
+		case types.ListType:
+			cost = 10 // common.ListCreateBaseCost
+		case types.MapType:
+			cost = 30 // common.MapCreateBaseCost
+		}
+		return &meterStep{InterpretableV2: n, cost: cost}, nil
+	}
+	return &meterStep{InterpretableV2: i}, nil
+}
+
+// attrCost is what the tracker charges an attribute: one, nothing for a
+// conditional (its branches are charged) or for has() (Kubernetes turns
+// off the presence test's cost).
+func attrCost(a interpreter.InterpretableAttribute) uint64 {
+	if fmt.Sprintf("%T", a) == "*interpreter.evalTestOnly" || fmt.Sprintf("%T", a.Attr()) == "*interpreter.conditionalAttribute" {
+		return 0
+	}
+	return 1
+}
+
+// foldsToConstant says whether cel-go's optimizer makes a constant of a
+// list or map literal: when all its parts are constants.
+func foldsToConstant(c interpreter.InterpretableConstructor) bool {
+	switch c.Type() {
+	case types.ListType, types.MapType:
+	default:
+		return false
+	}
+	switch fmt.Sprintf("%T", c) {
+	case "*interpreter.evalList", "*interpreter.evalMap":
+	default:
+		return false
+	}
+	vals := c.InitVals()
+	if c.Type() == types.MapType && vals == nil {
+		return false
+	}
+	for _, v := range vals {
+		if _, ok := v.(interpreter.InterpretableConst); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// meterCallOf wraps a call, unless the optimizer will make a set lookup or
+// a constant of it; a regex match against a constant pattern is compiled
+// here, as the optimizer would have.
+func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV2, error) {
+	args := call.Args()
+	switch {
+	case call.OverloadID() == overloads.InList && becomesSetLookup(args[1]):
+		return call, nil
+	case overloads.IsTypeConversionFunction(call.Function()) && len(args) == 1 && isConst(args[0]):
+		return call, nil
+	}
+	var inner interpreter.InterpretableV2 = call
+	if call.Function() == overloads.Matches && len(args) == 2 {
+		if pattern, ok := constString(args[1]); ok {
+			re, err := regexp.Compile(pattern)
+			if err != nil {
+				return nil, err
+			}
+			inner = interpreter.NewCall(call.ID(), call.Function(), call.OverloadID(), args, func(values ...ref.Val) ref.Val {
+				if len(values) != 2 {
+					return types.NoSuchOverloadErr()
+				}
+				in, ok := values[0].Value().(string)
+				if !ok {
+					return types.NoSuchOverloadErr()
+				}
+				return types.Bool(re.MatchString(in))
+			})
+		}
+	}
+	mc := &meterCall{meterStep: meterStep{InterpretableV2: inner}, function: call.Function(), overload: call.OverloadID()}
+	for _, a := range args {
+		ref := meterArg{id: a.ID()}
+		switch n := a.(type) {
+		case interpreter.InterpretableConst:
+			ref.val = n.Value()
+		case *meterStep:
+			n.push = true
+		case *meterCall:
+			n.push = true
+		case *meterAttr:
+			n.push = true
+		default:
+			// A set lookup the optimizer made: a bool.
+			ref.val = types.False
+		}
+		mc.args = append(mc.args, ref)
+	}
+	return mc, nil
+}
+
+func isConst(i interpreter.InterpretableV2) bool {
+	_, ok := i.(interpreter.InterpretableConst)
+	return ok
+}
+
+func constString(i interpreter.InterpretableV2) (string, bool) {
+	c, ok := i.(interpreter.InterpretableConst)
+	if !ok {
+		return "", false
+	}
+	s, ok := c.Value().(types.String)
+	return string(s), ok
+}
+
+// becomesSetLookup says whether the optimizer turns `x in list` into a set
+// lookup: a constant list of primitives other than bytes.
+func becomesSetLookup(list interpreter.InterpretableV2) bool {
+	c, ok := list.(interpreter.InterpretableConst)
+	if !ok {
+		return false
+	}
+	l, ok := c.Value().(traits.Lister)
+	if !ok {
+		return false
+	}
+	for it := l.Iterator(); it.HasNext() == types.True; {
+		e := it.Next()
+		if !types.IsPrimitiveType(e) || e.Type() == types.BytesType {
+			return false
+		}
+	}
+	return true
+}
+
+// meterStep charges a fixed cost for a step and, when the step is a call's
+// argument, keeps its value for the call.
+type meterStep struct {
+	interpreter.InterpretableV2
+	cost uint64
+	push bool
+}
+
+func (s *meterStep) Exec(f *interpreter.ExecutionFrame) ref.Val {
+	if s.cost == 0 && !s.push {
+		return s.InterpretableV2.Exec(f)
+	}
+	m := meterOf(f)
+	if m == nil {
+		return s.InterpretableV2.Exec(f)
+	}
+	mark := len(m.stack)
+	v := s.InterpretableV2.Exec(f)
+	m.stack = m.stack[:mark]
+	if s.push {
+		m.stack = append(m.stack, meterVal{v, s.ID()})
+	}
+	m.charge(s.cost)
+	return v
+}
+
+func (s *meterStep) Eval(a interpreter.Activation) ref.Val { return s.Exec(interpreter.AsFrame(a)) }
+
+// meterCall charges a call what the tracker charges it for its arguments'
+// values, which its argument steps keep on the meter's stack.
+type meterCall struct {
+	meterStep
+	function, overload string
+	args               []meterArg
+}
+
+// meterArg is an argument of a call: a step's id, or a constant's value.
+type meterArg struct {
+	id  int64
+	val ref.Val
+}
+
+func (c *meterCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
+	m := meterOf(f)
+	if m == nil {
+		return c.InterpretableV2.Exec(f)
+	}
+	mark := len(m.stack)
+	v := c.InterpretableV2.Exec(f)
+	args, found := m.argsOf(c.args, mark)
+	m.stack = m.stack[:mark]
+	if c.push {
+		m.stack = append(m.stack, meterVal{v, c.ID()})
+	}
+	if found {
+		m.charge(callCost(c.function, c.overload, args, v))
+	} else {
+		m.charge(0)
+	}
+	return v
+}
+
+func (c *meterCall) Eval(a interpreter.Activation) ref.Val { return c.Exec(interpreter.AsFrame(a)) }
+
+// argsOf collects a call's argument values from the stack above mark; as
+// the tracker, it finds nothing if one is missing. A call evaluates its
+// arguments in order and stops at an error, so a constant after an error
+// was not evaluated either.
+func (m *meter) argsOf(args []meterArg, mark int) ([]ref.Val, bool) {
+	m.args = m.args[:0]
+	for i, a := range args {
+		if i > 0 && types.IsError(m.args[i-1]) {
+			return nil, false
+		}
+		v := a.val
+		if v == nil {
+			for i := len(m.stack) - 1; i >= mark; i-- {
+				if m.stack[i].id == a.id {
+					v = m.stack[i].val
+					break
+				}
+			}
+			if v == nil {
+				return nil, false
+			}
+		}
+		m.args = append(m.args, v)
+	}
+	return m.args, true
+}
+
+// meterAttr charges an attribute and each qualifier it applies.
+type meterAttr struct {
+	interpreter.InterpretableAttribute
+	cost uint64
+	push bool
+}
+
+func (a *meterAttr) AddQualifier(q interpreter.Qualifier) (interpreter.Attribute, error) {
+	cost := uint64(1)
+	if inner, ok := q.(*meterAttr); ok {
+		// Charged when it qualifies, as the tracker does.
+		q, cost = inner.InterpretableAttribute, inner.cost
+	}
+	var w interpreter.Qualifier
+	if c, ok := q.(interpreter.ConstantQualifier); ok {
+		w = &meterConstQual{ConstantQualifier: c}
+	} else {
+		w = &meterQual{Qualifier: q, cost: cost}
+	}
+	_, err := a.InterpretableAttribute.AddQualifier(w)
+	return a, err
+}
+
+func (a *meterAttr) Exec(f *interpreter.ExecutionFrame) ref.Val {
+	m := meterOf(f)
+	if m == nil {
+		return a.InterpretableAttribute.Exec(f)
+	}
+	mark := len(m.stack)
+	v := a.InterpretableAttribute.Exec(f)
+	m.stack = m.stack[:mark]
+	if a.push {
+		m.stack = append(m.stack, meterVal{v, a.ID()})
+	}
+	m.charge(a.cost)
+	return v
+}
+
+func (a *meterAttr) Eval(vars interpreter.Activation) ref.Val {
+	return a.Exec(interpreter.AsFrame(vars))
+}
+
+// meterConstQual charges a constant qualifier (a field name, an index)
+// once it applies.
+type meterConstQual struct {
+	interpreter.ConstantQualifier
+}
+
+func (q *meterConstQual) Qualify(vars interpreter.Activation, obj any) (any, error) {
+	out, err := q.ConstantQualifier.Qualify(vars, obj)
+	if m := meterOf(vars); m != nil {
+		m.charge(1)
+	}
+	return out, err
+}
+
+func (q *meterConstQual) QualifyIfPresent(vars interpreter.Activation, obj any, presenceOnly bool) (any, bool, error) {
+	out, present, err := q.ConstantQualifier.QualifyIfPresent(vars, obj, presenceOnly)
+	if present || presenceOnly {
+		if m := meterOf(vars); m != nil {
+			m.charge(1)
+		}
+	}
+	return out, present, err
+}
+
+// QualifierValueEquals is the constant's, for cel-go's attribute patterns.
+func (q *meterConstQual) QualifierValueEquals(value any) bool {
+	e, ok := q.ConstantQualifier.(interface{ QualifierValueEquals(any) bool })
+	return ok && e.QualifierValueEquals(value)
+}
+
+// meterQual charges a computed qualifier (an index expression, an
+// attribute) once it applies.
+type meterQual struct {
+	interpreter.Qualifier
+	cost uint64
+}
+
+func (q *meterQual) Qualify(vars interpreter.Activation, obj any) (any, error) {
+	out, err := q.Qualifier.Qualify(vars, obj)
+	if m := meterOf(vars); m != nil {
+		m.charge(q.cost)
+	}
+	return out, err
+}
+
+func (q *meterQual) QualifyIfPresent(vars interpreter.Activation, obj any, presenceOnly bool) (any, bool, error) {
+	out, present, err := q.Qualifier.QualifyIfPresent(vars, obj, presenceOnly)
+	if present || presenceOnly {
+		if m := meterOf(vars); m != nil {
+			m.charge(q.cost)
+		}
+	}
+	return out, present, err
+}
+
+var costEstimator = &library.CostEstimator{}
+
+// callCost is CostTracker.costCall: the overload trackers of cel-go's
+// extensions, then the Kubernetes estimator, then cel-go's defaults.
+func callCost(function, overload string, args []ref.Val, result ref.Val) uint64 {
+	if c, ok := extensionCost(overload, args, result); ok {
+		return c
+	}
+	if c := costEstimator.CallCost(function, overload, args, result); c != nil {
+		return *c
+	}
+	const traversal = 0.1 // common.StringTraversalCostFactor
+	switch overload {
+	case overloads.StartsWithString, overloads.EndsWithString:
+		return uint64(math.Ceil(float64(actualSize(args[1])) * traversal))
+	case overloads.StringToBytes, overloads.BytesToString, overloads.ExtQuoteString, overloads.ExtFormatString:
+		return uint64(math.Ceil(float64(actualSize(args[0])) * traversal))
+	case overloads.InList:
+		return actualSize(args[1])
+	case overloads.LessString, overloads.GreaterString, overloads.LessEqualsString, overloads.GreaterEqualsString,
+		overloads.LessBytes, overloads.GreaterBytes, overloads.LessEqualsBytes, overloads.GreaterEqualsBytes,
+		overloads.Equals, overloads.NotEquals:
+		return uint64(math.Ceil(float64(min(actualSize(args[0]), actualSize(args[1]))) * traversal))
+	case overloads.AddString, overloads.AddBytes:
+		return uint64(math.Ceil(float64(actualSize(args[0])+actualSize(args[1])) * traversal))
+	case overloads.Matches, overloads.MatchesString:
+		str := uint64(math.Ceil((1.0 + float64(actualSize(args[0]))) * traversal))
+		re := uint64(math.Ceil(float64(actualSize(args[1])) * 0.25)) // common.RegexStringLengthCostFactor
+		return safeMul(str, re)
+	case overloads.ContainsString:
+		return safeMul(uint64(math.Ceil(float64(actualSize(args[0]))*traversal)), uint64(math.Ceil(float64(actualSize(args[1]))*traversal)))
+	}
+	return 1
+}
+
+// extensionCost is the overload trackers cel-go's sets and lists (version
+// 3) extensions add; its strings extension adds some from version 5,
+// Kubernetes declares version 2.
+func extensionCost(overload string, args []ref.Val, result ref.Val) (uint64, bool) {
+	switch overload {
+	case "list_sets_contains_list", "list_sets_intersects_list":
+		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1])))), true
+	case "list_sets_equivalent_list":
+		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1]))*2)), true
+	case "list_slice", "lists_range", "list_reverse":
+		return allocatingListCost(1, actualSize(result)), true
+	case "list_distinct":
+		return selfCompareCost(args[0]), true
+	case "list_flatten", "list_flatten_int":
+		depth := 1.0
+		if len(args) == 2 {
+			depth = float64(args[1].(types.Int))
+		}
+		return allocatingListCost(depth, actualSize(args[0])), true
+	}
+	if sortOverloads[overload] {
+		return selfCompareCost(args[0]), true
+	}
+	if sortByOverloads[overload] {
+		return selfCompareCost(args[1]), true
+	}
+	return 0, false
+}
+
+var sortOverloads, sortByOverloads = func() (map[string]bool, map[string]bool) {
+	sort, sortBy := map[string]bool{}, map[string]bool{}
+	for _, t := range []*cel.Type{cel.IntType, cel.UintType, cel.DoubleType, cel.BoolType, cel.DurationType, cel.TimestampType, cel.StringType, cel.BytesType} {
+		sort[fmt.Sprintf("list_%s_sort", t.TypeName())] = true
+		sortBy[fmt.Sprintf("list_%s_sortByAssociatedKeys", t.TypeName())] = true
+	}
+	return sort, sortBy
+}()
+
+func selfCompareCost(v ref.Val) uint64 {
+	l, ok := v.(traits.Lister)
+	if !ok {
+		return allocatingListCost(2, 0)
+	}
+	sz := actualSize(l)
+	factor := 2.0
+	if sz == 0 {
+		return allocatingListCost(factor, 0)
+	}
+	if e := l.Get(types.IntZero); e.Type() == types.StringType || e.Type() == types.BytesType {
+		factor += 0.1
+	}
+	return allocatingListCost(factor, safeMul(sz, sz))
+}
+
+func allocatingListCost(factor float64, size uint64) uint64 {
+	if factor < 0 {
+		factor = 1
+	}
+	return safeAdd(safeAdd(uint64(float64(size)*factor), 1), 10)
+}
+
+func actualSize(v ref.Val) uint64 {
+	if sz, ok := v.(traits.Sizer); ok {
+		return uint64(sz.Size().(types.Int))
+	}
+	if opt, ok := v.(*types.Optional); ok && opt.HasValue() {
+		return actualSize(opt.GetValue())
+	}
+	return 1
+}
+
+func safeAdd(x, y uint64) uint64 {
+	if x > math.MaxUint64-y {
+		return math.MaxUint64
+	}
+	return x + y
+}
+
+func safeMul(x, y uint64) uint64 {
+	if y != 0 && x > math.MaxUint64/y {
+		return math.MaxUint64
+	}
+	return x * y
+}

@@ -152,11 +152,24 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if len(args.Validations) > 1 {
+		// Most requests pass every validation: one program tells, rather
+		// than one per validation.
+		terms := make([]string, len(args.Validations))
+		for i, v := range args.Validations {
+			terms[i] = "(" + v.Expression + ")"
+		}
+		if all, err := c.CompileExpression("validations", strings.Join(terms, " && "), cel.BoolType); err == nil {
+			a.all = all
+		}
+	}
 	return a, nil
 }
 
 type validateAction struct {
 	validations []compiledValidation
+	// all is the validations' conjunction, when there are several.
+	all         *engine.Expression
 	annotations []compiledAnnotation
 	// ignore is failurePolicy Ignore: as in the API server, an expression
 	// that errors is then left out, and the others still decide.
@@ -172,6 +185,9 @@ func (a *validateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 		return errors.Is(err, engine.ErrCostBudgetExceeded) || ac.Err() != nil
 	}
 	for i := range a.validations {
+		if i == 0 && a.all != nil && ac.Holds(a.all) {
+			break
+		}
 		v := &a.validations[i]
 		res, err := ac.Eval(v.expr)
 		if err != nil {

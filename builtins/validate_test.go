@@ -311,3 +311,28 @@ func TestValidateEveryLoadError(t *testing.T) {
 	}
 	checkLoadErrors(t, compileErrors(t, src), want)
 }
+
+// TestValidateShortcutCostsTheSame: validate first tries all validations
+// as one program; passing or not, the request's budget is charged what
+// the validations cost one by one (here: as three one-validation policies).
+func TestValidateShortcutCostsTheSame(t *testing.T) {
+	exprs := []string{"object.spec.replicas > 0", "object.metadata.name.startsWith('we')", "object.spec.template.spec.containers.all(c, c.image.contains(':'))"}
+	one := "  with:\n    validations:\n"
+	var apart []string
+	for i, e := range exprs {
+		one += "    - expression: \"" + e + "\"\n"
+		apart = append(apart, strings.Replace(validatePolicy("  with:\n    validations:\n    - expression: \""+e+"\"\n"), "name: p", fmt.Sprintf("name: p%d", i), 1))
+	}
+	for _, replicas := range []string{"7", "0"} {
+		obj := yamlJSON(t, strings.Replace(validateDeployment, "replicas: 7", "replicas: "+replicas, 1))
+		req := admissionRequest(t, admissionv1.Create, obj, nil)
+		together := evaluate(t, compilePolicies(t, validatePolicy(one)), req, engine.EvalOptions{})
+		separately := evaluate(t, compilePolicies(t, strings.Join(apart, "---\n")), req, engine.EvalOptions{})
+		if together.Allowed != (replicas == "7") || together.Allowed != separately.Allowed {
+			t.Fatalf("replicas %s: allowed %v, apart %v", replicas, together.Allowed, separately.Allowed)
+		}
+		if together.CostRemaining != separately.CostRemaining || together.CostRemaining == engine.DefaultCostBudget {
+			t.Errorf("replicas %s: %d of the budget left, %d with the validations apart", replicas, together.CostRemaining, separately.CostRemaining)
+		}
+	}
+}

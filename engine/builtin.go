@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	celtypes "github.com/google/cel-go/common/types"
 	"net/http"
 	"strings"
 
@@ -236,6 +237,19 @@ func (ac *ActionContext) OldObject() Value { return ac.oldObject.Value() }
 // int64, float64, bool, nil, []any or map[string]any.
 func (ac *ActionContext) Eval(e *Expression) (any, error) {
 	return ac.eval.evalNative(ac.Context, ac.act, e)
+}
+
+// Holds evaluates a bool expression as a shortcut: true when it is true,
+// its cost charged; otherwise (false, an error) its own cost is given back,
+// as if it had not run, for the caller to take the long way. The variables
+// it evaluated stay charged, once, as they are not evaluated again.
+func (ac *ActionContext) Holds(e *Expression) bool {
+	v, cost, err := ac.eval.evalCosting(ac.Context, ac.act, e, &ac.eval.budget)
+	if err == nil && v == celtypes.True {
+		return true
+	}
+	ac.eval.budget += cost
+	return false
 }
 
 // EvalString evaluates an expression that must yield a string.

@@ -537,15 +537,24 @@ func (ev *evaluation) evalVal(ctx context.Context, a *activation, e *Expression)
 
 // evalCharged evaluates an expression, charging its cost to budget.
 func (ev *evaluation) evalCharged(ctx context.Context, a interpreter.Activation, e *Expression, budget *int64) (ref.Val, error) {
+	val, _, err := ev.evalCosting(ctx, a, e, budget)
+	return val, err
+}
+
+// evalCosting is evalCharged, which also returns the expression's own
+// cost: without that of the variables it evaluated, charged apart.
+func (ev *evaluation) evalCosting(ctx context.Context, a interpreter.Activation, e *Expression, budget *int64) (ref.Val, int64, error) {
 	if *budget <= 0 {
-		return nil, ErrCostBudgetExceeded
+		return nil, 0, ErrCostBudgetExceeded
 	}
 	var val ref.Val
+	var cost int64
 	var err error
 	if e.metered {
 		m := newMeter(ctx, a)
 		val, _, err = e.program.Eval(m)
-		*budget -= int64(min(m.cost, uint64(1)<<62))
+		cost = int64(min(m.cost, uint64(1)<<62))
+		*budget -= cost
 		m.release()
 		if err != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", err, context.Cause(ctx))
@@ -554,16 +563,17 @@ func (ev *evaluation) evalCharged(ctx context.Context, a interpreter.Activation,
 		var details *cel.EvalDetails
 		val, details, err = e.program.ContextEval(ctx, a)
 		if details != nil && details.ActualCost() != nil {
-			*budget -= int64(min(*details.ActualCost(), uint64(1)<<62))
+			cost = int64(min(*details.ActualCost(), uint64(1)<<62))
+			*budget -= cost
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", exprName(e), err)
+		return nil, cost, fmt.Errorf("%s: %v", exprName(e), err)
 	}
 	if *budget < 0 {
-		return nil, ErrCostBudgetExceeded
+		return nil, cost, ErrCostBudgetExceeded
 	}
-	return val, nil
+	return val, cost, nil
 }
 
 func exprName(e *Expression) string {

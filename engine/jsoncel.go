@@ -18,9 +18,9 @@ import (
 func (d *jsonDoc) celValue(i int32) ref.Val {
 	switch n := d.nodes[i]; n.kind {
 	case jsonObject:
-		return &celObject{d: d, i: i}
+		return d.wrap(i)
 	case jsonList:
-		return &celList{d: d, i: i}
+		return (*celList)(d.wrap(i))
 	case jsonString, jsonEscapedString:
 		return types.String(d.str(i))
 	case jsonNumber:
@@ -31,6 +31,17 @@ func (d *jsonDoc) celValue(i int32) ref.Val {
 		return types.False
 	}
 	return types.NullValue
+}
+
+// wrap returns the CEL value of object or list node i, reusing a recent one.
+func (d *jsonDoc) wrap(i int32) *celObject {
+	slot := &d.recent[int(i)%len(d.recent)]
+	if w := *slot; w != nil && w.i == i {
+		return w
+	}
+	w := &celObject{d: d, i: i}
+	*slot = w
+	return w
 }
 
 // decoded is the adapter's value of the decoded node, for the operations
@@ -128,10 +139,7 @@ func (o *celObject) Iterator() traits.Iterator {
 }
 
 // celList is a JSON list as a CEL list.
-type celList struct {
-	d *jsonDoc
-	i int32
-}
+type celList celObject
 
 func (l *celList) ConvertToNative(t reflect.Type) (any, error) {
 	return l.d.decoded(l.i).ConvertToNative(t)

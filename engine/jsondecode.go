@@ -36,6 +36,10 @@ type jsonDoc struct {
 	// A jsonDoc is read by one goroutine: the evaluation's.
 	keyIndex  map[int32]map[string]int32
 	elemIndex map[int32][]int32
+	// recent holds CEL values of objects and lists lately read, by node
+	// modulo its size: a comprehension reads the same ones again and
+	// again (c.securityContext in every check of a container).
+	recent [32]*celObject
 }
 
 // indexedSize is the size above which an object or list gets an index

@@ -229,7 +229,7 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 			})
 		}
 	}
-	mc := &meterCall{meterStep: meterStep{InterpretableV2: inner}, function: call.Function(), overload: call.OverloadID()}
+	mc := &meterCall{meterStep: meterStep{InterpretableV2: inner}, function: call.Function(), overload: call.OverloadID(), tracker: extensionTrackers[call.OverloadID()]}
 	for _, a := range args {
 		ref := meterArg{id: a.ID()}
 		switch n := a.(type) {
@@ -317,6 +317,7 @@ func (s *meterStep) Eval(a interpreter.Activation) ref.Val { return s.Exec(inter
 type meterCall struct {
 	meterStep
 	function, overload string
+	tracker            extensionTracker
 	args               []meterArg
 }
 
@@ -339,7 +340,7 @@ func (c *meterCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
 		m.stack = append(m.stack, meterVal{v, c.ID()})
 	}
 	if found {
-		m.charge(callCost(c.function, c.overload, args, v))
+		m.charge(callCost(c.function, c.overload, c.tracker, args, v))
 	} else {
 		m.charge(0)
 	}
@@ -474,11 +475,59 @@ func (q *meterQual) QualifyIfPresent(vars interpreter.Activation, obj any, prese
 
 var costEstimator = &library.CostEstimator{}
 
+// extensionTracker is which overload tracker of cel-go's extensions
+// charges a call, found once when the call is planned.
+type extensionTracker int8
+
+const (
+	noTracker extensionTracker = iota
+	listOutputTracker
+	listDistinctTracker
+	listFlattenTracker
+	listSortTracker
+	listSortByTracker
+	setsTracker
+	setsEquivalentTracker
+)
+
+// extensionTrackers are the overload trackers cel-go's sets and lists
+// (version 3) extensions add; its strings extension adds some from
+// version 5, Kubernetes declares version 2.
+var extensionTrackers = func() map[string]extensionTracker {
+	m := map[string]extensionTracker{
+		"list_slice": listOutputTracker, "lists_range": listOutputTracker, "list_reverse": listOutputTracker,
+		"list_distinct": listDistinctTracker,
+		"list_flatten":  listFlattenTracker, "list_flatten_int": listFlattenTracker,
+		"list_sets_contains_list": setsTracker, "list_sets_intersects_list": setsTracker,
+		"list_sets_equivalent_list": setsEquivalentTracker,
+	}
+	for _, t := range []*cel.Type{cel.IntType, cel.UintType, cel.DoubleType, cel.BoolType, cel.DurationType, cel.TimestampType, cel.StringType, cel.BytesType} {
+		m[fmt.Sprintf("list_%s_sort", t.TypeName())] = listSortTracker
+		m[fmt.Sprintf("list_%s_sortByAssociatedKeys", t.TypeName())] = listSortByTracker
+	}
+	return m
+}()
+
 // callCost is CostTracker.costCall: the overload trackers of cel-go's
 // extensions, then the Kubernetes estimator, then cel-go's defaults.
-func callCost(function, overload string, args []ref.Val, result ref.Val) uint64 {
-	if c, ok := extensionCost(overload, args, result); ok {
-		return c
+func callCost(function, overload string, tracker extensionTracker, args []ref.Val, result ref.Val) uint64 {
+	switch tracker {
+	case listOutputTracker:
+		return allocatingListCost(1, actualSize(result))
+	case listDistinctTracker, listSortTracker:
+		return selfCompareCost(args[0])
+	case listSortByTracker:
+		return selfCompareCost(args[1])
+	case listFlattenTracker:
+		depth := 1.0
+		if len(args) == 2 {
+			depth = float64(args[1].(types.Int))
+		}
+		return allocatingListCost(depth, actualSize(args[0]))
+	case setsTracker:
+		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1]))))
+	case setsEquivalentTracker:
+		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1]))*2))
 	}
 	if c := costEstimator.CallCost(function, overload, args, result); c != nil {
 		return *c
@@ -506,44 +555,6 @@ func callCost(function, overload string, args []ref.Val, result ref.Val) uint64 
 	}
 	return 1
 }
-
-// extensionCost is the overload trackers cel-go's sets and lists (version
-// 3) extensions add; its strings extension adds some from version 5,
-// Kubernetes declares version 2.
-func extensionCost(overload string, args []ref.Val, result ref.Val) (uint64, bool) {
-	switch overload {
-	case "list_sets_contains_list", "list_sets_intersects_list":
-		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1])))), true
-	case "list_sets_equivalent_list":
-		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1]))*2)), true
-	case "list_slice", "lists_range", "list_reverse":
-		return allocatingListCost(1, actualSize(result)), true
-	case "list_distinct":
-		return selfCompareCost(args[0]), true
-	case "list_flatten", "list_flatten_int":
-		depth := 1.0
-		if len(args) == 2 {
-			depth = float64(args[1].(types.Int))
-		}
-		return allocatingListCost(depth, actualSize(args[0])), true
-	}
-	if sortOverloads[overload] {
-		return selfCompareCost(args[0]), true
-	}
-	if sortByOverloads[overload] {
-		return selfCompareCost(args[1]), true
-	}
-	return 0, false
-}
-
-var sortOverloads, sortByOverloads = func() (map[string]bool, map[string]bool) {
-	sort, sortBy := map[string]bool{}, map[string]bool{}
-	for _, t := range []*cel.Type{cel.IntType, cel.UintType, cel.DoubleType, cel.BoolType, cel.DurationType, cel.TimestampType, cel.StringType, cel.BytesType} {
-		sort[fmt.Sprintf("list_%s_sort", t.TypeName())] = true
-		sortBy[fmt.Sprintf("list_%s_sortByAssociatedKeys", t.TypeName())] = true
-	}
-	return sort, sortBy
-}()
 
 func selfCompareCost(v ref.Val) uint64 {
 	l, ok := v.(traits.Lister)

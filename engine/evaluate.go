@@ -499,9 +499,7 @@ func (ev *evaluation) oldObjectVal() ref.Val {
 
 func (ev *evaluation) requestVal() ref.Val {
 	if ev.reqVal == nil {
-		r := *ev.req
-		r.Object, r.OldObject = emptyRaw, emptyRaw
-		ev.reqVal = common.SchemalessTypedToVal(&r)
+		ev.reqVal = &requestValue{req: ev.req}
 	}
 	return ev.reqVal
 }

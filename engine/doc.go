@@ -10,7 +10,9 @@
 //   - Snapshot.Candidates picks, from an index keyed by (group, resource,
 //     subresource, operation), only the policies that can possibly match.
 //   - Each candidate's selectors and CEL conditions are checked, sharing one
-//     cost budget for the whole request.
+//     cost budget for the whole request. Programs are planned without
+//     cel-go's cost tracking and charged by a meter (meter.go) that counts
+//     as it does, without its allocations.
 //   - A matched policy that an unexpired PolicyException names, and whose
 //     match selects the request too, is a skip naming the exception; its
 //     action does not run (exception_eval.go).

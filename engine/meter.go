@@ -300,13 +300,19 @@ func (s *meterStep) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	if m == nil {
 		return s.InterpretableV2.Exec(f)
 	}
+	return m.step(f, s.InterpretableV2, s.push, s.cost)
+}
+
+// step runs a wrapped step and charges it cost; its value is kept when a
+// call takes it (push), above whatever the step's own steps kept.
+func (m *meter) step(f *interpreter.ExecutionFrame, inner interpreter.InterpretableV2, push bool, cost uint64) ref.Val {
 	mark := len(m.stack)
-	v := s.InterpretableV2.Exec(f)
+	v := inner.Exec(f)
 	m.stack = m.stack[:mark]
-	if s.push {
-		m.stack = append(m.stack, meterVal{v, s.ID()})
+	if push {
+		m.stack = append(m.stack, meterVal{v, inner.ID()})
 	}
-	m.charge(s.cost)
+	m.charge(cost)
 	return v
 }
 
@@ -404,14 +410,7 @@ func (a *meterAttr) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	if m == nil {
 		return a.InterpretableAttribute.Exec(f)
 	}
-	mark := len(m.stack)
-	v := a.InterpretableAttribute.Exec(f)
-	m.stack = m.stack[:mark]
-	if a.push {
-		m.stack = append(m.stack, meterVal{v, a.ID()})
-	}
-	m.charge(a.cost)
-	return v
+	return m.step(f, a.InterpretableAttribute, a.push, a.cost)
 }
 
 func (a *meterAttr) Eval(vars interpreter.Activation) ref.Val {

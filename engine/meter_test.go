@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
@@ -120,14 +121,7 @@ var meterExpressions = []string{
 // of the API server's environment with cel-go's cost tracking. Results and
 // costs must be the same.
 func TestMeterChargesAsCELGo(t *testing.T) {
-	_, shared, err := sharedEnvs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	penv, err := programEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	shared, penv := meterEnvs(t)
 	doc, err := parseJSON([]byte(meterCorpus))
 	if err != nil {
 		t.Fatal(err)
@@ -171,14 +165,7 @@ func TestMeterChargesAsCELGo(t *testing.T) {
 // TestMeterStopsAtTheLimit: past the per-call limit an evaluation stops
 // with cel-go's error, and a cancelled context interrupts a comprehension.
 func TestMeterStopsAtTheLimit(t *testing.T) {
-	_, shared, err := sharedEnvs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	penv, err := programEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	shared, penv := meterEnvs(t)
 	ast, iss := shared.Compile(`lists.range(2000).all(i, lists.range(2000).all(j, i + j >= 0))`)
 	if iss.Err() != nil {
 		t.Fatal(iss.Err())
@@ -211,4 +198,19 @@ func TestMeterStopsAtTheLimit(t *testing.T) {
 	if steps > 200 {
 		t.Errorf("interrupted after %d steps, want at most 200", steps)
 	}
+}
+
+// meterEnvs returns the environment expressions are checked in and the one
+// metered programs are planned in.
+func meterEnvs(t *testing.T) (shared, programs *cel.Env) {
+	t.Helper()
+	_, shared, err := sharedEnvs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	programs, err = programEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return shared, programs
 }

@@ -15,14 +15,7 @@ import (
 // TestRequestValueIsTheAPIServers: request, answered in part from the
 // request itself, reads as the API server's reflective value of it.
 func TestRequestValueIsTheAPIServers(t *testing.T) {
-	_, shared, err := sharedEnvs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	penv, err := programEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	shared, penv := meterEnvs(t)
 	dry := true
 	req := &admissionv1.AdmissionRequest{
 		UID: "u", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},

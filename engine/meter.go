@@ -177,11 +177,6 @@ func attrCost(a interpreter.InterpretableAttribute) uint64 {
 // foldsToConstant says whether cel-go's optimizer makes a constant of a
 // list or map literal: when all its parts are constants.
 func foldsToConstant(c interpreter.InterpretableConstructor) bool {
-	switch c.Type() {
-	case types.ListType, types.MapType:
-	default:
-		return false
-	}
 	switch fmt.Sprintf("%T", c) {
 	case "*interpreter.evalList", "*interpreter.evalMap":
 	default:
@@ -235,12 +230,8 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 		switch n := a.(type) {
 		case interpreter.InterpretableConst:
 			ref.val = n.Value()
-		case *meterStep:
-			n.push = true
-		case *meterCall:
-			n.push = true
-		case *meterAttr:
-			n.push = true
+		case interface{ keepValue() }:
+			n.keepValue()
 		default:
 			// A set lookup the optimizer made: a bool.
 			ref.val = types.False
@@ -303,18 +294,26 @@ func (s *meterStep) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	return m.step(f, s.InterpretableV2, s.push, s.cost)
 }
 
-// step runs a wrapped step and charges it cost; its value is kept when a
-// call takes it (push), above whatever the step's own steps kept.
+// step runs a wrapped step and charges it cost.
 func (m *meter) step(f *interpreter.ExecutionFrame, inner interpreter.InterpretableV2, push bool, cost uint64) ref.Val {
 	mark := len(m.stack)
 	v := inner.Exec(f)
-	m.stack = m.stack[:mark]
-	if push {
-		m.stack = append(m.stack, meterVal{v, inner.ID()})
-	}
-	m.charge(cost)
+	m.end(mark, inner.ID(), v, push, cost)
 	return v
 }
+
+// end closes a step begun at stack height mark: it drops what the step's
+// own steps kept, keeps its value v when a call takes it (push), and
+// charges cost.
+func (m *meter) end(mark int, id int64, v ref.Val, push bool, cost uint64) {
+	m.stack = m.stack[:mark]
+	if push {
+		m.stack = append(m.stack, meterVal{v, id})
+	}
+	m.charge(cost)
+}
+
+func (s *meterStep) keepValue() { s.push = true }
 
 func (s *meterStep) Eval(a interpreter.Activation) ref.Val { return s.Exec(interpreter.AsFrame(a)) }
 
@@ -340,16 +339,11 @@ func (c *meterCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	}
 	mark := len(m.stack)
 	v := c.InterpretableV2.Exec(f)
-	args, found := m.argsOf(c.args, mark)
-	m.stack = m.stack[:mark]
-	if c.push {
-		m.stack = append(m.stack, meterVal{v, c.ID()})
+	var cost uint64
+	if args, found := m.argsOf(c.args, mark); found {
+		cost = callCost(c.function, c.overload, c.tracker, args, v)
 	}
-	if found {
-		m.charge(callCost(c.function, c.overload, c.tracker, args, v))
-	} else {
-		m.charge(0)
-	}
+	m.end(mark, c.ID(), v, c.push, cost)
 	return v
 }
 
@@ -396,8 +390,8 @@ func (a *meterAttr) AddQualifier(q interpreter.Qualifier) (interpreter.Attribute
 		q, cost = inner.InterpretableAttribute, inner.cost
 	}
 	var w interpreter.Qualifier
-	if c, ok := q.(interpreter.ConstantQualifier); ok {
-		w = &meterConstQual{ConstantQualifier: c}
+	if _, ok := q.(interpreter.ConstantQualifier); ok {
+		w = &meterConstQual{meterQual{Qualifier: q, cost: 1}}
 	} else {
 		w = &meterQual{Qualifier: q, cost: cost}
 	}
@@ -413,42 +407,32 @@ func (a *meterAttr) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	return m.step(f, a.InterpretableAttribute, a.push, a.cost)
 }
 
+func (a *meterAttr) keepValue() { a.push = true }
+
 func (a *meterAttr) Eval(vars interpreter.Activation) ref.Val {
 	return a.Exec(interpreter.AsFrame(vars))
 }
 
-// meterConstQual charges a constant qualifier (a field name, an index)
-// once it applies.
+// meterConstQual is a constant qualifier (a field name, an index), charged
+// one once it applies, which still says its value to cel-go.
 type meterConstQual struct {
-	interpreter.ConstantQualifier
+	meterQual
 }
 
-func (q *meterConstQual) Qualify(vars interpreter.Activation, obj any) (any, error) {
-	out, err := q.ConstantQualifier.Qualify(vars, obj)
-	if m := meterOf(vars); m != nil {
-		m.charge(1)
-	}
-	return out, err
-}
+var _ interpreter.ConstantQualifier = (*meterConstQual)(nil)
 
-func (q *meterConstQual) QualifyIfPresent(vars interpreter.Activation, obj any, presenceOnly bool) (any, bool, error) {
-	out, present, err := q.ConstantQualifier.QualifyIfPresent(vars, obj, presenceOnly)
-	if present || presenceOnly {
-		if m := meterOf(vars); m != nil {
-			m.charge(1)
-		}
-	}
-	return out, present, err
+func (q *meterConstQual) Value() ref.Val {
+	return q.Qualifier.(interpreter.ConstantQualifier).Value()
 }
 
 // QualifierValueEquals is the constant's, for cel-go's attribute patterns.
 func (q *meterConstQual) QualifierValueEquals(value any) bool {
-	e, ok := q.ConstantQualifier.(interface{ QualifierValueEquals(any) bool })
+	e, ok := q.Qualifier.(interface{ QualifierValueEquals(any) bool })
 	return ok && e.QualifierValueEquals(value)
 }
 
-// meterQual charges a computed qualifier (an index expression, an
-// attribute) once it applies.
+// meterQual charges a qualifier once it applies: an index expression or
+// an attribute what the tracker charges it, a constant one.
 type meterQual struct {
 	interpreter.Qualifier
 	cost uint64

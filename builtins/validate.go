@@ -152,14 +152,14 @@ func (validate) Compile(c *engine.CompileContext) (engine.Action, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if len(args.Validations) > 1 {
+	if len(a.validations) > 1 {
 		// Most requests pass every validation: one program tells, rather
 		// than one per validation.
-		terms := make([]string, len(args.Validations))
-		for i, v := range args.Validations {
-			terms[i] = "(" + v.Expression + ")"
+		parts := make([]*engine.Expression, len(a.validations))
+		for i, v := range a.validations {
+			parts[i] = v.expr
 		}
-		if all, err := c.CompileExpression("validations", strings.Join(terms, " && "), cel.BoolType); err == nil {
+		if all, err := c.CompileConjunction("validations", parts); err == nil {
 			a.all = all
 		}
 	}
@@ -184,11 +184,12 @@ func (a *validateAction) Run(ac *engine.ActionContext) (engine.Outcome, error) {
 	fatal := func(err error) bool {
 		return errors.Is(err, engine.ErrCostBudgetExceeded) || ac.Err() != nil
 	}
-	for i := range a.validations {
-		if i == 0 && a.all != nil && ac.Holds(a.all) {
-			break
-		}
-		v := &a.validations[i]
+	validations := a.validations
+	if a.all != nil && ac.Holds(a.all) {
+		validations = nil
+	}
+	for i := range validations {
+		v := &validations[i]
 		res, err := ac.Eval(v.expr)
 		if err != nil {
 			if fatal(err) {

@@ -329,6 +329,17 @@ func withField(field string) string {
 	return "with." + field
 }
 
+// CompileConjunction compiles "all of parts hold": one program for bool
+// expressions this context compiled, each already type-checked, so the
+// conjunction is not checked again.
+func (c *CompileContext) CompileConjunction(field string, parts []*Expression) (*Expression, error) {
+	terms := make([]string, len(parts))
+	for i, p := range parts {
+		terms[i] = "(" + p.source + ")"
+	}
+	return c.cel.compileDyn("spec.with."+field, strings.Join(terms, " && "), cel.BoolType)
+}
+
 // CompileExpression compiles a CEL expression found at field of spec.with,
 // in the policy's environment (object, oldObject, request, namespaceObject,
 // variables). want restricts the output type; nil accepts any.

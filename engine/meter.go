@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"reflect"
 	"regexp"
 	"sync"
+	"unsafe"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/decls"
@@ -141,11 +143,14 @@ func (m *meter) charge(c uint64) {
 // leaves alone the steps those fold into constants or set lookups, which
 // the tracker charges nothing, and applies the regex one itself.
 func meterDecorator(i interpreter.InterpretableV2) (interpreter.InterpretableV2, error) {
+	if fmt.Sprintf("%T", i) == "*cel.evalOptionalOrValue" {
+		return &meterStep{InterpretableV2: newMeterOrValue(i)}, nil
+	}
 	switch n := i.(type) {
 	case *meterAttr, *meterCall, *meterStep, interpreter.InterpretableConst:
 		return i, nil
 	case interpreter.InterpretableAttribute:
-		return &meterAttr{InterpretableAttribute: n, cost: attrCost(n)}, nil
+		return newMeterAttr(n), nil
 	case interpreter.InterpretableCall:
 		return meterCallOf(n)
 	case interpreter.InterpretableConstructor:
@@ -225,6 +230,10 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 		}
 	}
 	mc := &meterCall{meterStep: meterStep{InterpretableV2: inner}, function: call.Function(), overload: call.OverloadID(), tracker: extensionTrackers[call.OverloadID()]}
+	if len(args) == 1 && mc.function == "hasValue" {
+		mc.hasValueOf, _ = args[0].(*meterAttr)
+		mc.hasValueCost = callCost(mc.function, mc.overload, mc.tracker, []ref.Val{types.OptionalNone}, types.False)
+	}
 	for _, a := range args {
 		ref := meterArg{id: a.ID()}
 		switch n := a.(type) {
@@ -324,6 +333,10 @@ type meterCall struct {
 	function, overload string
 	tracker            extensionTracker
 	args               []meterArg
+	// hasValueOf is the attribute x of x.hasValue(): when it is an
+	// optional path on the tape, its presence is the call's value.
+	hasValueOf   *meterAttr
+	hasValueCost uint64
 }
 
 // meterArg is an argument of a call: a step's id, or a constant's value.
@@ -338,6 +351,13 @@ func (c *meterCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
 		return c.InterpretableV2.Exec(f)
 	}
 	mark := len(m.stack)
+	if c.hasValueOf != nil {
+		if _, present, ok := c.hasValueOf.readOptional(f, m); ok {
+			v := types.Bool(present)
+			m.end(mark, c.ID(), v, c.push, c.hasValueCost)
+			return v
+		}
+	}
 	v := c.InterpretableV2.Exec(f)
 	var cost uint64
 	if args, found := m.argsOf(c.args, mark); found {
@@ -381,6 +401,85 @@ type meterAttr struct {
 	interpreter.InterpretableAttribute
 	cost uint64
 	push bool
+	// path is set while the attribute is a variable qualified by field
+	// names only (object.spec.?x): read from the tape in one go when the
+	// variable is a tape object.
+	path *tapePath
+}
+
+// tapePath is a variable and the field names selected from it, each
+// optional (.?) or not.
+type tapePath struct {
+	attr     interpreter.NamespacedAttribute
+	variable string
+	keys     []string
+	optional []bool
+}
+
+func newMeterAttr(n interpreter.InterpretableAttribute) *meterAttr {
+	a := &meterAttr{InterpretableAttribute: n, cost: attrCost(n)}
+	if fmt.Sprintf("%T", n) != "*interpreter.evalAttr" {
+		return a
+	}
+	ns, ok := n.Attr().(interpreter.NamespacedAttribute)
+	if !ok || fmt.Sprintf("%T", ns) != "*interpreter.absoluteAttribute" || len(ns.CandidateVariableNames()) != 1 || len(ns.Qualifiers()) != 0 {
+		return a
+	}
+	// A leading dot (.name) skips the comprehensions' variables.
+	if reflect.ValueOf(ns).Elem().FieldByName("disambiguateNames").Bool() {
+		return a
+	}
+	a.path = &tapePath{attr: ns, variable: ns.CandidateVariableNames()[0]}
+	return a
+}
+
+// read reads the path from the tape. ok is false when the variable is not
+// a tape object or some step needs cel-go: a missing field, which is an
+// error, or a value that is not an object. present is false when an
+// optional step (.?) found nothing; optional says there is one, and so
+// that the attribute's value is an optional. n is the qualifiers applied.
+func (p *tapePath) read(f *interpreter.ExecutionFrame) (v ref.Val, present, optional bool, n uint64, ok bool) {
+	if len(p.attr.Qualifiers()) != len(p.keys) {
+		return nil, false, false, 0, false
+	}
+	root, found := f.ResolveName(p.variable)
+	if !found {
+		return nil, false, false, 0, false
+	}
+	if _, isObj := root.(*celObject); !isObj {
+		return nil, false, false, 0, false
+	}
+	v = root.(*celObject)
+	for i, key := range p.keys {
+		optional = optional || p.optional[i]
+		o, isObj := v.(*celObject)
+		if !isObj {
+			return nil, false, false, 0, false
+		}
+		j, found := o.d.member(o.i, key)
+		if !found {
+			if optional {
+				return nil, false, true, uint64(i), true
+			}
+			return nil, false, false, 0, false
+		}
+		v = o.d.celValue(j)
+	}
+	return v, true, optional, uint64(len(p.keys)), true
+}
+
+// readOptional charges and reads an optional tape path without making an
+// optional of its value, for orValue and hasValue.
+func (a *meterAttr) readOptional(f *interpreter.ExecutionFrame, m *meter) (v ref.Val, present, ok bool) {
+	if a.path == nil {
+		return nil, false, false
+	}
+	v, present, optional, n, ok := a.path.read(f)
+	if !ok || !optional {
+		return nil, false, false
+	}
+	m.charge(a.cost + n)
+	return v, present, true
 }
 
 func (a *meterAttr) AddQualifier(q interpreter.Qualifier) (interpreter.Attribute, error) {
@@ -390,10 +489,26 @@ func (a *meterAttr) AddQualifier(q interpreter.Qualifier) (interpreter.Attribute
 		q, cost = inner.InterpretableAttribute, inner.cost
 	}
 	var w interpreter.Qualifier
-	if _, ok := q.(interpreter.ConstantQualifier); ok {
-		w = &meterConstQual{meterQual{Qualifier: q, cost: 1}}
+	if c, ok := q.(interpreter.ConstantQualifier); ok {
+		cq := &meterConstQual{meterQual: meterQual{Qualifier: q, cost: 1}}
+		if key, ok := c.Value().(types.String); ok {
+			switch fmt.Sprintf("%T", q) {
+			case "*interpreter.stringQualifier":
+				cq.key, cq.isKey = string(key), true
+				if a.path != nil {
+					a.path.keys = append(a.path.keys, cq.key)
+					a.path.optional = append(a.path.optional, q.IsOptional())
+				}
+			case "*interpreter.testOnlyQualifier": // has()
+				cq.key, cq.isKey, cq.isTest = string(key), true, true
+			}
+		}
+		w = cq
 	} else {
 		w = &meterQual{Qualifier: q, cost: cost}
+	}
+	if cq, ok := w.(*meterConstQual); !ok || !cq.isKey || cq.isTest {
+		a.path = nil
 	}
 	_, err := a.InterpretableAttribute.AddQualifier(w)
 	return a, err
@@ -403,6 +518,18 @@ func (a *meterAttr) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	m := meterOf(f)
 	if m == nil {
 		return a.InterpretableAttribute.Exec(f)
+	}
+	if a.path != nil {
+		if v, present, optional, n, ok := a.path.read(f); ok {
+			switch {
+			case !present:
+				v = types.OptionalNone
+			case optional:
+				v = types.OptionalOf(v)
+			}
+			m.end(len(m.stack), a.InterpretableAttribute.ID(), v, a.push, a.cost+n)
+			return v
+		}
 	}
 	return m.step(f, a.InterpretableAttribute, a.push, a.cost)
 }
@@ -414,9 +541,45 @@ func (a *meterAttr) Eval(vars interpreter.Activation) ref.Val {
 }
 
 // meterConstQual is a constant qualifier (a field name, an index), charged
-// one once it applies, which still says its value to cel-go.
+// one once it applies, which still says its value to cel-go. A field of a
+// tape object is looked up directly: cel-go's string qualifier would get
+// there through two adapters and the map interface, at each step of every
+// field read.
 type meterConstQual struct {
 	meterQual
+	key           string
+	isKey, isTest bool // a field name; in has(), whose qualify says presence
+}
+
+func (q *meterConstQual) Qualify(vars interpreter.Activation, obj any) (any, error) {
+	if o, ok := obj.(*celObject); ok && q.isKey {
+		j, found := o.d.member(o.i, q.key)
+		if q.isTest {
+			q.charge(vars)
+			return found, nil
+		}
+		if found {
+			q.charge(vars)
+			return o.d.celValue(j), nil
+		}
+	}
+	return q.meterQual.Qualify(vars, obj)
+}
+
+func (q *meterConstQual) QualifyIfPresent(vars interpreter.Activation, obj any, presenceOnly bool) (any, bool, error) {
+	o, ok := obj.(*celObject)
+	if !ok || !q.isKey {
+		return q.meterQual.QualifyIfPresent(vars, obj, presenceOnly)
+	}
+	j, found := o.d.member(o.i, q.key)
+	if !found {
+		if presenceOnly {
+			q.charge(vars)
+		}
+		return nil, false, nil
+	}
+	q.charge(vars)
+	return o.d.celValue(j), true, nil
 }
 
 var _ interpreter.ConstantQualifier = (*meterConstQual)(nil)
@@ -440,20 +603,22 @@ type meterQual struct {
 
 func (q *meterQual) Qualify(vars interpreter.Activation, obj any) (any, error) {
 	out, err := q.Qualifier.Qualify(vars, obj)
-	if m := meterOf(vars); m != nil {
-		m.charge(q.cost)
-	}
+	q.charge(vars)
 	return out, err
 }
 
 func (q *meterQual) QualifyIfPresent(vars interpreter.Activation, obj any, presenceOnly bool) (any, bool, error) {
 	out, present, err := q.Qualifier.QualifyIfPresent(vars, obj, presenceOnly)
 	if present || presenceOnly {
-		if m := meterOf(vars); m != nil {
-			m.charge(q.cost)
-		}
+		q.charge(vars)
 	}
 	return out, present, err
+}
+
+func (q *meterQual) charge(vars interpreter.Activation) {
+	if m := meterOf(vars); m != nil {
+		m.charge(q.cost)
+	}
 }
 
 var costEstimator = &library.CostEstimator{}
@@ -512,8 +677,12 @@ func callCost(function, overload string, tracker extensionTracker, args []ref.Va
 	case setsEquivalentTracker:
 		return safeAdd(1, uint64(float64(actualSize(args[0])*actualSize(args[1]))*2))
 	}
-	if c := costEstimator.CallCost(function, overload, args, result); c != nil {
-		return *c
+	// The estimator charges an equality of its own types one; its answer
+	// for any other is nil, after allocating.
+	if overload != overloads.Equals || !isPlainValue(args[0]) {
+		if c := costEstimator.CallCost(function, overload, args, result); c != nil {
+			return *c
+		}
 	}
 	const traversal = 0.1 // common.StringTraversalCostFactor
 	switch overload {
@@ -537,6 +706,16 @@ func callCost(function, overload string, tracker extensionTracker, args []ref.Va
 		return safeMul(uint64(math.Ceil(float64(actualSize(args[0]))*traversal)), uint64(math.Ceil(float64(actualSize(args[1]))*traversal)))
 	}
 	return 1
+}
+
+// isPlainValue says whether v is of a type of cel-go's or the tape's, none
+// of which the Kubernetes estimator prices.
+func isPlainValue(v ref.Val) bool {
+	switch v.(type) {
+	case types.String, types.Int, types.Uint, types.Double, types.Bool, types.Null, types.Bytes, *celObject, *celList, *types.Optional:
+		return true
+	}
+	return false
 }
 
 func selfCompareCost(v ref.Val) uint64 {
@@ -585,3 +764,51 @@ func safeMul(x, y uint64) uint64 {
 	}
 	return x * y
 }
+
+// meterOrValue is cel-go's evalOptionalOrValue (x.orValue(y)), which the
+// tracker charges nothing. When x is an optional path on the tape, its
+// value or y is taken without making an optional of it.
+type meterOrValue struct {
+	id       int64
+	lhs, rhs interpreter.InterpretableV2
+	attr     *meterAttr // lhs, when it is an attribute
+}
+
+// newMeterOrValue takes an evalOptionalOrValue's operands, which cel-go
+// does not export.
+func newMeterOrValue(i interpreter.InterpretableV2) *meterOrValue {
+	operand := func(name string) interpreter.InterpretableV2 {
+		f := reflect.ValueOf(i).Elem().FieldByName(name)
+		return *(*interpreter.InterpretableV2)(unsafe.Pointer(f.UnsafeAddr()))
+	}
+	o := &meterOrValue{id: i.ID(), lhs: operand("lhs"), rhs: operand("rhs")}
+	o.attr, _ = o.lhs.(*meterAttr)
+	return o
+}
+
+func (o *meterOrValue) ID() int64 { return o.id }
+
+func (o *meterOrValue) Exec(f *interpreter.ExecutionFrame) ref.Val {
+	if o.attr != nil {
+		if m := meterOf(f); m != nil {
+			if v, present, ok := o.attr.readOptional(f, m); ok {
+				if present {
+					return v
+				}
+				return o.rhs.Exec(f)
+			}
+		}
+	}
+	switch v := o.lhs.Exec(f).(type) {
+	case *types.Err, *types.Unknown:
+		return v
+	case *types.Optional:
+		if v.HasValue() {
+			return v.GetValue()
+		}
+		return o.rhs.Exec(f)
+	}
+	return types.NoSuchOverloadErr()
+}
+
+func (o *meterOrValue) Eval(a interpreter.Activation) ref.Val { return o.Exec(interpreter.AsFrame(a)) }

@@ -114,6 +114,35 @@ var meterExpressions = []string{
 	`object.metadata.missing`,
 	`object.spec.containers[5]`,
 	`1 / (object.spec.priority - 10)`,
+	// Paths read from the tape in one go: present and absent fields,
+	// optional steps through values that are not objects, alternatives
+	// that are evaluated or not, a leading dot past a comprehension's
+	// variable, and paths from comprehension variables.
+	`object.spec.?nodeSelector.?zone.orValue(object.metadata.name)`,
+	`object.spec.?nodeSelector.?region.orValue(object.metadata.name)`,
+	`object.spec.nodeSelector.?region.orValue(object.metadata.labels.app + '!')`,
+	`object.spec.?priority.?x.hasValue() || object.spec.?priority.?x.orValue(1) == 1`,
+	`object.metadata.?name.?first.orValue('none')`,
+	`object.spec.?containers.?name.hasValue()`,
+	`object.spec.securityContext.?sysctls.hasValue() && !object.spec.securityContext.?seLinuxOptions.hasValue()`,
+	`object.spec.nodeSelector.region`,
+	`object.spec.priority.x == 1`,
+	`object.spec.?nodeSelector.zone`,
+	`[dyn(1)].exists(object, .object.spec.nodeSelector.zone == 'a' && object == 1)`,
+	`[dyn(1)].exists(x, .object.spec.nodeSelector.zone == 'a')`,
+	`.object.spec.nodeSelector.zone == 'a'`,
+	`object.spec.containers.map(c, c.?securityContext.?capabilities.?drop.orValue(['none'])[0])`,
+	`object.spec.containers.filter(c, c.?securityContext.?runAsUser.hasValue()).map(c, c.name)`,
+	`object.spec.initContainers.map(c, c.securityContext.runAsUser + 1)`,
+}
+
+// meterChargesMore are the expressions the meter charges more than cel-go:
+// in a comprehension whose variable hides a variable of the same name, a
+// leading dot (.object) reads the outer one, and cel-go's tracker, which
+// looks for its state in the activation it reads from, finds none there
+// and charges the attribute's qualifiers nothing. The meter charges them.
+var meterChargesMore = map[string]uint64{
+	`[dyn(1)].exists(object, .object.spec.nodeSelector.zone == 'a' && object == 1)`: 3,
 }
 
 // TestMeterChargesAsCELGo evaluates each expression both ways, on a tape
@@ -155,7 +184,7 @@ func TestMeterChargesAsCELGo(t *testing.T) {
 			if (wantErr == nil) != (gotErr == nil) || wantErr != nil && wantErr.Error() != gotErr.Error() || wantErr == nil && want.Equal(got) != types.True {
 				t.Errorf("%s on the %s object: %v %v, want %v %v", expr, name, got, gotErr, want, wantErr)
 			}
-			if det.ActualCost() == nil || *det.ActualCost() != cost {
+			if det.ActualCost() == nil || *det.ActualCost()+meterChargesMore[expr] != cost {
 				t.Errorf("%s on the %s object: cost %d, want %d", expr, name, cost, *det.ActualCost())
 			}
 		}

@@ -74,8 +74,13 @@ func (m *lazyVariables) Find(key ref.Val) (ref.Val, bool) {
 	if !ok {
 		return types.MaybeNoSuchOverloadErr(n), true
 	}
-	name := string(n)
+	return m.find(string(n))
+}
+
+// find is Find of a field name.
+func (m *lazyVariables) find(name string) (ref.Val, bool) {
 	if strings.Contains(name, "__") {
+		var ok bool
 		if name, ok = apiservercel.Unescape(name); !ok {
 			return nil, false
 		}

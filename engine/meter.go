@@ -446,17 +446,34 @@ func (p *tapePath) read(f *interpreter.ExecutionFrame) (v ref.Val, present, opti
 	if !found {
 		return nil, false, false, 0, false
 	}
-	if _, isObj := root.(*celObject); !isObj {
+	first := 0
+	switch r := root.(type) {
+	case *celObject:
+		v = r
+	case *lazyVariables:
+		// variables.name: the variable's value, evaluated once.
+		if len(p.keys) == 0 {
+			return nil, false, false, 0, false
+		}
+		optional = p.optional[0]
+		val, found := r.find(p.keys[0])
+		switch {
+		case !found && optional:
+			return nil, false, true, 0, true
+		case !found || types.IsError(val):
+			return nil, false, false, 0, false
+		}
+		v, first = val, 1
+	default:
 		return nil, false, false, 0, false
 	}
-	v = root.(*celObject)
-	for i, key := range p.keys {
+	for i := first; i < len(p.keys); i++ {
 		optional = optional || p.optional[i]
 		o, isObj := v.(*celObject)
 		if !isObj {
 			return nil, false, false, 0, false
 		}
-		j, found := o.d.member(o.i, key)
+		j, found := o.d.member(o.i, p.keys[i])
 		if !found {
 			if optional {
 				return nil, false, true, uint64(i), true

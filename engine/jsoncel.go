@@ -39,7 +39,12 @@ func (d *jsonDoc) wrap(i int32) *celObject {
 	if w := *slot; w != nil && w.i == i {
 		return w
 	}
-	w := &celObject{d: d, i: i}
+	if len(d.spare) == 0 {
+		d.spare = make([]celObject, 16)
+	}
+	w := &d.spare[0]
+	d.spare = d.spare[1:]
+	*w = celObject{d: d, i: i}
 	*slot = w
 	return w
 }

@@ -40,6 +40,8 @@ type jsonDoc struct {
 	// modulo its size: a comprehension reads the same ones again and
 	// again (c.securityContext in every check of a container).
 	recent [32]*celObject
+	// spare are wrappers not yet used, allocated a few at a time.
+	spare []celObject
 }
 
 // indexedSize is the size above which an object or list gets an index

@@ -402,17 +402,17 @@ type meterAttr struct {
 	cost uint64
 	push bool
 	// path is set while the attribute is a variable qualified by field
-	// names only (object.spec.?x): read from the tape in one go when the
-	// variable is a tape object.
-	path *tapePath
+	// names only (object.spec.?x), which is read in one go.
+	path *fieldPath
 }
 
-// tapePath is a variable and the field names selected from it, each
+// fieldPath is a variable and the field names selected from it, each
 // optional (.?) or not.
-type tapePath struct {
+type fieldPath struct {
 	attr     interpreter.NamespacedAttribute
 	variable string
 	keys     []string
+	celKeys  []ref.Val
 	optional []bool
 }
 
@@ -429,16 +429,17 @@ func newMeterAttr(n interpreter.InterpretableAttribute) *meterAttr {
 	if reflect.ValueOf(ns).Elem().FieldByName("disambiguateNames").Bool() {
 		return a
 	}
-	a.path = &tapePath{attr: ns, variable: ns.CandidateVariableNames()[0]}
+	a.path = &fieldPath{attr: ns, variable: ns.CandidateVariableNames()[0]}
 	return a
 }
 
-// read reads the path from the tape. ok is false when the variable is not
-// a tape object or some step needs cel-go: a missing field, which is an
-// error, or a value that is not an object. present is false when an
-// optional step (.?) found nothing; optional says there is one, and so
-// that the attribute's value is an optional. n is the qualifiers applied.
-func (p *tapePath) read(f *interpreter.ExecutionFrame) (v ref.Val, present, optional bool, n uint64, ok bool) {
+// read reads the path as cel-go's qualifiers would, from maps: the tape's
+// objects directly, other maps through Find. ok is false when some step
+// needs cel-go: a missing field, which is an error, a value that is not a
+// map, or an error. present is false when an optional step (.?) found
+// nothing; optional says there is one, and so that the attribute's value
+// is an optional. n is the qualifiers applied.
+func (p *fieldPath) read(f *interpreter.ExecutionFrame) (v ref.Val, present, optional bool, n uint64, ok bool) {
 	if len(p.attr.Qualifiers()) != len(p.keys) {
 		return nil, false, false, 0, false
 	}
@@ -446,46 +447,38 @@ func (p *tapePath) read(f *interpreter.ExecutionFrame) (v ref.Val, present, opti
 	if !found {
 		return nil, false, false, 0, false
 	}
-	first := 0
-	switch r := root.(type) {
-	case *celObject:
-		v = r
-	case *lazyVariables:
-		// variables.name: the variable's value, evaluated once.
-		if len(p.keys) == 0 {
-			return nil, false, false, 0, false
-		}
-		optional = p.optional[0]
-		val, found := r.find(p.keys[0])
-		switch {
-		case !found && optional:
-			return nil, false, true, 0, true
-		case !found || types.IsError(val):
-			return nil, false, false, 0, false
-		}
-		v, first = val, 1
-	default:
+	if v, ok = root.(ref.Val); !ok {
 		return nil, false, false, 0, false
 	}
-	for i := first; i < len(p.keys); i++ {
+	for i, key := range p.keys {
 		optional = optional || p.optional[i]
-		o, isObj := v.(*celObject)
-		if !isObj {
-			return nil, false, false, 0, false
-		}
-		j, found := o.d.member(o.i, p.keys[i])
-		if !found {
-			if optional {
-				return nil, false, true, uint64(i), true
+		var next ref.Val
+		switch o := v.(type) {
+		case *celObject:
+			if j, ok := o.d.member(o.i, key); ok {
+				next = o.d.celValue(j)
 			}
+		case *lazyVariables:
+			next, _ = o.find(key)
+		case traits.Mapper:
+			if val, found := o.Find(p.celKeys[i]); found || val != nil && types.IsError(val) {
+				next = val
+			}
+		default:
 			return nil, false, false, 0, false
 		}
-		v = o.d.celValue(j)
+		switch {
+		case next == nil && optional:
+			return nil, false, true, uint64(i), true
+		case next == nil || types.IsError(next):
+			return nil, false, false, 0, false
+		}
+		v = next
 	}
 	return v, true, optional, uint64(len(p.keys)), true
 }
 
-// readOptional charges and reads an optional tape path without making an
+// readOptional charges and reads an optional path without making an
 // optional of its value, for orValue and hasValue.
 func (a *meterAttr) readOptional(f *interpreter.ExecutionFrame, m *meter) (v ref.Val, present, ok bool) {
 	if a.path == nil {
@@ -514,6 +507,7 @@ func (a *meterAttr) AddQualifier(q interpreter.Qualifier) (interpreter.Attribute
 				cq.key, cq.isKey = string(key), true
 				if a.path != nil {
 					a.path.keys = append(a.path.keys, cq.key)
+					a.path.celKeys = append(a.path.celKeys, key)
 					a.path.optional = append(a.path.optional, q.IsOptional())
 				}
 			case "*interpreter.testOnlyQualifier": // has()

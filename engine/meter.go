@@ -6,6 +6,7 @@ import (
 	"math"
 	"reflect"
 	"regexp"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -234,6 +235,10 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 		mc.hasValueOf, _ = args[0].(*meterAttr)
 		mc.hasValueCost = callCost(mc.function, mc.overload, mc.tracker, []ref.Val{types.OptionalNone}, types.False)
 	}
+	if len(args) == 1 && unaryCostIsFixed(mc.function, mc.overload, mc.tracker) {
+		mc.fixed = true
+		return mc, nil
+	}
 	for _, a := range args {
 		ref := meterArg{id: a.ID()}
 		switch n := a.(type) {
@@ -337,6 +342,30 @@ type meterCall struct {
 	// optional path on the tape, its presence is the call's value.
 	hasValueOf   *meterAttr
 	hasValueCost uint64
+	// fixed is set for a call of one argument that costs one whatever
+	// the argument: its argument is not kept.
+	fixed bool
+}
+
+// unaryCostIsFixed says whether a call of one argument costs one whatever
+// the argument: it has no extension tracker, and callCost charges it one
+// for short and long strings and lists (what cel-go's tracker and the
+// Kubernetes estimator price, they price by size).
+func unaryCostIsFixed(function, overload string, tracker extensionTracker) bool {
+	if tracker != noTracker {
+		return false
+	}
+	for _, probe := range unaryCostProbes {
+		if callCost(function, overload, tracker, []ref.Val{probe}, probe) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+var unaryCostProbes = []ref.Val{
+	types.String(""), types.String(strings.Repeat("x", 100)),
+	types.NewStringList(types.DefaultTypeAdapter, nil), types.NewStringList(types.DefaultTypeAdapter, make([]string, 100)),
 }
 
 // meterArg is an argument of a call: a step's id, or a constant's value.
@@ -359,6 +388,10 @@ func (c *meterCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
 		}
 	}
 	v := c.InterpretableV2.Exec(f)
+	if c.fixed {
+		m.end(mark, c.ID(), v, c.push, 1)
+		return v
+	}
 	var cost uint64
 	if args, found := m.argsOf(c.args, mark); found {
 		cost = callCost(c.function, c.overload, c.tracker, args, v)

@@ -243,3 +243,37 @@ func meterEnvs(t *testing.T) (shared, programs *cel.Env) {
 	}
 	return shared, programs
 }
+
+// TestFixedUnaryCostsAreFixed: every call of one argument the meter
+// charges one without looking at its argument costs one, by callCost,
+// whatever the argument.
+func TestFixedUnaryCostsAreFixed(t *testing.T) {
+	_, penv := meterEnvs(t)
+	doc, err := parseJSON([]byte(meterCorpus))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []ref.Val{
+		types.String(""), types.String(strings.Repeat("x", 1000)), types.Int(7), types.True, types.NullValue,
+		types.DefaultTypeAdapter.NativeToValue([]any{"a", "b", "c"}), doc.celValue(0), types.OptionalNone,
+		types.OptionalOf(types.String(strings.Repeat("y", 500))), types.Bytes("abc"),
+	}
+	fixed := 0
+	for _, fn := range penv.Functions() {
+		for _, o := range fn.OverloadDecls() {
+			if len(o.ArgTypes()) != 1 || !unaryCostIsFixed(fn.Name(), o.ID(), extensionTrackers[o.ID()]) {
+				continue
+			}
+			fixed++
+			for _, a := range args {
+				if c := callCost(fn.Name(), o.ID(), extensionTrackers[o.ID()], []ref.Val{a}, a); c != 1 {
+					t.Errorf("%s (%s) of %v costs %d, not one", fn.Name(), o.ID(), a.Type(), c)
+				}
+			}
+		}
+	}
+	if fixed < 20 {
+		t.Errorf("%d overloads of one argument cost one whatever it is; want !_, size, hasValue and more", fixed)
+	}
+	t.Logf("%d overloads", fixed)
+}

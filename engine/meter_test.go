@@ -159,7 +159,22 @@ func TestMeterChargesAsCELGo(t *testing.T) {
 	if err := json.Unmarshal([]byte(meterCorpus), &decoded); err != nil {
 		t.Fatal(err)
 	}
-	objects := map[string]ref.Val{"tape": doc.celValue(0), "decoded": types.DefaultTypeAdapter.NativeToValue(decoded)}
+	// And as a mutating policy leaves it: patches laid over the tape.
+	patched, err := newWorkingObject([]byte(meterCorpus), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := patched.patch([]JSONPatchOp{
+		Op("add", "/metadata/labels/extra", "x"),
+		Op("add", "/spec/containers/1/securityContext", map[string]any{"runAsUser": int64(5), "capabilities": map[string]any{"drop": []any{"ALL"}}}),
+		Op("replace", "/spec/nodeSelector/zone", "b"),
+	}); err != nil || patched.doc == nil || len(patched.pending) != 3 {
+		t.Fatalf("patching the tape object: %v", err)
+	}
+	if _, ok := patched.celValue().(*ovCelObject); !ok {
+		t.Fatalf("the patched object is a %T, not an overlay", patched.celValue())
+	}
+	objects := map[string]ref.Val{"tape": doc.celValue(0), "decoded": types.DefaultTypeAdapter.NativeToValue(decoded), "patched": patched.celValue()}
 	for _, expr := range meterExpressions {
 		ast, iss := shared.Compile(expr)
 		if iss.Err() != nil {

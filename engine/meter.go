@@ -144,7 +144,7 @@ func (m *meter) charge(c uint64) {
 // leaves alone the steps those fold into constants or set lookups, which
 // the tracker charges nothing, and applies the regex one itself.
 func meterDecorator(i interpreter.InterpretableV2) (interpreter.InterpretableV2, error) {
-	if fmt.Sprintf("%T", i) == "*cel.evalOptionalOrValue" {
+	if typeName(i) == "*cel.evalOptionalOrValue" {
 		return &meterStep{InterpretableV2: newMeterOrValue(i)}, nil
 	}
 	switch n := i.(type) {
@@ -174,7 +174,7 @@ func meterDecorator(i interpreter.InterpretableV2) (interpreter.InterpretableV2,
 // conditional (its branches are charged) or for has() (Kubernetes turns
 // off the presence test's cost).
 func attrCost(a interpreter.InterpretableAttribute) uint64 {
-	if fmt.Sprintf("%T", a) == "*interpreter.evalTestOnly" || fmt.Sprintf("%T", a.Attr()) == "*interpreter.conditionalAttribute" {
+	if typeName(a) == "*interpreter.evalTestOnly" || typeName(a.Attr()) == "*interpreter.conditionalAttribute" {
 		return 0
 	}
 	return 1
@@ -183,7 +183,7 @@ func attrCost(a interpreter.InterpretableAttribute) uint64 {
 // foldsToConstant says whether cel-go's optimizer makes a constant of a
 // list or map literal: when all its parts are constants.
 func foldsToConstant(c interpreter.InterpretableConstructor) bool {
-	switch fmt.Sprintf("%T", c) {
+	switch typeName(c) {
 	case "*interpreter.evalList", "*interpreter.evalMap":
 	default:
 		return false
@@ -253,6 +253,15 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 		mc.args = append(mc.args, ref)
 	}
 	return mc, nil
+}
+
+// typeName is the name of x's type, as %T prints it, without formatting:
+// the meter tells some of cel-go's unexported steps by it.
+func typeName(x any) string {
+	if x == nil {
+		return "<nil>"
+	}
+	return reflect.TypeOf(x).String()
 }
 
 func isConst(i interpreter.InterpretableV2) bool {
@@ -355,13 +364,22 @@ func unaryCostIsFixed(function, overload string, tracker extensionTracker) bool 
 	if tracker != noTracker {
 		return false
 	}
+	key := function + "\x00" + overload
+	if fixed, ok := fixedUnaryCosts.Load(key); ok {
+		return fixed.(bool)
+	}
+	fixed := true
 	for _, probe := range unaryCostProbes {
 		if callCost(function, overload, tracker, []ref.Val{probe}, probe) != 1 {
-			return false
+			fixed = false
 		}
 	}
-	return true
+	fixedUnaryCosts.Store(key, fixed)
+	return fixed
 }
+
+// fixedUnaryCosts are unaryCostIsFixed's answers, by function and overload.
+var fixedUnaryCosts sync.Map
 
 var unaryCostProbes = []ref.Val{
 	types.String(""), types.String(strings.Repeat("x", 100)),
@@ -451,11 +469,11 @@ type fieldPath struct {
 
 func newMeterAttr(n interpreter.InterpretableAttribute) *meterAttr {
 	a := &meterAttr{InterpretableAttribute: n, cost: attrCost(n)}
-	if fmt.Sprintf("%T", n) != "*interpreter.evalAttr" {
+	if typeName(n) != "*interpreter.evalAttr" {
 		return a
 	}
 	ns, ok := n.Attr().(interpreter.NamespacedAttribute)
-	if !ok || fmt.Sprintf("%T", ns) != "*interpreter.absoluteAttribute" || len(ns.CandidateVariableNames()) != 1 || len(ns.Qualifiers()) != 0 {
+	if !ok || typeName(ns) != "*interpreter.absoluteAttribute" || len(ns.CandidateVariableNames()) != 1 || len(ns.Qualifiers()) != 0 {
 		return a
 	}
 	// A leading dot (.name) skips the comprehensions' variables.
@@ -535,7 +553,7 @@ func (a *meterAttr) AddQualifier(q interpreter.Qualifier) (interpreter.Attribute
 	if c, ok := q.(interpreter.ConstantQualifier); ok {
 		cq := &meterConstQual{meterQual: meterQual{Qualifier: q, cost: 1}}
 		if key, ok := c.Value().(types.String); ok {
-			switch fmt.Sprintf("%T", q) {
+			switch typeName(q) {
 			case "*interpreter.stringQualifier":
 				cq.key, cq.isKey = string(key), true
 				if a.path != nil {

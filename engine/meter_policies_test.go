@@ -21,13 +21,14 @@ import (
 	"celadon.io/celadon/engine"
 )
 
-// TestMeteredPoliciesCostWhatTrackedOnesDo runs the shipped policies and
-// the library on every object of the library's tests, once metered and
+// TestMeteredPoliciesCostWhatTrackedOnesDo runs the shipped policies, the
+// library and testdata/meter on every object of the library's tests, once
+// metered and
 // once with cel-go's cost tracking: the decisions and the budget left must
 // be the same.
 func TestMeteredPoliciesCostWhatTrackedOnesDo(t *testing.T) {
 	var files []engine.File
-	for _, p := range []string{"../policies", "../policies/library"} {
+	for _, p := range []string{"../policies", "../policies/library", "testdata/meter"} {
 		fs, err := engine.ReadFiles(p)
 		if err != nil {
 			t.Fatal(err)

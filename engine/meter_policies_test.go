@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -27,14 +28,7 @@ import (
 // once with cel-go's cost tracking: the decisions and the budget left must
 // be the same.
 func TestMeteredPoliciesCostWhatTrackedOnesDo(t *testing.T) {
-	var files []engine.File
-	for _, p := range []string{"../policies", "../policies/library", "testdata/meter"} {
-		fs, err := engine.ReadFiles(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, fs...)
-	}
+	files := meterPolicyFiles(t)
 	compile := func(metered bool) *engine.Snapshot {
 		defer engine.SetMetering(metered)()
 		snap, err := engine.Compile(files, engine.Options{Registry: builtins.Registry()})
@@ -44,12 +38,97 @@ func TestMeteredPoliciesCostWhatTrackedOnesDo(t *testing.T) {
 		return snap
 	}
 	metered, tracked := compile(true), compile(false)
+	requests := libraryRequests(t)
+	for _, r := range requests {
+		want, wantErr := tracked.Evaluate(context.Background(), r.req, engine.EvalOptions{})
+		got, gotErr := metered.Evaluate(context.Background(), r.req, engine.EvalOptions{})
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Errorf("%s: error %v, want %v", r.where, gotErr, wantErr)
+			continue
+		}
+		if wantErr != nil {
+			continue
+		}
+		if got.Allowed != want.Allowed || got.Message != want.Message || fmt.Sprint(got.Patch) != fmt.Sprint(want.Patch) {
+			t.Errorf("%s: metered %v %q %s, tracked %v %q %s", r.where, got.Allowed, got.Message, got.Patch, want.Allowed, want.Message, want.Patch)
+		}
+		if got.CostRemaining != want.CostRemaining {
+			t.Errorf("%s: %d of the budget left, want %d", r.where, got.CostRemaining, want.CostRemaining)
+		}
+	}
+	if len(requests) < 50 {
+		t.Fatalf("only %d requests", len(requests))
+	}
+}
 
+// TestConcurrentEvaluationsAgree evaluates the requests of
+// TestMeteredPoliciesCostWhatTrackedOnesDo from several goroutines at once
+// on one snapshot, as the server does: each gets the decision it gets
+// alone. Under -race it also shows the planned programs are only read.
+func TestConcurrentEvaluationsAgree(t *testing.T) {
+	snap, err := engine.Compile(meterPolicyFiles(t), engine.Options{Registry: builtins.Registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests := libraryRequests(t)
+	type outcome struct {
+		allowed bool
+		message string
+		left    int64
+	}
+	evaluate := func(r libraryRequest) outcome {
+		d, err := snap.Evaluate(context.Background(), r.req, engine.EvalOptions{})
+		if err != nil {
+			return outcome{message: err.Error()}
+		}
+		return outcome{d.Allowed, d.Message, d.CostRemaining}
+	}
+	alone := make([]outcome, len(requests))
+	for i, r := range requests {
+		alone[i] = evaluate(r)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range requests {
+				i := (k + g*len(requests)/8) % len(requests)
+				if got := evaluate(requests[i]); got != alone[i] {
+					t.Errorf("%s, concurrently: %+v, alone %+v", requests[i].where, got, alone[i])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// meterPolicyFiles are the shipped policies, the library and testdata/meter.
+func meterPolicyFiles(t *testing.T) []engine.File {
+	var files []engine.File
+	for _, p := range []string{"../policies", "../policies/library", "testdata/meter"} {
+		fs, err := engine.ReadFiles(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fs...)
+	}
+	return files
+}
+
+type libraryRequest struct {
+	where string
+	req   *admissionv1.AdmissionRequest
+}
+
+// libraryRequests are a CREATE and an UPDATE of every object of the
+// library's tests.
+func libraryRequests(t *testing.T) []libraryRequest {
 	paths, err := filepath.Glob("../policies/library/tests/resources/*.yaml")
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no resources: %v", err)
 	}
-	requests := 0
+	var out []libraryRequest
 	for _, path := range paths {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -83,29 +162,11 @@ func TestMeteredPoliciesCostWhatTrackedOnesDo(t *testing.T) {
 				if op == admissionv1.Update {
 					req.OldObject = runtime.RawExtension{Raw: []byte(`{"metadata":{"name":"` + name + `"},"spec":{}}`)}
 				}
-				want, wantErr := tracked.Evaluate(context.Background(), req, engine.EvalOptions{})
-				got, gotErr := metered.Evaluate(context.Background(), req, engine.EvalOptions{})
-				requests++
-				where := path + ": " + kind + " " + name + " " + string(op)
-				if (wantErr == nil) != (gotErr == nil) {
-					t.Errorf("%s: error %v, want %v", where, gotErr, wantErr)
-					continue
-				}
-				if wantErr != nil {
-					continue
-				}
-				if got.Allowed != want.Allowed || got.Message != want.Message || fmt.Sprint(got.Patch) != fmt.Sprint(want.Patch) {
-					t.Errorf("%s: metered %v %q %s, tracked %v %q %s", where, got.Allowed, got.Message, got.Patch, want.Allowed, want.Message, want.Patch)
-				}
-				if got.CostRemaining != want.CostRemaining {
-					t.Errorf("%s: %d of the budget left, want %d", where, got.CostRemaining, want.CostRemaining)
-				}
+				out = append(out, libraryRequest{path + ": " + kind + " " + name + " " + string(op), req})
 			}
 		}
 	}
-	if requests < 50 {
-		t.Fatalf("only %d requests", requests)
-	}
+	return out
 }
 
 func resourceOf(kind string) string {

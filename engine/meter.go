@@ -145,7 +145,9 @@ func (m *meter) charge(c uint64) {
 // the tracker charges nothing, and applies the regex one itself.
 func meterDecorator(i interpreter.InterpretableV2) (interpreter.InterpretableV2, error) {
 	if typeName(i) == "*cel.evalOptionalOrValue" {
-		return &meterStep{InterpretableV2: newMeterOrValue(i)}, nil
+		if o, ok := newMeterOrValue(i); ok {
+			return &meterStep{InterpretableV2: o}, nil
+		}
 	}
 	switch n := i.(type) {
 	case *meterAttr, *meterCall, *meterStep, interpreter.InterpretableConst:
@@ -231,12 +233,11 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 		}
 	}
 	mc := &meterCall{meterStep: meterStep{InterpretableV2: inner}, function: call.Function(), overload: call.OverloadID(), tracker: extensionTrackers[call.OverloadID()]}
-	if len(args) == 1 && mc.function == "hasValue" {
-		mc.hasValueOf, _ = args[0].(*meterAttr)
-		mc.hasValueCost = callCost(mc.function, mc.overload, mc.tracker, []ref.Val{types.OptionalNone}, types.False)
-	}
 	if len(args) == 1 && unaryCostIsFixed(mc.function, mc.overload, mc.tracker) {
 		mc.fixed = true
+		if mc.function == "hasValue" {
+			mc.hasValueOf, _ = args[0].(*meterAttr)
+		}
 		return mc, nil
 	}
 	for _, a := range args {
@@ -347,13 +348,12 @@ type meterCall struct {
 	function, overload string
 	tracker            extensionTracker
 	args               []meterArg
-	// hasValueOf is the attribute x of x.hasValue(): when it is an
-	// optional path on the tape, its presence is the call's value.
-	hasValueOf   *meterAttr
-	hasValueCost uint64
 	// fixed is set for a call of one argument that costs one whatever
 	// the argument: its argument is not kept.
 	fixed bool
+	// hasValueOf is the attribute x of x.hasValue(): when it is an
+	// optional field path, its presence is the call's value.
+	hasValueOf *meterAttr
 }
 
 // unaryCostIsFixed says whether a call of one argument costs one whatever
@@ -401,7 +401,7 @@ func (c *meterCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
 	if c.hasValueOf != nil {
 		if _, present, ok := c.hasValueOf.readOptional(f, m); ok {
 			v := types.Bool(present)
-			m.end(mark, c.ID(), v, c.push, c.hasValueCost)
+			m.end(mark, c.ID(), v, c.push, 1)
 			return v
 		}
 	}
@@ -837,15 +837,21 @@ type meterOrValue struct {
 }
 
 // newMeterOrValue takes an evalOptionalOrValue's operands, which cel-go
-// does not export.
-func newMeterOrValue(i interpreter.InterpretableV2) *meterOrValue {
+// does not export; ok is false if it no longer has them.
+func newMeterOrValue(i interpreter.InterpretableV2) (o *meterOrValue, ok bool) {
 	operand := func(name string) interpreter.InterpretableV2 {
 		f := reflect.ValueOf(i).Elem().FieldByName(name)
+		if !f.IsValid() || f.Type() != reflect.TypeFor[interpreter.InterpretableV2]() {
+			return nil
+		}
 		return *(*interpreter.InterpretableV2)(unsafe.Pointer(f.UnsafeAddr()))
 	}
-	o := &meterOrValue{id: i.ID(), lhs: operand("lhs"), rhs: operand("rhs")}
+	o = &meterOrValue{id: i.ID(), lhs: operand("lhs"), rhs: operand("rhs")}
+	if o.lhs == nil || o.rhs == nil {
+		return nil, false
+	}
 	o.attr, _ = o.lhs.(*meterAttr)
-	return o
+	return o, true
 }
 
 func (o *meterOrValue) ID() int64 { return o.id }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -291,4 +292,29 @@ func TestFixedUnaryCostsAreFixed(t *testing.T) {
 		t.Errorf("%d overloads of one argument cost one whatever it is; want !_, size, hasValue and more", fixed)
 	}
 	t.Logf("%d overloads", fixed)
+}
+
+// TestMeterTakesOverOrValue: the meter plans orValue itself, reading
+// cel-go's operands; were cel-go to rename them, field paths would still
+// be read but each orValue would make an optional again.
+func TestMeterTakesOverOrValue(t *testing.T) {
+	shared, penv := meterEnvs(t)
+	ast, iss := shared.Compile(`object.spec.?nodeSelector.?zone.orValue('none')`)
+	if iss.Err() != nil {
+		t.Fatal(iss.Err())
+	}
+	var planned []string
+	_, err := penv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CustomDecoratorV2(func(i interpreter.InterpretableV2) (interpreter.InterpretableV2, error) {
+		d, err := meterDecorator(i)
+		if s, ok := d.(*meterStep); ok {
+			planned = append(planned, typeName(s.InterpretableV2))
+		}
+		return d, err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(planned, "*engine.meterOrValue") {
+		t.Errorf("orValue planned as %v, not the meter's", planned)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"regexp"
 	"strings"
 	"sync"
 	"unsafe"
@@ -214,22 +213,16 @@ func meterCallOf(call interpreter.InterpretableCall) (interpreter.InterpretableV
 		return call, nil
 	}
 	var inner interpreter.InterpretableV2 = call
-	if call.Function() == overloads.Matches && len(args) == 2 {
-		if pattern, ok := constString(args[1]); ok {
-			re, err := regexp.Compile(pattern)
+	for _, o := range regexOptimizations {
+		if call.Function() != o.Function || len(args) <= o.RegexIndex {
+			continue
+		}
+		if pattern, ok := constString(args[o.RegexIndex]); ok {
+			optimized, err := o.Factory(call, pattern)
 			if err != nil {
 				return nil, err
 			}
-			inner = interpreter.NewCall(call.ID(), call.Function(), call.OverloadID(), args, func(values ...ref.Val) ref.Val {
-				if len(values) != 2 {
-					return types.NoSuchOverloadErr()
-				}
-				in, ok := values[0].Value().(string)
-				if !ok {
-					return types.NoSuchOverloadErr()
-				}
-				return types.Bool(re.MatchString(in))
-			})
+			inner = optimized
 		}
 	}
 	mc := &meterCall{meterStep: meterStep{InterpretableV2: inner}, function: call.Function(), overload: call.OverloadID(), tracker: extensionTrackers[call.OverloadID()]}
@@ -263,6 +256,13 @@ func typeName(x any) string {
 		return "<nil>"
 	}
 	return reflect.TypeOf(x).String()
+}
+
+// regexOptimizations compile constant patterns once, as cel-go's and the
+// Kubernetes regex library's program options do in the API server's
+// environment: the meter's decorator runs before them and hides the calls.
+var regexOptimizations = []*interpreter.RegexOptimization{
+	interpreter.MatchesRegexOptimization, library.FindRegexOptimization, library.FindAllRegexOptimization,
 }
 
 func isConst(i interpreter.InterpretableV2) bool {

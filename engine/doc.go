@@ -12,7 +12,8 @@
 //   - Each candidate's selectors and CEL conditions are checked, sharing one
 //     cost budget for the whole request. Programs are planned without
 //     cel-go's cost tracking and charged by a meter (meter.go) that counts
-//     as it does, without its allocations.
+//     as it does, without its allocations; the meter also reads a field
+//     path (object.spec.?x.?y) in one step, from the tape or any map.
 //   - A matched policy that an unexpired PolicyException names, and whose
 //     match selects the request too, is a skip naming the exception; its
 //     action does not run (exception_eval.go).

@@ -19,7 +19,9 @@
 //   - waiting: WaitFor polls a condition with a bound, WaitForHTTP waits for
 //     an endpoint to answer 200, WaitForPortClosed for a listener to go,
 //     FreePort picks a loopback port, ServingCertificate returns the
-//     certificate a TLS server presents.
+//     certificate a TLS server presents;
+//   - building: BuildCeladon builds `celadon` with go test's own settings,
+//     so that it reuses the packages the test binaries were compiled from.
 //
 // Nothing here starts processes: internal/controlplane starts the control
 // plane, and callers start Celadon (in-process or as `celadon serve`).

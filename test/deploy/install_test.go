@@ -492,16 +492,12 @@ func (p *pod) handshake(t *testing.T, caBundle []byte) *x509.Certificate {
 	return conn.ConnectionState().PeerCertificates[0]
 }
 
-// buildCeladon builds ./cmd/celadon into a temporary directory, as the
-// image's Dockerfile does (CGO off, -trimpath).
+// buildCeladon builds ./cmd/celadon into a temporary directory.
 func buildCeladon(ctx context.Context, t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "celadon")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/celadon")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/celadon: %v\n%s", err, out)
+	if err := devenv.BuildCeladon(ctx, root, bin); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"celadon.io/celadon/internal/controlplane"
+	"celadon.io/celadon/internal/devenv"
 )
 
 // roundTripLabel says which side of the round trip a namespace is on: the
@@ -430,10 +431,8 @@ func celadonConvert(ctx context.Context, t *testing.T, policies []byte, params s
 		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "celadon")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/celadon")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/celadon: %v\n%s", err, out)
+	if err := devenv.BuildCeladon(ctx, root, bin); err != nil {
+		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
 	conv := exec.CommandContext(ctx, bin, "convert", "-", "--params", params)

@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -24,6 +23,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"celadon.io/celadon/internal/controlplane"
+	"celadon.io/celadon/internal/devenv"
 	"celadon.io/celadon/test/load/loadgen"
 )
 
@@ -60,10 +60,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	suite.bin = filepath.Join(tmp, "celadon")
-	build := exec.Command("go", "build", "-o", suite.bin, "./cmd/celadon")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if err := build.Run(); err != nil {
+	if err := devenv.BuildCeladon(context.Background(), root, suite.bin); err != nil {
 		logf("building celadon: %v", err)
 		return 1
 	}

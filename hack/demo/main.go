@@ -245,13 +245,7 @@ func (d *demo) buildCeladon(ctx context.Context) (string, error) {
 	}
 	out := filepath.Join(d.work, "celadon")
 	step("building celadon (go build ./cmd/celadon)")
-	goBin := os.Getenv("GO")
-	if goBin == "" {
-		goBin = "go"
-	}
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/celadon")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := devenv.BuildCeladon(ctx, ".", out); err != nil {
 		return "", fmt.Errorf("building celadon: %w", err)
 	}
 	return out, nil

@@ -23,6 +23,6 @@
 //   - building: BuildCeladon builds `celadon` with go test's own settings,
 //     so that it reuses the packages the test binaries were compiled from.
 //
-// Nothing here starts processes: internal/controlplane starts the control
+// Nothing here starts a server: internal/controlplane starts the control
 // plane, and callers start Celadon (in-process or as `celadon serve`).
 package devenv
